@@ -1,0 +1,366 @@
+"""The job spec: every key a job file or a CLI flag can set, declared once, validated once.
+
+A job file (TOML, flat keys) and CLI overrides resolve into one frozen `JobSpec`. The run
+directory holds it as `job.json`; the worker, the templates and every command read that and
+nothing else. Each field declares its type, default, documentation and constraints here, and the
+validation, the error messages and the README's job-file reference are derived from these
+declarations.
+
+This module must not import MindSpore: it runs on login nodes and in `--help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from launcher.errors import UserError
+
+SPEC_FORMAT = 1  # bump when job.json changes incompatibly
+
+
+def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
+        group="training"):
+    """Declare one job key. `path` is None (not a path), "dir" or "file" (must exist when set),
+    or "out" (a directory that will be created)."""
+    meta = dict(doc=doc, choices=choices, minimum=minimum, maximum=maximum, path=path,
+                required=required, group=group)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    # --- what to train -------------------------------------------------------------------------
+    name: str = key("job", "Run name; the run directory is <output_dir>/<name>-<YYYYmmdd-HHMMSS>.")
+    mode: str = key("finetune", "`finetune` trains every parameter; `fixed_feature` freezes all "
+                    "but the head.", choices=("finetune", "fixed_feature"))
+    arch: str = key("resnet50", "Backbone (Model Zoo parameter names).",
+                    choices=("resnet18", "resnet34", "resnet50", "resnet101"))
+    num_classes: int = key(2, "Classes of the new head; must equal the class folders in "
+                           "train_dir.", minimum=2)
+    train_dir: str = key("", "ImageFolder of training images: one sub-folder per class.",
+                         path="dir", required=True)
+    val_dir: str = key("", "ImageFolder of validation images, same class folders as train_dir.",
+                       path="dir", required=True)
+    image_size: int = key(224, "Square input size in pixels.", minimum=8, maximum=4096)
+    min_crop_scale: float = key(0.08, "Smallest area fraction of the random training crop "
+                                "(the tutorial's 0.08; raise it for small or centred objects).",
+                                minimum=0.01, maximum=1.0)
+    hflip: bool = key(True, "Random horizontal flip in training (off for digits, text, ...).")
+    batch_size: int = key(24, "Images per step per worker.", minimum=1)
+    epochs: int = key(20, "Training epochs.", minimum=1)
+    lr: float = key(0.001, "Base learning rate (Momentum optimizer).", minimum=0.0)
+    momentum: float = key(0.9, "Momentum.", minimum=0.0, maximum=1.0)
+    weight_decay: float = key(0.0, "L2 weight decay.", minimum=0.0)
+    lr_schedule: str = key("constant", "`constant` (the tutorial) or `cosine` decay to 0.",
+                           choices=("constant", "cosine"))
+    warmup_epochs: int = key(0, "Epochs of linear warm-up from 0 to lr.", minimum=0)
+    pretrained: str = key("", "Checkpoint to start from (head entries are dropped); \"\" trains "
+                          "from scratch.", path="file")
+    head: str = key("end_point", "Name of the classifier cell: its parameters are re-initialised "
+                    "and are the only ones trained in fixed_feature mode.")
+    seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
+                    minimum=0)
+    # --- where and how it runs -----------------------------------------------------------------
+    device: str = key("CPU", "Device target.", choices=("CPU", "GPU", "Ascend"), group="device")
+    device_id: int = key(0, "Device for a single-card run.", minimum=0, maximum=15,
+                         group="device")
+    amp_level: str = key("O0", "Mixed precision level (Ascend/GPU); CPU runs O0.",
+                         choices=("O0", "O2", "O3"), group="device")
+    sink_mode: bool = key(True, "Dataset sink mode (Ascend/GPU); CPU runs without sink.",
+                          group="device")
+    graph_mode: bool = key(True, "MindSpore GRAPH_MODE (compiled); false runs PYNATIVE_MODE.",
+                           group="device")
+    cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
+                        "`native` (nn.Conv2d). Ignored on GPU/Ascend.",
+                        choices=("im2col", "native"), group="device")
+    num_parallel_workers: int = key(4, "Data pipeline worker threads per process.", minimum=1,
+                                    maximum=64, group="device")
+    # --- evaluation and outputs ----------------------------------------------------------------
+    output_dir: str = key("runs", "Where run directories are created.", path="out",
+                          group="output")
+    eval_interval: int = key(1, "Evaluate every this many epochs.", minimum=1, group="output")
+    eval_start_epoch: int = key(1, "First epoch that is evaluated.", minimum=1, group="output")
+    image_check: str = key("auto", "Preflight decode of images: `all`, `sample` (200 per split), "
+                           "`none`; `auto` is `all` up to 20000 images, else `sample`.",
+                           choices=("auto", "all", "sample", "none"), group="output")
+    # --- launch (launcher/render.py) -----------------------------------------------------------
+    launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's launcher, "
+                        "any device), `rank_table` (one process per Ascend card with an HCCL rank "
+                        "table, Model Zoo style) or `mpirun` (Open MPI).",
+                        choices=("msrun", "rank_table", "mpirun"), group="launch")
+    nodes: int = key(1, "Machines the job runs on.", minimum=1, group="launch")
+    cards_per_node: int = key(1, "Worker processes per node: one per card on GPU/Ascend, CPU "
+                              "workers on CPU.", minimum=1, maximum=16, group="launch")
+    hosts: str = key("", "The nodes in node-rank order, comma-separated or in Slurm hostlist "
+                     "syntax (`node[01-02]`, `10.0.0.[1-2]`): the mpirun hostfile and the rank "
+                     "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. With "
+                     "Slurm it becomes `--nodelist`.", group="launch")
+    master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
+                           "127.0.0.1 on one node, else the first of `hosts` or the first node of "
+                           "the Slurm allocation.", group="launch")
+    master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
+                           "starts (one node, Slurm, or mpirun); nodes started one by one need an "
+                           "explicit port.", minimum=0, maximum=65535, group="launch")
+    cluster_timeout: int = key(60, "Seconds processes wait for their peers while the cluster forms "
+                               "(msrun --cluster_time_out, MS_TOPO_TIMEOUT; on Ascend also "
+                               "HCCL_CONNECT_TIMEOUT, which is at least 120): short, so that a "
+                               "dead peer fails the job fast.", minimum=1, maximum=7200,
+                               group="launch")
+    hccn_conf: str = key("/etc/hccn.conf", "hccn.conf holding this server's Ascend device IPs "
+                         "(`address_N=IP` lines), read for a one-node rank table when device_ips "
+                         "is \"\".", group="launch")
+    device_ips: str = key("", "Ascend device IPs for the rank table, comma-separated: cards "
+                          "0..cards_per_node-1 of node 0, then of node 1, ...; \"\" reads "
+                          "hccn_conf (one node only).", group="launch")
+    # --- Slurm ---------------------------------------------------------------------------------
+    partition: str = key("", "Slurm partition; \"\" = the cluster's default.", group="slurm")
+    account: str = key("", "Slurm account; \"\" = your default.", group="slurm")
+    qos: str = key("", "Slurm quality of service; \"\" = the default.", group="slurm")
+    time: str = key("", "Slurm time limit: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or "
+                    "`D-HH:MM:SS`; \"\" = the partition's default.", group="slurm")
+    gres: str = key("", "Slurm generic resources per node, e.g. `gpu:8`; \"\" = "
+                    "`gpu:<cards_per_node>` on GPU, none otherwise.", group="slurm")
+    cpus_per_task: int = key(0, "CPU cores for each node's task (its msrun and all its workers); "
+                             "0 = one per worker (cards_per_node).", minimum=0, group="slurm")
+    requeue: bool = key(True, "Let Slurm requeue the job after a preemption or node failure.",
+                        group="slurm")
+    signal_before_s: int = key(120, "Seconds before the time limit at which the batch script gets "
+                               "SIGUSR1 (a warning to checkpoint); 0 = no warning.", minimum=0,
+                               maximum=65535, group="slurm")
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "JobSpec":
+        return build_spec(self.to_dict() | changes, source="replace", check_paths=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a spec from raw values
+# ---------------------------------------------------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _coerce(name: str, value, typ: type, where: str, lenient: bool):
+    """Return `value` as `typ` or raise a UserError naming the key. `lenient` accepts what a
+    shell flag parser produces (fire turns `--name=2024` into an int, `--flag=false` into a
+    string); job files get strict TOML types."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if lenient and isinstance(value, (str, int)) and str(value).lower() in (
+                "true", "false", "1", "0", "yes", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if lenient and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{where}: key '{name}' must be a finite number, got {value!r}")
+            return float(value)
+        if lenient and isinstance(value, str):
+            try:
+                return _coerce(name, float(value), typ, where, False)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if lenient and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if lenient and isinstance(value, (tuple, list)):
+            return ",".join(str(v) for v in value)
+    raise UserError(f"{where}: key '{name}' must be {_TYPE_NAMES[typ]}, got {_describe(value)}")
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, JobSpec.fields(), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_value(name: str, value, f: dataclasses.Field, where: str):
+    m = f.metadata
+    if m["choices"] and value not in m["choices"]:
+        options = ", ".join(repr(c) for c in m["choices"])
+        raise UserError(f"{where}: key '{name}' is {value!r}; choose one of {options}")
+    if m["minimum"] is not None and value < m["minimum"]:
+        raise UserError(f"{where}: key '{name}' is {value!r}; it must be >= {m['minimum']}")
+    if m["maximum"] is not None and value > m["maximum"]:
+        raise UserError(f"{where}: key '{name}' is {value!r}; it must be <= {m['maximum']}")
+    if m["required"] and value == "":
+        raise UserError(f"{where}: key '{name}' is required ({m['doc']})")
+
+
+def _check_relations(spec: JobSpec, where: str):
+    if spec.eval_start_epoch > spec.epochs:
+        raise UserError(f"{where}: eval_start_epoch ({spec.eval_start_epoch}) is after the last "
+                        f"epoch ({spec.epochs}); nothing would be evaluated. Lower it or raise "
+                        "epochs.")
+    if spec.warmup_epochs >= spec.epochs:
+        raise UserError(f"{where}: warmup_epochs ({spec.warmup_epochs}) must be smaller than "
+                        f"epochs ({spec.epochs})")
+    if not spec.name or any(c in spec.name for c in "/\\\0") or spec.name.startswith("."):
+        raise UserError(f"{where}: key 'name' is {spec.name!r}; use a plain name without '/' "
+                        "(it names the run directory)")
+    if not spec.head.replace("_", "").replace(".", "").isalnum():
+        raise UserError(f"{where}: key 'head' is {spec.head!r}; give the name of the classifier "
+                        "cell, e.g. 'end_point'")
+    if spec.launcher == "rank_table" and spec.device != "Ascend":
+        raise UserError(f"{where}: launcher 'rank_table' starts Ascend cards (HCCL rank tables); "
+                        f"device is {spec.device!r}. Use launcher = \"msrun\" or \"mpirun\".")
+    if spec.time and not re.fullmatch(r"\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}", spec.time):
+        raise UserError(f"{where}: key 'time' is {spec.time!r}; Slurm takes MM, MM:SS, HH:MM:SS, "
+                        "D-HH, D-HH:MM or D-HH:MM:SS (e.g. \"2:00:00\" or \"1-12\")")
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if value == "":
+        return value
+    return str((base / os.path.expanduser(value)).resolve())
+
+
+def _check_path(name: str, value: str, kind: str, where: str):
+    if value == "" or kind == "out":
+        return
+    p = Path(value)
+    if kind == "dir" and not p.is_dir():
+        what = "is a file, not a directory" if p.exists() else "does not exist"
+        raise UserError(f"{where}: key '{name}': {value} {what}; set {name} to the folder that "
+                        "holds one sub-folder per class")
+    if kind == "file" and not p.is_file():
+        what = "is a directory, not a file" if p.exists() else "does not exist"
+        raise UserError(f"{where}: key '{name}': {value} {what}; give a checkpoint file, or "
+                        f"{name} = \"\" to train from scratch")
+
+
+def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(),
+               base_dir: Path | None = None, check_paths: bool = True) -> JobSpec:
+    """Validate raw key/value pairs into a JobSpec.
+
+    `source` names where the values came from (for messages); keys in `lenient_keys` came from
+    CLI flags and accept shell-style spellings. Relative paths resolve against `base_dir`
+    (default: the current directory) and are stored absolute, because workers may start in
+    another directory or on another host.
+    """
+    fields = JobSpec.fields()
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        k = unknown[0]
+        raise UserError(f"{source}: unknown key '{k}'{_suggest(k)}. Known keys are listed in "
+                        "README.md (Job file reference) and by `packrun keys`.")
+    base = base_dir or Path.cwd()
+    resolved = {}
+    for name, f in fields.items():
+        if name not in values:
+            resolved[name] = f.default
+            _check_value(name, f.default, f, source)
+            continue
+        where = "command line" if name in lenient_keys else source
+        value = _coerce(name, values[name], _field_type(f), where, name in lenient_keys)
+        if f.metadata["path"]:
+            value = _resolve_path(value, base)
+        _check_value(name, value, f, where)
+        resolved[name] = value
+    spec = JobSpec(**resolved)
+    _check_relations(spec, source)
+    if check_paths:
+        for name, f in fields.items():
+            if f.metadata["path"]:
+                _check_path(name, getattr(spec, name), f.metadata["path"],
+                            "command line" if name in lenient_keys else source)
+    return spec
+
+
+def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a flat TOML job file, with messages that name the file."""
+    p = Path(path)
+    if not p.is_file():
+        hint = " (it is a directory)" if p.is_dir() else ""
+        raise UserError(f"job file {p} not found{hint}; pass a .toml file such as jobs/demo.toml")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file (UTF-8 expected)") from None
+    for k, v in data.items():
+        if isinstance(v, dict):
+            raise UserError(f"{p}: [{k}] is a table; job files use flat keys only "
+                            f"(write e.g. `epochs = 5` at the top level)")
+    return data
+
+
+def load_job(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
+             check_paths: bool = True) -> JobSpec:
+    """Job file + CLI overrides -> validated JobSpec."""
+    values = read_job_file(path)
+    overrides = dict(overrides or {})
+    return build_spec(values | overrides, source=str(path), lenient_keys=tuple(overrides),
+                      check_paths=check_paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# job.json: the spec as the run directory holds it
+# ---------------------------------------------------------------------------------------------
+
+JOB_JSON = "job.json"
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    return json.dumps({"format": SPEC_FORMAT, "spec": spec.to_dict()}, indent=2) + "\n"
+
+
+def spec_from_json(path: str | os.PathLike) -> JobSpec:
+    """Read the resolved spec a run directory holds (paths already absolute)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / JOB_JSON
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{p} not found: is this a packrun run directory?") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: corrupt job.json ({e})") from None
+    if doc.get("format") != SPEC_FORMAT:
+        raise UserError(f"{p}: job.json format {doc.get('format')!r}, this packrun reads "
+                        f"{SPEC_FORMAT}; render the run again with this version")
+    return build_spec(doc["spec"], source=str(p), check_paths=False)
+
+
+def reference_markdown() -> str:
+    """The job-file reference table for README.md, generated from the declarations."""
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, f in JobSpec.fields().items():
+        m = f.metadata
+        default = "(required)" if m["required"] else json.dumps(f.default)
+        doc = m["doc"]
+        if m["choices"]:
+            doc += " One of " + ", ".join(f"`{c}`" for c in m["choices"]) + "."
+        rows.append(f"| `{name}` | {f.type} | `{default}` | {doc} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,44 @@
+"""Accuracy over a whole validation split (no dropped remainder), with the raw predictions kept
+for pictures and confusion matrices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mindspore import nn
+
+
+@dataclass
+class Evaluation:
+    predictions: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def correct(self) -> int:
+        return int((self.predictions == self.labels).sum())
+
+    @property
+    def total(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def evaluate(net: nn.Cell, dataset) -> Evaluation:
+    """Predict every batch of `dataset` with `net` in inference mode; restores training mode."""
+    was_training = net.training
+    net.set_train(False)
+    preds, labels = [], []
+    try:
+        for images, batch_labels in dataset.create_tuple_iterator(num_epochs=1):
+            logits = net(images)
+            preds.append(logits.asnumpy().argmax(axis=1))
+            labels.append(batch_labels.asnumpy())
+    finally:
+        net.set_train(was_training)
+    if not labels:
+        return Evaluation(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return Evaluation(np.concatenate(preds), np.concatenate(labels).astype(np.int64))
