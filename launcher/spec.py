@@ -199,9 +199,19 @@ def _coerce(name: str, value, typ: type, where: str, lenient: bool):
     raise UserError(f"{where}: key '{name}' must be {_TYPE_NAMES[typ]}, got {_describe(value)}")
 
 
+# Names users bring from other tools, and the key packrun calls it.
+_SYNONYMS = {"learning_rate": "lr", "base_lr": "lr", "num_epochs": "epochs", "epoch": "epochs",
+             "batch": "batch_size", "class_num": "num_classes", "classes": "num_classes",
+             "ckpt": "pretrained", "checkpoint": "pretrained", "pretrained_ckpt": "pretrained",
+             "device_target": "device", "workers": "cards_per_node", "model": "arch",
+             "train_data_path": "train_dir", "val_data_path": "val_dir"}
+
+
 def _suggest(name: str) -> str:
     close = difflib.get_close_matches(name, JobSpec.fields(), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    guess = _SYNONYMS.get(name) if _SYNONYMS.get(name) in JobSpec.fields() else None
+    guess = guess or (close[0] if close else None)
+    return f" (did you mean '{guess}'?)" if guess else ""
 
 
 def _check_value(name: str, value, f: dataclasses.Field, where: str):
@@ -272,8 +282,10 @@ def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(
     unknown = [k for k in values if k not in fields]
     if unknown:
         k = unknown[0]
-        raise UserError(f"{source}: unknown key '{k}'{_suggest(k)}. Known keys are listed in "
-                        "README.md (Job file reference) and by `packrun keys`.")
+        where = f"command line: unknown flag --{k}" if k in lenient_keys else \
+            f"{source}: unknown key '{k}'"
+        raise UserError(f"{where}{_suggest(k)}. Known keys are listed in README.md (Job file "
+                        "reference) and by `packrun keys`.")
     base = base_dir or Path.cwd()
     resolved = {}
     for name, f in fields.items():
