@@ -63,7 +63,7 @@ class Commands:
         next. Nothing is started: this is the dry run of a launch.
 
         Job keys are flags: packrun render jobs/x.toml --launcher=msrun --device=Ascend
-        --nodes=2 --cards_per_node=8 --hosts=10.0.0.[1-2] --master_port=8118
+        --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
         --slurm adds job.sbatch (msrun on every node via srun); --out=DIR creates the run
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
         """
@@ -93,7 +93,7 @@ class Commands:
 
 
 def main():
-    fire.Fire(Commands, name="packrun")
+    fire.Fire(Commands(), name="packrun")
 
 
 if __name__ == "__main__":

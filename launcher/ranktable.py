@@ -1,0 +1,276 @@
+"""HCCL rank tables (version "1.0"), byte for byte as the Model Zoo's hccl_tools.py writes them.
+
+    {"version": "1.0", "server_count": "2",
+     "server_list": [{"server_id": IP, "device": [{"device_id": "0", "device_ip": IP,
+                                                   "rank_id": "0"}, ...],
+                      "host_nic_ip": "reserve"}, ...],
+     "status": "completed"}                              (json.dump, indent 4, every value a string)
+
+Rank ids run consecutively over the servers in the order given, each server's devices in
+ascending id order. Device IPs come from an explicit list, an hccn.conf (`address_N=IP` lines) or
+`hccn_tool -i N -ip -g`. Building and merging are pure; only `query_hccn_tool` starts a process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from launcher.errors import UserError
+from launcher.rundir import write_atomic
+
+MAX_DEVICE_ID = 15  # a server has at most 16 Ascend devices (ids 0..15)
+DEFAULT_HCCN_CONF = "/etc/hccn.conf"
+_HCCN_ADDRESS = re.compile(r"\s*address_(\d+)\s*=\s*(\S*)\s*")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: device sets, IPv4 addresses, device IPs
+# ---------------------------------------------------------------------------------------------
+
+def parse_devices(value) -> list[int]:
+    """Device ids from "0-7", "0,1", "0-3,6", an int, or a tuple/list (what fire makes of
+    `--devices=0,1`); sorted. Duplicates, ids outside 0..15 and an empty set are errors."""
+    if isinstance(value, bool):
+        raise UserError(f"--devices={value!r}: give device ids such as 0-7 or 0,1")
+    if isinstance(value, int):
+        items = [str(value)]
+    elif isinstance(value, (tuple, list)):
+        items = [str(v) for v in value]
+    else:
+        items = [s.strip() for s in str(value).split(",")]
+    devices: list[int] = []
+    for item in items:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not m:
+            raise UserError(f"--devices: {item!r} is not a device id or range; write e.g. 0-7, "
+                            "0,1 or 0-3,6")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UserError(f"--devices: range {item} runs backwards; write {hi}-{lo}")
+        for d in range(lo, hi + 1):
+            if d > MAX_DEVICE_ID:
+                raise UserError(f"--devices: device {d} is out of range; Ascend device ids are "
+                                f"0..{MAX_DEVICE_ID}")
+            if d in devices:
+                raise UserError(f"--devices: device {d} is listed twice")
+            devices.append(d)
+    if not devices:
+        raise UserError("--devices: the device set is empty; give ids such as 0-7 or 0,1")
+    return sorted(devices)
+
+
+def group_warning(devices: Sequence[int]) -> str | None:
+    """HCCL rings 2- and 4-card jobs inside one group of four (0-3 or 4-7); a subset that crosses
+    groups is slow or refused."""
+    if len(devices) in (2, 4) and len({d // 4 for d in devices}) > 1:
+        ids = ",".join(map(str, devices))
+        return (f"devices {ids} cross the 0-3 / 4-7 group boundary; HCCL expects a 2- or 4-card "
+                "job inside one group (e.g. 0-3 or 4-7)")
+    return None
+
+
+def check_ipv4(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ipaddress.AddressValueError:
+        raise UserError(f"{what}: {value!r} is not an IPv4 address (four numbers 0-255, e.g. "
+                        "192.168.100.101)") from None
+
+
+def split_ips(value) -> list[str]:
+    """Comma-separated IPs, or a tuple/list of them (fire's reading of `--device_ips=a,b`)."""
+    items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def read_hccn_conf(path: str | os.PathLike) -> dict[int, str]:
+    """Device id -> device IP from the `address_N=IP` lines of an hccn.conf."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"hccn.conf {p} not found; point hccn_conf (--hccn_conf) at the file "
+                        "hccn_tool wrote, or give the device IPs (device_ips / --device_ips)"
+                        ) from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise UserError(f"hccn.conf {p}: cannot read it ({e.__class__.__name__})") from None
+    ips: dict[int, str] = {}
+    for n, line in enumerate(lines, 1):
+        m = _HCCN_ADDRESS.fullmatch(line)
+        if m:
+            ips[int(m.group(1))] = check_ipv4(m.group(2), f"{p} line {n} (address_{m.group(1)})")
+    return ips
+
+
+def query_hccn_tool(devices: Iterable[int]) -> dict[int, str]:
+    """Device id -> device IP from `hccn_tool -i N -ip -g` (prints `ipaddr:IP`)."""
+    ips = {}
+    for d in devices:
+        cmd = ["hccn_tool", "-i", str(d), "-ip", "-g"]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"`{' '.join(cmd)}` did not answer within 30 s") from None
+        m = re.search(r"^\s*ipaddr\s*:\s*(\S+)", res.stdout, re.M)
+        if res.returncode != 0 or not m:
+            said = (res.stderr or res.stdout).strip().splitlines()
+            raise UserError(f"`{' '.join(cmd)}` gave no device IP (exit {res.returncode}"
+                            f"{': ' + said[-1] if said else ''}); configure the device NIC or "
+                            "pass --device_ips")
+        ips[d] = check_ipv4(m.group(1), f"hccn_tool -i {d}")
+    return ips
+
+
+def ips_for_devices(devices: Sequence[int], known: Mapping[int, str], source: str) -> list[str]:
+    missing = [d for d in devices if d not in known]
+    if missing:
+        raise UserError(f"{source} has no address for device {missing[0]} (no "
+                        f"address_{missing[0]}=IP line); configure it with hccn_tool or give "
+                        "the device IPs explicitly")
+    return [known[d] for d in devices]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+def build_rank_table(servers: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -> dict:
+    """`servers` is [(server_ip, [(device_id, device_ip), ...]), ...] in rank order."""
+    if not servers:
+        raise UserError("a rank table needs at least one server")
+    seen_servers: set[str] = set()
+    seen_ips: dict[str, str] = {}
+    server_list, rank = [], 0
+    for server_ip, devices in servers:
+        server_ip = check_ipv4(server_ip, "server ip")
+        if server_ip in seen_servers:
+            raise UserError(f"server {server_ip} is listed twice; each server appears once")
+        seen_servers.add(server_ip)
+        if not devices:
+            raise UserError(f"server {server_ip}: the device set is empty")
+        device_list = []
+        for device_id, device_ip in sorted(devices):
+            if not 0 <= device_id <= MAX_DEVICE_ID:
+                raise UserError(f"server {server_ip}: device {device_id} is out of range; Ascend "
+                                f"device ids are 0..{MAX_DEVICE_ID}")
+            if device_list and device_list[-1]["device_id"] == str(device_id):
+                raise UserError(f"server {server_ip}: device {device_id} is listed twice")
+            device_ip = check_ipv4(device_ip, f"server {server_ip} device {device_id} ip")
+            where = f"server {server_ip} device {device_id}"
+            if device_ip in seen_ips:
+                raise UserError(f"device ip {device_ip} is used twice ({seen_ips[device_ip]} and "
+                                f"{where}); every device has its own address")
+            seen_ips[device_ip] = where
+            device_list.append({"device_id": str(device_id), "device_ip": device_ip,
+                                "rank_id": str(rank)})
+            rank += 1
+        server_list.append({"server_id": server_ip, "device": device_list,
+                            "host_nic_ip": "reserve"})
+    return {"version": "1.0", "server_count": str(len(server_list)),
+            "server_list": server_list, "status": "completed"}
+
+
+def _servers_of(table: dict, source: str) -> list[tuple[str, list[tuple[int, str]]]]:
+    """The (server_ip, [(device_id, device_ip)]) list of a version 1.0 table."""
+    try:
+        if table["version"] != "1.0":
+            raise UserError(f"{source}: rank table version {table['version']!r}; only version "
+                            "\"1.0\" tables (hccl_tools.py, packrun rank-table) can be merged")
+        return [(s["server_id"], [(int(d["device_id"]), d["device_ip"]) for d in s["device"]])
+                for s in table["server_list"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{source}: not an HCCL rank table (bad or missing {e})") from None
+
+
+def merge_rank_tables(tables: Sequence[tuple[str, dict]]) -> dict:
+    """Merge (source name, table) pairs into one table; servers keep the order given and rank
+    ids are renumbered consecutively."""
+    servers = [s for source, table in tables for s in _servers_of(table, source)]
+    return build_rank_table(servers)
+
+
+def to_json(table: dict) -> str:
+    """The file text, as hccl_tools.py's json.dump(table, f, indent=4) writes it."""
+    return json.dumps(table, indent=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (packrun rank-table / merge-rank-tables)
+# ---------------------------------------------------------------------------------------------
+
+def _device_ip_lists(devices, n_servers, hccn_conf, device_ips) -> list[list[str]]:
+    """One list of device IPs per server: explicit list > hccn.conf > hccn_tool."""
+    k = len(devices)
+    if device_ips is not None:
+        ips = split_ips(device_ips)
+        if len(ips) != k * n_servers:
+            raise UserError(f"--device_ips has {len(ips)} addresses; {n_servers} server(s) x "
+                            f"{k} device(s) need {k * n_servers}, in server order")
+        return [ips[i * k:(i + 1) * k] for i in range(n_servers)]
+    if n_servers > 1:
+        raise UserError("an hccn.conf describes one server; for several servers give "
+                        "--device_ips (all servers' device IPs in server order), or write one "
+                        "table per server and join them with `packrun merge-rank-tables`")
+    if hccn_conf is not None or Path(DEFAULT_HCCN_CONF).is_file():
+        path = hccn_conf if hccn_conf is not None else DEFAULT_HCCN_CONF
+        return [ips_for_devices(devices, read_hccn_conf(path), str(path))]
+    if shutil.which("hccn_tool"):
+        return [[query_hccn_tool(devices)[d] for d in devices]]
+    raise UserError(f"no device IPs: {DEFAULT_HCCN_CONF} does not exist and hccn_tool is not on "
+                    "PATH; pass --hccn_conf=PATH or --device_ips=IP,IP,...")
+
+
+def _write(table: dict, out) -> Path:
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out={out} is a directory; give the file to write, e.g. "
+                        f"{path / 'rank_table.json'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--out={out}: directory {path.parent} does not exist")
+    write_atomic(path, to_json(table))
+    return path
+
+
+def rank_table_command(devices, server_ip, out, hccn_conf=None, device_ips=None) -> Path:
+    """`packrun rank-table`: one table for one or more servers (comma-separated server_ip)."""
+    if not server_ip:
+        raise UserError("--server_ip is required: this server's IPv4 address (several, "
+                        "comma-separated, for one table over several servers)")
+    if not out:
+        raise UserError("--out is required: the rank table file to write, e.g. "
+                        "--out=rank_table.json")
+    devs = parse_devices(devices)
+    servers = split_ips(server_ip)
+    warning = group_warning(devs)
+    if warning:
+        print(f"packrun: warning: {warning}", file=sys.stderr)
+    ip_lists = _device_ip_lists(devs, len(servers), hccn_conf, device_ips)
+    table = build_rank_table([(s, list(zip(devs, ips))) for s, ips in zip(servers, ip_lists)])
+    return _write(table, out)
+
+
+def merge_command(paths: Sequence[str], out) -> Path:
+    """`packrun merge-rank-tables A.json B.json ... --out=FILE`."""
+    if not paths:
+        raise UserError("merge-rank-tables needs the tables to merge: A.json B.json ...")
+    if not out:
+        raise UserError("--out is required: the merged rank table file to write")
+    tables = []
+    for p in paths:
+        try:
+            tables.append((str(p), json.loads(Path(p).read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise UserError(f"rank table {p} not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{p}: not a JSON rank table ({e})") from None
+        except IsADirectoryError:
+            raise UserError(f"rank table {p} is a directory; give the .json files") from None
+    return _write(merge_rank_tables(tables), out)

@@ -1,0 +1,70 @@
+"""Run directories: `<output_dir>/<name>-<YYYYmmdd-HHMMSS>` with `logs/` inside, and atomic writes.
+
+Two runs started in the same second get `<name>-<stamp>`, `<name>-<stamp>-2`, ...: the directory
+is claimed with mkdir, so concurrent starts never share one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from launcher.errors import UserError
+from launcher.spec import JobSpec
+
+
+def create_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:
+    """Create a new, empty run directory (and its `logs/`) under `out` (default: the spec's
+    output_dir) and return its absolute path."""
+    base = Path(out if out is not None else spec.output_dir).expanduser().resolve()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"output directory {base} is a file; set output_dir (or --out) to a "
+                        "directory") from None
+    except PermissionError:
+        raise UserError(f"cannot create output directory {base}: permission denied; set "
+                        "output_dir (or --out) to a writable directory") from None
+    stem = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base / stem, 1
+    while True:
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            path = base / f"{stem}-{n}"
+        except PermissionError:
+            raise UserError(f"cannot create a run directory in {base}: permission denied; set "
+                            "output_dir (or --out) to a writable directory") from None
+    (path / "logs").mkdir()
+    return path
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    """Write `text` to `path` through a temporary file in the same directory and os.replace, so a
+    reader sees the old file or the new one, never a partial one. `mode` defaults to what a plain
+    open() would give (0o666 less the umask)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode() if mode is None else mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

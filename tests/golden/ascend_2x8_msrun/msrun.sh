@@ -1,0 +1,26 @@
+#!/bin/bash
+# packrun: msrun launch of run demo: 2 node(s) x 8 Ascend worker(s), 16 in all.
+# Usage: bash msrun.sh NODE_RANK, on every node, NODE_RANK 0..1: 0 on 10.0.0.1, where
+# the scheduler runs.
+# Logs: logs/worker_<rank>.log, and logs/scheduler.log on the master node.
+set -euo pipefail
+RUN_DIR=/runs/demo-20250101-000000
+PYTHON=/opt/venv/bin/python
+cd "$RUN_DIR"
+# msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
+export PATH="$RUN_DIR/bin:$PATH"
+export HCCL_CONNECT_TIMEOUT=120
+NODE_RANK=${1:?usage: bash msrun.sh NODE_RANK (0..1; 0 on 10.0.0.1)}
+if ! [[ $NODE_RANK =~ ^[0-9]+$ ]] || [ "$NODE_RANK" -ge 2 ]; then
+    echo "msrun.sh: NODE_RANK is '$NODE_RANK'; give 0..1" >&2
+    exit 2
+fi
+MASTER_ADDR=10.0.0.1
+MASTER_PORT=8118
+echo "packrun: node $NODE_RANK of 2: msrun with 8 worker(s), scheduler $MASTER_ADDR:$MASTER_PORT"
+# msrun, run as its module so that it uses the same interpreter as the workers
+exec "$PYTHON" -m mindspore.parallel.cluster.run \
+    --worker_num=16 --local_worker_num=8 --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" \
+    --log_dir="$RUN_DIR/logs" --join=True --cluster_time_out=60 \
+    /opt/packrun/src/train.py "$RUN_DIR"

@@ -1,0 +1,30 @@
+#!/bin/bash
+# packrun: Open MPI launch of run demo: 1 node(s) x 2 CPU worker(s), 2 ranks.
+# Usage: bash mpirun.sh
+# Logs: logs/mpirun/1/rank.<rank>/stdout, the MindSpore scheduler's logs/scheduler.log.
+set -uo pipefail
+RUN_DIR=/runs/demo-20250101-000000
+PYTHON=/opt/venv/bin/python
+cd "$RUN_DIR" || exit 1
+export MS_SCHED_HOST=127.0.0.1
+MS_SCHED_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])') || exit 1
+export MS_SCHED_PORT
+export MS_WORKER_NUM=2
+export MS_TOPO_TIMEOUT=60
+MS_ROLE=MS_SCHED RANK_ID=0 RANK_SIZE=2 "$PYTHON" /opt/packrun/src/train.py "$RUN_DIR" > "$RUN_DIR/logs/scheduler.log" 2>&1 &
+SCHED_PID=$!
+AS_ROOT=()
+if [ "$(id -u)" -eq 0 ]; then
+    AS_ROOT=(--allow-run-as-root)  # Open MPI refuses root without it
+fi
+# --bind-to none: every worker runs many threads (data pipeline, MindSpore's thread pools)
+mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" --bind-to none \
+    --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
+    -x PATH -x MS_SCHED_HOST -x MS_SCHED_PORT -x MS_WORKER_NUM -x MS_TOPO_TIMEOUT \
+    bash "$RUN_DIR/mpi_task.sh"
+RC=$?
+if [ "$RC" -ne 0 ]; then
+    kill "$SCHED_PID" 2>/dev/null  # else it waits out MS_TOPO_TIMEOUT for the dead workers
+fi
+wait "$SCHED_PID" || echo "packrun: the scheduler failed; see $RUN_DIR/logs/scheduler.log" >&2
+exit "$RC"

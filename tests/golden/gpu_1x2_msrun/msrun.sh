@@ -1,0 +1,20 @@
+#!/bin/bash
+# packrun: msrun launch of run demo: 1 node(s) x 2 GPU worker(s), 2 in all.
+# Usage: bash msrun.sh
+# Logs: logs/worker_<rank>.log, and logs/scheduler.log on the master node.
+set -euo pipefail
+RUN_DIR=/runs/demo-20250101-000000
+PYTHON=/opt/venv/bin/python
+cd "$RUN_DIR"
+# msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
+export PATH="$RUN_DIR/bin:$PATH"
+NODE_RANK=0
+MASTER_ADDR=127.0.0.1
+MASTER_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+echo "packrun: node $NODE_RANK of 1: msrun with 2 worker(s), scheduler $MASTER_ADDR:$MASTER_PORT"
+# msrun, run as its module so that it uses the same interpreter as the workers
+exec "$PYTHON" -m mindspore.parallel.cluster.run \
+    --worker_num=2 --local_worker_num=2 --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" \
+    --log_dir="$RUN_DIR/logs" --join=True --cluster_time_out=60 \
+    /opt/packrun/src/train.py "$RUN_DIR"

@@ -1,0 +1,20 @@
+#!/bin/bash
+# packrun: msrun launch of run demo: 2 node(s) x 4 GPU worker(s), 8 in all.
+# Started on every node by job.sbatch (srun, one task per node), which exports MASTER_ADDR and
+# MASTER_PORT; the node rank is Slurm's node id.
+# Logs: logs/worker_<rank>.log, and logs/scheduler.log on the master node.
+set -euo pipefail
+RUN_DIR=/runs/demo-20250101-000000
+PYTHON=/opt/venv/bin/python
+cd "$RUN_DIR"
+# msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
+export PATH="$RUN_DIR/bin:$PATH"
+NODE_RANK=$SLURM_NODEID
+: "${MASTER_ADDR:?MASTER_ADDR is exported by job.sbatch}" "${MASTER_PORT:?MASTER_PORT is exported by job.sbatch}"
+echo "packrun: node $NODE_RANK of 2: msrun with 4 worker(s), scheduler $MASTER_ADDR:$MASTER_PORT"
+# msrun, run as its module so that it uses the same interpreter as the workers
+exec "$PYTHON" -m mindspore.parallel.cluster.run \
+    --worker_num=8 --local_worker_num=4 --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" \
+    --log_dir="$RUN_DIR/logs" --join=True --cluster_time_out=60 \
+    /opt/packrun/src/train.py "$RUN_DIR"
