@@ -54,6 +54,17 @@ class Commands:
         from launcher.spec import reference_markdown
         print(reference_markdown(), end="")
 
+    @_user_errors_exit_2
+    def run(self, job=None, workers=None, resume=None, **overrides):
+        """Data-parallel run on this machine: render JOB's launch and execute it, supervised.
+
+        packrun run JOB --launcher=msrun|mpirun --workers=N [--key=value ...]
+        packrun run --resume RUN_DIR   (continue from RUN_DIR/last.ckpt)
+        The console follows rank 0; a failing rank stops every worker and is named.
+        """
+        from launcher.run import run_command
+        sys.exit(run_command(job, overrides, workers=workers, resume=resume))
+
     # --- rendering and launch artifacts (launcher/render.py, launcher/ranktable.py) ----------
     # (commands render / rank_table / merge_rank_tables are added below this line)
 
@@ -90,6 +101,56 @@ class Commands:
         --out=FILE. Servers keep the order given; rank ids are renumbered from 0."""
         from launcher.ranktable import merge_command
         print(merge_command(tables, out))
+
+    # --- pictures and reports (launcher/show_batch.py, launcher/report.py) ---
+
+    @_user_errors_exit_2
+    def show_batch(self, job, split="train", out=None, **overrides):
+        """Write a PNG of one batch after JOB's transforms (class name over each image), and
+        print its path. JOB is a job file or a run directory.
+
+        --split=train (augmented, as training sees it) or val; --out=FILE (default
+        ./<name>_<split>_batch.png). Job keys are flags: --image_size=224 --min_crop_scale=0.3
+        """
+        from launcher.show_batch import show_batch_command
+        print(show_batch_command(job, overrides, split=split, out=out))
+
+    @_user_errors_exit_2
+    def report(self, *run_dirs, out=None):
+        """Write a self-contained report.html for one or more run directories, and print its
+        path: spec, per-epoch table, pictures, timings; several runs are also compared side by
+        side. --out=FILE (default RUN_DIR/report.html for one run, ./report.html for several).
+        """
+        from launcher.report import write_report
+        print(write_report(run_dirs, out))
+
+    # --- Slurm (launcher/slurm.py) ---
+
+    @_user_errors_exit_2
+    def submit(self, job, wait=False, out=None, **overrides):
+        """Submit JOB to Slurm: render job.sbatch into a new run directory, sbatch it, record
+        and print the job id.
+
+        Job keys are flags: packrun submit jobs/x.toml --nodes=2 --cards_per_node=8
+        --partition=p --account=a --time=4:00:00 --gres=gpu:8 --qos=normal
+        --wait follows the job to its end (rank 0's log on the console) and exits with its
+        status: 0 when COMPLETED, non-zero for FAILED / CANCELLED / TIMEOUT / ... (printed).
+        --out=DIR creates the run directory in DIR instead of output_dir.
+        """
+        from launcher.slurm import submit_command
+        sys.exit(submit_command(job, overrides, wait=bool(wait), out=out))
+
+    @_user_errors_exit_2
+    def status(self, run_dir):
+        """State, elapsed time, nodes and best accuracy so far of a run submitted to Slurm."""
+        from launcher.slurm import status
+        print(status(run_dir))
+
+    @_user_errors_exit_2
+    def cancel(self, run_dir):
+        """Cancel the Slurm job of a run directory (scancel)."""
+        from launcher.slurm import cancel
+        print(f"packrun: {cancel(run_dir)}")
 
 
 def main():

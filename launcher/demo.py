@@ -17,6 +17,7 @@ from pathlib import Path
 from launcher.digits import export_digits
 from launcher.local_run import debug_spec
 from launcher.metrics import best_row, read_metrics
+from launcher.runfiles import BEST_CKPT
 from launcher.spec import load_job
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
         return 1
     pretrained = work / PRETRAINED
     pretrained.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source_dir / "best.ckpt", pretrained)
+    shutil.copyfile(source_dir / BEST_CKPT, pretrained)
     src_acc, src_epoch = best_of(source_dir)
     print(f"source model: val acc {src_acc:.4f} (epoch {src_epoch}) in "
           f"{time.monotonic() - t0:.0f} s -> {pretrained}")
@@ -93,6 +94,10 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
     print(summary_table(results))
+    from launcher.report import write_report  # matplotlib: only once the runs are done
+    report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
+                          labels=[r["label"] for r in results])
+    print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
 

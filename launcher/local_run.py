@@ -8,8 +8,9 @@ from pathlib import Path
 
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
-from launcher.rundir import create_run_dir, write_atomic
-from launcher.spec import JOB_JSON, JobSpec, load_job, spec_to_json
+from launcher.rundir import new_run_dir
+from launcher.runfiles import CONSOLE_TTY_ENV
+from launcher.spec import JobSpec, load_job
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = REPO / "src" / "train.py"
@@ -22,20 +23,14 @@ def worker_env(base: dict | None = None) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("GLOG_v", "3")  # MindSpore's C++ INFO/WARNING chatter off; errors still show
+    env[CONSOLE_TTY_ENV] = "1" if sys.stdout.isatty() else "0"
     return env
-
-
-def prepare_run(spec: JobSpec, out: str | None = None) -> Path:
-    """Run directory with the resolved spec in it: the only input the worker reads."""
-    run_dir = create_run_dir(spec, out)
-    write_atomic(run_dir / JOB_JSON, spec_to_json(spec))
-    return run_dir
 
 
 def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
     """Preflight, run directory, one worker; (exit status, run directory)."""
     summary = preflight(spec)
-    run_dir = prepare_run(spec)
+    run_dir = new_run_dir(spec)
     log(f"packrun: run directory {run_dir}")
     log(f"packrun: {summary['train_images']} train / {summary['val_images']} val images in "
         f"{len(summary['classes'])} classes ({summary['images_checked']} checked)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+from launcher.runfiles import METRICS as METRICS_FILE
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

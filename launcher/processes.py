@@ -6,6 +6,7 @@ started (MindSpore's data workers, msrun's workers) and nothing outlives packrun
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import subprocess
@@ -74,17 +75,19 @@ def spawn(cmd: Sequence[str], env: dict | None = None, cwd: str | Path | None = 
 
 def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
                   cwd: str | Path | None = None, console=None) -> int:
-    """Run `cmd`, copying its merged output to `log_path` and the console line by line.
+    """Run `cmd`, copying its merged output to `log_path` and the console as it comes.
     Returns its exit status; on Ctrl-C / SIGTERM the child is stopped and 130 / 143 returned."""
     console = console or sys.stdout
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(cmd, env=env, cwd=cwd)
     with open(log_path, "ab") as log, forward_signals([proc]) as got:
         try:
-            for line in iter(proc.stdout.readline, b""):
-                log.write(line)
+            # chunks, not lines: a progress line rewritten with \r reaches the console live
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                log.write(chunk)
                 log.flush()
-                console.write(line.decode("utf-8", errors="replace"))
+                console.write(decoder.decode(chunk))
                 console.flush()
         finally:
             proc.stdout.close()

@@ -25,6 +25,7 @@ import jinja2
 from launcher import nodelist, ranktable
 from launcher.errors import UserError
 from launcher.rundir import create_run_dir, write_atomic
+from launcher.runfiles import JOB_JSON
 from launcher.spec import JobSpec, load_job, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def write_run_dir(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
         (run_dir / "logs").rmdir()
         run_dir.rmdir()
         raise
-    write_atomic(run_dir / "job.json", spec_to_json(spec))
+    write_atomic(run_dir / JOB_JSON, spec_to_json(spec))
     for rel, text in artifacts.items():
         path = run_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,7 @@ def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str |
     if print_only:
         run_dir = (Path(out if out is not None else spec.output_dir).resolve()
                    / f"{spec.name}-YYYYmmdd-HHMMSS")
-        files = {"job.json": spec_to_json(spec)} | render_artifacts(spec, run_dir, slurm=slurm)
+        files = {JOB_JSON: spec_to_json(spec)} | render_artifacts(spec, run_dir, slurm=slurm)
         for rel, text in files.items():
             print(f"==> {run_dir / rel} <==\n{text}")
         return

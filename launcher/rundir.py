@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.spec import JobSpec
+from launcher.runfiles import JOB_JSON
+from launcher.spec import JobSpec, spec_to_json
 
 
 def create_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:
@@ -68,3 +69,10 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int | None = None) ->
         except FileNotFoundError:
             pass
         raise
+
+
+def new_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:
+    """A new run directory holding the resolved spec (job.json), the only input workers read."""
+    run_dir = create_run_dir(spec, out)
+    write_atomic(run_dir / JOB_JSON, spec_to_json(spec))
+    return run_dir

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from launcher.errors import UserError
+from launcher.runfiles import JOB_JSON
 
 SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
@@ -92,6 +93,13 @@ class JobSpec:
     image_check: str = key("auto", "Preflight decode of images: `all`, `sample` (200 per split), "
                            "`none`; `auto` is `all` up to 20000 images, else `sample`.",
                            choices=("auto", "all", "sample", "none"), group="output")
+    eval_mode: str = key("rank0", "Data-parallel evaluation: `rank0` evaluates the whole validation "
+                         "set on rank 0 while the others wait; `sharded` lets every rank evaluate "
+                         "its shard and all-reduces the counts. Same accuracy either way.",
+                         choices=("rank0", "sharded"), group="output")
+    scale_lr: bool = key(False, "Scale lr linearly with the number of workers (effective batch = "
+                         "workers x batch_size). Off by default: lr means the same in a debug "
+                         "run and an 8-card run.", group="launch")
     # --- launch (launcher/render.py) -----------------------------------------------------------
     launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's launcher, "
                         "any device), `rank_table` (one process per Ascend card with an HCCL rank "
@@ -340,9 +348,6 @@ def load_job(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
 # ---------------------------------------------------------------------------------------------
 # job.json: the spec as the run directory holds it
 # ---------------------------------------------------------------------------------------------
-
-JOB_JSON = "job.json"
-
 
 def spec_to_json(spec: JobSpec) -> str:
     return json.dumps({"format": SPEC_FORMAT, "spec": spec.to_dict()}, indent=2) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
@@ -61,25 +62,51 @@ def eval_transforms(image_size: int) -> list:
     ]
 
 
+def count_images(folder: str | Path) -> int:
+    """Images in an ImageFolder as ImageFolderDataset indexes them (sample ids 0..n-1)."""
+    return ds.ImageFolderDataset(str(folder), extensions=list(IMAGE_EXTENSIONS),
+                                 shuffle=False).get_dataset_size()
+
+
+def shard_indices(n: int, world: int, rank: int, seed: int, epoch: int | None) -> list[int]:
+    """This rank's sample ids for one epoch.
+
+    Training (`epoch` given): a permutation that depends only on (seed, epoch), cut into `world`
+    disjoint shards of equal size n // world (so every rank runs the same number of steps; the
+    n % world left over differ from epoch to epoch). Evaluation (`epoch` None): every id exactly
+    once, in order, dealt round-robin (shards may differ in size by one)."""
+    if epoch is None:
+        return list(range(rank, n, world))
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    per_rank = n // world
+    return order[rank * per_rank:(rank + 1) * per_rank].tolist()
+
+
 def create_dataset(folder: str | Path, classes: list[str], image_size: int, batch_size: int, *,
-                   training: bool, num_shards: int = 1, shard_id: int = 0,
+                   training: bool, indices: list[int] | None = None, reshuffle: bool = False,
                    num_parallel_workers: int = 4, augment: bool | None = None,
                    min_crop_scale: float = 0.08, hflip: bool = True) -> ds.Dataset:
     """Batches of (image float32 NCHW, label int32).
 
-    training=True: shuffled every epoch, augmented, remainder dropped (every rank must run the
-    same number of steps). training=False: fixed order, every image kept (accuracy covers the
-    whole split). `augment` overrides whether the training transforms are used.
+    `indices` (see shard_indices) fixes which samples are read, in that order, or in a new
+    random order every epoch with `reshuffle`; None reads the whole folder (shuffled each epoch
+    when training). training=True: augmented, remainder
+    dropped (every rank must run the same number of steps). training=False: every image kept
+    (accuracy covers the whole split). `augment` overrides whether training transforms are used.
     """
     augment = training if augment is None else augment
     # MindSpore refuses more workers than cores; a job file written for a 192-core Ascend host
     # must still run on a laptop.
     num_parallel_workers = max(1, min(num_parallel_workers, os.cpu_count() or 1))
-    shard = dict(num_shards=num_shards, shard_id=shard_id) if num_shards > 1 else {}
+    if indices is None:
+        order = dict(shuffle=training)
+    else:
+        sampler = ds.SubsetRandomSampler if reshuffle else ds.SubsetSampler
+        order = dict(sampler=sampler(indices))
     data = ds.ImageFolderDataset(
-        str(folder), shuffle=training, extensions=list(IMAGE_EXTENSIONS),
+        str(folder), extensions=list(IMAGE_EXTENSIONS),
         class_indexing={name: i for i, name in enumerate(classes)},
-        num_parallel_workers=num_parallel_workers, **shard)
+        num_parallel_workers=num_parallel_workers, **order)
     trans = train_transforms(image_size, min_crop_scale, hflip) if augment else eval_transforms(image_size)
     data = data.map(operations=trans, input_columns="image",
                     num_parallel_workers=num_parallel_workers)

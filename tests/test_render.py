@@ -209,8 +209,8 @@ def test_paths_with_spaces_are_quoted(make_job, hccn_conf):
     art = render_artifacts(spec, "/my runs/x", python="/opt/my venv/bin/python",
                            repo="/src/pack run")
     assert "RUN_DIR='/my runs/x'\nPYTHON='/opt/my venv/bin/python'\n" in art["mpirun.sh"]
-    assert "exec '/opt/my venv/bin/python' '/src/pack run/src/train.py' '/my runs/x'\n" in \
-        art["mpi_task.sh"]
+    assert ("exec '/opt/my venv/bin/python' '/src/pack run/src/train.py' '/my runs/x' >> "
+            "'/my runs/x/logs/worker_'\"$RANK_ID.log\" 2>&1\n") in art["mpi_task.sh"]
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""`packrun run`: render a data-parallel launch for this machine and execute it, supervised.
+
+The same files `packrun render` writes are what runs: the launch script of the run directory
+(msrun.sh, mpirun.sh or rank_table.sh). The console follows rank 0's log; a failing rank takes
+the whole job down and is named with the end of its log.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from pathlib import Path
+
+from launcher.errors import UserError
+from launcher.local_run import WORKER_SCRIPT, worker_env
+from launcher.preflight import preflight
+from launcher.render import write_run_dir
+from launcher.runfiles import EXIT_REQUEUE, PREEMPT_FLAG, worker_log
+from launcher.spec import JobSpec, load_job, spec_from_json
+from launcher.supervise import Supervisor, tail
+
+LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
+
+
+def check_port_free(port: int, host: str = "") -> None:
+    """A busy scheduler port makes MindSpore's workers hang until the cluster timeout; say so
+    now instead."""
+    if port == 0:
+        return
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"master_port {port} is already in use on this machine; choose "
+                                "another port, or master_port = 0 to pick a free one") from None
+            raise UserError(f"master_port {port} cannot be used here ({e.strerror})") from None
+
+
+def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:
+    if workers is not None:
+        overrides = {**overrides, "cards_per_node": workers}
+    spec = load_job(job, overrides)
+    if spec.nodes != 1:
+        raise UserError(f"packrun run starts the workers of one machine; nodes is {spec.nodes}. "
+                        "For several nodes use `packrun submit` (Slurm), or `packrun render` and "
+                        "run the launch script on every node")
+    return spec
+
+
+def execute(run_dir: Path, spec: JobSpec, log=print) -> int:
+    """Run the rendered launch in `run_dir` under supervision; the job's exit status."""
+    (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
+    script = run_dir / LAUNCH_SCRIPTS[spec.launcher]
+    log(f"packrun: {spec.launcher} with {spec.cards_per_node} worker(s); run directory {run_dir}")
+    log(f"packrun: following {run_dir / worker_log(0)} (rank 0)")
+    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, worker_env()).run()
+    if outcome.code == 0:
+        log(f"packrun: run finished\npackrun: run directory {run_dir}")
+    elif outcome.code == EXIT_REQUEUE:
+        log(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
+    else:
+        _report_failure(run_dir, outcome)
+    return outcome.code
+
+
+def _report_failure(run_dir: Path, outcome) -> None:
+    err = sys.stderr
+    print(f"packrun: run failed: {outcome.reason}", file=err)
+    if outcome.failed_rank is not None:
+        log_file = run_dir / worker_log(outcome.failed_rank)
+        print(f"packrun: last lines of {log_file}:\n{tail(log_file)}", file=err)
+    else:
+        launcher_log = run_dir / "logs" / "launcher.log"
+        print(f"packrun: last lines of {launcher_log}:\n{tail(launcher_log)}", file=err)
+    print(f"packrun: run directory {run_dir}", file=err, flush=True)
+
+
+def run_command(job: str | None, overrides: dict, workers: int | None = None,
+                resume: str | None = None) -> int:
+    if resume:
+        run_dir = Path(resume).resolve()
+        spec = spec_from_json(run_dir)
+        if job or overrides or workers:
+            raise UserError("--resume RUN_DIR runs that directory's job as it was rendered; give "
+                            "no job file or other flags with it")
+        if not (run_dir / LAUNCH_SCRIPTS[spec.launcher]).exists():
+            raise UserError(f"{run_dir} has no {LAUNCH_SCRIPTS[spec.launcher]}: resume a run "
+                            "made by `packrun run` or `packrun render`")
+    else:
+        if not job:
+            raise UserError("give a job file: packrun run JOB --workers=N (or --resume RUN_DIR)")
+        spec = local_spec(job, overrides, workers)
+        preflight(spec)
+        check_port_free(spec.master_port)
+        run_dir, _ = write_run_dir(spec)
+    return execute(run_dir, spec)

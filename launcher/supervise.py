@@ -1,0 +1,232 @@
+"""Watch a launch (msrun.sh, mpirun.sh, rank_table.sh) on this machine until it ends, and end it
+as a whole when any part fails.
+
+Launchers start workers in sessions of their own (msrun does), so a signal to the launch
+script's group does not reach them. The supervisor therefore finds the run's processes by their
+command line (the worker script and this run directory), learns each worker's rank from its
+environment, and reads the exit status each worker leaves in logs/worker_<rank>.exit. A worker
+that is gone without that file was killed. The first failure stops everything: TERM, then KILL
+after a grace period; nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import psutil
+
+from launcher import processes, ranks
+from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
+
+POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
+DISCOVER_EVERY = 5   # process-table scans and console updates every 0.25 s
+TAIL_LINES = 20
+
+
+@dataclass
+class Worker:
+    rank: int
+    proc: psutil.Process
+    exit_code: int | None = None
+    done: bool = False
+
+
+@dataclass
+class Outcome:
+    code: int
+    failed_rank: int | None = None
+    reason: str = ""
+    workers_seen: list[int] = field(default_factory=list)
+
+
+class LogFollower:
+    """Copies complete lines appended to a (possibly not yet existing) file to `out`."""
+
+    def __init__(self, path: Path, out):
+        self.path, self.out, self.pos, self.partial = path, out, 0, b""
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.pos += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            self.out.write(line.decode("utf-8", errors="replace") + "\n")
+        if lines:
+            self.out.flush()
+
+
+def tail(path: Path, n: int = TAIL_LINES) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(lines[-n:])
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path, cmd: Sequence[str], worker_script: Path, env: dict,
+                 console=None, grace_s: float = processes.GRACE_S):
+        self.run_dir, self.cmd, self.env = Path(run_dir), list(cmd), env
+        self.marker = (str(worker_script), str(self.run_dir))
+        self.console = console or sys.stdout
+        self.grace_s = grace_s
+        self.workers: dict[int, Worker] = {}   # by pid
+        self.others: dict[int, psutil.Process] = {}  # schedulers and launcher children
+
+    # -- discovery -------------------------------------------------------------------------
+    def _discover(self) -> None:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = p.info["cmdline"] or []
+            if p.pid in self.workers or p.pid in self.others:
+                continue
+            if not all(any(m == arg for arg in cmdline) for m in self.marker):
+                continue
+            try:
+                env = p.environ()
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                continue
+            rank = ranks.rank_from_env(env)
+            if rank is None:
+                self.others[p.pid] = p
+            else:
+                self.workers[p.pid] = Worker(rank, p)
+
+    def _check_workers(self) -> Worker | None:
+        """Mark workers that ended; return the one that failed first.
+
+        Launchers react to a failure by killing the other workers (msrun within a fraction of a
+        second), so several may be found dead in one poll. The culprit is then the one that left
+        a failing exit status, else the one msrun reports as failed, else the lowest rank."""
+        failed = []
+        for w in self.workers.values():
+            if w.done or _alive(w.proc):
+                continue
+            w.done = True
+            w.exit_code = _read_exit(self.run_dir / worker_exit(w.rank))
+            if w.exit_code not in (0, EXIT_REQUEUE):
+                failed.append(w)
+        if len(failed) > 1:
+            reported = _msrun_failed_pids(self.run_dir / LOGS / "launcher.log")
+            failed.sort(key=lambda w: (w.exit_code is None, w.proc.pid not in reported, w.rank))
+        return failed[0] if failed else None
+
+    # -- teardown --------------------------------------------------------------------------
+    def _everything(self, launcher: psutil.Popen | None) -> list[psutil.Process]:
+        procs = [w.proc for w in self.workers.values()] + list(self.others.values())
+        if launcher is not None:
+            try:
+                procs += launcher.children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        return [p for p in {p.pid: p for p in procs}.values() if _alive(p)]
+
+    def stop_all(self, launcher) -> None:
+        self._discover()
+        procs = self._everything(launcher)
+        processes.kill_group(launcher, signal.SIGTERM)
+        for p in procs:
+            _signal(p, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=self.grace_s)
+        processes.kill_group(launcher, signal.SIGKILL)
+        for p in alive + self._everything(launcher):
+            _signal(p, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+        launcher.wait()
+
+    # -- the watch -------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        logs = self.run_dir / LOGS
+        for stale in logs.glob("worker_*.exit"):
+            stale.unlink()
+        follower = LogFollower(self.run_dir / worker_log(0), self.console)
+        with open(logs / "launcher.log", "ab") as launcher_log:
+            launcher = psutil.Popen(self.cmd, env=self.env, cwd=self.run_dir,
+                                    stdout=launcher_log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            with processes.forward_signals([], self.grace_s) as got:
+                outcome = self._watch(launcher, follower, got)
+        follower.poll()
+        outcome.workers_seen = sorted(w.rank for w in self.workers.values())
+        return outcome
+
+    def _watch(self, launcher, follower, got) -> Outcome:
+        ticks = 0
+        while True:
+            if ticks % DISCOVER_EVERY == 0:
+                follower.poll()
+                self._discover()
+            ticks += 1
+            if got["signal"] is not None:
+                self.stop_all(launcher)
+                name = signal.Signals(got["signal"]).name
+                return Outcome(128 + got["signal"], reason=f"stopped by {name}")
+            failed = self._check_workers()
+            if failed is not None:
+                self.stop_all(launcher)
+                how = "was killed" if failed.exit_code is None else \
+                    f"exited with status {failed.exit_code}"
+                return Outcome(failed.exit_code or 1, failed.rank, f"rank {failed.rank} {how}")
+            rc = launcher.poll()
+            if rc is not None:
+                return self._finish(launcher, processes.exit_code(rc))
+            time.sleep(POLL_S)
+
+    def _finish(self, launcher, rc: int) -> Outcome:
+        """The launch script ended: its workers' exit files decide."""
+        self.stop_all(launcher)  # stragglers (a scheduler, a hung worker) end with it
+        failed = self._check_workers()
+        if failed is not None:
+            how = "was killed" if failed.exit_code is None else \
+                f"exited with status {failed.exit_code}"
+            return Outcome(failed.exit_code or 1, failed.rank, f"rank {failed.rank} {how}")
+        codes = {w.exit_code for w in self.workers.values()}
+        if self.workers and codes == {EXIT_REQUEUE}:
+            return Outcome(EXIT_REQUEUE, reason="stopped on request; start again to resume")
+        if rc != 0:
+            return Outcome(rc, reason=f"the launch script exited with status {rc}")
+        if not self.workers:
+            return Outcome(1, reason="the launch script ended without starting any worker")
+        return Outcome(0)
+
+
+def _msrun_failed_pids(launcher_log: Path) -> set[int]:
+    """pids msrun logged as "Worker process <pid> exit with exception"."""
+    try:
+        text = launcher_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return set()
+    return {int(m) for m in re.findall(r"Worker process (\d+) exit with exception", text)}
+
+
+def _read_exit(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
