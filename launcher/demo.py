@@ -33,7 +33,7 @@ def variants(workdir: Path) -> list[tuple[str, dict]]:
     """The three target runs: (label, overrides of jobs/demo.toml)."""
     return [
         ("fine-tune", {"mode": "finetune"}),
-        ("fixed feature", {"mode": "fixed_feature", "lr": 0.05, "name": "demo_fixed_feature"}),
+        ("fixed feature", {"mode": "fixed_feature", "lr": 0.02, "name": "demo_fixed_feature"}),
         ("from scratch", {"pretrained": "", "name": "demo_scratch"}),
     ]
 

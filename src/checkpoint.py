@@ -30,9 +30,9 @@ class LoadReport:
         others = [n for n in self.unused if not n.startswith("moments.")]
         lines = [f"Loaded {len(self.loaded)} parameters from {self.path}",
                  f"  re-initialised (head): {', '.join(self.missing) or 'none'}"]
-        if self.unused:
-            lines.append(f"  ignored from the file: {moments} optimizer moments"
-                         + (f", {', '.join(others)}" if others else ""))
+        ignored = ([f"{moments} optimizer moments"] if moments else []) + others
+        if ignored:
+            lines.append(f"  ignored from the file: {', '.join(ignored)}")
         return "\n".join(lines)
 
 
