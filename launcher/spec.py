@@ -70,6 +70,14 @@ class JobSpec:
                     "and are the only ones trained in fixed_feature mode.")
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
                     minimum=0)
+    feature_cache: str = key("augmented", "fixed_feature only: run the frozen backbone once and train "
+                             "the head on cached features. `augmented` caches cache_views "
+                             "augmented views per image, `eval` one un-augmented view, `off` "
+                             "recomputes the backbone every epoch.",
+                             choices=("augmented", "eval", "off"))
+    cache_views: int = key(2, "Augmented views cached per training image (feature_cache = "
+                           "\"augmented\"); each epoch uses one of them per image.",
+                           minimum=1, maximum=64)
     # --- where and how it runs -----------------------------------------------------------------
     device: str = key("CPU", "Device target.", choices=("CPU", "GPU", "Ascend"), group="device")
     device_id: int = key(0, "Device for a single-card run.", minimum=0, maximum=15,

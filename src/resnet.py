@@ -208,11 +208,14 @@ class ResNet(nn.Cell):
         self.flatten = nn.Flatten()
         self.end_point = _fc(out_channels[3], num_classes)
 
-    def construct(self, x):
+    def features(self, x):
+        """The backbone's output for `x`: what the head `end_point` classifies."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = ops.mean(x, (2, 3), True)
-        return self.end_point(self.flatten(x))
+        return self.flatten(ops.mean(x, (2, 3), True))
+
+    def construct(self, x):
+        return self.end_point(self.features(x))
 
 
 def _stem_pool(res_base):

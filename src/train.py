@@ -85,6 +85,42 @@ def resume_from(run_dir: Path, net, opt) -> tuple[int, list[dict]]:
     return epoch, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
 
 
+def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data_args, say):
+    """Backbone features of this rank's (fixed) training shard and of the validation images it
+    evaluates; see src/feature_cache.py."""
+    import time
+
+    import mindspore.dataset as ds
+    import numpy as np
+
+    from src import dataset
+    from src.feature_cache import Backbone, FeatureCache, extract
+    if spec.head != "end_point":
+        raise UserError(f"feature_cache needs the ResNet head 'end_point' (head is {spec.head!r}); "
+                        "set feature_cache = \"off\"")
+    t0 = time.monotonic()
+    backbone = Backbone(net)
+    shard = dataset.shard_indices(n_train, par.world, par.rank, spec.seed, 0)
+    augmented = spec.feature_cache == "augmented"
+    views, labels = [], None
+    for view in range(spec.cache_views if augmented else 1):
+        ds.config.set_seed(spec.seed * 100003 + 50000 + view)
+        images = dataset.create_dataset(spec.train_dir, training=False, augment=augmented,
+                                        indices=shard, min_crop_scale=spec.min_crop_scale,
+                                        hflip=spec.hflip, **data_args)
+        feats, labels = extract(backbone, images, f"train view {view + 1}", say)
+        views.append(feats)
+    val_feats = np.zeros((0, views[0].shape[1]), np.float32)
+    val_labels = np.zeros(0, np.int32)
+    if par.is_main or val_indices is not None:
+        val = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
+        val_feats, val_labels = extract(backbone, val, "val", say)
+    say(f"feature cache: {len(labels)} train images x {len(views)} "
+        f"{'augmented' if augmented else 'eval'} view(s), {len(val_labels)} val images, "
+        f"{time.monotonic() - t0:.1f} s")
+    return FeatureCache(views, labels, val_feats, val_labels, spec.batch_size, spec.seed, par.rank)
+
+
 def train(spec: JobSpec, run_dir: Path) -> int:
     import mindspore as ms
     import mindspore.dataset as ds
@@ -133,7 +169,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     val_ds = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
 
     def validation_accuracy() -> float:
-        result = evaluate(net, val_ds)
+        result = cache.evaluate(net.end_point) if cache else evaluate(net, val_ds)
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if sharded_eval else 1)
         return float(correct) / float(total) if total else 0.0
@@ -148,6 +184,11 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     if spec.mode == "fixed_feature":
         trainable = checkpoint.freeze_backbone(net, spec.head)
         say(f"fixed_feature: training only {', '.join(trainable)}")
+    cache = None
+    if spec.mode == "fixed_feature" and spec.feature_cache != "off":
+        cache = build_feature_cache(spec, par, net, n_train, val_indices, data_args, say)
+        steps, sink_mode = cache.steps_per_epoch, False
+        train_data = cache.train_dataset  # noqa: F811 (the head trains on cached features)
 
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
@@ -156,7 +197,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     opt = nn.Momentum(params=net.trainable_params(), learning_rate=lr, momentum=spec.momentum,
                       weight_decay=spec.weight_decay)
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    model = Model(net, loss, opt, amp_level=amp_level)
+    model = Model(net.end_point if cache else net, loss, opt, amp_level=amp_level)
 
     start_epoch, history = resume_from(run_dir, net, opt)
     agreed = collective.allreduce_sum([start_epoch], par.world)[0]

@@ -63,10 +63,18 @@ def test_debug_run_writes_metrics_best_ckpt_and_log(scratch_run):
 
 
 def test_best_ckpt_reproduces_the_recorded_best_accuracy(scratch_run):
+    _, run_dir = scratch_run
+    assert_best_ckpt_reproduces_recorded_accuracy(run_dir)
+    best = max((json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()),
+               key=lambda r: (r["val_acc"], r["epoch"]))
+    assert f"the best acc is: {best['val_acc']}, the best acc epoch is {best['epoch']}" in \
+        (run_dir / "logs" / "worker_0.log").read_text()
+
+
+def assert_best_ckpt_reproduces_recorded_accuracy(run_dir: Path):
     from src import dataset
     from src.evaluate import evaluate
     from src.train import build_network, configure_context
-    _, run_dir = scratch_run
     spec = spec_from_json(run_dir)
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     best = max(rows, key=lambda r: (r["val_acc"], r["epoch"]))
@@ -80,17 +88,21 @@ def test_best_ckpt_reproduces_the_recorded_best_accuracy(scratch_run):
     result = evaluate(net, val)
     assert result.total == 16  # every validation image, no dropped remainder
     assert result.accuracy == best["val_acc"]
-    assert f"the best acc is: {best['val_acc']}, the best acc epoch is {best['epoch']}" in \
-        (run_dir / "logs" / "worker_0.log").read_text()
 
 
-@pytest.mark.parametrize("mode", ["fixed_feature", "finetune"])
-def test_fixed_feature_trains_only_the_head(scratch_run, job_dir, mode):
+@pytest.mark.parametrize("mode, cache", [("fixed_feature", "augmented"), ("fixed_feature", "off"),
+                                         ("finetune", "off")])
+def test_fixed_feature_trains_only_the_head(scratch_run, job_dir, mode, cache):
     _, scratch = scratch_run
-    r = packrun("debug", job_dir / "tiny.toml", f"--mode={mode}", "--epochs=1",
-                f"--pretrained={scratch / 'best.ckpt'}", f"--name=tiny_{mode}")
+    r = packrun("debug", job_dir / "tiny.toml", f"--mode={mode}", "--epochs=2",
+                f"--feature_cache={cache}", f"--pretrained={scratch / 'best.ckpt'}",
+                f"--name=tiny_{mode}_{cache}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Delete parameter from checkpoint:  end_point.weight" in r.stdout
+    assert ("feature cache: 48 train images x 2 augmented view(s)" in r.stdout) == \
+        (mode == "fixed_feature" and cache == "augmented")
+    # the checkpoint is the full network and reproduces the accuracy the run recorded
+    assert_best_ckpt_reproduces_recorded_accuracy(run_dir_of(r))
     before, after = params(scratch / "best.ckpt"), params(run_dir_of(r) / "best.ckpt")
     changed = sorted(k for k in after if not np.array_equal(before[k], after[k]))
     if mode == "fixed_feature":
