@@ -12,4 +12,5 @@ until (exec 3<>"/dev/tcp/$MS_SCHED_HOST/$MS_SCHED_PORT") 2>/dev/null; do
     fi
     sleep 0.2
 done
-exec /opt/venv/bin/python /opt/packrun/src/train.py /runs/demo-20250101-000000
+# Each rank's output also goes to logs/worker_<rank>.log, as under msrun.
+exec /opt/venv/bin/python /opt/packrun/src/train.py /runs/demo-20250101-000000 >> /runs/demo-20250101-000000/logs/worker_"$RANK_ID.log" 2>&1
