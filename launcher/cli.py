@@ -29,13 +29,14 @@ class Commands:
     """packrun: one job file, three ways to run it (debug, msrun/mpirun, Slurm)."""
 
     @_user_errors_exit_2
-    def debug(self, job, **overrides):
+    def debug(self, job=None, resume=None, **overrides):
         """Run JOB as one worker process on one device; prints the run directory.
 
         Any job key is also a flag: packrun debug jobs/demo_target.toml --epochs=2
+        packrun debug --resume RUN_DIR   (continue a debug run from RUN_DIR/last.ckpt)
         """
         from launcher.local_run import debug_run
-        sys.exit(debug_run(job, overrides))
+        sys.exit(debug_run(job, overrides, resume=resume))
 
     @_user_errors_exit_2
     def demo(self, quick=False, output_dir="runs/demo", workdir="demo_data"):
@@ -101,6 +102,23 @@ class Commands:
         --out=FILE. Servers keep the order given; rank ids are renumbered from 0."""
         from launcher.ranktable import merge_command
         print(merge_command(tables, out))
+
+    # --- preflight (launcher/check.py) ---
+
+    @_user_errors_exit_2
+    def check(self, job, all_images=False, quick=False, slurm=False, **overrides):
+        """Check JOB without training: data layout and classes, images decode, devices, the
+        launch (rank table, hccn.conf, nodes, hosts), master port, room in output_dir, launcher
+        tools, and that the pretrained checkpoint fits the network after head filtering.
+        Prints one finding per line (ok / warning / error with the fix); exit 0, or 2 on errors.
+
+        Job keys are flags: packrun check jobs/x.toml --launcher=rank_table --device=Ascend
+        --cards_per_node=8. --all_images decodes every image (default: a sample);
+        --quick skips the network build (the part that imports MindSpore), as `run` does;
+        --slurm checks for `packrun submit` (job.sbatch, sbatch).
+        """
+        from launcher.check import check_command
+        sys.exit(check_command(job, overrides, all_images=all_images, quick=quick, slurm=slurm))
 
     # --- pictures and reports (launcher/show_batch.py, launcher/report.py) ---
 

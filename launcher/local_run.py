@@ -6,11 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+from launcher.errors import UserError
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
 from launcher.rundir import new_run_dir
-from launcher.runfiles import CONSOLE_TTY_ENV
-from launcher.spec import JobSpec, load_job
+from launcher.runfiles import (CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT, PREEMPT_FLAG,
+                               worker_log)
+from launcher.spec import JobSpec, load_job, spec_from_json
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = REPO / "src" / "train.py"
@@ -34,12 +36,56 @@ def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
     log(f"packrun: run directory {run_dir}")
     log(f"packrun: {summary['train_images']} train / {summary['val_images']} val images in "
         f"{len(summary['classes'])} classes ({summary['images_checked']} checked)")
-    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / "logs" / "worker_0.log",
+    return run_worker(run_dir, log), run_dir
+
+
+def run_worker(run_dir: Path, log=print) -> int:
+    """One worker in `run_dir` (it resumes from last.ckpt when there is one); its exit status."""
+    (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
+    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
                        env=worker_env())
-    status = "finished" if rc == 0 else f"failed (exit {rc}); log: {run_dir / 'logs' / 'worker_0.log'}"
+    if rc == 0:
+        status = "finished"
+    elif rc == EXIT_REQUEUE:
+        status = f"stopped on request; continue with: packrun debug --resume {run_dir}"
+    else:
+        status = f"failed (exit {rc}); log: {run_dir / worker_log(0)}"
+        if (run_dir / LAST_CKPT).exists():
+            status += ("\npackrun: continue from the last completed epoch: "
+                       f"packrun debug --resume {run_dir}")
     log(f"packrun: run {status}\npackrun: run directory {run_dir}")
-    return rc, run_dir
+    return rc
 
 
-def debug_run(job: str, overrides: dict) -> int:
+# Files a run directory made by `packrun run`, `render` or `submit` holds and a debug run's lacks.
+LAUNCH_FILES = ("job.sbatch", "msrun.sh", "mpirun.sh", "rank_table.sh")
+
+
+def debug_resume(resume: str, log=print) -> int:
+    """`packrun debug --resume RUN_DIR`: run the worker again in a debug run's directory; it
+    continues from RUN_DIR/last.ckpt (the last completed epoch)."""
+    run_dir = Path(resume).resolve()
+    spec = spec_from_json(run_dir)
+    launch = next((f for f in LAUNCH_FILES if (run_dir / f).exists()), None)
+    if launch == "job.sbatch":
+        raise UserError(f"{run_dir} holds job.sbatch: it is a Slurm run; let Slurm requeue it "
+                        "(scontrol requeue JOBID) rather than resume it as a one-worker debug run")
+    if launch:
+        raise UserError(f"{run_dir} holds {launch}: it was rendered for a data-parallel launch, "
+                        "which one debug worker would not continue faithfully (other shards and "
+                        f"steps per epoch); use packrun run --resume {run_dir}")
+    fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
+    log(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
+    return run_worker(run_dir, log)
+
+
+def debug_run(job: str | None, overrides: dict, resume: str | None = None) -> int:
+    if resume:
+        if job or overrides:
+            raise UserError("--resume RUN_DIR continues that directory's job as it was; give no "
+                            "job file or other flags with it")
+        return debug_resume(resume)
+    if not job:
+        raise UserError("give a job file: packrun debug JOB [--key=value ...] (or --resume "
+                        "RUN_DIR)")
     return debug_spec(load_job(job, overrides))[0]

@@ -12,6 +12,19 @@ export PATH="$RUN_DIR/bin:$PATH"
 export HCCL_CONNECT_TIMEOUT=120
 NODE_RANK=$SLURM_NODEID
 : "${MASTER_ADDR:?MASTER_ADDR is exported by job.sbatch}" "${MASTER_PORT:?MASTER_PORT is exported by job.sbatch}"
+# srun starts every node at once; workers that register before the scheduler (started by node
+# 0's msrun) listens can stall for a minute in a retry loop, so wait for its port first.
+if [ "$NODE_RANK" -ne 0 ]; then
+    for _ in $(seq 300); do
+        (exec 3<>"/dev/tcp/$MASTER_ADDR/$MASTER_PORT") 2>/dev/null && break
+        sleep 0.2
+    done
+fi
+# Every node resolves the scheduler's address itself (msrun would fail with a traceback).
+if ! getent ahosts "$MASTER_ADDR" >/dev/null; then
+    echo "msrun.sh: node $NODE_RANK ($HOSTNAME): the master address '$MASTER_ADDR' does not resolve here; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
+    exit 2
+fi
 echo "packrun: node $NODE_RANK of 2: msrun with 8 worker(s), scheduler $MASTER_ADDR:$MASTER_PORT"
 # msrun, run as its module so that it uses the same interpreter as the workers
 exec "$PYTHON" -m mindspore.parallel.cluster.run \

@@ -1,0 +1,383 @@
+"""`packrun submit / status / cancel`: a run directory's job.sbatch through Slurm's commands.
+
+submit renders the job (launcher/render.py, `slurm=True`) into a new run directory, hands
+job.sbatch to `sbatch` and records the job id in RUN_DIR/slurm_job_id; everything else finds the
+job from there. `--wait` follows the job with `scontrol show job` (faster than `sbatch --wait`,
+whose polling slows to tens of seconds), streams rank 0's log as it grows (the run directory is on
+a file system every node shares) and returns the job's exit status. A requeued job (preemption,
+the time-limit warning, a node failure) is followed through its restarts until it really ends.
+
+Every Slurm command goes through `_call`: a missing tool, a timeout or a failure becomes one
+UserError naming the command, the line of its stderr that says why, and the likely fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from launcher.errors import UserError
+from launcher.local_run import worker_env
+from launcher.metrics import best_row, read_metrics
+from launcher.rundir import write_atomic
+from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_log
+from launcher.spec import spec_from_json
+
+POLL_S = 0.5
+TAIL_LINES = 20
+OUTAGE_S = 60.0  # how long --wait rides out a slurmctld that does not answer
+COMMAND_TIMEOUT_S = 60
+# States after which a job never runs again (a requeued job passes through REQUEUED / PENDING).
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+         "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+HELD = {"REQUEUE_HOLD", "SPECIAL_EXIT"}  # requeued, but held until `scontrol release`
+CLUSTER_HINT = "is SLURM_CONF set and slurmctld running? (check with `scontrol ping`)"
+# What Slurm's commands say when they cannot reach slurmctld or find its configuration.
+UNREACHABLE = re.compile(r"contact slurm controller|configuration (?:source|file)|"
+                         r"Connection refused|Unable to (?:establish|connect)|fetch_config|"
+                         r"Zero Bytes were transmitted", re.I)
+PYTHON_FAILURE = re.compile(r"^(Traceback \(most recent call last\)|packrun: error:)", re.M)
+
+
+class SlurmUnreachable(UserError):
+    """slurmctld did not answer: worth retrying while following a job, unlike other errors."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm's commands
+# ---------------------------------------------------------------------------------------------
+
+def _call(cmd: list[str], cwd: Path | None = None,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a Slurm command; a missing tool or no answer is a UserError, its status is not."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # Slurm's commands would retry it for a minute
+        raise UserError(f"SLURM_CONF is {conf}, which is not a file: point it at the cluster's "
+                        "slurm.conf, or unset it to use the default")
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env,
+                              timeout=COMMAND_TIMEOUT_S)
+    except FileNotFoundError:
+        raise UserError(f"{cmd[0]} not found (needed for `{shlex.join(cmd)}`): run packrun where "
+                        "the Slurm client commands are installed, e.g. a login node (Debian: "
+                        "apt-get install slurm-client)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmUnreachable(f"`{shlex.join(cmd)}` gave no answer in {COMMAND_TIMEOUT_S} s; "
+                        f"{CLUSTER_HINT}") from None
+
+
+def _first_line(res: subprocess.CompletedProcess) -> str:
+    """The line of a failed command's output that says why: its fatal error, else its first."""
+    lines = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()
+    return next((line for line in lines if "fatal:" in line), lines[0])
+
+
+def _failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
+    text = f"{cmd[0]} failed (exit {res.returncode}) running `{shlex.join(cmd)}`: " \
+           f"{_first_line(res)}"
+    if UNREACHABLE.search(res.stderr + res.stdout):
+        return SlurmUnreachable(f"{text}; {CLUSTER_HINT}")
+    return UserError(text)
+
+
+def _slurm(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+    """Run a Slurm command and return its stdout; a failure is a UserError naming it."""
+    res = _call(cmd, cwd, env)
+    if res.returncode != 0:
+        raise _failed(cmd, res)
+    return res.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    state: str        # COMPLETED, RUNNING, PENDING, ... (Slurm's JOB_STATE, base state only)
+    exit_code: int    # the batch script's exit status
+    signal: int       # the signal that ended it, or 0
+    restarts: int     # requeues so far
+    elapsed: str      # run time, [D-]HH:MM:SS
+    nodes: str        # the allocated hosts (hostlist syntax), "" while pending
+    reason: str       # why it is pending, "" when it is not
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    @property
+    def status(self) -> int:
+        """The exit status `submit --wait` returns: 0 only for COMPLETED."""
+        if self.state == "COMPLETED":
+            return 0
+        return self.exit_code or (128 + self.signal if self.signal else 1)
+
+
+def _exit_code(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+):(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _from_scontrol(job_id: str) -> JobInfo | None:
+    cmd = ["scontrol", "-o", "show", "job", job_id]
+    res = _call(cmd)
+    if res.returncode != 0:
+        if "Invalid job id" in res.stderr:
+            return None
+        raise _failed(cmd, res)
+    fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", res.stdout.splitlines()[0]))
+    code, sig = _exit_code(fields.get("ExitCode", ""))
+    reason = fields.get("Reason", "None")
+    nodes = fields.get("NodeList", "(null)")
+    return JobInfo(job_id=job_id, state=fields.get("JobState", "UNKNOWN"), exit_code=code,
+                   signal=sig, restarts=int(fields.get("Restarts", "0") or 0),
+                   elapsed=fields.get("RunTime", ""), nodes="" if nodes == "(null)" else nodes,
+                   reason="" if reason == "None" else reason)
+
+
+def _from_sacct(job_id: str) -> JobInfo | None:
+    try:
+        res = _call(["sacct", "-j", job_id, "-X", "-n", "-P", "-o",
+                     "State,ExitCode,Elapsed,NodeList"])
+    except UserError:  # no sacct here: say what scontrol said instead
+        return None
+    rows = [r.split("|") for r in res.stdout.splitlines() if r.strip()]
+    if res.returncode != 0 or not rows:
+        return None
+    state, exit_code, elapsed, nodes = rows[-1][:4]
+    code, sig = _exit_code(exit_code)
+    return JobInfo(job_id=job_id, state=state.split()[0], exit_code=code, signal=sig,
+                   restarts=0, elapsed=elapsed, nodes=nodes, reason="")
+
+
+FORGOTTEN = ("slurmctld forgets finished jobs after MinJobAge and sacct has no record of it "
+             "(no accounting on this cluster?)")
+
+
+def job_info(job_id: str) -> JobInfo:
+    """The job's state from slurmctld, or from accounting (sacct) once slurmctld forgot it."""
+    info = _from_scontrol(job_id) or _from_sacct(job_id)
+    if info is None:
+        raise UserError(f"Slurm does not know job {job_id}: {FORGOTTEN}")
+    return info
+
+
+def job_id_of(run_dir: str | Path) -> str:
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run directory {run_dir} not found; pass the one `packrun submit` "
+                        "printed")
+    path = Path(run_dir) / SLURM_JOB_ID
+    try:
+        job_id = path.read_text().strip()
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: {run_dir} was not submitted with `packrun submit` "
+                        "(pass the run directory that `packrun submit` printed)") from None
+    if not job_id.isdigit():
+        raise UserError(f"{path} holds {job_id!r}, not a Slurm job id")
+    return job_id
+
+
+def submit(run_dir: Path) -> str:
+    """sbatch RUN_DIR/job.sbatch; records and returns the job id. The batch output is appended
+    to, so a requeued job keeps the output of its earlier runs. The job gets the environment
+    `packrun run` gives its workers (sbatch passes it on), its progress lines for a log file."""
+    env = worker_env() | {"PACKRUN_CONSOLE_TTY": "0"}
+    out = _slurm(["sbatch", "--parsable", "--open-mode=append", str(run_dir / "job.sbatch")],
+                 cwd=run_dir, env=env)
+    job_id = out.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
+    write_atomic(run_dir / SLURM_JOB_ID, job_id + "\n")
+    return job_id
+
+
+def cancel(run_dir: str | Path) -> str:
+    """scancel the run directory's job; returns what happened."""
+    job_id = job_id_of(run_dir)
+    info = job_info(job_id)
+    if info.ended:
+        return f"job {job_id} already ended: {info.state}"
+    _slurm(["scancel", job_id])
+    return f"cancelled job {job_id} (it was {info.state})"
+
+
+def status(run_dir: str | Path) -> str:
+    """State, elapsed time, nodes and training progress (metrics.jsonl) of a submitted run."""
+    run_dir = Path(run_dir)
+    job_id = job_id_of(run_dir)
+    info = _from_scontrol(job_id) or _from_sacct(job_id)
+    lines = [f"job {job_id}: {_describe(info) if info else 'ended; ' + FORGOTTEN}"]
+    rows = read_metrics(run_dir)
+    epochs = spec_from_json(run_dir).epochs
+    if rows:
+        progress = f"epoch {rows[-1]['epoch']}/{epochs}"
+        best = best_row(rows)
+        if best:
+            progress += f", best acc so far {best['val_acc']} (epoch {best['epoch']})"
+        lines.append(progress)
+    else:
+        lines.append(f"no epoch finished yet (of {epochs})")
+    if (run_dir / LAST_CKPT).exists():
+        lines.append(f"resumable checkpoint: {run_dir / LAST_CKPT}")
+    return "\n".join(lines)
+
+
+def _describe(info: JobInfo) -> str:
+    text = info.state
+    if info.reason:
+        text += f" ({info.reason})"
+    if info.elapsed and info.state != "PENDING":
+        text += f", elapsed {info.elapsed}"
+    if info.nodes:
+        text += f", nodes {info.nodes}"
+    if info.restarts:
+        text += f", requeued {info.restarts} time(s)"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Following a job
+# ---------------------------------------------------------------------------------------------
+
+class LogFollower:
+    """Copies what was appended to a log file since the last call, whole lines only. A log that
+    shrank was started again (msrun rewrites worker logs when a requeued job restarts)."""
+
+    def __init__(self, path: Path, console: TextIO):
+        self.path, self.console, self.offset, self.partial = path, console, 0, b""
+
+    def pump(self, final: bool = False) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.offset:
+                    self.offset, self.partial = 0, b""
+                    self.console.write(f"packrun: {self.path} started again\n")
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        data = self.partial + data
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        if cut:
+            self.console.write(data[:cut].decode("utf-8", errors="replace"))
+            self.console.flush()
+
+
+def _poll(job_id: str) -> JobInfo:
+    """job_info, riding out a slurmctld that is briefly unreachable (failover, restart)."""
+    deadline = time.monotonic() + OUTAGE_S
+    while True:
+        try:
+            return job_info(job_id)
+        except SlurmUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2 * POLL_S)
+
+
+def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = POLL_S) -> int:
+    """Follow the run directory's job to its end, streaming rank 0's log; returns its status."""
+    run_dir = Path(run_dir)
+    job_id = job_id_of(run_dir)
+    log = LogFollower(run_dir / worker_log(0), console)
+    seen = None
+    try:
+        while True:
+            info = _poll(job_id)
+            changed = seen is None or (info.state, info.restarts) != (seen.state, seen.restarts)
+            if changed and not info.ended:
+                note = f"; release it with `scontrol release {job_id}`" \
+                    if info.state in HELD else ""
+                _say(console, f"job {job_id} {_describe(info)}{note}")
+            seen = info
+            log.pump(final=info.ended)
+            if info.ended:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        _say(console, f"stopped following job {job_id}; it keeps running: packrun status "
+                      f"{run_dir} / packrun cancel {run_dir}")
+        return 130
+    _say(console, _summary(info, run_dir))
+    if info.status != 0:
+        console.write(_failure_report(info, run_dir))
+    return info.status
+
+
+def _say(console: TextIO, text: str) -> None:
+    console.write(f"packrun: {text}\n")
+    console.flush()
+
+
+def _summary(info: JobInfo, run_dir: Path) -> str:
+    text = f"job {info.job_id} {info.state}, exit code {info.exit_code}"
+    if info.signal:
+        text += f" (signal {info.signal})"
+    if info.elapsed:
+        text += f", elapsed {info.elapsed}"
+    if info.restarts:
+        text += f", requeued {info.restarts} time(s)"
+    if info.exit_code == EXIT_REQUEUE:
+        text += (f"; the workers saved {LAST_CKPT} on request: resume with "
+                 f"`packrun run --resume {run_dir}`")
+    return text
+
+
+def _logs(run_dir: Path, job_id: str) -> list[Path]:
+    batch = run_dir / f"slurm-{job_id}.out"
+    logs = sorted((run_dir / LOGS).glob("*.log")) + sorted((run_dir / LOGS).glob("*.out"))
+    return [p for p in [batch, *logs] if p.is_file()]
+
+
+def _failing_log(run_dir: Path, job_id: str) -> Path | None:
+    """The log that shows why the job failed: the first worker log with a Python failure, else
+    the batch script's output."""
+    workers = sorted((run_dir / LOGS).glob("worker_*.log"),
+                     key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    for path in workers:
+        if PYTHON_FAILURE.search(path.read_text(errors="replace")):
+            return path
+    batch = run_dir / f"slurm-{job_id}.out"
+    return batch if batch.is_file() else None
+
+
+def _failure_report(info: JobInfo, run_dir: Path) -> str:
+    lines = ["packrun: logs:"] + [f"  {p}" for p in _logs(run_dir, info.job_id)]
+    failing = _failing_log(run_dir, info.job_id)
+    if failing:
+        tail = failing.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+        lines += [f"packrun: last {len(tail)} lines of {failing}:"] + tail
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+def submit_command(job: str, overrides: dict, *, wait: bool = False, out: str | None = None,
+                   console: TextIO = sys.stdout) -> int:
+    """`packrun submit`: check, render, sbatch, and with --wait follow the job to its end."""
+    from launcher.preflight import preflight
+    from launcher.render import write_run_dir
+    from launcher.spec import load_job
+
+    spec = load_job(job, overrides)
+    preflight(spec)
+    run_dir, _ = write_run_dir(spec, slurm=True, out=out)
+    _say(console, f"run directory {run_dir}")
+    job_id = submit(run_dir)
+    _say(console, f"submitted Slurm job {job_id} ({spec.nodes} node(s) x {spec.cards_per_node} "
+                  f"worker(s)); packrun status {run_dir}")
+    return follow(run_dir, console) if wait else 0
