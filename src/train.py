@@ -273,6 +273,12 @@ def main(argv: list[str]) -> int:
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")
+    if code in (0, EXIT_REQUEUE) and rank is not None and ranks.joins_a_collective(os.environ):
+        # Leave together: msrun kills the other workers as soon as one exits non-zero (75), and
+        # its scheduler then waits ~30 s for them; after this barrier all have written their
+        # exit status and exit within moments of each other.
+        from src.collective import allreduce_sum
+        allreduce_sum([0], ranks.world_from_env(os.environ))
     return code
 
 
