@@ -12,9 +12,7 @@ from launcher.errors import UserError
 from src.checkpoint import freeze_backbone, load_pretrained, save_atomic
 from src.resnet import resnet18, resnet50
 
-FIXTURE = Path("/work/shared/fixtures/modelzoo_resnet50_1001.json")
-if not FIXTURE.exists():  # CI has shared/ beside the clone
-    FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / FIXTURE.name
+from tests.test_resnet import FIXTURE
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from mindspore import nn, ops
 
 from src.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
 
-# shared/ sits beside the repository, here and in CI.
-FIXTURE = (Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-           / "modelzoo_resnet50_1001.json")
+# A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
+# parameters in definition order), kept in the repo so the tests need nothing beside it.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "modelzoo_resnet50_1001.json"
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
 
