@@ -170,6 +170,30 @@ class Commands:
         from launcher.slurm import cancel
         print(f"packrun: {cancel(run_dir)}")
 
+    # --- site customisation (launcher/node_launch.py, templates) ---
+
+    @_user_errors_exit_2
+    def node_launch(self, run_dir, node_rank=None, master_addr=None, master_port=None):
+        """Start this node's workers of RUN_DIR (rendered with `packrun render JOB --slurm`),
+        for your own Slurm script: srun --ntasks-per-node=1 packrun node-launch RUN_DIR
+
+        The node rank comes from SLURM_NODEID, the master from the job's master_addr or the
+        allocation's first host, the port from master_port or 20000 + SLURM_JOB_ID % 20000.
+        Outside Slurm give --node_rank, --master_addr and --master_port. Exits with msrun's
+        status; SIGTERM/SIGINT stop the workers, SIGUSR1 asks them to stop after this step.
+        """
+        from launcher.node_launch import node_launch_command
+        sys.exit(node_launch_command(run_dir, node_rank, master_addr, master_port))
+
+    @_user_errors_exit_2
+    def templates(self, dir=None, copy=None, template_dir=""):
+        """List the launch templates with the variables each receives; with --template_dir=DIR
+        mark the ones DIR overrides. packrun templates --copy NAME DIR copies one into DIR to
+        start a site override (then set template_dir = "DIR" in the job file).
+        """
+        from launcher.templates_cmd import templates_command
+        print(templates_command(copy, dir, template_dir))
+
 
 def main():
     fire.Fire(Commands(), name="packrun")

@@ -3,7 +3,9 @@
 Pure: `render_artifacts` turns a spec into {path in the run directory: text}; `write_run_dir`
 creates a run directory, writes job.json and the artifacts, and returns the command to run next.
 Nothing is started, so a render is the dry run of a launch. Every value a script needs is
-computed here; the templates (templates/*.j2) only lay them out.
+computed here; the templates (templates/*.j2, or a site's template_dir first) only lay them out.
+Spec text is shell-quoted everywhere except the site lines (env_setup, sbatch_extra), which
+templates/site_setup.sh.j2 and job.sbatch.j2 render verbatim in one marked block.
 
 Artifacts by launcher (all scripts bash; paths relative to the run directory):
   msrun       msrun.sh (one node's share; node rank from $1 or $SLURM_NODEID), bin/python
@@ -37,8 +39,19 @@ FREE_PORT = ("\"$PYTHON\" -c 'import socket; s = socket.socket(); s.bind((\"\", 
 HCCL_TIMEOUT_RANGE = (120, 7200)  # HCCL_CONNECT_TIMEOUT accepts no less and no more
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+def template_dirs(template_dir: str = "") -> list[Path]:
+    """Where templates are looked up, first match wins: the site's template_dir, then packrun's."""
+    if not template_dir:
+        return [TEMPLATES]
+    if not Path(template_dir).is_dir():
+        raise UserError(f"key 'template_dir': {template_dir} is not a directory; give a directory "
+                        "holding templates (packrun templates --copy NAME DIR starts one), or "
+                        "template_dir = \"\"")
+    return [Path(template_dir), TEMPLATES]
+
+
+def _environment(template_dir: str = "") -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dirs(template_dir)),
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["sh"] = lambda value: shlex.quote(str(value))
@@ -99,7 +112,8 @@ def _check(spec: JobSpec, hosts: list[str], slurm: bool, run_dir: Path):
 
 
 def _launch_env(spec: JobSpec) -> dict[str, str]:
-    """Variables every launch script exports for its workers."""
+    """Variables every launch script exports for its workers, after the site block (the job's
+    `env_setup` and `env`), so that these win."""
     if spec.device == "Ascend":
         lo, hi = HCCL_TIMEOUT_RANGE
         return {"HCCL_CONNECT_TIMEOUT": str(min(max(spec.cluster_timeout, lo), hi))}
@@ -153,8 +167,9 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                world=world, run_dir=str(run_dir), python=str(python),
                worker=str(Path(repo) / WORKER), repo=str(repo), slurm=slurm,
                master_addr=_master_addr(spec, hosts, slurm), master_port=spec.master_port,
-               cluster_timeout=spec.cluster_timeout, env=_launch_env(spec), free_port=FREE_PORT)
-    templates = _environment()
+               cluster_timeout=spec.cluster_timeout, env=_launch_env(spec), free_port=FREE_PORT,
+               env_setup=spec.env_setup, site_env=spec.env)
+    templates = _environment(spec.template_dir)
     out: dict[str, str] = {}
     if spec.launcher == "msrun":
         out["msrun.sh"] = templates.get_template("msrun.sh.j2").render(ctx)
@@ -165,7 +180,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 ctx, nodelist=spec.hosts, gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
                 cpus_per_task=spec.cpus_per_task or spec.cards_per_node,
-                signal_before_s=spec.signal_before_s)
+                signal_before_s=spec.signal_before_s, sbatch_extra=spec.sbatch_extra)
     elif spec.launcher == "rank_table":
         out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(ctx)
         out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts))
@@ -173,7 +188,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
         cpu = spec.device == "CPU"
         mpi_vars = ["MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM", "MS_TOPO_TIMEOUT"]
         out["mpirun.sh"] = templates.get_template("mpirun.sh.j2").render(
-            ctx, cpu=cpu, exports=["PATH", *ctx["env"], *(mpi_vars if cpu else [])])
+            ctx, cpu=cpu, exports=["PATH", *ctx["env"], *spec.env, *(mpi_vars if cpu else [])])
         out["hostfile"] = templates.get_template("hostfile.j2").render(
             ctx, hosts=hosts or ["localhost"])
         if cpu:

@@ -29,11 +29,15 @@ SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
 
 def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
-        group="training"):
+        group="training", item=None, fix=None):
     """Declare one job key. `path` is None (not a path), "dir" or "file" (must exist when set),
-    or "out" (a directory that will be created)."""
+    or "out" (a directory that will be created); `fix` says what to set when the path is wrong.
+    `item` = (regex, what it means) that every entry of a list key, or every name of a dict key,
+    must match. A dict default is copied for each spec."""
     meta = dict(doc=doc, choices=choices, minimum=minimum, maximum=maximum, path=path,
-                required=required, group=group)
+                required=required, group=group, item=item, fix=fix)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -152,6 +156,23 @@ class JobSpec:
     signal_before_s: int = key(120, "Seconds before the time limit at which the batch script gets "
                                "SIGUSR1 (a warning to checkpoint); 0 = no warning.", minimum=0,
                                maximum=65535, group="slurm")
+    # --- site customisation (launcher/render.py, launcher/node_launch.py) ----------------------
+    env_setup: list = key((), "Shell lines run in order before the launch, on every node (e.g. "
+                          "`source /usr/local/Ascend/ascend-toolkit/set_env.sh`, `module load "
+                          "x`): rendered verbatim, not shell-quoted, in the launch scripts.",
+                          group="site")
+    env: dict = key({}, "Variables exported to every worker, `{NAME = \"value\"}`; the values "
+                    "are shell-quoted.", group="site",
+                    item=(r"[A-Za-z_][A-Za-z0-9_]*", "a variable name: letters, digits and _, "
+                          "not starting with a digit"))
+    sbatch_extra: list = key((), "Extra `#SBATCH` options for job.sbatch, one per entry (e.g. "
+                             "`--constraint=a100`, `--exclusive`), rendered verbatim.",
+                             group="site", item=(r"--\S.*", "an sbatch option starting with --"))
+    template_dir: str = key("", "A directory of your own templates, searched before packrun's "
+                            "(`packrun templates` lists them); \"\" = packrun's only.",
+                            path="dir", group="site",
+                            fix="give a directory holding templates (packrun templates --copy "
+                                "NAME DIR starts one), or template_dir = \"\"")
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -169,11 +190,54 @@ class JobSpec:
 # Building a spec from raw values
 # ---------------------------------------------------------------------------------------------
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list of strings, e.g. [\"line 1\", \"line 2\"]",
+               dict: "a table of strings, e.g. {NAME = \"value\"}"}
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    return {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    return {"str": str, "int": int, "float": float, "bool": bool, "list": list,
+            "dict": dict}[f.type]
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _one_line(name: str, text: str, where: str) -> None:
+    if any(c in text for c in "\n\r\0"):
+        raise UserError(f"{where}: key '{name}': entry {text!r} holds a newline or NUL; give one "
+                        "line per entry")
+
+
+def _coerce_list(name: str, value, where: str, lenient: bool) -> tuple[str, ...] | None:
+    """A list key as a tuple of one-line strings (a single string is one entry on the command
+    line); None if `value` is no list at all."""
+    if lenient and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return None
+    for item in value:
+        if not isinstance(item, str):
+            raise UserError(f"{where}: key '{name}' must be a list of strings; entry "
+                            f"{_describe(item)} is not one (quote it)")
+        _one_line(name, item, where)
+    return tuple(value)
+
+
+def _coerce_dict(name: str, value, where: str) -> dict[str, str] | None:
+    """A dict key as {name: one-line string} (numbers become strings); None if `value` is no
+    table at all."""
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise UserError(f"{where}: key '{name}': {k} is {_describe(v)}; values are strings, "
+                            f"e.g. {k} = \"1\"")
+        out[str(k)] = str(v)
+        _one_line(name, out[str(k)], where)
+    return out
 
 
 def _describe(value) -> str:
@@ -205,6 +269,14 @@ def _coerce(name: str, value, typ: type, where: str, lenient: bool):
                 return _coerce(name, float(value), typ, where, False)
             except ValueError:
                 pass
+    elif typ is list:
+        items = _coerce_list(name, value, where, lenient)
+        if items is not None:
+            return items
+    elif typ is dict:
+        table = _coerce_dict(name, value, where)
+        if table is not None:
+            return table
     elif typ is str:
         if isinstance(value, str):
             return value
@@ -241,6 +313,11 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str):
         raise UserError(f"{where}: key '{name}' is {value!r}; it must be <= {m['maximum']}")
     if m["required"] and value == "":
         raise UserError(f"{where}: key '{name}' is required ({m['doc']})")
+    if m["item"]:
+        pattern, meaning = m["item"]
+        bad = next((v for v in value if not re.fullmatch(pattern, v)), None)
+        if bad is not None:
+            raise UserError(f"{where}: key '{name}': {bad!r} is not {meaning}")
 
 
 def _check_relations(spec: JobSpec, where: str):
@@ -271,14 +348,14 @@ def _resolve_path(value: str, base: Path) -> str:
     return str((base / os.path.expanduser(value)).resolve())
 
 
-def _check_path(name: str, value: str, kind: str, where: str):
+def _check_path(name: str, value: str, kind: str, where: str, fix: str | None = None):
     if value == "" or kind == "out":
         return
     p = Path(value)
     if kind == "dir" and not p.is_dir():
         what = "is a file, not a directory" if p.exists() else "does not exist"
-        raise UserError(f"{where}: key '{name}': {value} {what}; set {name} to the folder that "
-                        "holds one sub-folder per class")
+        fix = fix or f"set {name} to the folder that holds one sub-folder per class"
+        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
     if kind == "file" and not p.is_file():
         what = "is a directory, not a file" if p.exists() else "does not exist"
         raise UserError(f"{where}: key '{name}': {value} {what}; give a checkpoint file, or "
@@ -306,8 +383,8 @@ def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(
     resolved = {}
     for name, f in fields.items():
         if name not in values:
-            resolved[name] = f.default
-            _check_value(name, f.default, f, source)
+            resolved[name] = _default(f)
+            _check_value(name, resolved[name], f, source)
             continue
         where = "command line" if name in lenient_keys else source
         value = _coerce(name, values[name], _field_type(f), where, name in lenient_keys)
@@ -321,12 +398,14 @@ def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(
         for name, f in fields.items():
             if f.metadata["path"]:
                 _check_path(name, getattr(spec, name), f.metadata["path"],
-                            "command line" if name in lenient_keys else source)
+                            "command line" if name in lenient_keys else source,
+                            f.metadata["fix"])
     return spec
 
 
 def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a flat TOML job file, with messages that name the file."""
+    """Read a TOML job file (flat keys; tables only for table-typed keys such as `env`), with
+    messages that name the file."""
     p = Path(path)
     if not p.is_file():
         hint = " (it is a directory)" if p.is_dir() else ""
@@ -337,10 +416,13 @@ def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{p}: not a text file (UTF-8 expected)") from None
+    fields = JobSpec.fields()
     for k, v in data.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and not (k in fields and fields[k].type == "dict"):
             raise UserError(f"{p}: [{k}] is a table; job files use flat keys only "
-                            f"(write e.g. `epochs = 5` at the top level)")
+                            f"(write e.g. `epochs = 5` at the top level; only "
+                            f"{', '.join(n for n, f in fields.items() if f.type == 'dict')} "
+                            "take a table)")
     return data
 
 
@@ -383,7 +465,7 @@ def reference_markdown() -> str:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, f in JobSpec.fields().items():
         m = f.metadata
-        default = "(required)" if m["required"] else json.dumps(f.default)
+        default = "(required)" if m["required"] else json.dumps(_default(f))
         doc = m["doc"]
         if m["choices"]:
             doc += " One of " + ", ".join(f"`{c}`" for c in m["choices"]) + "."

@@ -12,6 +12,11 @@ export HCCL_CONNECT_TIMEOUT=120
 NODE_RANK=0
 MASTER_ADDR=127.0.0.1
 MASTER_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+# Every node resolves the scheduler's address itself (msrun would fail with a traceback).
+if ! getent ahosts "$MASTER_ADDR" >/dev/null; then
+    echo "msrun.sh: node $NODE_RANK ($HOSTNAME): the master address '$MASTER_ADDR' does not resolve here; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
+    exit 2
+fi
 echo "packrun: node $NODE_RANK of 1: msrun with 8 worker(s), scheduler $MASTER_ADDR:$MASTER_PORT"
 # msrun, run as its module so that it uses the same interpreter as the workers
 exec "$PYTHON" -m mindspore.parallel.cluster.run \

@@ -6,7 +6,14 @@ set -uo pipefail
 RUN_DIR=/runs/demo-20250101-000000
 PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
-export MS_SCHED_HOST=127.0.0.1
+# MindSpore's dynamic cluster takes the scheduler's IP address, not a name: resolve it here.
+MASTER_ADDR=127.0.0.1
+read -r MS_SCHED_HOST _ < <(getent ahosts "$MASTER_ADDR")
+if [ -z "$MS_SCHED_HOST" ]; then
+    echo "mpirun.sh: the master address '$MASTER_ADDR' does not resolve on $HOSTNAME; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
+    exit 2
+fi
+export MS_SCHED_HOST
 MS_SCHED_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])') || exit 1
 export MS_SCHED_PORT
 export MS_WORKER_NUM=2

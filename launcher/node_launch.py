@@ -1,0 +1,110 @@
+"""`packrun node-launch RUN_DIR`: start this node's share of a rendered run, from a user's own
+Slurm script (`srun --ntasks-per-node=1 packrun node-launch RUN_DIR`) or by hand on each node.
+
+The run is a `packrun render JOB --slurm` run directory (msrun): its msrun.sh takes the node rank
+from SLURM_NODEID and the scheduler's address and port from MASTER_ADDR / MASTER_PORT, which
+job.sbatch exports in packrun's own batch script and this module exports here:
+  node rank    --node_rank, else SLURM_NODEID
+  master       --master_addr, else the job's master_addr, else the allocation's first host
+  port         --master_port, else the job's master_port, else 20000 + SLURM_JOB_ID % 20000
+               (every node computes the same port without talking to the others)
+SIGINT / SIGTERM stop this node's msrun and workers (TERM, then KILL); SIGUSR1 creates
+RUN_DIR/preempt.requested, the stop-after-this-step request that job.sbatch's trap makes. The
+exit status is msrun.sh's, or 128 + the signal that stopped it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from launcher.errors import UserError
+from launcher.processes import exit_code, forward_signals, spawn
+from launcher.runfiles import PREEMPT_FLAG
+from launcher.slurm_env import SlurmEnvironment
+from launcher.spec import JobSpec, spec_from_json
+
+PORT_BASE = 20000  # derived ports: PORT_BASE .. 2 * PORT_BASE - 1
+
+
+def check_run_dir(run_dir: Path, spec: JobSpec) -> None:
+    if spec.launcher != "msrun" or not (run_dir / "job.sbatch").is_file():
+        raise UserError(f"{run_dir} is not a Slurm-style msrun render; node-launch starts "
+                        "msrun.sh of `packrun render JOB --slurm --launcher=msrun` (its msrun.sh "
+                        "takes the node rank and master from the environment)")
+
+
+def node_rank(spec: JobSpec, flag: int | None, slurm: SlurmEnvironment | None) -> int:
+    if flag is None and slurm is None:
+        raise UserError("not inside a Slurm job: give --node_rank (0 on the master node)")
+    if slurm is not None and flag is None and slurm.local_rank != 0:
+        raise UserError("more than one node-launch task on this node: start it with srun "
+                        "--ntasks-per-node=1 (one task per node starts all its workers)")
+    rank = slurm.node_rank if flag is None else int(flag)
+    if not 0 <= rank < spec.nodes:
+        raise UserError(f"node rank {rank} is outside 0..{spec.nodes - 1}: the run was rendered "
+                        f"for nodes = {spec.nodes}; render it with --nodes matching the "
+                        "allocation (#SBATCH --nodes)")
+    return rank
+
+
+def master_addr(spec: JobSpec, flag: str | None, slurm: SlurmEnvironment | None) -> str:
+    if flag or spec.master_addr:
+        return flag or spec.master_addr
+    if slurm is None:
+        raise UserError("not inside a Slurm job: give --master_addr (node 0's address)")
+    return slurm.master_addr
+
+
+def master_port(spec: JobSpec, flag: int | None, slurm: SlurmEnvironment | None) -> int:
+    if flag or spec.master_port:
+        return int(flag or spec.master_port)
+    if slurm is None:
+        raise UserError("not inside a Slurm job: give --master_port (the same on every node)")
+    try:
+        return PORT_BASE + int(slurm.job_id) % PORT_BASE
+    except ValueError:
+        raise UserError(f"SLURM_JOB_ID is {slurm.job_id!r}; give --master_port") from None
+
+
+def check_allocation(spec: JobSpec, slurm: SlurmEnvironment | None) -> None:
+    if slurm is not None and slurm.num_nodes != spec.nodes:
+        raise UserError(f"the Slurm job has {slurm.num_nodes} node(s) but the run was rendered "
+                        f"for nodes = {spec.nodes}; render it with --nodes={slurm.num_nodes} or "
+                        f"ask for #SBATCH --nodes={spec.nodes}")
+
+
+def launch_env(rank: int, addr: str, port: int) -> dict[str, str]:
+    return dict(os.environ, SLURM_NODEID=str(rank), MASTER_ADDR=addr, MASTER_PORT=str(port))
+
+
+def run_node(run_dir: Path, env: dict[str, str]) -> int:
+    """Run msrun.sh with `env`, forwarding signals; its exit status."""
+    proc = spawn(["bash", str(run_dir / "msrun.sh")], env=env, cwd=run_dir, stdout=None)
+    old_usr1 = signal.signal(signal.SIGUSR1, lambda *_: (run_dir / PREEMPT_FLAG).touch())
+    try:
+        with forward_signals([proc]) as got:
+            proc.wait()
+    finally:
+        signal.signal(signal.SIGUSR1, old_usr1)
+    return 128 + got["signal"] if got["signal"] is not None else exit_code(proc.returncode)
+
+
+def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
+                        master_addr_flag: str | None = None,
+                        master_port_flag: int | None = None) -> int:
+    path = Path(run_dir).resolve()
+    spec = spec_from_json(path)
+    check_run_dir(path, spec)
+    slurm = SlurmEnvironment() if SlurmEnvironment.detect() else None
+    check_allocation(spec, slurm)
+    rank = node_rank(spec, node_rank_flag, slurm)
+    if rank == 0:  # a stop request an earlier start of this run already served
+        (path / PREEMPT_FLAG).unlink(missing_ok=True)
+    addr = master_addr(spec, master_addr_flag, slurm)
+    port = master_port(spec, master_port_flag, slurm)
+    print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler {addr}:{port}",
+          file=sys.stderr, flush=True)
+    return run_node(path, launch_env(rank, addr, port))
