@@ -113,7 +113,8 @@ class Commands:
         Prints one finding per line (ok / warning / error with the fix); exit 0, or 2 on errors.
 
         Job keys are flags: packrun check jobs/x.toml --launcher=rank_table --device=Ascend
-        --cards_per_node=8. --all_images decodes every image (default: a sample);
+        --cards_per_node=8. --all_images decodes every image (default: a sample of 200, or
+        what the job's image_check says when it is "all" or "none");
         --quick skips the network build (the part that imports MindSpore), as `run` does;
         --slurm checks for `packrun submit` (job.sbatch, sbatch).
         """

@@ -7,35 +7,18 @@ the whole job down and is named with the end of its log.
 
 from __future__ import annotations
 
-import errno
-import socket
 import sys
 from pathlib import Path
 
+from launcher.check import check_before_launch, check_port_free
 from launcher.errors import UserError
 from launcher.local_run import WORKER_SCRIPT, worker_env
-from launcher.preflight import preflight
 from launcher.render import write_run_dir
 from launcher.runfiles import EXIT_REQUEUE, PREEMPT_FLAG, worker_log
 from launcher.spec import JobSpec, load_job, spec_from_json
 from launcher.supervise import Supervisor, tail
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
-
-
-def check_port_free(port: int, host: str = "") -> None:
-    """A busy scheduler port makes MindSpore's workers hang until the cluster timeout; say so
-    now instead."""
-    if port == 0:
-        return
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise UserError(f"master_port {port} is already in use on this machine; choose "
-                                "another port, or master_port = 0 to pick a free one") from None
-            raise UserError(f"master_port {port} cannot be used here ({e.strerror})") from None
 
 
 def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:
@@ -88,11 +71,11 @@ def run_command(job: str | None, overrides: dict, workers: int | None = None,
         if not (run_dir / LAUNCH_SCRIPTS[spec.launcher]).exists():
             raise UserError(f"{run_dir} has no {LAUNCH_SCRIPTS[spec.launcher]}: resume a run "
                             "made by `packrun run` or `packrun render`")
+        check_port_free(spec.master_port)
     else:
         if not job:
             raise UserError("give a job file: packrun run JOB --workers=N (or --resume RUN_DIR)")
         spec = local_spec(job, overrides, workers)
-        preflight(spec)
-        check_port_free(spec.master_port)
+        check_before_launch(spec)
         run_dir, _ = write_run_dir(spec)
     return execute(run_dir, spec)

@@ -369,12 +369,12 @@ def _failure_report(info: JobInfo, run_dir: Path) -> str:
 def submit_command(job: str, overrides: dict, *, wait: bool = False, out: str | None = None,
                    console: TextIO = sys.stdout) -> int:
     """`packrun submit`: check, render, sbatch, and with --wait follow the job to its end."""
-    from launcher.preflight import preflight
+    from launcher.check import check_before_launch
     from launcher.render import write_run_dir
     from launcher.spec import load_job
 
     spec = load_job(job, overrides)
-    preflight(spec)
+    check_before_launch(spec, slurm=True, out=out)
     run_dir, _ = write_run_dir(spec, slurm=True, out=out)
     _say(console, f"run directory {run_dir}")
     job_id = submit(run_dir)

@@ -74,10 +74,11 @@ class JobSpec:
                     "and are the only ones trained in fixed_feature mode.")
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
                     minimum=0)
-    feature_cache: str = key("augmented", "fixed_feature only: run the frozen backbone once and train "
-                             "the head on cached features. `augmented` caches cache_views "
-                             "augmented views per image, `eval` one un-augmented view, `off` "
-                             "recomputes the backbone every epoch.",
+    feature_cache: str = key("eval", "fixed_feature only: run the frozen backbone once and train the "
+                             "head on cached features. `eval` caches one view per image made "
+                             "with the evaluation transforms (fastest: benchmarks/"
+                             "bench_fixed_feature.py), `augmented` caches cache_views augmented "
+                             "views, `off` recomputes the backbone every epoch.",
                              choices=("augmented", "eval", "off"))
     cache_views: int = key(2, "Augmented views cached per training image (feature_cache = "
                            "\"augmented\"); each epoch uses one of them per image.",

@@ -8,6 +8,7 @@ such as `epoch_num` and `step_num`. Both load.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,12 +53,10 @@ def head_parameter_names(net: nn.Cell, head: str) -> list[str]:
 def filter_checkpoint_parameter_by_list(origin_dict: dict, param_filter: list[str]) -> list[str]:
     """Delete every entry whose name contains one of `param_filter` (so `moments.end_point.weight`
     goes with `end_point.weight`), printing each deletion as the tutorial does."""
-    deleted = []
-    for key in list(origin_dict):
-        if any(name in key for name in param_filter):
-            print("Delete parameter from checkpoint: ", key, flush=True)
-            del origin_dict[key]
-            deleted.append(key)
+    deleted = head_entries(list(origin_dict), param_filter)
+    for key in deleted:
+        print("Delete parameter from checkpoint: ", key, flush=True)
+        del origin_dict[key]
     return deleted
 
 
@@ -71,35 +70,77 @@ def read_checkpoint(path: str | Path) -> dict:
                         "scratch") from None
 
 
+@dataclass
+class Fit:
+    """How a checkpoint's entries (after head filtering) meet a network's parameters."""
+    loaded: list[str] = field(default_factory=list)       # network parameters the file sets
+    missing: list[str] = field(default_factory=list)      # network parameters the file lacks
+    unused: list[str] = field(default_factory=list)       # file entries the network has no use for
+    mismatched: list[str] = field(default_factory=list)   # "name: file (..), network (..)"
+    backbone_missing: list[str] = field(default_factory=list)  # missing and not in the head
+
+    def problems(self, path: str | Path, arch: str = "") -> list[str]:
+        """What keeps the checkpoint from loading, as messages naming the parameters and the fix."""
+        for_arch = f" (arch = {arch!r})" if arch else ""
+        out = []
+        if self.mismatched:
+            out.append(f"checkpoint {path} does not fit the network{for_arch}: "
+                       f"{len(self.mismatched)} shape mismatch(es), first: "
+                       f"{'; '.join(self.mismatched[:3])}. Is the checkpoint for another arch?")
+        if self.backbone_missing:
+            out.append(f"checkpoint {path} lacks {len(self.backbone_missing)} backbone "
+                       f"parameter(s) of the network{for_arch}, first: "
+                       f"{', '.join(self.backbone_missing[:5])}. Use a checkpoint of the same "
+                       "arch, or pretrained = \"\" to train from scratch")
+        return out
+
+
+def head_entries(names, head_names: list[str]) -> list[str]:
+    """The checkpoint entries the head filter drops: every name containing a head parameter's
+    name (so `moments.end_point.weight` goes with `end_point.weight`)."""
+    return [n for n in names if any(h in n for h in head_names)]
+
+
+def check_fit(file_shapes: dict[str, tuple], net_shapes: dict[str, tuple],
+              head_names: list[str]) -> Fit:
+    """Pure: compare a checkpoint's {name: shape} with a network's, after dropping the head's
+    entries from the file. Every non-head network parameter must come from the file with its
+    shape."""
+    dropped = set(head_entries(file_shapes, head_names))
+    fit = Fit()
+    for name, shape in file_shapes.items():
+        if name in dropped:
+            continue
+        if name not in net_shapes:
+            fit.unused.append(name)
+        elif tuple(shape) != tuple(net_shapes[name]):
+            fit.mismatched.append(f"{name}: file {tuple(shape)}, network "
+                                  f"{tuple(net_shapes[name])}")
+        else:
+            fit.loaded.append(name)
+    fit.missing = [n for n in net_shapes if n in dropped or n not in file_shapes]
+    fit.backbone_missing = [n for n in fit.missing if n not in head_names]
+    return fit
+
+
+def shapes(params) -> dict[str, tuple]:
+    """{name: shape} of a checkpoint dict or of a network's parameters."""
+    items = params.items() if isinstance(params, dict) else ((p.name, p) for p in params)
+    return {name: tuple(value.shape) for name, value in items}
+
+
 def load_pretrained(net: nn.Cell, path: str | Path, head: str, arch: str = "") -> LoadReport:
     """Load `path` into `net` minus the head. Every non-head network parameter must come from
     the file with the right shape; otherwise a UserError names the parameters."""
     param_dict = read_checkpoint(path)
-    report = LoadReport(path=str(path))
     head_names = head_parameter_names(net, head)
-    report.deleted = filter_checkpoint_parameter_by_list(param_dict, head_names)
-    wanted = {p.name: p for p in net.get_parameters()}
-
-    mismatched = []
-    for name, value in param_dict.items():
-        if name not in wanted:
-            report.unused.append(name)
-        elif tuple(value.shape) != tuple(wanted[name].shape):
-            mismatched.append(f"{name}: file {tuple(value.shape)}, network "
-                              f"{tuple(wanted[name].shape)}")
-        else:
-            report.loaded.append(name)
-    for_arch = f" (arch = {arch!r})" if arch else ""
-    if mismatched:
-        raise UserError(f"checkpoint {path} does not fit the network{for_arch}: "
-                        f"{len(mismatched)} shape mismatch(es), first: {'; '.join(mismatched[:3])}."
-                        " Is the checkpoint for another arch?")
-    report.missing = [n for n in wanted if n not in param_dict]
-    backbone_missing = [n for n in report.missing if n not in head_names]
-    if backbone_missing:
-        raise UserError(f"checkpoint {path} lacks {len(backbone_missing)} backbone parameter(s) of "
-                        f"the network{for_arch}, first: {', '.join(backbone_missing[:5])}. Use a "
-                        "checkpoint of the same arch, or pretrained = \"\" to train from scratch")
+    deleted = filter_checkpoint_parameter_by_list(param_dict, head_names)
+    fit = check_fit(shapes(param_dict), shapes(net.get_parameters()), head_names)
+    problems = fit.problems(path, arch)
+    if problems:
+        raise UserError(problems[0])
+    report = LoadReport(path=str(path), deleted=deleted, loaded=fit.loaded, missing=fit.missing,
+                        unused=fit.unused)
     not_loaded = ms.load_param_into_net(net, {n: param_dict[n] for n in report.loaded})
     not_loaded = not_loaded[0] if isinstance(not_loaded, tuple) else not_loaded
     assert sorted(not_loaded) == sorted(report.missing), (not_loaded, report.missing)
@@ -122,9 +163,35 @@ def freeze_backbone(net: nn.Cell, head: str) -> list[str]:
     return [p.name for p in net.trainable_params()]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete what saves of `path` killed mid-write left behind: `.<stem>.tmp<pid>.ckpt` (ours)
+    or `.<stem>.tmp<pid>.tmp` (MindSpore writes through one of its own), for pids no longer
+    running. Checkpoints are hundreds of MB: a few kills would otherwise fill the disk."""
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.tmp(\d+)\.\w+")
+    removed = []
+    for leftover in path.parent.glob(f".{path.stem}.tmp*"):
+        m = pattern.fullmatch(leftover.name)
+        if m and not _pid_alive(int(m.group(1))):
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
 def save_atomic(save_obj, path: str | Path, append_dict: dict | None = None) -> None:
-    """Write a checkpoint so that a kill at any moment leaves the previous file intact."""
+    """Write a checkpoint so that a kill at any moment leaves the previous file intact (and the
+    next save removes the temporary files a killed one left)."""
     path = Path(path)
+    remove_stale_temps(path)
     # save_checkpoint appends ".ckpt" to names without it: keep the suffix last.
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.ckpt'}")
     try:

@@ -6,11 +6,11 @@ cache runs the backbone once per image and view, then the head trains on the sto
 for every epoch. The head's parameters are the network's own, so best.ckpt and last.ckpt still
 hold the full network and load like any other checkpoint.
 
-Views: `feature_cache = "augmented"` stores `cache_views` augmented views of every training
-image (the training transforms, each view its own seed), and each epoch picks one view per image;
-`"eval"` stores one view made with the evaluation transforms (no augmentation). Validation
-features always use the evaluation transforms, so cached validation accuracy equals what the
-full network gives.
+Views: `feature_cache = "eval"` (default) stores one view per image made with the evaluation
+transforms (no augmentation); `"augmented"` stores `cache_views` augmented views of every training
+image (the training transforms, each view its own seed), and each epoch picks one view per
+image. Validation features always use the evaluation transforms, so cached validation accuracy
+equals what the full network gives.
 """
 
 from __future__ import annotations

@@ -1,0 +1,227 @@
+"""A catalogue of bad input through the real CLI (with tests/test_bad_input.py): job files, flags,
+data folders, images, checkpoints, hccn.conf, rank tables, device ids, ports, nodes and cards,
+launcher tools, run directories. Each case: exit status 2, no traceback, stderr names the
+culprit and the fix, and nothing is started or written. Only the three checkpoint cases import
+MindSpore (`packrun check` builds the network); the rest take about a second each."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pytest
+
+from launcher.spec import load_job, spec_to_json
+from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+
+PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun
+ASCEND_RT = ["--device=Ascend", "--launcher=rank_table", "--cards_per_node=2"]
+RANK_TABLE = ["rank-table", "--server_ip=10.0.0.1", "--out={t}/rank_table.json"]
+
+
+class Case(NamedTuple):
+    args: list[str]            # after `packrun`; {t} tmp dir, {d} data, {job}, {port}, {ckpt}
+    expect: list[str]          # fragments of stderr: the culprit and the fix
+    setup: Callable[[Path, Path], None] | None = None
+    path: str | None = None    # PATH for the command (default: the test's)
+
+
+def hccn_conf(text: str):
+    return lambda t, d: (t / "hccn.conf").write_text(text)
+
+
+def write(name: str, text: str):
+    return lambda t, d: (t / name).write_text(text)
+
+
+def launch_run_dir(t: Path, d: Path):
+    """A run directory rendered for msrun (job.json + msrun.sh), as `packrun run` leaves it."""
+    run_dir = t / "rendered"
+    run_dir.mkdir()
+    (run_dir / "job.json").write_text(spec_to_json(load_job(t / "job.toml")))
+    (run_dir / "msrun.sh").write_text("#!/bin/bash\n")
+
+
+CASES = {
+    # --- job files -----------------------------------------------------------------------------
+    "job file is a directory": Case(
+        ["debug", "{t}"], ["job file {t} not found (it is a directory)", "pass a .toml file"]),
+    "TOML syntax error": Case(
+        ["check", "{t}/broken.toml"], ["{t}/broken.toml: not valid TOML", "(at line 2"],
+        write("broken.toml", 'name = "x"\nepochs = = 3\n')),
+    "TOML table": Case(
+        ["debug", "{t}/table.toml"],
+        ["{t}/table.toml: [train] is a table", "write e.g. `epochs = 5` at the top level"],
+        write("table.toml", "[train]\nepochs = 3\n")),
+    # --- flags ---------------------------------------------------------------------------------
+    "integer flag given a word": Case(
+        ["debug", "{job}", "--epochs=two"],
+        ["command line: key 'epochs' must be an integer, got str 'two'"]),
+    "number flag given a word": Case(
+        ["run", "{job}", "--lr=fast"], ["command line: key 'lr' must be a number, got str 'fast'"]),
+    "bool flag given a word": Case(
+        ["check", "{job}", "--hflip=maybe"],
+        ["command line: key 'hflip' must be true or false, got str 'maybe'"]),
+    "check flag given a word": Case(
+        ["check", "{job}", "--all_images=maybe"],
+        ["--all_images='maybe'", "give --all_images (on) or --all_images=false"]),
+    "unknown launcher": Case(
+        ["run", "{job}", "--launcher=slurm"],
+        ["key 'launcher' is 'slurm'", "choose one of 'msrun', 'rank_table', 'mpirun'"]),
+    "slurm time limit": Case(
+        ["check", "{job}", "--quick", "--slurm", "--time=2h"],
+        ["key 'time' is '2h'", "Slurm takes MM, MM:SS, HH:MM:SS"]),
+    # --- data and images -----------------------------------------------------------------------
+    "empty train dir": Case(
+        ["check", "{job}", "--quick", "--train_dir={t}/empty"],
+        ["train_dir {t}/empty has no class sub-folders", "expected {t}/empty/<class>/<image>"],
+        lambda t, d: (t / "empty").mkdir()),
+    "text file named .jpg": Case(
+        ["debug", "{job}"],
+        ["image {d}/train/digit_0/notes.jpg cannot be decoded", "replace or delete it"],
+        lambda t, d: (d / "train" / "digit_0" / "notes.jpg").write_text("shopping list")),
+    # --- checkpoints (these build the network) -------------------------------------------------
+    "checkpoint of another arch": Case(
+        ["check", "{job}", "--arch=resnet34", "--pretrained={ckpt}"],
+        ["checkpoint {ckpt} lacks 80 backbone parameter(s) of the network (arch = 'resnet34')",
+         "Use a checkpoint of the same arch"]),
+    "checkpoint that is not one": Case(
+        ["check", "{job}", "--pretrained={t}/notes.ckpt"],
+        ["checkpoint {t}/notes.ckpt cannot be read", "Set `pretrained` to another file"],
+        write("notes.ckpt", "not a checkpoint")),
+    "head that is not a cell": Case(
+        ["check", "{job}", "--head=fc"],
+        ["job key 'head' is 'fc', which is not a cell", "its classifier cells are: end_point"]),
+    # --- hccn.conf and rank tables -------------------------------------------------------------
+    "hccn.conf missing": Case(
+        ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/nowhere.conf"],
+        ["hccn.conf {t}/nowhere.conf not found", "point hccn_conf (--hccn_conf) at the file"]),
+    "hccn.conf lacks a device": Case(
+        ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/hccn.conf"],
+        ["{t}/hccn.conf has no address for device 1 (no address_1=IP line)",
+         "configure it with hccn_tool or give the device IPs"],
+        hccn_conf("address_0=192.168.100.101\nnetmask_0=255.255.255.0\n")),
+    "hccn.conf bad address": Case(
+        [*RANK_TABLE, "--devices=0,1", "--hccn_conf={t}/hccn.conf"],
+        ["{t}/hccn.conf line 2 (address_1): '192.168.100.300' is not an IPv4 address",
+         "four numbers 0-255"],
+        hccn_conf("address_0=192.168.100.101\naddress_1=192.168.100.300\n")),
+    "device_ips too few": Case(
+        ["check", "{job}", "--quick", *ASCEND_RT, "--device_ips=192.168.100.101"],
+        ["key 'device_ips' has 1 address(es); 1 node(s) x 2 card(s) need 2"]),
+    "rank table duplicate device": Case(
+        [*RANK_TABLE, "--devices=0,1,1", "--device_ips=10.1.0.1,10.1.0.2,10.1.0.3"],
+        ["--devices: device 1 is listed twice"]),
+    "rank table bad server ip": Case(
+        ["rank-table", "--server_ip=10.0.0.256", "--devices=0", "--device_ips=10.1.0.1",
+         "--out={t}/rank_table.json"],
+        ["server ip: '10.0.0.256' is not an IPv4 address", "e.g. 192.168.100.101"]),
+    "rank table device ip twice": Case(
+        [*RANK_TABLE, "--devices=0,1", "--device_ips=10.1.0.1,10.1.0.1"],
+        ["device ip 10.1.0.1 is used twice", "every device has its own address"]),
+    "merge a table of another version": Case(
+        ["merge-rank-tables", "{t}/old.json", "--out={t}/merged.json"],
+        ["{t}/old.json: rank table version '2.0'", "only version \"1.0\" tables"],
+        write("old.json", json.dumps({"version": "2.0", "server_list": []}))),
+    "rank_table launcher on CPU": Case(
+        ["check", "{job}", "--quick", "--launcher=rank_table"],
+        ["launcher 'rank_table' starts Ascend cards", "Use launcher = \"msrun\" or \"mpirun\""]),
+    # --- device ids, ports, nodes and cards ----------------------------------------------------
+    "device id out of range": Case(
+        ["debug", "{job}", "--device_id=16"], ["key 'device_id' is 16; it must be <= 15"]),
+    "rank table device out of range": Case(
+        [*RANK_TABLE, "--devices=0-16"],
+        ["--devices: device 16 is out of range; Ascend device ids are 0..15"]),
+    "busy port": Case(
+        ["check", "{job}", "--quick", "--master_port={port}"],
+        ["master_port {port} is already in use", "master_port = 0 to pick a free one"]),
+    "zero cards": Case(
+        ["run", "{job}", "--cards_per_node=0"], ["key 'cards_per_node' is 0; it must be >= 1"]),
+    "two nodes for packrun run": Case(
+        ["run", "{job}", "--nodes=2"],
+        ["packrun run starts the workers of one machine; nodes is 2", "use `packrun submit`"]),
+    "two nodes without a port": Case(
+        ["check", "{job}", "--quick", "--nodes=2", "--hosts=10.0.0.[1-2]"],
+        ["master_port = 0 picks a free port", "set master_port to a port free on node 0"]),
+    "more hosts than nodes": Case(
+        ["render", "{job}", "--nodes=2", "--hosts=a,b,c", "--master_port=8118"],
+        ["key 'hosts' names 3 node(s) but nodes = 2", "give one host per node"]),
+    "mpirun over nodes without hosts": Case(
+        ["render", "{job}", "--launcher=mpirun", "--nodes=2"],
+        ["nodes = 2 with launcher 'mpirun': set hosts"]),
+    "--slurm with mpirun": Case(
+        ["check", "{job}", "--quick", "--slurm", "--launcher=mpirun"],
+        ["--slurm starts msrun on every node (srun); launcher is 'mpirun'",
+         "Use --launcher=msrun"]),
+    # --- launcher tools and output -------------------------------------------------------------
+    "mpirun not installed": Case(
+        ["run", "{job}", "--launcher=mpirun", "--workers=2"],
+        ["mpirun not found on PATH", "install Open MPI (apt-get install openmpi-bin)"],
+        path=PY_BIN),
+    "output_dir is a file": Case(
+        ["run", "{job}", "--output_dir={t}/job.toml"],
+        ["output_dir {t}/job.toml: {t}/job.toml is a file", "set output_dir to a directory"]),
+    # --- resume --------------------------------------------------------------------------------
+    "resume with flags": Case(
+        ["debug", "--resume={t}", "--epochs=3"],
+        ["--resume RUN_DIR continues that directory's job as it was",
+         "give no job file or other flags with it"]),
+    "debug resume of a launch": Case(
+        ["debug", "--resume={t}/rendered"],
+        ["{t}/rendered holds msrun.sh", "use packrun run --resume {t}/rendered"],
+        launch_run_dir),
+    "resume of a folder that is no run": Case(
+        ["run", "--resume={d}"], ["{d}/job.json not found: is this a packrun run directory?"]),
+}
+
+
+@pytest.fixture
+def data(tmp_path, digits_2class):
+    root = tmp_path / "data"
+    shutil.copytree(digits_2class, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def resnet18_ckpt(tmp_path_factory) -> Path:
+    import mindspore as ms
+
+    from src.resnet import resnet18
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.ckpt"
+    ms.save_checkpoint(resnet18(2), str(path))
+    return path
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", CASES, ids=list(CASES))
+def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port, request):
+    case = CASES[name]
+    job = write_job(tmp_path / "job.toml", name="bad", arch="resnet18", num_classes=2,
+                    train_dir=str(data / "train"), val_dir=str(data / "val"), image_size=32,
+                    batch_size=8, epochs=1, output_dir=str(tmp_path / "runs"))
+    if case.setup:
+        case.setup(tmp_path, data)
+    places = dict(t=tmp_path, d=data, job=job, port=busy_port)
+    if "{ckpt}" in " ".join(case.args):
+        places["ckpt"] = request.getfixturevalue("resnet18_ckpt")
+    env = os.environ | ({"PATH": case.path} if case.path else {})
+    r = subprocess.run([sys.executable, "-m", "launcher.cli",
+                        *(a.format(**places) for a in case.args)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr
+    for fragment in case.expect:
+        assert fragment.format(**places) in r.stderr, r.stderr
+    assert not any((tmp_path / "runs").glob("*")), "a run directory was created"
+    assert not (tmp_path / "rank_table.json").exists()

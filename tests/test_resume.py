@@ -1,0 +1,134 @@
+"""Resume: a debug run killed with SIGKILL during epoch 3 of 5 and continued with
+`packrun debug --resume RUN_DIR` ends exactly where an uninterrupted run with the same seed ends:
+the same metrics row by row, the same best.ckpt and last.ckpt, the same final weights.
+
+Tolerance: none. On CPU both runs are bit-for-bit equal (losses compared with ==, checkpoints
+with np.array_equal), because everything a resumed epoch depends on is restored or recomputed:
+weights, BatchNorm statistics, optimizer moments and global_step (the warm-up + cosine schedule
+here would shift if global_step restarted), the data order and augmentation seed of each epoch,
+and best-so-far from the metrics history.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import psutil
+import pytest
+
+from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.test_debug_run import packrun, run_dir_of
+
+EPOCHS, KILL_IN_EPOCH = 5, 3
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, digits_2class):
+    d = tmp_path_factory.mktemp("resume")
+    return write_job(d / "resume.toml", name="resume", arch="resnet18", num_classes=2,
+                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
+                     image_size=32, batch_size=8, epochs=EPOCHS, lr=0.02, momentum=0.8,
+                     lr_schedule="cosine", warmup_epochs=1, device="CPU",
+                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=True,
+                     num_parallel_workers=2)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_digest(run_dir: Path) -> str:
+    m = re.search(r"final weights sha256 \w+, batchnorm statistics sha256 \w+",
+                  (run_dir / "logs" / "worker_0.log").read_text())
+    assert m, "the worker printed no final digest"
+    return m.group(0)
+
+
+def arrays(ckpt: Path) -> dict:
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items()}
+
+
+def saved_epoch(run_dir: Path, epoch: int) -> bool:
+    """Epoch `epoch` is complete: its row is in metrics.jsonl and last.ckpt (written after the
+    row) is newer than the row."""
+    last, metrics = run_dir / "last.ckpt", run_dir / "metrics.jsonl"
+    return len(rows(run_dir)) == epoch and last.exists() and \
+        last.stat().st_mtime_ns >= metrics.stat().st_mtime_ns
+
+
+def run_dir_in(console: Path) -> Path | None:
+    found = [l for l in console.read_text().splitlines() if l.startswith("packrun: run directory ")]
+    return Path(found[0].split("packrun: run directory ", 1)[1]) if found else None
+
+
+def start_and_kill_in_epoch_3(job: Path, console: Path) -> tuple[Path, subprocess.Popen]:
+    """Start a debug run and SIGKILL its worker's process group as soon as epoch 2 is saved."""
+    with open(console, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "debug", str(job),
+                                 "--name=killed"], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            run_dir = run_dir_in(console)
+            if run_dir and saved_epoch(run_dir, KILL_IN_EPOCH - 1):
+                worker = next(p for p in psutil.Process(proc.pid).children(recursive=True)
+                              if str(run_dir) in p.cmdline())
+                os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pipeline processes
+                proc.wait(timeout=60)
+                return run_dir, proc
+            time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("the run did not reach epoch 3:\n" + console.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def runs(job, tmp_path_factory):
+    t0 = time.monotonic()
+    full = packrun("debug", job, "--name=full")
+    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    t_full = time.monotonic() - t0
+    console = tmp_path_factory.mktemp("console") / "killed.out"
+    killed, proc = start_and_kill_in_epoch_3(job, console)
+    killed_rows = rows(killed)
+    resumed = packrun("debug", "--resume", killed)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    print(f"uninterrupted run {t_full:.1f} s, whole test {time.monotonic() - t0:.1f} s")
+    return dict(full=run_dir_of(full), killed=killed, proc=proc, console=console.read_text(),
+                killed_rows=killed_rows, resumed=resumed)
+
+
+def test_the_kill_landed_in_epoch_3_and_packrun_says_how_to_resume(runs):
+    assert runs["proc"].returncode == 128 + signal.SIGKILL
+    assert [r["epoch"] for r in runs["killed_rows"]] == [1, 2]
+    assert f"packrun debug --resume {runs['killed']}" in runs["console"]
+    assert f"resuming from {runs['killed'] / 'last.ckpt'}: epoch 2 of 5 done" in \
+        runs["resumed"].stdout
+
+
+def test_resumed_run_has_the_metrics_of_an_uninterrupted_one(runs):
+    full, resumed = rows(runs["full"]), rows(runs["killed"])
+    assert [r["epoch"] for r in resumed] == list(range(1, EPOCHS + 1))
+    for a, b in zip(full, resumed):
+        for k in ("train_loss", "val_acc", "best_acc", "best_epoch", "lr", "steps"):
+            assert a[k] == b[k], f"epoch {a['epoch']} {k}: {a[k]} uninterrupted, {b[k]} resumed"
+    assert final_digest(runs["full"]) == final_digest(runs["killed"])
+
+
+def test_resumed_run_leaves_the_same_best_and_last_checkpoints(runs):
+    for name in ("best.ckpt", "last.ckpt"):
+        a, b = arrays(runs["full"] / name), arrays(runs["killed"] / name)
+        assert sorted(a) == sorted(b)
+        different = [k for k in a if not np.array_equal(a[k], b[k])]
+        assert different == [], f"{name}: {different[:5]}"
+    last = ms.load_checkpoint(str(runs["killed"] / "last.ckpt"))
+    assert int(last["epoch"].asnumpy()) == EPOCHS
+    assert int(last["global_step"].asnumpy()[0]) == EPOCHS * 48 // 8  # steps of all 5 epochs
+    assert any(k.startswith("moments.") for k in last)
+    assert not list(runs["killed"].glob(".*tmp*"))  # no temporary file left by the kill
