@@ -27,7 +27,8 @@ from launcher.errors import UserError
 from launcher.local_run import worker_env
 from launcher.metrics import best_row, read_metrics
 from launcher.rundir import write_atomic
-from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_log
+from launcher.runfiles import (EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_exit,
+                               worker_log)
 from launcher.spec import spec_from_json
 
 POLL_S = 0.5
@@ -353,8 +354,28 @@ def _failing_log(run_dir: Path, job_id: str) -> Path | None:
     return batch if batch.is_file() else None
 
 
+def _rank_outcomes(run_dir: Path) -> list[str]:
+    """What each rank left in logs/worker_<rank>.exit: the failing ones, named."""
+    try:
+        spec = spec_from_json(run_dir)
+    except UserError:
+        return []  # not a run directory packrun wrote: the logs below are all there is
+    found = []
+    for rank in range(spec.nodes * spec.cards_per_node):
+        try:
+            code = (run_dir / worker_exit(rank)).read_text().strip()
+        except FileNotFoundError:
+            found.append(f"rank {rank} was killed or never started (no exit status); "
+                         f"log {run_dir / worker_log(rank)}")
+            continue
+        if code not in ("0", str(EXIT_REQUEUE)):
+            found.append(f"rank {rank} exited with status {code}; log {run_dir / worker_log(rank)}")
+    return found
+
+
 def _failure_report(info: JobInfo, run_dir: Path) -> str:
-    lines = ["packrun: logs:"] + [f"  {p}" for p in _logs(run_dir, info.job_id)]
+    lines = [f"packrun: {line}" for line in _rank_outcomes(run_dir)]
+    lines += ["packrun: logs:"] + [f"  {p}" for p in _logs(run_dir, info.job_id)]
     failing = _failing_log(run_dir, info.job_id)
     if failing:
         tail = failing.read_text(errors="replace").splitlines()[-TAIL_LINES:]

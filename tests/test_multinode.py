@@ -369,10 +369,8 @@ def test_killed_worker_on_node2_fails_the_submitted_job(cluster, job, tmp_path):
     assert code != 0 and f"packrun: job {job_id} FAILED" in text, shown(text)
     assert re.search(r"srun: error: node2: task 1: Exited with exit code", text), shown(text)
     assert_nothing_left(cluster, run_dir)
-    if not re.search(r"\brank 1\b", text):
-        pytest.xfail("`packrun submit --wait` names the failed node (srun's line in the batch "
-                     "output) but not the rank: launcher/slurm.py reports a worker log only "
-                     "when it holds a Python failure, and a killed worker leaves none")
+    assert re.search(r"rank 1 was killed or never started \(no exit status\); log \S+/logs/"
+                     r"worker_1\.log", text), shown(text)
 
 
 def test_killed_worker_on_node2_ends_both_per_node_commands(cluster, job, tmp_path):
