@@ -25,13 +25,6 @@ SLURM_CONF=$STATE/etc/slurm.conf
 netns_of() { echo "packrun-$1"; }  # node name -> network namespace name
 veth_of() { echo "prn-$1"; }       # node name -> root-side end of its veth pair
 
-# Is pid $1 a live process named $2? A stopped daemon whose parent does not reap it lingers as
-# a zombie, so look at its state, not only at /proc/PID.
-pid_alive() {
-    local stat
-    [[ $1 =~ ^[0-9]+$ ]] || return 1
-    [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] || return 1
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != [ZX] ]]
-}
+# pid_alive, stop_pidfile, cancel_all_jobs
+# shellcheck source-path=SCRIPTDIR source=daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/daemons.sh"

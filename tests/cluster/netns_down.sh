@@ -10,35 +10,8 @@ source "$HERE/netns_common.sh"
 export SLURM_CONF
 log() { echo "netns_down: $*" >&2; }
 
-stop_pidfile() {  # stop_pidfile PIDFILE NAME: SIGTERM, up to 10 s, then SIGKILL
-    local pid
-    [ -f "$1" ] || return 0
-    pid=$(tr -dc 0-9 < "$1")
-    if pid_alive "$pid" "$2"; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 100); do pid_alive "$pid" "$2" || break; sleep 0.1; done
-        if pid_alive "$pid" "$2"; then
-            log "$2 ($pid) ignored SIGTERM: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        log "stopped $2 ($pid)"
-    fi
-    rm -f "$1"
-}
-
 # 1. leftover jobs, while slurmctld still answers
-if [ -f "$SLURM_CONF" ] && pid_alive "$(tr -dc 0-9 2>/dev/null < "$STATE/slurmctld.pid")" slurmctld; then
-    jobs=$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
-    if [ -n "${jobs// /}" ]; then
-        log "cancelling jobs $jobs"
-        # shellcheck disable=SC2086  # one argument per job id
-        timeout 10 scancel $jobs 2>/dev/null
-        for _ in $(seq 40); do
-            [ -z "$(timeout 5 squeue -h -o %i 2>/dev/null)" ] && break
-            sleep 0.5
-        done
-    fi
-fi
+cancel_all_jobs "$STATE"
 
 # 2. the daemons, slurmd first
 for node in "${NODES[@]}"; do stop_pidfile "$STATE/slurmd.$node.pid" slurmd; done
