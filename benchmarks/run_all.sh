@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other, each printing its table (minutes to an hour on 2 cores:
+# the native-conv ResNet50 step alone takes about a minute). Not tests: run on an idle machine
+# and quote the tables with the machine they came from (README, "Speed on CPU").
+#   bench_conv.py           ResNet50 train step at 224 px: native Conv2D vs im2col, GFLOP/s
+#                           next to a large matmul's (the roofline)
+#   bench_fixed_feature.py  fixed_feature 20 epochs with feature_cache off / augmented / eval;
+#                           input pipeline images/s next to a training step's consumption
+#   bench_launch.py         packrun run vs bare msrun; 1 vs 2 workers
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+for bench in bench_conv.py bench_fixed_feature.py bench_launch.py; do
+    echo "=== benchmarks/$bench"
+    python3 "benchmarks/$bench"
+done
