@@ -26,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from src.resnet import ARCHS, build_resnet  # noqa: E402
 
 SLOW_FIRST_STEP_S = 60.0
+# Small enough that repeated steps on one random batch do not diverge: at 0.01
+# ResNet50 at 64 px blew up within 5 steps, after which a step stalled for
+# minutes inside a CPU kernel, which would time the blow-up, not the network.
+LEARNING_RATE = 1e-4
 VARIANTS = {"native": False, "im2col": True}
 
 
@@ -86,7 +90,7 @@ def make_train_step(args, cpu_conv):
     """TrainOneStepCell(WithLossCell(net, softmax CE), Momentum), as a training job builds it."""
     net = build_resnet(args.arch, args.num_classes, cpu_conv=cpu_conv)
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    opt = nn.Momentum(net.trainable_params(), learning_rate=LEARNING_RATE, momentum=0.9)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
     step.set_train()
     return step
