@@ -65,7 +65,9 @@ class Im2colConv2d(nn.Conv2d):
         if top == bottom and left == right:
             cols = ops.unfold(x, self.kernel_size, 1, (top, left), self.stride)
         else:
-            padded = ops.pad(x, (left, right, top, bottom))
+            # Not ops.pad: in GRAPH_MODE on CPU its gradient is wrong from the
+            # second call on, and a few calls later a step stalls for minutes.
+            padded = ops.Pad(((0, 0), (0, 0), (top, bottom), (left, right)))(x)
             cols = ops.unfold(padded, self.kernel_size, 1, 0, self.stride)
         weight = self.weight.reshape(self.out_channels, -1)
         if out_h * out_w < _SMALL_MAP:

@@ -223,6 +223,26 @@ def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, s
         assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
+def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
+    # Guards the asymmetric 'same' padding: ops.pad's gradient goes wrong from the 2nd call.
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        ms.set_seed(4)
+        native = nn.Conv2d(8, 16, 3, stride=2, pad_mode="same")
+        ms.set_seed(4)
+        im2col = Im2colConv2d(8, 16, 3, stride=2, pad_mode="same")
+        x, dout = images(size=10, channels=8), images(size=5, channels=16, seed=1)
+        (dx_expected,), (dw_expected,) = ConvGrads(native)(x, dout)
+        grads = ConvGrads(im2col)
+        for _ in range(3):
+            (dx,), (dw,) = grads(x, dout)
+            assert rel_err(dx.asnumpy(), dx_expected.asnumpy()) < 1e-4
+            assert rel_err(dw.asnumpy(), dw_expected.asnumpy()) < 1e-4
+    finally:
+        ms.set_context(mode=previous)
+
+
 def test_im2col_conv_rejects_grouped_convolution():
     with pytest.raises(ValueError, match="group"):
         Im2colConv2d(4, 4, 3, group=2)
