@@ -6,8 +6,9 @@ repository (``ResidualBlockBase`` with ``bn1d``/``bn2d`` for 18/34,
 ``end_point``), so Model Zoo checkpoints load by name.
 
 On CPU, MindSpore's native Conv2D runs every kernel other than a 1x1 stride-1
-one on a slow reference path (0.2-0.4 GFLOP/s measured here, against 80-100
-for a large matmul; a ResNet50 train step was 26x slower than with im2col).
+one on a slow reference path (0.2-0.4 GFLOP/s measured here, against ~100
+for a large matmul; a ResNet50 train step at 224 px was 38x slower than with
+im2col, see benchmarks/bench_conv.py).
 ``cpu_conv=True`` swaps those convolutions for :class:`Im2colConv2d`, which has
 the same parameters and initialisation but computes im2col + matmul.
 """
@@ -118,7 +119,11 @@ def _conv(in_channel, out_channel, kernel_size, stride, res_base, cpu_conv):
 
 
 def _bn(channel, res_base=False):
-    """Model Zoo BatchNorm; the res_base variant keeps its eps=1e-5, momentum=0.1."""
+    """Model Zoo BatchNorm, including its res_base (ResNet18/34 stem, shortcut) variant.
+
+    That variant's momentum=0.1 is kept as the source has it, although MindSpore
+    weights the old moving statistic by momentum, so it tracks recent batches.
+    """
     if res_base:
         return nn.BatchNorm2d(channel, eps=1e-5, momentum=0.1)
     return nn.BatchNorm2d(channel, eps=1e-4, momentum=0.9)
