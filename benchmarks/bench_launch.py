@@ -92,7 +92,7 @@ def main():
     print(f"{'bare msrun':<28}{b:>8.1f} s")
     print(f"{'packrun run':<28}{o:>8.1f} s   (render + preflight + supervision)")
     print(f"{'ratio packrun / msrun':<28}{o / b:>8.2f}")
-    print(f"\nthroughput after epoch 1 (train images/s, all workers)")
+    print("\nthroughput after epoch 1 (train images/s, all workers)")
     print(f"{'1 worker':<28}{ips1:>8.1f}")
     print(f"{'2 workers':<28}{ips2:>8.1f}")
     print(f"{'speed-up':<28}{ips2 / ips1:>8.2f}")

@@ -3,6 +3,7 @@ that point at them. Session-scoped: exported once per test run."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,19 @@ def tiny_job(tmp_path, digits_2class) -> Path:
         image_size=32, batch_size=8, epochs=2, lr=0.01, device="CPU",
         output_dir=str(tmp_path / "runs"), min_crop_scale=0.5, hflip=False,
         num_parallel_workers=2)
+
+
+@pytest.fixture
+def data(tmp_path, digits_2class) -> Path:
+    """A private, writable copy of digits_2class, for tests that break it."""
+    root = tmp_path / "data"
+    shutil.copytree(digits_2class, root)
+    return root
+
+
+def small_job(tmp_path: Path, data: Path, name: str = "small", **extra) -> Path:
+    """<tmp_path>/job.toml: resnet18, 32 px, one epoch on `data`; `extra` adds or overrides."""
+    keys = dict(name=name, arch="resnet18", num_classes=2, train_dir=str(data / "train"),
+                val_dir=str(data / "val"), image_size=32, batch_size=8, epochs=1,
+                output_dir=str(tmp_path / "runs"))
+    return write_job(tmp_path / "job.toml", **(keys | extra))

@@ -1,29 +1,17 @@
 """Bad input through the real CLI: a one-line message naming the culprit, exit 2, no traceback,
 and no training started."""
 
-import shutil
 
 import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
 from tests.test_debug_run import packrun
 
 
-@pytest.fixture
-def data(tmp_path, digits_2class):
-    """A private, writable copy of the tiny digits ImageFolder."""
-    root = tmp_path / "data"
-    shutil.copytree(digits_2class, root)
-    return root
-
-
 def job(tmp_path, data, **extra):
-    keys = dict(name="bad", arch="resnet18", num_classes=2, train_dir=str(data / "train"),
-                val_dir=str(data / "val"), image_size=32, batch_size=8, epochs=1,
-                output_dir=str(tmp_path / "runs"))
-    return write_job(tmp_path / "job.toml", **(keys | extra))
+    return small_job(tmp_path, data, "bad", **extra)
 
 
 def corrupt_jpeg(data):

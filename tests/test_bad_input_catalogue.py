@@ -6,7 +6,6 @@ MindSpore (`packrun check` builds the network); the rest take about a second eac
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Callable, NamedTuple
 import pytest
 
 from launcher.spec import load_job, spec_to_json
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
 
 PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun
 ASCEND_RT = ["--device=Ascend", "--launcher=rank_table", "--cards_per_node=2"]
@@ -179,13 +178,6 @@ CASES = {
 }
 
 
-@pytest.fixture
-def data(tmp_path, digits_2class):
-    root = tmp_path / "data"
-    shutil.copytree(digits_2class, root)
-    return root
-
-
 @pytest.fixture(scope="module")
 def resnet18_ckpt(tmp_path_factory) -> Path:
     import mindspore as ms
@@ -207,9 +199,7 @@ def busy_port():
 @pytest.mark.parametrize("name", CASES, ids=list(CASES))
 def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port, request):
     case = CASES[name]
-    job = write_job(tmp_path / "job.toml", name="bad", arch="resnet18", num_classes=2,
-                    train_dir=str(data / "train"), val_dir=str(data / "val"), image_size=32,
-                    batch_size=8, epochs=1, output_dir=str(tmp_path / "runs"))
+    job = small_job(tmp_path, data, "bad")
     if case.setup:
         case.setup(tmp_path, data)
     places = dict(t=tmp_path, d=data, job=job, port=busy_port)

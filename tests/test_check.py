@@ -7,31 +7,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mindspore as ms
-import numpy as np
 import pytest
 
 from launcher import check, preflight
 from launcher.check import ERROR, OK, WARNING, Finding, Options
-from launcher.errors import UserError
 from launcher.spec import load_job
 from src.checkpoint import check_fit
 from src.resnet import ARCHS
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
 from tests.test_debug_run import packrun
 
 
-@pytest.fixture
-def data(tmp_path, digits_2class):
-    root = tmp_path / "data"
-    shutil.copytree(digits_2class, root)
-    return root
-
-
 def job(tmp_path, data, **extra):
-    keys = dict(name="chk", arch="resnet18", num_classes=2, train_dir=str(data / "train"),
-                val_dir=str(data / "val"), image_size=32, batch_size=8, epochs=1,
-                output_dir=str(tmp_path / "runs"))
-    return write_job(tmp_path / "job.toml", **(keys | extra))
+    return small_job(tmp_path, data, "chk", **extra)
 
 
 def findings_of(topic, spec, opts) -> list[Finding]:

@@ -2,7 +2,6 @@
 checkpoint, the load report, mismatches named, and freezing."""
 
 import json
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
