@@ -44,3 +44,26 @@ cancel_all_jobs() {  # cancel_all_jobs STATE: every job, while slurmctld (STATE/
         sleep 0.5
     done
 }
+
+slurm_conf_policy() {  # slurm_conf_policy KILLWAIT: the slurm.conf lines both test clusters share
+    cat <<CONF
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+# look at pending jobs every second (defaults: 30 s, 60 s), so a requeued job starts promptly
+SchedulerParameters=bf_interval=1,sched_interval=1
+SwitchType=switch/none
+MpiDefault=none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+ReturnToService=2
+# keep finished jobs visible to scontrol show job (there is no accounting database)
+MinJobAge=600
+KillWait=$1
+MailProg=/bin/true
+InactiveLimit=0
+CONF
+}

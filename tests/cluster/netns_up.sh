@@ -123,22 +123,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.%n.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SwitchType=switch/none
-MpiDefault=none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-ReturnToService=2
-# keep finished jobs visible to scontrol show job (there is no accounting database)
-MinJobAge=600
-KillWait=5
-MailProg=/bin/true
-InactiveLimit=0
+$(slurm_conf_policy 5)
 CONF
 for i in "${!NODES[@]}"; do
     echo "NodeName=${NODES[$i]} NodeHostname=${NODES[$i]} NodeAddr=${IPS[$i]} CPUs=$CPUS State=UNKNOWN"

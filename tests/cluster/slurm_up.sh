@@ -17,6 +17,8 @@ CTLD_PORT=${PACKRUN_SLURMCTLD_PORT:-6817}
 SLURMD_PORT=${PACKRUN_SLURMD_PORT:-6818}
 NODE=$(hostname -s)
 log() { echo "slurm_up: $*" >&2; }
+# shellcheck source-path=SCRIPTDIR
+source "$HERE/daemons.sh"  # slurm_conf_policy
 die() { log "error: $*"; exit 1; }
 [[ $STATE != *[[:space:]]* ]] || die "PACKRUN_SLURM_DIR '$STATE' holds a space, which slurm.conf cannot"
 
@@ -91,24 +93,7 @@ SlurmctldPidFile=${STATE}/slurmctld.pid
 SlurmdPidFile=${STATE}/slurmd.pid
 SlurmctldLogFile=${STATE}/log/slurmctld.log
 SlurmdLogFile=${STATE}/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-# look at pending jobs every second (defaults: 30 s, 60 s), so a requeued job starts promptly
-SchedulerParameters=bf_interval=1,sched_interval=1
-SwitchType=switch/none
-MpiDefault=none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-ReturnToService=2
-# keep finished jobs visible to scontrol show job (there is no accounting database)
-MinJobAge=600
-KillWait=10
-MailProg=/bin/true
-InactiveLimit=0
+$(slurm_conf_policy 10)
 NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEMORY_MB} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
