@@ -5,7 +5,8 @@ creates a run directory, writes job.json and the artifacts, and returns the comm
 Nothing is started, so a render is the dry run of a launch. Every value a script needs is
 computed here; the templates (templates/*.j2, or a site's template_dir first) only lay them out.
 Spec text is shell-quoted everywhere except the site lines (env_setup, sbatch_extra), which
-templates/site_setup.sh.j2 and job.sbatch.j2 render verbatim in one marked block.
+templates/site_setup.sh.j2 and job.sbatch.j2 render verbatim in one marked block; every value a
+template writes passes launcher/shellsafe.py (quoted, or a word that is inert in a script).
 
 Artifacts by launcher (all scripts bash; paths relative to the run directory):
   msrun       msrun.sh (one node's share; node rank from $1 or $SLURM_NODEID), bin/python
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from launcher import nodelist, ranktable
+from launcher import nodelist, ranktable, shellsafe
 from launcher.errors import UserError
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.runfiles import JOB_JSON
@@ -53,8 +54,9 @@ def template_dirs(template_dir: str = "") -> list[Path]:
 def _environment(template_dir: str = "") -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dirs(template_dir)),
                              undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["sh"] = lambda value: shlex.quote(str(value))
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             finalize=shellsafe.finalize)
+    env.filters.update(shellsafe.FILTERS)
     return env
 
 
@@ -98,9 +100,12 @@ def _check(spec: JobSpec, hosts: list[str], slurm: bool, run_dir: Path):
             if any(c.isspace() for c in getattr(spec, name)):
                 raise UserError(f"key '{name}' is {getattr(spec, name)!r}; Slurm values hold no "
                                 "spaces")
-        if any(c.isspace() for c in str(run_dir)):
-            raise UserError(f"run directory {run_dir} contains a space, which #SBATCH --output "
-                            "cannot hold; choose an output_dir (--out) without spaces")
+        bad = shellsafe.SBATCH_BAD.search(str(run_dir))
+        if bad:
+            what = "a space" if bad.group().isspace() else repr(bad.group())
+            raise UserError(f"run directory {run_dir} contains {what}, which #SBATCH --output "
+                            "cannot hold; choose an output_dir (--out) without spaces, quotes, "
+                            "backslashes or '#'")
     if multi and spec.launcher == "msrun" and spec.master_port == 0:
         raise UserError(f"master_port = 0 picks a free port when one script starts every node "
                         f"(one node, Slurm, mpirun); the {spec.nodes} nodes here start one by "
@@ -167,8 +172,10 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                world=world, run_dir=str(run_dir), python=str(python),
                worker=str(Path(repo) / WORKER), repo=str(repo), slurm=slurm,
                master_addr=_master_addr(spec, hosts, slurm), master_port=spec.master_port,
-               cluster_timeout=spec.cluster_timeout, env=_launch_env(spec), free_port=FREE_PORT,
-               env_setup=spec.env_setup, site_env=spec.env)
+               cluster_timeout=spec.cluster_timeout, env=_launch_env(spec),
+               free_port=shellsafe.verbatim(FREE_PORT),
+               env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
+               site_env=spec.env)
     templates = _environment(spec.template_dir)
     out: dict[str, str] = {}
     if spec.launcher == "msrun":
@@ -177,10 +184,11 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
         if slurm:
             gres = spec.gres or (f"gpu:{spec.cards_per_node}" if spec.device == "GPU" else "")
             out["job.sbatch"] = templates.get_template("job.sbatch.j2").render(
-                ctx, nodelist=spec.hosts, gres=gres, partition=spec.partition,
+                ctx, nodelist=shellsafe.sbatch(spec.hosts), gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
                 cpus_per_task=spec.cpus_per_task or spec.cards_per_node,
-                signal_before_s=spec.signal_before_s, sbatch_extra=spec.sbatch_extra)
+                signal_before_s=spec.signal_before_s,
+                sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra])
     elif spec.launcher == "rank_table":
         out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(ctx)
         out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts))

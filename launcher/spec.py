@@ -29,22 +29,62 @@ SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
 
 def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
-        group="training", item=None, fix=None):
+        group="training", item=None, fix=None, grammar=None):
     """Declare one job key. `path` is None (not a path), "dir" or "file" (must exist when set),
     or "out" (a directory that will be created); `fix` says what to set when the path is wrong.
     `item` = (regex, what it means) that every entry of a list key, or every name of a dict key,
-    must match. A dict default is copied for each spec."""
+    must match. `grammar` (a Grammar) is the text a string key may hold when it is not "".
+    A dict default is copied for each spec."""
     meta = dict(doc=doc, choices=choices, minimum=minimum, maximum=maximum, path=path,
-                required=required, group=group, item=item, fix=fix)
+                required=required, group=group, item=item, fix=fix, grammar=grammar)
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """What a string key may hold: every character in `chars` (a regex character class), the
+    whole text matching `shape`; `rule` says both in words for the error message."""
+    chars: str
+    shape: str
+    rule: str
+
+
+# Grammars of the string keys that reach launch scripts bare (names in comments, #SBATCH lines,
+# the hostfile). Paths and `env` values are shell-quoted instead; every string key refuses
+# control characters (newline, tab, NUL, ...). README "Bad input" lists these.
+NAME = Grammar(r"[A-Za-z0-9._-]", r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}",
+               "it names the run directory and the Slurm job: letters, digits, '.', '_' and '-', "
+               "not starting with '.' or '-', at most 200 characters")
+HOST = Grammar(r"[A-Za-z0-9._:-]",
+               r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
+               "a host name (letters, digits, '.', '_', '-') or an IPv4/IPv6 address")
+HOSTLIST = Grammar(r"[A-Za-z0-9._,\[\]-]", r"[A-Za-z0-9_\[][A-Za-z0-9._,\[\]-]*",
+                   "host names, comma-separated, with Slurm [ranges] (letters, digits, '.', '_', "
+                   "'-', ',', '[', ']')")
+SLURM_NAME = Grammar(r"[A-Za-z0-9._-]", r"[A-Za-z0-9_][A-Za-z0-9._-]*",
+                     "a Slurm name: letters, digits, '.', '_' and '-'")
+SLURM_NAMES = Grammar(r"[A-Za-z0-9._,-]",
+                      r"[A-Za-z0-9_][A-Za-z0-9._-]*(,[A-Za-z0-9_][A-Za-z0-9._-]*)*",
+                      "Slurm names, comma-separated: letters, digits, '.', '_' and '-'")
+SLURM_TIME = Grammar(r"[0-9:A-Za-z-]",
+                     r"\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}|(?i:unlimited|infinite)",
+                     "Slurm takes MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. "
+                     "\"2:00:00\" or \"1-12\"), or UNLIMITED")
+GRES = Grammar(r"[A-Za-z0-9._:,-]", r"[A-Za-z0-9_][A-Za-z0-9._:,-]*",
+               "Slurm gres: name[:type]:count, comma-separated (letters, digits, '.', '_', '-', "
+               "':', ',')")
+IP_LIST = Grammar(r"[0-9A-Fa-f.:, ]", r"[0-9A-Fa-f.:, ]*", "IP addresses, comma-separated")
+CELL = Grammar(r"[A-Za-z0-9_.]", r"[A-Za-z_][A-Za-z0-9_.]*",
+               "a cell name: letters, digits, '_' and '.'")
+
+
+@dataclass(frozen=True)
 class JobSpec:
     # --- what to train -------------------------------------------------------------------------
-    name: str = key("job", "Run name; the run directory is <output_dir>/<name>-<YYYYmmdd-HHMMSS>.")
+    name: str = key("job", "Run name; the run directory is <output_dir>/<name>-<YYYYmmdd-HHMMSS>.",
+                    grammar=NAME)
     mode: str = key("finetune", "`finetune` trains every parameter; `fixed_feature` freezes all "
                     "but the head.", choices=("finetune", "fixed_feature"))
     arch: str = key("resnet50", "Backbone (Model Zoo parameter names).",
@@ -71,7 +111,7 @@ class JobSpec:
     pretrained: str = key("", "Checkpoint to start from (head entries are dropped); \"\" trains "
                           "from scratch.", path="file")
     head: str = key("end_point", "Name of the classifier cell: its parameters are re-initialised "
-                    "and are the only ones trained in fixed_feature mode.")
+                    "and are the only ones trained in fixed_feature mode.", grammar=CELL)
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
                     minimum=0)
     feature_cache: str = key("eval", "fixed_feature only: run the frozen backbone once and train the "
@@ -124,10 +164,10 @@ class JobSpec:
     hosts: str = key("", "The nodes in node-rank order, comma-separated or in Slurm hostlist "
                      "syntax (`node[01-02]`, `10.0.0.[1-2]`): the mpirun hostfile and the rank "
                      "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. With "
-                     "Slurm it becomes `--nodelist`.", group="launch")
+                     "Slurm it becomes `--nodelist`.", group="launch", grammar=HOSTLIST)
     master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
                            "127.0.0.1 on one node, else the first of `hosts` or the first node of "
-                           "the Slurm allocation.", group="launch")
+                           "the Slurm allocation.", group="launch", grammar=HOST)
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
                            "starts (one node, Slurm, or mpirun); nodes started one by one need an "
                            "explicit port.", minimum=0, maximum=65535, group="launch")
@@ -141,15 +181,18 @@ class JobSpec:
                          "is \"\".", group="launch")
     device_ips: str = key("", "Ascend device IPs for the rank table, comma-separated: cards "
                           "0..cards_per_node-1 of node 0, then of node 1, ...; \"\" reads "
-                          "hccn_conf (one node only).", group="launch")
+                          "hccn_conf (one node only).", group="launch", grammar=IP_LIST)
     # --- Slurm ---------------------------------------------------------------------------------
-    partition: str = key("", "Slurm partition; \"\" = the cluster's default.", group="slurm")
-    account: str = key("", "Slurm account; \"\" = your default.", group="slurm")
-    qos: str = key("", "Slurm quality of service; \"\" = the default.", group="slurm")
+    partition: str = key("", "Slurm partition; \"\" = the cluster's default.", group="slurm",
+                         grammar=SLURM_NAMES)
+    account: str = key("", "Slurm account; \"\" = your default.", group="slurm", grammar=SLURM_NAME)
+    qos: str = key("", "Slurm quality of service; \"\" = the default.", group="slurm",
+                   grammar=SLURM_NAME)
     time: str = key("", "Slurm time limit: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or "
-                    "`D-HH:MM:SS`; \"\" = the partition's default.", group="slurm")
+                    "`D-HH:MM:SS`; \"\" = the partition's default.", group="slurm",
+                    grammar=SLURM_TIME)
     gres: str = key("", "Slurm generic resources per node, e.g. `gpu:8`; \"\" = "
-                    "`gpu:<cards_per_node>` on GPU, none otherwise.", group="slurm")
+                    "`gpu:<cards_per_node>` on GPU, none otherwise.", group="slurm", grammar=GRES)
     cpus_per_task: int = key(0, "CPU cores for each node's task (its msrun and all its workers); "
                              "0 = one per worker (cards_per_node).", minimum=0, group="slurm")
     requeue: bool = key(True, "Let Slurm requeue the job after a preemption or node failure.",
@@ -205,10 +248,28 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
 def _one_line(name: str, text: str, where: str) -> None:
-    if any(c in text for c in "\n\r\0"):
-        raise UserError(f"{where}: key '{name}': entry {text!r} holds a newline or NUL; give one "
-                        "line per entry")
+    """Every string a job holds (string keys, list entries, table names and values) is one line
+    of printable text: a newline or other control character could end a comment or a quoted
+    word of a launch script and start a command."""
+    m = _CONTROL.search(text)
+    if m:
+        what = "a newline" if m.group() in "\n\r\u2028\u2029" else \
+            f"the control character {m.group()!r}"
+        raise UserError(f"{where}: key '{name}': {text!r} holds {what}; give one line of "
+                        "printable text")
+
+
+def _check_grammar(name: str, value: str, grammar: Grammar, where: str) -> None:
+    bad = next((c for c in value if not re.fullmatch(grammar.chars, c)), None)
+    if bad is not None:
+        raise UserError(f"{where}: key '{name}' is {value!r}: the character {bad!r} is not "
+                        f"allowed; {grammar.rule}")
+    if not re.fullmatch(grammar.shape, value):
+        raise UserError(f"{where}: key '{name}' is {value!r}; {grammar.rule}")
 
 
 def _coerce_list(name: str, value, where: str, lenient: bool) -> tuple[str, ...] | None:
@@ -233,6 +294,7 @@ def _coerce_dict(name: str, value, where: str) -> dict[str, str] | None:
         return None
     out = {}
     for k, v in value.items():
+        _one_line(name, str(k), where)
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise UserError(f"{where}: key '{name}': {k} is {_describe(v)}; values are strings, "
                             f"e.g. {k} = \"1\"")
@@ -280,6 +342,7 @@ def _coerce(name: str, value, typ: type, where: str, lenient: bool):
             return table
     elif typ is str:
         if isinstance(value, str):
+            _one_line(name, value, where)
             return value
         if lenient and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
@@ -314,6 +377,8 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str):
         raise UserError(f"{where}: key '{name}' is {value!r}; it must be <= {m['maximum']}")
     if m["required"] and value == "":
         raise UserError(f"{where}: key '{name}' is required ({m['doc']})")
+    if m["grammar"] and value != "":
+        _check_grammar(name, value, m["grammar"], where)
     if m["item"]:
         pattern, meaning = m["item"]
         bad = next((v for v in value if not re.fullmatch(pattern, v)), None)
@@ -338,9 +403,6 @@ def _check_relations(spec: JobSpec, where: str):
     if spec.launcher == "rank_table" and spec.device != "Ascend":
         raise UserError(f"{where}: launcher 'rank_table' starts Ascend cards (HCCL rank tables); "
                         f"device is {spec.device!r}. Use launcher = \"msrun\" or \"mpirun\".")
-    if spec.time and not re.fullmatch(r"\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}", spec.time):
-        raise UserError(f"{where}: key 'time' is {spec.time!r}; Slurm takes MM, MM:SS, HH:MM:SS, "
-                        "D-HH, D-HH:MM or D-HH:MM:SS (e.g. \"2:00:00\" or \"1-12\")")
 
 
 def _resolve_path(value: str, base: Path) -> str:

@@ -68,10 +68,10 @@ def test_cli_values_from_fire(make_job):
 
 
 @pytest.mark.parametrize("keys, message", [
-    ({"env_setup": ["a\nb"]}, r"key 'env_setup': entry 'a\\nb' holds a newline or NUL"),
+    ({"env_setup": ["a\nb"]}, r"key 'env_setup': 'a\\nb' holds a newline; give one line"),
     ({"env_setup": ["ok", 3]}, r"key 'env_setup' must be a list of strings; entry int 3"),
     ({"env": {"1X": "v"}}, r"key 'env': '1X' is not a variable name"),
-    ({"env": {"X": "a\rb"}}, r"key 'env': entry 'a\\rb' holds a newline"),
+    ({"env": {"X": "a\rb"}}, r"key 'env': 'a\\rb' holds a newline"),
     ({"env": {"X": True}}, r"key 'env': X is bool True; values are strings"),
     ({"sbatch_extra": ["exclusive"]}, r"key 'sbatch_extra': 'exclusive' is not an sbatch option "
                                       r"starting with --"),
@@ -103,7 +103,7 @@ def test_site_lines_are_verbatim_and_env_is_quoted_in_every_launch_script(make_j
         assert "# --- site setup (env_setup: verbatim" in text, script
         block = text.split("# --- site setup", 1)[1].split("# --- end of site setup ---")[0]
         assert [line.strip() for line in block.splitlines() if line.strip() in SETUP] == SETUP
-        assert "export SITE_VAR='a b'\"'\"'c $HOME'" in block, script
+        assert "export SITE_VAR=\"a b'c \\$HOME\"" in block, script  # shellsafe.sh
 
 
 def test_sbatch_extra_lines_join_the_header(make_job):

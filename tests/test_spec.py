@@ -46,7 +46,8 @@ def test_job_json_round_trip(tiny_job, tmp_path):
     ({"eval_start_epoch": 30}, {}, "eval_start_epoch (30) is after the last epoch"),
     ({"arch": "vgg16"}, {}, "key 'arch' is 'vgg16'; choose one of"),
     ({"device": "TPU"}, {}, "key 'device' is 'TPU'"),
-    ({"name": "a/b"}, {}, "use a plain name without '/'"),
+    ({"name": "a/b"}, {}, "key 'name' is 'a/b': the character '/' is not allowed; it names "
+     "the run directory"),
 ])
 def test_bad_values_name_the_key(tiny_job, keys, overrides, expect):
     text = tiny_job.read_text() + "".join(
