@@ -197,7 +197,8 @@ class Commands:
 
 
 def main():
-    fire.Fire(Commands(), name="packrun")
+    from launcher.cliargs import keep_text  # job-key values as typed (fire would eval them)
+    fire.Fire(Commands(), command=keep_text(sys.argv[1:]), name="packrun")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from launcher.errors import UserError
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
 from launcher.rundir import new_run_dir
+from launcher.runlock import acquire
 from launcher.runfiles import (CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT, PREEMPT_FLAG,
                                worker_log)
 from launcher.spec import JobSpec, load_job, spec_from_json
@@ -33,10 +34,11 @@ def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
     """Preflight, run directory, one worker; (exit status, run directory)."""
     summary = preflight(spec)
     run_dir = new_run_dir(spec)
-    log(f"packrun: run directory {run_dir}")
-    log(f"packrun: {summary['train_images']} train / {summary['val_images']} val images in "
-        f"{len(summary['classes'])} classes ({summary['images_checked']} checked)")
-    return run_worker(run_dir, log), run_dir
+    with acquire(run_dir, "packrun debug"):
+        log(f"packrun: run directory {run_dir}")
+        log(f"packrun: {summary['train_images']} train / {summary['val_images']} val images in "
+            f"{len(summary['classes'])} classes ({summary['images_checked']} checked)")
+        return run_worker(run_dir, log), run_dir
 
 
 def run_worker(run_dir: Path, log=print) -> int:
@@ -74,9 +76,10 @@ def debug_resume(resume: str, log=print) -> int:
         raise UserError(f"{run_dir} holds {launch}: it was rendered for a data-parallel launch, "
                         "which one debug worker would not continue faithfully (other shards and "
                         f"steps per epoch); use packrun run --resume {run_dir}")
-    fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
-    log(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
-    return run_worker(run_dir, log)
+    with acquire(run_dir, "packrun debug --resume"):
+        fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
+        log(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
+        return run_worker(run_dir, log)
 
 
 def debug_run(job: str | None, overrides: dict, resume: str | None = None) -> int:

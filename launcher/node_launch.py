@@ -23,6 +23,7 @@ from pathlib import Path
 from launcher.errors import UserError
 from launcher.processes import exit_code, forward_signals, spawn
 from launcher.runfiles import PREEMPT_FLAG
+from launcher.runlock import acquire
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import JobSpec, spec_from_json
 
@@ -101,10 +102,11 @@ def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
     slurm = SlurmEnvironment() if SlurmEnvironment.detect() else None
     check_allocation(spec, slurm)
     rank = node_rank(spec, node_rank_flag, slurm)
-    if rank == 0:  # a stop request an earlier start of this run already served
-        (path / PREEMPT_FLAG).unlink(missing_ok=True)
     addr = master_addr(spec, master_addr_flag, slurm)
     port = master_port(spec, master_port_flag, slurm)
-    print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler {addr}:{port}",
-          file=sys.stderr, flush=True)
-    return run_node(path, launch_env(rank, addr, port))
+    with acquire(path, "packrun node-launch", rank):
+        if rank == 0:  # a stop request an earlier start of this run already served
+            (path / PREEMPT_FLAG).unlink(missing_ok=True)
+        print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler "
+              f"{addr}:{port}", file=sys.stderr, flush=True)
+        return run_node(path, launch_env(rank, addr, port))

@@ -26,9 +26,9 @@ from pathlib import Path
 import jinja2
 
 from launcher import nodelist, ranktable, shellsafe
-from launcher.errors import UserError
+from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.rundir import create_run_dir, write_atomic
-from launcher.runfiles import JOB_JSON
+from launcher.runfiles import JOB_JSON, RUN_LOCK
 from launcher.spec import JobSpec, load_job, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 ctx, nodelist=shellsafe.sbatch(spec.hosts), gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
                 cpus_per_task=spec.cpus_per_task or spec.cards_per_node,
-                signal_before_s=spec.signal_before_s,
+                signal_before_s=spec.signal_before_s, run_lock=RUN_LOCK,
+                exit_user_error=EXIT_USER_ERROR,
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra])
     elif spec.launcher == "rank_table":
         out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(ctx)

@@ -15,6 +15,7 @@ from launcher.errors import UserError
 from launcher.local_run import WORKER_SCRIPT, worker_env
 from launcher.render import write_run_dir
 from launcher.runfiles import EXIT_REQUEUE, PREEMPT_FLAG, worker_log
+from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job, spec_from_json
 from launcher.supervise import Supervisor, tail
 
@@ -71,6 +72,7 @@ def run_command(job: str | None, overrides: dict, workers: int | None = None,
         if not (run_dir / LAUNCH_SCRIPTS[spec.launcher]).exists():
             raise UserError(f"{run_dir} has no {LAUNCH_SCRIPTS[spec.launcher]}: resume a run "
                             "made by `packrun run` or `packrun render`")
+        lock = acquire(run_dir, "packrun run --resume")
         check_port_free(spec.master_port)
     else:
         if not job:
@@ -78,4 +80,6 @@ def run_command(job: str | None, overrides: dict, workers: int | None = None,
         spec = local_spec(job, overrides, workers)
         check_before_launch(spec)
         run_dir, _ = write_run_dir(spec)
-    return execute(run_dir, spec)
+        lock = acquire(run_dir, "packrun run")
+    with lock:
+        return execute(run_dir, spec)

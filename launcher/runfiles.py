@@ -15,6 +15,10 @@ SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 # it resumes. Removed by the launcher when the job starts again.
 PREEMPT_FLAG = "preempt.requested"
 
+# Held (flock) by the one launch that writes this run directory; holds that launch's pid, host,
+# start time and command as one JSON line (launcher/runlock.py; job.sbatch takes it in bash).
+RUN_LOCK = "run.lock"
+
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: the workers stopped on request; start again to resume
 
 # Set to "1" by the launcher in a worker's environment when the console it copies the worker's
@@ -30,3 +34,9 @@ def worker_exit(rank: int) -> str:
     """Written by each worker as it exits: its exit status. A worker whose process is gone
     without this file was killed (signal, OOM killer, node loss)."""
     return f"{LOGS}/worker_{rank}.exit"
+
+
+def node_lock(node_rank: int) -> str:
+    """The lock of one node's share of a run: RUN_LOCK on node 0 (where debug, run, the batch
+    script and node-launch 0 run), run.node<N>.lock for node-launch on node N > 0."""
+    return RUN_LOCK if node_rank == 0 else f"run.node{node_rank}.lock"

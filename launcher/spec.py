@@ -113,7 +113,7 @@ class JobSpec:
     head: str = key("end_point", "Name of the classifier cell: its parameters are re-initialised "
                     "and are the only ones trained in fixed_feature mode.", grammar=CELL)
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
-                    minimum=0)
+                    minimum=0, maximum=2 ** 63 - 1)
     feature_cache: str = key("eval", "fixed_feature only: run the frozen backbone once and train the "
                              "head on cached features. `eval` caches one view per image made "
                              "with the evaluation transforms (fastest: benchmarks/"
@@ -303,8 +303,19 @@ def _coerce_dict(name: str, value, where: str) -> dict[str, str] | None:
     return out
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
 def _describe(value) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_short(value)}"
+
+
+# Numbers as CLI text: ASCII digits only (str.isdigit() also takes '²' and other digits).
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)",
+                         re.IGNORECASE)
 
 
 def _coerce(name: str, value, typ: type, where: str, lenient: bool):
@@ -318,20 +329,26 @@ def _coerce(name: str, value, typ: type, where: str, lenient: bool):
                 "true", "false", "1", "0", "yes", "no"):
             return str(value).lower() in ("true", "1", "yes")
     elif typ is int:
+        if lenient and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -2 ** 63 <= value < 2 ** 63:
+                raise UserError(f"{where}: key '{name}' is {_short(value)}, out of range (a "
+                                "64-bit integer)")
             return value
-        if lenient and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
     elif typ is float:
+        given = value
+        if lenient and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise UserError(f"{where}: key '{name}' must be a finite number, got {value!r}")
-            return float(value)
-        if lenient and isinstance(value, str):
             try:
-                return _coerce(name, float(value), typ, where, False)
-            except ValueError:
-                pass
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise UserError(f"{where}: key '{name}' must be a finite number, got "
+                                f"{_short(given)}")
+            return number
     elif typ is list:
         items = _coerce_list(name, value, where, lenient)
         if items is not None:

@@ -93,7 +93,7 @@ def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data
     import mindspore.dataset as ds
     import numpy as np
 
-    from src import dataset
+    from src import dataset, seeds
     from src.feature_cache import Backbone, FeatureCache, extract
     if spec.head != "end_point":
         raise UserError(f"feature_cache needs the ResNet head 'end_point' (head is {spec.head!r}); "
@@ -104,7 +104,7 @@ def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data
     augmented = spec.feature_cache == "augmented"
     views, labels = [], None
     for view in range(spec.cache_views if augmented else 1):
-        ds.config.set_seed(spec.seed * 100003 + 50000 + view)
+        ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.VIEW, view))
         images = dataset.create_dataset(spec.train_dir, training=False, augment=augmented,
                                         indices=shard, min_crop_scale=spec.min_crop_scale,
                                         hflip=spec.hflip, **data_args)
@@ -127,7 +127,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     from mindspore import nn
     from mindspore.train import Model
 
-    from src import checkpoint, collective, dataset, parallel
+    from src import checkpoint, collective, dataset, parallel, seeds
     from src.callbacks import EvalCallBack
     from src.evaluate import evaluate
     from src.lr_schedule import learning_rates
@@ -136,7 +136,8 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     amp_level, sink_mode = effective_settings(spec)
     par = parallel.init_parallel()
     say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)
-    ms.set_seed(spec.seed)  # identical initial weights (incl. the new head) on every rank
+    # identical initial weights (incl. the new head) on every rank
+    ms.set_seed(seeds.network_seed(spec.seed))
 
     classes = dataset.class_names(spec.train_dir)
     if len(classes) != spec.num_classes:
@@ -155,7 +156,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
         """Epoch `epoch`'s shard: data order and augmentation depend on (seed, epoch) only, so
         a resumed run sees the same data as an uninterrupted one. None: one pipeline for every
         epoch (sink mode), reshuffled within a fixed shard."""
-        ds.config.set_seed(spec.seed * 100003 + (epoch or 0))
+        ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.EPOCH, epoch or 0))
         indices = dataset.shard_indices(n_train, par.world, par.rank, spec.seed, epoch or 1)
         return dataset.create_dataset(spec.train_dir, training=True, indices=indices,
                                       reshuffle=epoch is None, min_crop_scale=spec.min_crop_scale,
