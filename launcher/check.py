@@ -67,7 +67,20 @@ class Options:
 
 def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Layout, classes equal in both splits and equal to num_classes, images decodable."""
-    train, val = preflight.check_layout(spec)
+    try:
+        yield from _check_data(spec, opts)
+    except KeyboardInterrupt:
+        raise preflight.interrupted("checking the data") from None
+
+
+def _check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    train_split, val_split = preflight.scan_splits(
+        spec, world=spec.nodes * spec.cards_per_node)
+    for key, split in (("train_dir", train_split), ("val_dir", val_split)):
+        report = preflight.skipped_report(key, split)
+        if report:
+            yield Finding(WARNING, "data", report)
+    train, val = train_split.classes, val_split.classes
     yield Finding(OK, "data", f"{_count(train)} train / {_count(val)} val images in {len(train)} "
                   f"classes ({', '.join(sorted(train))}), the same in both splits")
     files = [f for split in (train, val) for images in split.values() for f in images]

@@ -12,35 +12,53 @@ import time
 from pathlib import Path
 
 from launcher.errors import UserError
+from launcher.samples import IMAGE_EXTENSIONS, Split, scan_split
 from launcher.spec import JobSpec
 
-# Must match src/dataset.py IMAGE_EXTENSIONS (a test holds them equal; this module may not
-# import src, which imports MindSpore).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
 AUTO_ALL_LIMIT = 20000
+MAX_LISTED_SKIPPED = 3
 SAMPLE_PER_SPLIT = 200
 
 
-def split_layout(key: str, folder: str) -> dict[str, list[Path]]:
-    """{class name: image files} for one split, with errors naming the folder and the fix."""
+def scan(key: str, folder: str) -> Split:
+    """One split as the dataset reads it (launcher/samples.py), with errors naming the folder
+    and the fix."""
     root = Path(folder)
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    try:
+        split = scan_split(root)
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from None
+    if not split.classes:
         raise UserError(f"{key} {root} has no class sub-folders; expected {root}/<class>/<image>"
                         " (one folder per class, as for ImageFolderDataset)")
-    layout = {}
-    for c in classes:
-        files = sorted(p for p in c.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS)
+    for name, files in split.classes.items():
         if not files:
-            raise UserError(f"{key}: class folder {c} holds no images "
-                            f"({'/'.join(IMAGE_EXTENSIONS[:4])}); add images or remove the folder")
-        layout[c.name] = files
-    return layout
+            raise UserError(f"{key}: class folder {root / name} holds no images "
+                            f"({'/'.join(IMAGE_EXTENSIONS)}, any case); add images or remove "
+                            "the folder")
+    return split
 
 
-def check_layout(spec: JobSpec) -> tuple[dict, dict]:
-    train = split_layout("train_dir", spec.train_dir)
-    val = split_layout("val_dir", spec.val_dir)
+def split_layout(key: str, folder: str) -> dict[str, list[Path]]:
+    """{class name: image files} for one split."""
+    return scan(key, folder).classes
+
+
+def skipped_report(key: str, split: Split) -> str | None:
+    """One line naming what the split's class folders hold that is not read, or None."""
+    if not split.skipped:
+        return None
+    shown = "; ".join(f"{p} ({why})" for p, why in split.skipped[:MAX_LISTED_SKIPPED])
+    more = len(split.skipped) - MAX_LISTED_SKIPPED
+    return (f"{key}: {len(split.skipped)} entr{'y' if len(split.skipped) == 1 else 'ies'} in "
+            f"class folders {'is' if len(split.skipped) == 1 else 'are'} not read: {shown}"
+            f"{f'; and {more} more' if more > 0 else ''}")
+
+
+def scan_splits(spec: JobSpec, world: int | None = None) -> tuple[Split, Split]:
+    """Both splits, checked against each other, num_classes and batch_size."""
+    train_split, val_split = scan("train_dir", spec.train_dir), scan("val_dir", spec.val_dir)
+    train, val = train_split.classes, val_split.classes
     if sorted(train) != sorted(val):
         only_train = sorted(set(train) - set(val))
         only_val = sorted(set(val) - set(train))
@@ -51,7 +69,21 @@ def check_layout(spec: JobSpec) -> tuple[dict, dict]:
     if len(train) != spec.num_classes:
         raise UserError(f"num_classes is {spec.num_classes} but {spec.train_dir} has {len(train)} "
                         f"class folders ({', '.join(sorted(train))}); set num_classes = {len(train)}")
-    return train, val
+    world = world or spec.nodes * spec.cards_per_node
+    per_worker = train_split.count() // world
+    if spec.batch_size > per_worker:
+        workers = f" / {world} workers" if world > 1 else ""
+        raise UserError(f"batch_size {spec.batch_size} is larger than the training split "
+                        f"({train_split.count()} images in {spec.train_dir}{workers}: "
+                        f"{per_worker} per worker); training drops incomplete batches, so no "
+                        f"step would run. Set batch_size <= {max(per_worker, 1)}"
+                        + (" or use fewer workers" if world > 1 else ""))
+    return train_split, val_split
+
+
+def check_layout(spec: JobSpec, world: int | None = None) -> tuple[dict, dict]:
+    train, val = scan_splits(spec, world)
+    return train.classes, val.classes
 
 
 def decode_error(path: Path) -> str | None:
@@ -87,10 +119,28 @@ def check_images(files: list[Path], log=print) -> None:
             log(f"  checked {i}/{len(files)} images ({i / (now - started):.0f}/s)")
 
 
+def interrupted(what: str) -> UserError:
+    """Ctrl-C during a preflight scan: nothing has started yet, so it is a clean stop."""
+    return UserError(f"interrupted (Ctrl-C) while {what}; nothing was started. To make the "
+                     "scan shorter set image_check = \"sample\" (or \"none\")")
+
+
 def preflight(spec: JobSpec, log=None) -> dict:
     """Data checks before a run; returns a small summary for the console."""
+    try:
+        return _preflight(spec, log)
+    except KeyboardInterrupt:
+        raise interrupted("checking the data") from None
+
+
+def _preflight(spec: JobSpec, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    train, val = check_layout(spec)
+    train_split, val_split = scan_splits(spec, world=1)
+    for key, split in (("train_dir", train_split), ("val_dir", val_split)):
+        report = skipped_report(key, split)
+        if report:
+            log(f"packrun: warning: {report}")
+    train, val = train_split.classes, val_split.classes
     all_files = [f for files in (*train.values(), *val.values()) for f in files]
     scan = images_to_scan(all_files, spec.image_check, spec.seed)
     if len(scan) > 2000:

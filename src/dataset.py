@@ -1,7 +1,10 @@
 """ImageFolder datasets with the tutorial's transforms, sharded for data-parallel runs.
 
 Layout: <dir>/<class_name>/<image files>. Class indices follow sorted folder names, the same for
-train and val (the launcher's preflight checks both splits agree before training starts).
+train and val (the launcher's preflight checks both splits agree before training starts). Which
+files are samples is decided by launcher/samples.py, the same rule the preflight scans with; the
+dataset reads exactly that list (a GeneratorDataset of encoded bytes, decoded by MindSpore's C++
+vision ops as ImageFolderDataset would).
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as vision
 
-# The files ImageFolderDataset reads (it would read every file in a class folder otherwise,
-# and a stray README would fail mid-training). Preflight scans exactly these.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
+from launcher.samples import scan_split
 
 # ImageNet statistics in 0..255 pixel units, as in the tutorial.
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -25,17 +26,25 @@ STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
 def class_names(folder: str | Path) -> list[str]:
-    """Sorted names of the class sub-folders (hidden folders ignored)."""
-    return sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sorted names of the class sub-folders (launcher/samples.py: hidden folders are none)."""
+    return sorted(scan_split(folder).classes)
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """Every image the dataset will read, in class order."""
-    files = []
-    for name in class_names(folder):
-        files += sorted(p for p in (Path(folder) / name).iterdir()
-                        if p.is_file() and p.suffix in IMAGE_EXTENSIONS)
-    return files
+class _Samples:
+    """Random-access source for GeneratorDataset: (encoded image bytes, label) of sample i."""
+
+    def __init__(self, folder: str | Path, classes: list[str] | None):
+        split = scan_split(folder)
+        index = {name: i for i, name in enumerate(classes or sorted(split.classes))}
+        self.items = [(str(p), index[name]) for name in sorted(split.classes) if name in index
+                      for p in split.classes[name]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        return np.fromfile(path, dtype=np.uint8), np.array(label, dtype=np.int32)
 
 
 def train_transforms(image_size: int, min_crop_scale: float = 0.08, hflip: bool = True) -> list:
@@ -63,9 +72,8 @@ def eval_transforms(image_size: int) -> list:
 
 
 def count_images(folder: str | Path) -> int:
-    """Images in an ImageFolder as ImageFolderDataset indexes them (sample ids 0..n-1)."""
-    return ds.ImageFolderDataset(str(folder), extensions=list(IMAGE_EXTENSIONS),
-                                 shuffle=False).get_dataset_size()
+    """Samples of a split (sample ids 0..n-1 of create_dataset)."""
+    return scan_split(folder).count()
 
 
 def shard_indices(n: int, world: int, rank: int, seed: int, epoch: int | None) -> list[int]:
@@ -103,10 +111,9 @@ def create_dataset(folder: str | Path, classes: list[str], image_size: int, batc
     else:
         sampler = ds.SubsetRandomSampler if reshuffle else ds.SubsetSampler
         order = dict(sampler=sampler(indices))
-    data = ds.ImageFolderDataset(
-        str(folder), extensions=list(IMAGE_EXTENSIONS),
-        class_indexing={name: i for i, name in enumerate(classes)},
-        num_parallel_workers=num_parallel_workers, **order)
+    data = ds.GeneratorDataset(_Samples(folder, classes), column_names=["image", "label"],
+                               num_parallel_workers=num_parallel_workers,
+                               python_multiprocessing=False, **order)
     trans = train_transforms(image_size, min_crop_scale, hflip) if augment else eval_transforms(image_size)
     data = data.map(operations=trans, input_columns="image",
                     num_parallel_workers=num_parallel_workers)
