@@ -9,11 +9,12 @@ from pathlib import Path
 from launcher.errors import UserError
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
+from launcher.resume import resume_target
 from launcher.rundir import new_run_dir
 from launcher.runlock import acquire
 from launcher.runfiles import (CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT, PREEMPT_FLAG,
                                worker_log)
-from launcher.spec import JobSpec, load_job, spec_from_json
+from launcher.spec import JobSpec, load_job
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = REPO / "src" / "train.py"
@@ -66,8 +67,7 @@ LAUNCH_FILES = ("job.sbatch", "msrun.sh", "mpirun.sh", "rank_table.sh")
 def debug_resume(resume: str, log=print) -> int:
     """`packrun debug --resume RUN_DIR`: run the worker again in a debug run's directory; it
     continues from RUN_DIR/last.ckpt (the last completed epoch)."""
-    run_dir = Path(resume).resolve()
-    spec = spec_from_json(run_dir)
+    run_dir, spec = resume_target(resume)
     launch = next((f for f in LAUNCH_FILES if (run_dir / f).exists()), None)
     if launch == "job.sbatch":
         raise UserError(f"{run_dir} holds job.sbatch: it is a Slurm run; let Slurm requeue it "

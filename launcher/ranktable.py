@@ -91,6 +91,14 @@ def split_ips(value) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip()]
 
 
+def _file_above(path: Path) -> Path:
+    """The first part of `path` that is a file (why opening `path` says not a directory)."""
+    for parent in reversed(path.parents):
+        if parent.is_file():
+            return parent
+    return path
+
+
 def read_hccn_conf(path: str | os.PathLike) -> dict[int, str]:
     """Device id -> device IP from the `address_N=IP` lines of an hccn.conf."""
     p = Path(path)
@@ -100,8 +108,12 @@ def read_hccn_conf(path: str | os.PathLike) -> dict[int, str]:
         raise UserError(f"hccn.conf {p} not found; point hccn_conf (--hccn_conf) at the file "
                         "hccn_tool wrote, or give the device IPs (device_ips / --device_ips)"
                         ) from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
-        raise UserError(f"hccn.conf {p}: cannot read it ({e.__class__.__name__})") from None
+    except NotADirectoryError:
+        raise UserError(f"hccn.conf {p} not found: {_file_above(p)} is a file, not a folder; "
+                        "point hccn_conf (--hccn_conf) at the file hccn_tool wrote") from None
+    except (IsADirectoryError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"hccn.conf {p}: cannot read it ({e.__class__.__name__}); point "
+                        "hccn_conf (--hccn_conf) at the file hccn_tool wrote") from None
     ips: dict[int, str] = {}
     for n, line in enumerate(lines, 1):
         m = _HCCN_ADDRESS.fullmatch(line)

@@ -14,9 +14,10 @@ from launcher.check import check_before_launch, check_port_free
 from launcher.errors import UserError
 from launcher.local_run import WORKER_SCRIPT, worker_env
 from launcher.render import write_run_dir
+from launcher.resume import resume_target
 from launcher.runfiles import EXIT_REQUEUE, PREEMPT_FLAG, worker_log
 from launcher.runlock import acquire
-from launcher.spec import JobSpec, load_job, spec_from_json
+from launcher.spec import JobSpec, load_job
 from launcher.supervise import Supervisor, tail
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
@@ -64,8 +65,7 @@ def _report_failure(run_dir: Path, outcome) -> None:
 def run_command(job: str | None, overrides: dict, workers: int | None = None,
                 resume: str | None = None) -> int:
     if resume:
-        run_dir = Path(resume).resolve()
-        spec = spec_from_json(run_dir)
+        run_dir, spec = resume_target(resume)
         if job or overrides or workers:
             raise UserError("--resume RUN_DIR runs that directory's job as it was rendered; give "
                             "no job file or other flags with it")

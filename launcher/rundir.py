@@ -13,12 +13,13 @@ from pathlib import Path
 
 from launcher.errors import UserError
 from launcher.runfiles import JOB_JSON
-from launcher.spec import JobSpec, spec_to_json
+from launcher.spec import JobSpec, check_output_outside_data, spec_to_json
 
 
 def create_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:
     """Create a new, empty run directory (and its `logs/`) under `out` (default: the spec's
     output_dir) and return its absolute path."""
+    check_output_outside_data(spec, out, "output_dir" if out is None else "--out")
     base = Path(out if out is not None else spec.output_dir).expanduser().resolve()
     try:
         base.mkdir(parents=True, exist_ok=True)

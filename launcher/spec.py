@@ -422,6 +422,17 @@ def _check_relations(spec: JobSpec, where: str):
                         f"device is {spec.device!r}. Use launcher = \"msrun\" or \"mpirun\".")
 
 
+def check_output_outside_data(spec: JobSpec, out: str | os.PathLike | None = None,
+                              what: str = "output_dir") -> None:
+    """Run directories inside train_dir or val_dir would become part of the data set."""
+    target = Path(out if out is not None else spec.output_dir).expanduser().resolve()
+    for key in ("train_dir", "val_dir"):
+        data = getattr(spec, key)
+        if data and (target == Path(data) or Path(data) in target.parents):
+            raise UserError(f"{what} {target} is inside {key} {data}: run directories would "
+                            f"become part of the data set; set {what} to a folder outside it")
+
+
 def _resolve_path(value: str, base: Path) -> str:
     if value == "":
         return value
@@ -474,6 +485,7 @@ def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(
         resolved[name] = value
     spec = JobSpec(**resolved)
     _check_relations(spec, source)
+    check_output_outside_data(spec)
     if check_paths:
         for name, f in fields.items():
             if f.metadata["path"]:
@@ -491,7 +503,15 @@ def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
         hint = " (it is a directory)" if p.is_dir() else ""
         raise UserError(f"job file {p} not found{hint}; pass a .toml file such as jobs/demo.toml")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"job file {p}: cannot read it ({e.strerror})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise UserError(f"{p}: starts with a UTF-8 byte-order mark (BOM), which TOML does not "
+                        "allow; save it as UTF-8 without BOM (e.g. sed -i '1s/^\\xEF\\xBB"
+                        "\\xBF//' FILE)")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:

@@ -60,14 +60,17 @@ def filter_checkpoint_parameter_by_list(origin_dict: dict, param_filter: list[st
     return deleted
 
 
-def read_checkpoint(path: str | Path) -> dict:
+PRETRAINED_FIX = ("is it a MindSpore .ckpt file? Set `pretrained` to another file, or \"\" to "
+                  "train from scratch")
+
+
+def read_checkpoint(path: str | Path, fix: str = PRETRAINED_FIX) -> dict:
+    """The checkpoint's entries; a UserError naming the file and `fix` when it cannot be read."""
     try:
         return ms.load_checkpoint(str(path))
     except Exception as e:  # MindSpore raises ValueError/RuntimeError with long C++ traces
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path} cannot be read ({first[:200]}); is it a MindSpore "
-                        ".ckpt file? Set `pretrained` to another file, or \"\" to train from "
-                        "scratch") from None
+        raise UserError(f"checkpoint {path} cannot be read ({first[:200]}); {fix}") from None
 
 
 @dataclass
@@ -199,6 +202,25 @@ def save_atomic(save_obj, path: str | Path, append_dict: dict | None = None) -> 
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if _out_of_space(e, path.parent):
+            kept = f"the previous {path.name} is kept" if path.exists() else \
+                f"no {path.name} was written"
+            raise UserError(f"no space left on the device of {path.parent} while saving "
+                            f"{path.name} ({kept}); free space there, then resume the run "
+                            "(--resume)") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+        for leftover in path.parent.glob(f".{path.stem}.tmp{os.getpid()}*"):
+            leftover.unlink(missing_ok=True)  # MindSpore's own temporary, on failure
+
+
+def _out_of_space(error: BaseException, folder: Path) -> bool:
+    """ENOSPC / EDQUOT, as an OSError or in MindSpore's RuntimeError text."""
+    import errno
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error).lower()
+    return "no space left" in text or "disk quota" in text

@@ -78,8 +78,24 @@ def resume_from(run_dir: Path, net, opt) -> tuple[int, list[dict]]:
     path = run_dir / LAST_CKPT
     if not path.exists():
         return 0, []
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, fix=(
+        "it was cut short or damaged after it was written (saves are atomic); restore it, or "
+        "delete it to start this run again from epoch 1"))
+    if "epoch" not in state:
+        raise UserError(f"{path} holds no epoch counter: it is not a packrun {LAST_CKPT}; "
+                        "delete it to start this run again from epoch 1")
     epoch = int(state.pop("epoch").asnumpy())
+    wrong = [(p.name, tuple(state[p.name].shape), tuple(p.shape))
+             for p in net.get_parameters()
+             if p.name in state and tuple(state[p.name].shape) != tuple(p.shape)]
+    missing = [p.name for p in net.get_parameters() if p.name not in state]
+    if wrong or missing:
+        what = (f"{wrong[0][0]} is {wrong[0][1]} there, {wrong[0][2]} in the network" if wrong
+                else f"it lacks {missing[0]}")
+        raise UserError(f"{path} does not fit the job in {run_dir / 'job.json'} "
+                        f"({len(wrong)} parameter(s) of another shape, {len(missing)} missing; "
+                        f"e.g. {what}): job.json was changed after the run started (arch, "
+                        "num_classes, head?). Restore job.json, or start a new run")
     ms.load_param_into_net(net, state)
     ms.load_param_into_net(opt, state)
     return epoch, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
