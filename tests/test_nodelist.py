@@ -94,7 +94,7 @@ def test_three_bracket_groups_in_slurms_order():
 @pytest.mark.parametrize("expr, message", [
     ("n[1-2]x", "'x' after the last ']'; Slurm rejects text after a bracket"),
     ("n[1-1000000]", "names 1000000 hosts; Slurm takes at most 65536"),
-    ("gpu[1,3]x", "after the last']'"),
+    ("gpu[1,3]x", "'x' after the last ']'"),
     ("a[0-999]b[0-999]c[0-999999999]", "Slurm takes at most 65536"),
 ])
 def test_rejected_like_slurm(expr, message):
