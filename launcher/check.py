@@ -15,6 +15,7 @@ This module must not import MindSpore at module level.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib.util
 import os
@@ -59,6 +60,7 @@ class Options:
     slurm: bool = False       # the launch is `packrun submit`: job.sbatch, sbatch
     out: str | None = None    # run directories go here instead of output_dir
     images: str = "sample"    # decode policy: all, sample, auto, none (preflight.images_to_scan)
+    here: bool = False        # the job runs on this machine now (debug, run): cards must be here
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,10 +131,15 @@ def check_devices(spec: JobSpec, opts: Options, dev_root: Path = Path("/dev")) -
         yield from _cpu_workers(spec)
     else:
         yield from _cards(spec, visible_devices(spec.device, dev_root),
-                          f"{dev_root}/{DEVICE_FILES[spec.device]}N")
+                          f"{dev_root}/{DEVICE_FILES[spec.device]}N", opts.here)
 
 
-def _cards(spec: JobSpec, cards: list[int], files: str) -> Iterator[Finding]:
+def _cards(spec: JobSpec, cards: list[int], files: str, here: bool = False) -> Iterator[Finding]:
+    if not cards and here:
+        yield Finding(ERROR, "devices", f"device = {spec.device!r} but this machine has no "
+                      f"{spec.device} cards ({files}); run it where the cards are (packrun "
+                      "submit), or set device = \"CPU\"")
+        return
     if not cards:
         yield Finding(WARNING, "devices", f"no {spec.device} cards visible here ({files}): "
                       f"device_id {spec.device_id} and cards_per_node {spec.cards_per_node} are "
@@ -163,6 +170,12 @@ def _cpu_workers(spec: JobSpec) -> Iterator[Finding]:
     else:
         yield Finding(OK, "devices", f"CPU: {spec.cards_per_node} worker(s) per node on {cores} "
                       "cores")
+
+
+def check_job(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """Settings that are valid but almost certainly not meant (preflight.job_warnings)."""
+    for text in preflight.job_warnings(spec):
+        yield Finding(WARNING, "job", text)
 
 
 def check_launch(spec: JobSpec, opts: Options) -> Iterator[Finding]:
@@ -264,7 +277,7 @@ def check_tools(spec: JobSpec, opts: Options) -> Iterator[Finding]:
             yield Finding(ERROR, "tools", f"{tool} not found on PATH; {fixes[tool]}")
 
 
-CHEAP_CHECKS = (("data", check_data), ("devices", check_devices), ("launch", check_launch),
+CHEAP_CHECKS = (("job", check_job), ("data", check_data), ("devices", check_devices), ("launch", check_launch),
                 ("port", check_port), ("output", check_output), ("tools", check_tools))
 
 
@@ -320,7 +333,8 @@ def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None =
     errors raise one UserError listing them. Images are decoded as the job's image_check says
     (`auto`: every image up to 20000, else a sample)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    found = list(findings(spec, Options(slurm=slurm, out=out, images=spec.image_check), False))
+    opts = Options(slurm=slurm, out=out, images=spec.image_check, here=not slurm)
+    found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:
             log(f"packrun: warning: {f.topic}: {f.text}")
@@ -330,6 +344,18 @@ def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None =
     if errors:
         raise UserError(f"{len(errors)} problems before launch:\n"
                         + "\n".join(f"  {f.topic}: {f.text}" for f in errors))
+
+
+def check_debug_run(spec: JobSpec) -> None:
+    """What `packrun debug` needs besides the data (preflight): its card, and room to write
+    (a read-only or full output_dir fails before a run directory exists)."""
+    opts, one_worker = Options(here=True), dataclasses.replace(spec, cards_per_node=1)
+    for check in (check_devices, check_output):
+        for f in check(one_worker, opts):
+            if f.level == ERROR:
+                raise UserError(f.text)
+            if f.level == WARNING:
+                print(f"packrun: warning: {f.topic}: {f.text}", file=sys.stderr, flush=True)
 
 
 def flag(name: str, value) -> bool:

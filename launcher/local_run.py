@@ -33,7 +33,9 @@ def worker_env(base: dict | None = None) -> dict:
 
 def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
     """Preflight, run directory, one worker; (exit status, run directory)."""
+    from launcher.check import check_debug_run
     summary = preflight(spec)
+    check_debug_run(spec)
     run_dir = new_run_dir(spec)
     with acquire(run_dir, "packrun debug"):
         log(f"packrun: run directory {run_dir}")

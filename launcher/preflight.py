@@ -119,6 +119,16 @@ def check_images(files: list[Path], log=print) -> None:
             log(f"  checked {i}/{len(files)} images ({i / (now - started):.0f}/s)")
 
 
+def job_warnings(spec: JobSpec) -> list[str]:
+    """Valid settings that are almost certainly not meant; said by `check` and at every start."""
+    out = []
+    if spec.mode == "fixed_feature" and not spec.pretrained:
+        out.append("mode = \"fixed_feature\" with pretrained = \"\": the backbone stays at its "
+                   "RANDOM initial weights and only the head trains, which learns next to "
+                   "nothing; set pretrained to a checkpoint, or mode = \"finetune\"")
+    return out
+
+
 def interrupted(what: str) -> UserError:
     """Ctrl-C during a preflight scan: nothing has started yet, so it is a clean stop."""
     return UserError(f"interrupted (Ctrl-C) while {what}; nothing was started. To make the "
@@ -135,6 +145,8 @@ def preflight(spec: JobSpec, log=None) -> dict:
 
 def _preflight(spec: JobSpec, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    for text in job_warnings(spec):
+        log(f"packrun: WARNING: {text}")
     train_split, val_split = scan_splits(spec, world=1)
     for key, split in (("train_dir", train_split), ("val_dir", val_split)):
         report = skipped_report(key, split)
