@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from launcher.errors import UserError
+from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
 from launcher.resume import resume_target
@@ -55,7 +55,7 @@ def run_worker(run_dir: Path, log=print) -> int:
         status = f"stopped on request; continue with: packrun debug --resume {run_dir}"
     else:
         status = f"failed (exit {rc}); log: {run_dir / worker_log(0)}"
-        if (run_dir / LAST_CKPT).exists():
+        if (run_dir / LAST_CKPT).exists() and rc != EXIT_USER_ERROR:
             status += ("\npackrun: continue from the last completed epoch: "
                        f"packrun debug --resume {run_dir}")
     log(f"packrun: run {status}\npackrun: run directory {run_dir}")

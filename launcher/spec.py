@@ -305,7 +305,8 @@ def _coerce_dict(name: str, value, where: str) -> dict[str, str] | None:
 
 def _short(value) -> str:
     text = repr(value)
-    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+    return text if len(text) <= 40 else \
+        f"{text[:20]}...{text[-8:]} ({len(str(value))} characters)"
 
 
 def _describe(value) -> str:

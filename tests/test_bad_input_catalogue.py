@@ -27,6 +27,7 @@ class Case(NamedTuple):
     expect: list[str]          # fragments of stderr: the culprit and the fix
     setup: Callable[[Path, Path], None] | None = None
     path: str | None = None    # PATH for the command (default: the test's)
+    worker: bool = False       # the worker reports it: on the console (stdout) and its log
 
 
 def hccn_conf(text: str):
@@ -35,6 +36,41 @@ def hccn_conf(text: str):
 
 def write(name: str, text: str):
     return lambda t, d: (t / name).write_text(text)
+
+
+def debug_run_dir(t: Path, d: Path, **changes) -> Path:
+    """A debug run's directory (job.json only) at {t}/debugrun; `changes` edit its spec."""
+    run_dir = t / "debugrun"
+    run_dir.mkdir()
+    doc = json.loads(spec_to_json(load_job(t / "job.toml")))
+    doc["spec"].update(changes)
+    (run_dir / "job.json").write_text(json.dumps(doc))
+    return run_dir
+
+
+def data_moved(t: Path, d: Path):
+    debug_run_dir(t, d, train_dir=str(t / "moved" / "train"))
+
+
+def truncated_last_ckpt(t: Path, d: Path):
+    (debug_run_dir(t, d) / "last.ckpt").write_bytes(b"\x0a\x05trunc")
+
+
+def last_ckpt_of_another_arch(t: Path, d: Path):
+    import mindspore as ms
+
+    from src.resnet import resnet18
+    run_dir = debug_run_dir(t, d, arch="resnet34")  # job.json edited after the run started
+    ms.save_checkpoint(resnet18(2), str(run_dir / "last.ckpt"), append_dict={"epoch": 1})
+
+
+def data_entries(t: Path, d: Path):
+    """A class folder holding what is not a sample; the run must still be refused for the
+    batch size (the case's point), and the entries are reported, not read."""
+    c = d / "train" / "digit_0"
+    os.mkfifo(c / "pipe.jpg")
+    (c / "folder.jpg").mkdir()
+    (c / "dangling.jpg").symlink_to(t / "nowhere.jpg")
 
 
 def launch_run_dir(t: Path, d: Path):
@@ -71,10 +107,86 @@ CASES = {
     "unknown launcher": Case(
         ["run", "{job}", "--launcher=slurm"],
         ["key 'launcher' is 'slurm'", "choose one of 'msrun', 'rank_table', 'mpirun'"]),
+    "integer flag given a superscript digit": Case(
+        ["debug", "{job}", "--epochs=²"],
+        ["command line: key 'epochs' must be an integer, got str '²'"]),
+    "integer flag given a double dash": Case(
+        ["run", "{job}", "--epochs=--5"],
+        ["command line: key 'epochs' must be an integer, got str '--5'"]),
+    "number flag given 400 digits": Case(
+        ["debug", "{job}", "--lr=" + "1" * 400],
+        ["command line: key 'lr' must be a finite number, got '1111111111111111111...",
+         "(400 characters)"]),
+    "seed beyond 64 bits": Case(
+        ["check", "{job}", "--quick", "--seed=" + "9" * 30],
+        ["key 'seed' is 999999999999999999999999999999, out of range (a 64-bit integer)"]),
     "slurm time limit": Case(
         ["check", "{job}", "--quick", "--slurm", "--time=2h"],
         ["key 'time' is '2h'", "Slurm takes MM, MM:SS, HH:MM:SS"]),
+    # --- shell injection: refused at validation, naming the key, the character and the rule --
+    "name with a newline": Case(
+        ["run", "{job}", "--name=x\ntouch {t}/PWNED\n#"],
+        ["key 'name': 'x\\ntouch", "holds a newline; give one line of printable text"]),
+    "master_addr with a command": Case(
+        ["render", "{job}", "--nodes=2", "--master_port=8118", "--master_addr=$(touch {t}/PWNED)"],
+        ["key 'master_addr' is '$(touch", "the character '$' is not allowed",
+         "a host name (letters, digits, '.', '_', '-') or an IPv4/IPv6 address"]),
+    "hosts with a backtick": Case(
+        ["render", "{job}", "--nodes=2", "--master_port=8118", "--hosts=a,`touch {t}/PWNED`"],
+        ["key 'hosts' is 'a,`touch", "the character '`' is not allowed"]),
+    "partition with a quote": Case(
+        ["submit", "{job}", "--partition=gpu'"],
+        ["key 'partition' is \"gpu'\": the character \"'\" is not allowed",
+         "Slurm names, comma-separated"]),
+    "env value with a control character": Case(
+        ["render", "{job}", "--env={{X: 'a\tb'}}"],
+        ["key 'env': 'a\\tb' holds the control character '\\t'"]),
+    "name starting with a dash": Case(
+        ["render", "{job}", "--name=-rf"],
+        ["key 'name' is '-rf'", "not starting with '.' or '-'"]),
+    # --- hostlists, as Slurm reads them ---------------------------------------------------------
+    "a million hosts": Case(
+        ["render", "{job}", "--nodes=2", "--master_port=8118", "--hosts=n[1-1000000]"],
+        ["hostlist 'n[1-1000000]' names 1000000 hosts; Slurm takes at most 65536"]),
+    "text after the last bracket": Case(
+        ["render", "{job}", "--nodes=2", "--master_port=8118", "--hosts=n[1-2]x"],
+        ["'x' after the last ']'; Slurm rejects text after a bracket"]),
+    # --- job files ------------------------------------------------------------------------------
+    "job file with a byte-order mark": Case(
+        ["check", "{t}/bom.toml"],
+        ["{t}/bom.toml: starts with a UTF-8 byte-order mark (BOM)", "save it as UTF-8 without"],
+        lambda t, d: (t / "bom.toml").write_bytes(b"\xef\xbb\xbf" + (t / "job.toml").read_bytes())),
+    # --- devices and output -----------------------------------------------------------------------
+    "debug on a GPU this machine lacks": Case(
+        ["debug", "{job}", "--device=GPU"],
+        ["device = 'GPU' but this machine has no GPU cards", "or set device = \"CPU\""]),
+    "run on Ascend cards this machine lacks": Case(
+        ["run", "{job}", "--device=Ascend"],
+        ["device = 'Ascend' but this machine has no Ascend cards"]),
+    "debug into an unwritable output_dir": Case(
+        ["debug", "{job}", "--output_dir=/proc/packrun-test-runs"],
+        ["output_dir /proc/packrun-test-runs: cannot write in /proc", "writable directory"]),
+    "output_dir inside train_dir": Case(
+        ["debug", "{job}", "--output_dir={d}/train/runs"],
+        ["output_dir {d}/train/runs is inside train_dir {d}/train",
+         "set output_dir to a folder outside it"]),
+    "--out inside val_dir": Case(
+        ["render", "{job}", "--out={d}/val"],
+        ["--out {d}/val is inside val_dir {d}/val"]),
+    "hccn_conf under a file": Case(
+        ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/job.toml/hccn.conf"],
+        ["hccn.conf {t}/job.toml/hccn.conf not found: {t}/job.toml is a file, not a folder"]),
     # --- data and images -----------------------------------------------------------------------
+    "batch_size larger than the split": Case(
+        ["check", "{job}", "--quick", "--batch_size=49"],
+        ["batch_size 49 is larger than the training split (48 images in {d}/train: 48 per "
+         "worker)", "Set batch_size <= 48"], data_entries),
+    "batch_size larger than a worker's shard": Case(
+        ["run", "{job}", "--workers=2", "--batch_size=25"],
+        ["batch_size 25 is larger than the training split (48 images in {d}/train / 2 workers: "
+         "24 per worker)", "or use fewer workers"]),
+    "debug with a batch larger than the split": Case(
+        ["debug", "{job}", "--batch_size=100"], ["batch_size 100 is larger than the training"]),
     "empty train dir": Case(
         ["check", "{job}", "--quick", "--train_dir={t}/empty"],
         ["train_dir {t}/empty has no class sub-folders", "expected {t}/empty/<class>/<image>"],
@@ -175,6 +287,22 @@ CASES = {
         launch_run_dir),
     "resume of a folder that is no run": Case(
         ["run", "--resume={d}"], ["{d}/job.json not found: is this a packrun run directory?"]),
+    "resume after the data moved": Case(
+        ["debug", "--resume={t}/debugrun/job.json"],
+        ["{t}/debugrun/job.json: train_dir {t}/moved/train is gone (the data moved?)",
+         "put the data back there"], data_moved),
+    "resume of a file that is no job.json": Case(
+        ["debug", "--resume={t}/job.toml"],
+        ["--resume {t}/job.toml: a file; give the run directory"]),
+    "resume of a truncated last.ckpt": Case(
+        ["debug", "--resume={t}/debugrun"],
+        ["checkpoint {t}/debugrun/last.ckpt cannot be read",
+         "delete it to start this run again from epoch 1"], truncated_last_ckpt, worker=True),
+    "resume after job.json was edited to another arch": Case(
+        ["debug", "--resume={t}/debugrun"],
+        ["{t}/debugrun/last.ckpt does not fit the job in {t}/debugrun/job.json",
+         "job.json was changed after the run started", "Restore job.json, or start a new run"],
+        last_ckpt_of_another_arch, worker=True),
 }
 
 
@@ -211,7 +339,10 @@ def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
+    said = r.stdout + r.stderr if case.worker else r.stderr
     for fragment in case.expect:
-        assert fragment.format(**places) in r.stderr, r.stderr
+        assert fragment.format(**places) in said, said
     assert not any((tmp_path / "runs").glob("*")), "a run directory was created"
+    assert not (tmp_path / "PWNED").exists(), "a job value ran as a command"
+    assert not list(data.rglob("*-2026*")) and not (data / "train" / "runs").exists()
     assert not (tmp_path / "rank_table.json").exists()
