@@ -22,6 +22,9 @@ def _user_errors_exit_2(fn):
         except UserError as e:
             print(f"packrun: error: {e}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:  # Ctrl-C outside a run (which reports its own): no traceback
+            print("packrun: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            sys.exit(130)
     return wrapper
 
 

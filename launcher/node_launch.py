@@ -16,6 +16,7 @@ exit status is msrun.sh's, or 128 + the signal that stopped it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -37,13 +38,22 @@ def check_run_dir(run_dir: Path, spec: JobSpec) -> None:
                         "takes the node rank and master from the environment)")
 
 
+def _int_flag(name: str, value) -> int:
+    """A whole-number flag as fire hands it over (int, or the text as typed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        return int(value)
+    raise UserError(f"--{name}={value!r}: give a whole number, e.g. --{name}=0")
+
+
 def node_rank(spec: JobSpec, flag: int | None, slurm: SlurmEnvironment | None) -> int:
     if flag is None and slurm is None:
         raise UserError("not inside a Slurm job: give --node_rank (0 on the master node)")
     if slurm is not None and flag is None and slurm.local_rank != 0:
         raise UserError("more than one node-launch task on this node: start it with srun "
                         "--ntasks-per-node=1 (one task per node starts all its workers)")
-    rank = slurm.node_rank if flag is None else int(flag)
+    rank = slurm.node_rank if flag is None else _int_flag("node_rank", flag)
     if not 0 <= rank < spec.nodes:
         raise UserError(f"node rank {rank} is outside 0..{spec.nodes - 1}: the run was rendered "
                         f"for nodes = {spec.nodes}; render it with --nodes matching the "
@@ -61,7 +71,10 @@ def master_addr(spec: JobSpec, flag: str | None, slurm: SlurmEnvironment | None)
 
 def master_port(spec: JobSpec, flag: int | None, slurm: SlurmEnvironment | None) -> int:
     if flag or spec.master_port:
-        return int(flag or spec.master_port)
+        port = _int_flag("master_port", flag) if flag else spec.master_port
+        if not 1 <= port <= 65535:
+            raise UserError(f"--master_port={port}: give a TCP port, 1..65535")
+        return port
     if slurm is None:
         raise UserError("not inside a Slurm job: give --master_port (the same on every node)")
     try:
