@@ -28,11 +28,14 @@ MARK = "PWNED"
 
 
 def payloads(marker: Path) -> list[str]:
-    m = str(marker)
-    return [f"x\ntouch {m}\n#", f"x\rtouch {m}", f"$(touch {m})", f"`touch {m}`", f"x;touch {m}",
-            f"x' ; touch {m} ; '", f"x\" ; touch {m} ; \"", "x}", "${x:?}}", "{{ 7 * 7 }}",
-            f"x && touch {m}", f"x|touch {m}", f"x>{m}", "-x", "a b", "x\x00y", "\u2028",
-            f"x\\\"$(touch {m})"]
+    """Hostile text, each with an absolute marker path and with a relative one (which has no
+    '/', so that a rule against '/' alone cannot refuse it)."""
+    out = []
+    for m in (str(marker), MARK):
+        out += [f"x\ntouch {m}\n#", f"x\rtouch {m}", f"$(touch {m})", f"`touch {m}`",
+                f"x;touch {m}", f"x' ; touch {m} ; '", f"x\" ; touch {m} ; \"", f"x && touch {m}",
+                f"x|touch {m}", f"x>{m}", f"x\\\"$(touch {m})", f"x)$(touch {m})"]
+    return out + ["x}", "${x:?}}", "{{ 7 * 7 }}", "-x", "a b", "x\x00y", "\u2028", "x\ty"]
 
 
 STRING_KEYS = [n for n, f in JobSpec.fields().items() if f.type == "str"]
@@ -88,14 +91,14 @@ def hostile_values(key: str, text: str) -> dict:
     return {key: text}
 
 
-def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path):
+def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path, tag: str):
     """(None, reason) when refused, else (run_dir, artifacts)."""
     data = tmp / "data"
     try:
         spec = build_spec(values, source="job", base_dir=tmp, check_paths=False)
         if spec.template_dir:
             Path(spec.template_dir).mkdir(parents=True, exist_ok=True)
-        run_dir = Path(spec.output_dir) / f"{spec.name}-20260101-000000"
+        run_dir = Path(spec.output_dir) / f"{spec.name}-20260101-000000-{tag}"
         arts = render.render_artifacts(spec, run_dir, slurm=slurm, python=str(python))
     except UserError as e:
         return None, str(e)
@@ -111,22 +114,29 @@ def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path):
 def run_scripts(run_dir: Path, arts: dict, variant: str, bin_dir: Path, tmp: Path) -> list:
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="1",
                SLURM_JOB_NODELIST="n[1-2]", SLURM_NODEID="0")
-    nodes_arg = ["0"] if variant in ("msrun-2", "rank_table-2") else []
     script = "job.sbatch" if "job.sbatch" in arts else \
         next(f for f in ("msrun.sh", "mpirun.sh", "rank_table.sh") if f in arts)
-    r = subprocess.run(["bash", str(run_dir / script), *nodes_arg], env=env, cwd=tmp,
-                       capture_output=True, text=True, timeout=60)
-    return [script, r.returncode, r.stderr[-500:]]
+    # two-node scripts: with the node argument, and without it (the usage message expands)
+    args = [["0"], []] if variant in ("msrun-2", "rank_table-2") else [[]]
+    outcome = []
+    for arg in args:
+        r = subprocess.run(["bash", str(run_dir / script), *arg], env=env, cwd=tmp,
+                           capture_output=True, text=True, timeout=60)
+        outcome += [script, arg, r.returncode, r.stderr[-300:]]
+    return outcome
 
 
-def lint(path: Path) -> None:
-    r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
-    assert r.returncode == 0, f"bash -n {path}:\n{r.stderr}"
-    if path.name == "hostfile":
-        return
-    r = subprocess.run(["shellcheck", "-s", "bash" if path.name != "python" else "sh",
-                        str(path)], capture_output=True, text=True)
-    assert r.returncode == 0, f"shellcheck {path}:\n{r.stdout}{r.stderr}"
+def lint(paths: list[Path]) -> None:
+    """bash -n each script, then shellcheck all of them in one call (it starts slowly)."""
+    for path in paths:
+        r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert r.returncode == 0, f"bash -n {path}:\n{r.stderr}"
+    for shell in ("bash", "sh"):
+        group = [str(p) for p in paths if (p.name == "python") == (shell == "sh")]
+        if group:
+            r = subprocess.run(["shellcheck", "-s", shell, *group], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, f"shellcheck:\n{r.stdout}{r.stderr}"
 
 
 @pytest.mark.parametrize("key", [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"])
@@ -141,8 +151,8 @@ def test_hostile_value_is_refused_or_inert(key, tmp_path, stubs):
             (data / split / cls).mkdir(parents=True, exist_ok=True)
     base = dict(name="inj", train_dir=str(data / "train"), val_dir=str(data / "val"),
                 output_dir=str(tmp_path / "runs"))
-    rendered = 0
-    for text in payloads(marker):
+    rendered, scripts = 0, []
+    for n, text in enumerate(payloads(marker)):
         if key == "env_setup" and not any(c in text for c in "\n\r\x00\u2028"):
             continue  # verbatim shell by design
         for variant, keys in VARIANTS.items():
@@ -150,22 +160,22 @@ def test_hostile_value_is_refused_or_inert(key, tmp_path, stubs):
             if key == "sbatch_extra":
                 values["sbatch_extra"] = [*keys.get("sbatch_extra", []), *values[key]]
             run_dir, arts = render_or_refuse(values, tmp_path, variant.startswith("slurm"),
-                                             bin_dir / "python")
+                                             bin_dir / "python", f"{variant}-{n}")
             if run_dir is None:
                 name = key.split(":")[0]
                 assert f"'{name}'" in arts or "run directory" in arts or "template" in arts, arts
                 continue
             rendered += 1
-            for rel in arts:
-                if rel.endswith((".sh", ".sbatch", "python")) or rel == "hostfile":
-                    lint(run_dir / rel)
+            scripts += [run_dir / rel for rel in arts
+                        if rel.endswith((".sh", ".sbatch", "python"))]
             outcome = run_scripts(run_dir, arts, variant, bin_dir, tmp_path)
-            assert not marker.exists(), f"{key}={text!r} ({variant}) executed: {outcome}"
+            ran = list(tmp_path.rglob(MARK))
+            assert not ran, f"{key}={text!r} ({variant}) executed: {ran} {outcome}"
             # the worker (or msrun) got the run directory as one word, exactly
             if log.exists():
                 assert str(run_dir) in log.read_text().splitlines(), (variant, outcome)
                 log.unlink()
-            shutil.rmtree(run_dir)
+    lint(scripts)
     if key in ("train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
                "env"):
         assert rendered, f"{key}: free text is quoted, so some hostile value must render"
