@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 from launcher.errors import EXIT_USER_ERROR, UserError
 
 NUMA_ROOT = Path("/sys/devices/system/node")
+CORES_ENV = "PACKRUN_CORES"
 # What msrun 2.10 reads as "available cpus" (mindspore/runtime/thread_bind_core.py); without it
 # msrun ignores --bind_core.
 MSRUN_CPUSET = Path("/sys/fs/cgroup/cpuset/cpuset.cpus")
@@ -73,7 +74,7 @@ def split_cores(cores: Sequence[int], numa: Mapping[int, Sequence[int]],
     available set, inside one NUMA node wherever the node has room (ranks fill node 0 first,
     then node 1, ..., as cards 0-3 / 4-7 sit on a 2-socket server); what no node can hold
     whole is taken from the nodes' remainders in order. Cores left over stay unused.
-    `numa` maps node -> its cores (may be empty: one node)."""
+    `numa` maps node -> its cores ({}, or a map missing some of `cores`: one node)."""
     available = sorted(set(cores))
     if ranks < 1:
         raise UserError(f"cannot split cores over {ranks} ranks")
@@ -84,6 +85,8 @@ def split_cores(cores: Sequence[int], numa: Mapping[int, Sequence[int]],
                         "core per rank; give the launch more cores (Slurm: cpus_per_task), "
                         "fewer workers (cards_per_node), or bind_cores = false")
     node_of = {c: n for n, node_cores in numa.items() for c in node_cores}
+    if any(c not in node_of for c in available):  # a map that does not describe these cores
+        node_of = {}
     by_node: dict[int, list[int]] = {}
     for c in available:
         by_node.setdefault(node_of.get(c, -1), []).append(c)
@@ -112,9 +115,16 @@ def numa_nodes(root: Path = NUMA_ROOT) -> dict[int, list[int]]:
 
 
 def available_cores(env: Mapping[str, str] = os.environ) -> list[int]:
-    """The cores this launch may use: the process's affinity mask (Slurm's task/affinity and
-    task/cgroup plugins set it to the allocation). Where Slurm reports fewer CPUs for the task
-    than the mask holds (no confinement: task/none), the first that many of the mask."""
+    """The cores this launch may use: $PACKRUN_CORES (a cpulist: a site reserving cores, or a
+    test posing as a bigger machine) if set, else the process's affinity mask (Slurm's
+    task/affinity and task/cgroup plugins set it to the allocation). Where Slurm reports fewer
+    CPUs for the task than the mask holds (no confinement: task/none), the first that many."""
+    if env.get(CORES_ENV, "").strip():
+        try:
+            return parse_cpulist(env[CORES_ENV])
+        except ValueError:
+            raise UserError(f"{CORES_ENV}={env[CORES_ENV]!r} is not a cpulist (e.g. 0-23,48-71)"
+                            ) from None
     cores = sorted(os.sched_getaffinity(0))
     for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
         if env.get("SLURM_JOB_ID") and env.get(var, "").isdigit() and 0 < int(env[var]) < len(cores):

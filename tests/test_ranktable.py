@@ -196,7 +196,7 @@ def test_one_table_over_two_servers_from_explicit_ips(tmp_path):
 
 
 def test_explicit_ips_must_cover_every_device(tmp_path):
-    with pytest.raises(UserError, match="--device_ips has 3 addresses; 2 server.* need 4"):
+    with pytest.raises(UserError, match="--device_ips has 3 address\(es\); 2 node.* need 4"):
         rank_table_command("0,1", "10.0.0.1,10.0.0.2", tmp_path / "t.json",
                            device_ips=("192.168.1.1", "192.168.1.2", "192.168.2.1"))
 
