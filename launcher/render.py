@@ -178,7 +178,7 @@ def _existing_table(spec: JobSpec, master: str) -> tuple[str, list] | None:
         raise UserError(f"rank_table_file {spec.rank_table_file}: not a JSON rank table "
                         f"({e})") from None
     servers = ranktable.validate_table(doc, spec.rank_table_file, spec.nodes,
-                                       spec.cards_per_node, master)
+                                       spec.cards_per_node, master if spec.nodes > 1 else "")
     return text, servers
 
 
