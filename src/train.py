@@ -151,10 +151,6 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                         f"(batch_size {spec.batch_size} x {par.world} worker(s)); lower batch_size")
     data_args = dict(classes=classes, image_size=spec.image_size, batch_size=spec.batch_size,
                      num_parallel_workers=dataset.pipeline_workers(spec.num_parallel_workers))
-    # every rank, in its own log: the cores the launch bound it to (bind_cores)
-    print(f"rank {par.rank}: cores {format_cpulist(dataset.usable_cores())} "
-          f"({len(dataset.usable_cores())}), {data_args['num_parallel_workers']} data pipeline "
-          f"worker(s), working directory {os.getcwd()}", flush=True)
 
     def train_data(epoch: int | None):
         """Epoch `epoch`'s shard: data order and augmentation depend on (seed, epoch) only, so
@@ -167,6 +163,11 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                                       hflip=spec.hflip, **data_args)
 
     sharded_eval = spec.eval_mode in ("sharded", "auto") and par.world > 1
+    # every rank, in its own log: the cores the launch bound it to (bind_cores), where it runs
+    print(f"rank {par.rank}: cores {format_cpulist(dataset.usable_cores())} "
+          f"({len(dataset.usable_cores())}), {data_args['num_parallel_workers']} data pipeline "
+          f"worker(s), working directory {os.getcwd()}, evaluation "
+          f"{'sharded' if sharded_eval else 'on rank 0'}", flush=True)
     val_indices = None
     if sharded_eval:
         val_indices = dataset.shard_indices(dataset.count_images(spec.val_dir), par.world,

@@ -389,13 +389,6 @@ def test_hccl_exec_timeout_and_cluster_timeout_by_launch_kind(make_job):
     assert "HCCL_EXEC_TIMEOUT" not in script(device="GPU")
 
 
-def test_eval_mode_defaults_to_sharded_with_more_than_one_worker(make_job):
-    spec = load_job(make_job())
-    assert spec.eval_mode == "auto"
-    source = (Path(render.REPO) / "src" / "train.py").read_text()
-    assert 'spec.eval_mode in ("sharded", "auto") and par.world > 1' in source
-
-
 def directives(sbatch: str) -> list[str]:
     return re.findall(r"^#SBATCH (.*)$", sbatch, re.M)
 
@@ -432,3 +425,20 @@ def test_a_loopback_master_is_refused_before_any_worker_starts(make_job, launche
                 "nodes cannot reach; set master_addr to node 0's network IP") in res.stderr
         assert res.stderr.count("\n") == 1
     assert list((run_dir / "logs").iterdir()) == []
+
+
+def test_check_reports_cores_per_rank_and_the_rank_table_source(make_job, tmp_path):
+    from launcher import check
+    spec = load_job(make_job(cards_per_node=1))
+    (found,) = check.check_cores(spec, check.Options())
+    assert found.level == check.OK and "core(s) per rank (rank 0: " in found.text
+    too_many = load_job(make_job(cards_per_node=len(os.sched_getaffinity(0)) + 1))
+    with pytest.raises(UserError, match="local ranks but only"):
+        list(check.check_cores(too_many, check.Options()))
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table_2x8()))
+    spec = load_job(make_job(**ASCEND8, launcher="rank_table", nodes=2, hosts="10.0.0.[1-2]",
+                             rank_table_file=str(path)))
+    texts = [f.text for f in check.check_launch(spec, check.Options())]
+    assert any(t.startswith(f"rank_table_file {path}: 16 device(s) on 2 server(s), valid")
+               for t in texts)
