@@ -110,7 +110,8 @@ def _check(spec: JobSpec, hosts: list[str], slurm: bool, run_dir: Path):
         raise UserError(f"master_port = 0 picks a free port when one script starts every node "
                         f"(one node, Slurm, mpirun); the {spec.nodes} nodes here start one by "
                         "one, so set master_port to a port free on node 0, e.g. 8118")
-    if multi and spec.launcher in ("mpirun", "rank_table") and not hosts:
+    if multi and spec.launcher in ("mpirun", "rank_table") and not hosts and not (
+            spec.launcher == "rank_table" and spec.rank_table_file):  # the table names them
         what = "the hostfile" if spec.launcher == "mpirun" else "the rank table's server ids"
         raise UserError(f"nodes = {spec.nodes} with launcher {spec.launcher!r}: set hosts (the "
                         f"nodes in rank order, e.g. \"10.0.0.[1-{spec.nodes}]\") for {what}")
@@ -223,7 +224,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     hosts = _hosts(spec)
     _check(spec, hosts, slurm, run_dir)
     world = spec.nodes * spec.cards_per_node
-    master_addr = _master_addr(spec, hosts, slurm)
+    # (HCCL rank tables have no scheduler: rank_table.sh needs no master)
+    master_addr = "" if spec.launcher == "rank_table" else _master_addr(spec, hosts, slurm)
     existing = _existing_table(spec, master_addr)
     devices = node_devices(spec, existing[1] if existing else None)
     timeout = cluster_timeout(spec, slurm)

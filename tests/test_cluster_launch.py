@@ -442,3 +442,24 @@ def test_check_reports_cores_per_rank_and_the_rank_table_source(make_job, tmp_pa
     texts = [f.text for f in check.check_launch(spec, check.Options())]
     assert any(t.startswith(f"rank_table_file {path}: 16 device(s) on 2 server(s), valid")
                for t in texts)
+
+
+def test_rank_table_sh_without_an_index_finds_its_server_by_address(make_job, tmp_path):
+    table = {"version": "1.0", "server_count": "2", "status": "completed", "server_list": [
+        {"server_id": ip, "host_nic_ip": "reserve", "device": [
+            {"device_id": "3", "device_ip": f"192.168.{s}.3", "rank_id": str(s)}]}
+        for s, ip in enumerate(["192.0.2.1", "127.0.0.1"])]}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table, indent=4))
+    repo = stub_repo(tmp_path, STUB_WORKER.replace("time.sleep(600)", "pass"))
+    spec = load_job(make_job(device="Ascend", cards_per_node=1, nodes=2, launcher="rank_table",
+                             rank_table_file=str(path), bind_cores=False))
+    run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
+    rec = tmp_path / "records"
+    rec.mkdir()
+    res = subprocess.run(["bash", str(run_dir / "rank_table.sh")], capture_output=True,
+                         text=True, timeout=120, env=os.environ | {"STUB_RECORDS": str(rec)})
+    assert res.returncode == 0, res.stderr
+    got = records(rec)
+    assert list(got) == [1] and got[1]["DEVICE_ID"] == "3"  # server 1 (127.0.0.1), its card
+    assert (run_dir / "rank_table.json").read_text() == path.read_text()
