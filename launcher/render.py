@@ -185,7 +185,7 @@ def _existing_table(spec: JobSpec, master: str) -> tuple[str, list] | None:
 
 def _rank_table(spec: JobSpec, hosts: list[str], devices: list[int] | None) -> dict:
     cards = devices if devices is not None else list(range(spec.cards_per_node))
-    default = spec.hccn_conf == ranktable.DEFAULT_HCCN_CONF
+    default = spec.hccn_conf == JobSpec.fields()["hccn_conf"].default  # not set by the job
     ip_lists = ranktable.device_ip_lists(cards, spec.nodes, None if default else spec.hccn_conf,
                                          spec.device_ips or None, "key 'device_ips'")
     servers = hosts or [_local_ip()]  # (several nodes always have hosts: see _check)
