@@ -367,6 +367,11 @@ def _check_relations(spec: JobSpec, where: str):
     if spec.launcher == "rank_table" and spec.device != "Ascend":
         raise UserError(f"{where}: launcher 'rank_table' starts Ascend cards (HCCL rank tables); "
                         f"device is {spec.device!r}. Use launcher = \"msrun\" or \"mpirun\".")
+    if "RANK_TABLE_FILE" in spec.env:
+        raise UserError(f"{where}: key 'env' sets RANK_TABLE_FILE; give the table as "
+                        f"rank_table_file = {spec.env['RANK_TABLE_FILE']!r} instead (packrun "
+                        "validates it and copies it into the run directory, where the launch "
+                        "points RANK_TABLE_FILE)")
     if spec.devices:
         from launcher.ranktable import parse_devices  # (imports this module)
         if spec.device == "CPU":

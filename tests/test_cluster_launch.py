@@ -463,3 +463,9 @@ def test_rank_table_sh_without_an_index_finds_its_server_by_address(make_job, tm
     got = records(rec)
     assert list(got) == [1] and got[1]["DEVICE_ID"] == "3"  # server 1 (127.0.0.1), its card
     assert (run_dir / "rank_table.json").read_text() == path.read_text()
+
+
+def test_rank_table_file_through_env_points_to_the_key(make_job):
+    with pytest.raises(UserError, match=re.escape("key 'env' sets RANK_TABLE_FILE; give the table "
+                                                  "as rank_table_file = '/x/t.json' instead")):
+        load_job(make_job(device="Ascend"), {"env": {"RANK_TABLE_FILE": "/x/t.json"}})
