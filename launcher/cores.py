@@ -149,10 +149,25 @@ def msrun_bind(split: Sequence[Sequence[int]], devices: Sequence[int]) -> dict[s
     return {f"device{d}": segments(c) for d, c in zip(devices, split)}
 
 
+def msrun_has_bind_core() -> bool:
+    """Whether the installed msrun takes --bind_core (MindSpore 2.3 on; older ones would reject
+    the flag), read from its source without importing MindSpore."""
+    import importlib.util
+    spec = importlib.util.find_spec("mindspore")
+    if spec is None or not spec.origin:
+        return False
+    try:
+        return '"--bind_core"' in (Path(spec.origin).parent / "parallel" / "cluster" /
+                                   "run.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
 def msrun_can_bind(split: Sequence[Sequence[int]], cpuset: Path = MSRUN_CPUSET) -> bool:
-    """Whether msrun 2.10 applies a --bind_core dictionary here: it needs taskset and reads the
-    usable cores from cgroup v1's cpuset file (absent under cgroup v2), refusing ids outside."""
-    if shutil.which("taskset") is None:
+    """Whether msrun applies a --bind_core dictionary here: the installed msrun has the flag,
+    taskset exists, and MindSpore 2.10's reader finds the usable cores in cgroup v1's cpuset
+    file (absent under cgroup v2) and every core of the split among them."""
+    if shutil.which("taskset") is None or not msrun_has_bind_core():
         return False
     try:
         usable = set(parse_cpulist(cpuset.read_text()))

@@ -70,12 +70,16 @@ def test_msrun_bind_dictionary_follows_the_visible_devices():
     assert holes == {"device0": ["0-1", "3"]}  # msrun takes "A-B" or "A,B" items
 
 
-def test_msrun_binds_only_where_it_can_read_the_cpuset(tmp_path):
+def test_msrun_binds_only_where_it_can_read_the_cpuset(tmp_path, monkeypatch):
+    from launcher import cores
+    assert cores.msrun_has_bind_core()  # MindSpore 2.10's msrun
     cpuset = tmp_path / "cpuset.cpus"
     assert not msrun_can_bind([[0], [1]], cpuset)  # cgroup v2: the file msrun reads is absent
     cpuset.write_text("0-1\n")
     assert msrun_can_bind([[0], [1]], cpuset)
     assert not msrun_can_bind([[0], [2]], cpuset)
+    monkeypatch.setattr(cores, "msrun_has_bind_core", lambda: False)  # an older msrun
+    assert not msrun_can_bind([[0], [1]], cpuset)
 
 
 def test_the_launch_time_command(tmp_path):
