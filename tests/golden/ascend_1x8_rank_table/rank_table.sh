@@ -20,17 +20,6 @@ CORE_LIST=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.cores 8) || exit 2
 read -ra CORES <<< "$CORE_LIST"
 PIDS=()
 RANKS=()
-for ((i = 0; i < 8; i++)); do
-    SLOT=$((SERVER_INDEX * 8 + i))
-    export DEVICE_ID=${DEVICE_IDS[$SLOT]} RANK_ID=${RANK_IDS[$SLOT]}
-    export ASCEND_PROCESS_LOG_PATH="$RUN_DIR/logs/ascend/rank_$RANK_ID"
-    mkdir -p "$RUN_DIR/ranks/$RANK_ID" "$ASCEND_PROCESS_LOG_PATH" || exit 1
-    BIND=(taskset -c "${CORES[$i]}")
-    echo "packrun: rank $RANK_ID on device $DEVICE_ID, cores ${CORES[$i]}, log $RUN_DIR/logs/worker_$RANK_ID.log"
-    (cd "$RUN_DIR/ranks/$RANK_ID" && exec "${BIND[@]}" "$PYTHON" /opt/packrun/src/train.py "$RUN_DIR") > "$RUN_DIR/logs/worker_$RANK_ID.log" 2>&1 &
-    PIDS+=("$!")
-    RANKS+=("$RANK_ID")
-done
 stop_ranks() {
     local pid t alive
     [ "${#PIDS[@]}" -gt 0 ] || return 0
@@ -49,32 +38,47 @@ stop_ranks() {
 }
 trap 'stop_ranks; exit 143' TERM
 trap 'stop_ranks; exit 130' INT
-FAILED_RANK="" STATUS=0 RC=0
-while [ "${#PIDS[@]}" -gt 0 ] && [ -z "$FAILED_RANK" ]; do
-    for i in "${!PIDS[@]}"; do
-        kill -0 "${PIDS[$i]}" 2>/dev/null && continue
-        wait "${PIDS[$i]}"
-        STATUS=$?
-        unset 'PIDS[i]'
-        if [ "$STATUS" -eq 75 ]; then
-            RC=75
-        elif [ "$STATUS" -ne 0 ]; then
-            FAILED_RANK=${RANKS[$i]}
-            break
-        fi
+watch_ranks() {
+    local i
+    FAILED_RANK="" STATUS=0 RC=0
+    while [ "${#PIDS[@]}" -gt 0 ] && [ -z "$FAILED_RANK" ]; do
+        for i in "${!PIDS[@]}"; do
+            kill -0 "${PIDS[$i]}" 2>/dev/null && continue
+            wait "${PIDS[$i]}"
+            STATUS=$?
+            unset 'PIDS[i]'
+            if [ "$STATUS" -eq 75 ]; then
+                RC=75
+            elif [ "$STATUS" -ne 0 ]; then
+                FAILED_RANK=${RANKS[$i]}
+                break
+            fi
+        done
+        sleep 0.2
     done
-    sleep 0.2
-done
-if [ -n "$FAILED_RANK" ]; then
-    if [ "$STATUS" -gt 128 ]; then
-        HOW="was killed by signal $((STATUS - 128))"
-    else
-        HOW="exited with status $STATUS"
+    if [ -n "$FAILED_RANK" ]; then
+        if [ "$STATUS" -gt 128 ]; then
+            HOW="was killed by signal $((STATUS - 128))"
+        else
+            HOW="exited with status $STATUS"
+        fi
+        echo "packrun: rank $FAILED_RANK $HOW; log: $RUN_DIR/logs/worker_$FAILED_RANK.log; stopping the other ranks of this node" >&2
+        stop_ranks
+        exit "$STATUS"
     fi
-    echo "packrun: rank $FAILED_RANK $HOW; log: $RUN_DIR/logs/worker_$FAILED_RANK.log; stopping the other ranks of this node" >&2
-    stop_ranks
-    exit "$STATUS"
-fi
+}
+for ((i = 0; i < 8; i++)); do
+    SLOT=$((SERVER_INDEX * 8 + i))
+    export DEVICE_ID=${DEVICE_IDS[$SLOT]} RANK_ID=${RANK_IDS[$SLOT]}
+    export ASCEND_PROCESS_LOG_PATH="$RUN_DIR/logs/ascend/rank_$RANK_ID"
+    mkdir -p "$RUN_DIR/ranks/$RANK_ID" "$ASCEND_PROCESS_LOG_PATH" || exit 1
+    BIND=(taskset -c "${CORES[$i]}")
+    echo "packrun: rank $RANK_ID on device $DEVICE_ID, cores ${CORES[$i]}, log $RUN_DIR/logs/worker_$RANK_ID.log"
+    (cd "$RUN_DIR/ranks/$RANK_ID" && exec "${BIND[@]}" "$PYTHON" /opt/packrun/src/train.py "$RUN_DIR") > "$RUN_DIR/logs/worker_$RANK_ID.log" 2>&1 &
+    PIDS+=("$!")
+    RANKS+=("$RANK_ID")
+done
+watch_ranks
 if [ "$RC" -ne 0 ]; then
     echo "packrun: the ranks of server $SERVER_INDEX stopped on request (exit $RC)"
     exit "$RC"
