@@ -7,6 +7,9 @@ throughput, measured side by side in one run on this machine.
    by `packrun run --launcher=msrun`: wall time of each, and the ratio.
 2. `packrun run` with 1 and with 2 workers: training images/s after the first epoch (which
    includes graph compilation), and the speed-up.
+3. Core binding: 2 workers with `bind_cores` on (each on its own range of cores, its data
+   pipeline sized to it) and off (every worker on every core), each against 1 worker, side by
+   side. `--binding-only` runs just this part.
 """
 
 from __future__ import annotations
@@ -54,9 +57,9 @@ def bare_msrun(job: Path, workers: int) -> float:
                   str(REPO / "src" / "train.py"), str(run_dir)], env=worker_env())
 
 
-def packrun_run(job: Path, workers: int, name: str) -> tuple[float, Path]:
+def packrun_run(job: Path, workers: int, name: str, *flags: str) -> tuple[float, Path]:
     t = timed([sys.executable, "-m", "launcher.cli", "run", str(job), f"--workers={workers}",
-               f"--name={name}"], cwd=REPO)
+               f"--name={name}", *flags], cwd=REPO)
     runs = sorted((job.parent / "runs").glob(f"{name}-*"))
     return t, runs[-1]
 
@@ -71,6 +74,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--binding-only", action="store_true", help="only part 3 (core binding)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="packrun-bench-"))
     export_digits(work / "data", [0, 1, 2, 3], size=32, train_per_class=64, val_per_class=16)
@@ -79,6 +83,8 @@ def main():
                     image_size=32, batch_size=16, epochs=args.epochs, lr=0.02, device="CPU",
                     output_dir=str(work / "runs"), min_crop_scale=0.5, hflip=False)
 
+    if args.binding_only:
+        return binding(job, args)
     bare, ours = [], []
     for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
         bare.append(bare_msrun(job, 2))
@@ -96,6 +102,24 @@ def main():
     print(f"{'1 worker':<28}{ips1:>8.1f}")
     print(f"{'2 workers':<28}{ips2:>8.1f}")
     print(f"{'speed-up':<28}{ips2 / ips1:>8.2f}")
+    binding(job, args)
+
+
+def binding(job: Path, args) -> None:
+    """Part 3: 2 workers bound and unbound, each against 1 worker, runs interleaved."""
+    one, bound, unbound = [], [], []
+    for i in range(args.repeats):
+        one.append(steady_images_per_s(packrun_run(job, 1, f"bench_b1_{i}")[1]))
+        bound.append(steady_images_per_s(packrun_run(job, 2, f"bench_bound_{i}")[1]))
+        unbound.append(steady_images_per_s(packrun_run(job, 2, f"bench_unbound_{i}",
+                                                       "--bind_cores=false")[1]))
+    ips1, ipsb, ipsu = map(statistics.median, (one, bound, unbound))
+    cores = len(__import__("os").sched_getaffinity(0))
+    print(f"\ncore binding ({cores} cores, train images/s after epoch 1, all workers, median of "
+          f"{args.repeats}; num_parallel_workers auto: the rank's cores, at most 8)")
+    print(f"{'1 worker':<28}{ips1:>8.1f}   1.00x")
+    print(f"{'2 workers, bind_cores on':<28}{ipsb:>8.1f}   {ipsb / ips1:.2f}x")
+    print(f"{'2 workers, bind_cores off':<28}{ipsu:>8.1f}   {ipsu / ips1:.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from launcher import preflight, render
+from launcher import cores, preflight, render
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.spec import JobSpec, load_job
 
@@ -147,6 +147,13 @@ def _cards(spec: JobSpec, cards: list[int], files: str, here: bool = False) -> I
         return
     listed = ", ".join(map(str, cards))
     problems = []
+    if spec.devices:
+        from launcher.ranktable import parse_devices
+        absent = [d for d in parse_devices(spec.devices, "key 'devices'") if d not in cards]
+        if absent:
+            problems.append(f"devices {spec.devices}: card(s) {', '.join(map(str, absent))} "
+                            f"not on this machine ({spec.device} cards {listed}, {files}); "
+                            "list cards it has")
     if spec.device_id not in cards:
         problems.append(f"device_id {spec.device_id}: this machine has {spec.device} cards "
                         f"{listed} ({files}); set device_id to one of them")
@@ -187,9 +194,33 @@ def check_launch(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     yield Finding(OK, "launch", f"{how}, {spec.nodes} node(s) x {spec.cards_per_node} worker(s): "
                   f"renders {', '.join(sorted(artifacts))}")
     if "rank_table.json" in artifacts:
-        source = "device_ips" if spec.device_ips else f"hccn_conf {spec.hccn_conf}"
-        yield Finding(OK, "rank table", f"{spec.nodes * spec.cards_per_node} device(s) on "
-                      f"{spec.nodes} server(s), device IPs from {source}")
+        if spec.rank_table_file:
+            yield Finding(OK, "rank table", f"rank_table_file {spec.rank_table_file}: "
+                          f"{spec.nodes * spec.cards_per_node} device(s) on {spec.nodes} "
+                          "server(s), valid; copied as it is into the run directory "
+                          "(rank_table.json)")
+        else:
+            source = "device_ips" if spec.device_ips else f"hccn_conf {spec.hccn_conf}"
+            cards = spec.devices or f"0-{spec.cards_per_node - 1}"
+            yield Finding(OK, "rank table", f"written by packrun: cards {cards} on each of "
+                          f"{spec.nodes} server(s), device IPs from {source}")
+
+
+def check_cores(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """bind_cores: the range each local rank gets, from this machine's cores (the launch splits
+    the cores it finds where it starts)."""
+    if not spec.bind_cores:
+        yield Finding(OK, "cores", "bind_cores = false: every worker may run on every core")
+        return
+    if opts.slurm or spec.nodes > 1:
+        yield Finding(OK, "cores", f"bound where each node's launch starts: its cores // "
+                      f"{spec.cards_per_node} per rank, one contiguous NUMA-local range each")
+        return
+    split = cores.split_cores(cores.available_cores(), cores.numa_nodes(), spec.cards_per_node)
+    ranges = ", ".join(f"rank {r}: {cores.format_cpulist(c)}" for r, c in enumerate(split))
+    yield Finding(OK, "cores", f"{len(split[0])} core(s) per rank ({ranges}); "
+                  f"num_parallel_workers {spec.num_parallel_workers or 'auto'} -> "
+                  f"{min(spec.num_parallel_workers or 8, len(split[0]))} per rank")
 
 
 def check_port_free(port: int, host: str = "") -> None:
@@ -278,6 +309,7 @@ def check_tools(spec: JobSpec, opts: Options) -> Iterator[Finding]:
 
 
 CHEAP_CHECKS = (("job", check_job), ("data", check_data), ("devices", check_devices), ("launch", check_launch),
+                ("cores", check_cores),
                 ("port", check_port), ("output", check_output), ("tools", check_tools))
 
 

@@ -28,6 +28,14 @@ def rank_from_env(env: Mapping[str, str]) -> int | None:
     return 0
 
 
+def started_as_rank(env: Mapping[str, str]) -> bool:
+    """Whether a launcher gave this process its place (a rank, or the scheduler's role). A
+    process forked by msrun but not yet exec'd still shows msrun's own command line and
+    environment, which names no rank."""
+    return any(env.get(var) for var in ("MS_ROLE", "RANK_ID", "MS_NODE_ID",
+                                        "OMPI_COMM_WORLD_RANK"))
+
+
 def world_from_env(env: Mapping[str, str]) -> int:
     for var in ("MS_WORKER_NUM", "RANK_SIZE", "OMPI_COMM_WORLD_SIZE"):
         if env.get(var, "").isdigit():

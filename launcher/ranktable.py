@@ -35,11 +35,12 @@ _HCCN_ADDRESS = re.compile(r"\s*address_(\d+)\s*=\s*(\S*)\s*")
 # Inputs: device sets, IPv4 addresses, device IPs
 # ---------------------------------------------------------------------------------------------
 
-def parse_devices(value) -> list[int]:
+def parse_devices(value, what: str = "--devices") -> list[int]:
     """Device ids from "0-7", "0,1", "0-3,6", an int, or a tuple/list (what fire makes of
-    `--devices=0,1`); sorted. Duplicates, ids outside 0..15 and an empty set are errors."""
+    `--devices=0,1`); sorted. Duplicates, ids outside 0..15 and an empty set are errors, named
+    as `what` (the flag, or the job key)."""
     if isinstance(value, bool):
-        raise UserError(f"--devices={value!r}: give device ids such as 0-7 or 0,1")
+        raise UserError(f"{what}={value!r}: give device ids such as 0-7 or 0,1")
     if isinstance(value, int):
         items = [str(value)]
     elif isinstance(value, (tuple, list)):
@@ -50,20 +51,20 @@ def parse_devices(value) -> list[int]:
     for item in items:
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
         if not m:
-            raise UserError(f"--devices: {item!r} is not a device id or range; write e.g. 0-7, "
+            raise UserError(f"{what}: {item!r} is not a device id or range; write e.g. 0-7, "
                             "0,1 or 0-3,6")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise UserError(f"--devices: range {item} runs backwards; write {hi}-{lo}")
+            raise UserError(f"{what}: range {item} runs backwards; write {hi}-{lo}")
         for d in range(lo, hi + 1):
             if d > MAX_DEVICE_ID:
-                raise UserError(f"--devices: device {d} is out of range; Ascend device ids are "
+                raise UserError(f"{what}: device {d} is out of range; Ascend device ids are "
                                 f"0..{MAX_DEVICE_ID}")
             if d in devices:
-                raise UserError(f"--devices: device {d} is listed twice")
+                raise UserError(f"{what}: device {d} is listed twice")
             devices.append(d)
     if not devices:
-        raise UserError("--devices: the device set is empty; give ids such as 0-7 or 0,1")
+        raise UserError(f"{what}: the device set is empty; give ids such as 0-7 or 0,1")
     return sorted(devices)
 
 
@@ -215,29 +216,158 @@ def to_json(table: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# An existing table (job key rank_table_file)
+# ---------------------------------------------------------------------------------------------
+
+def read_table_file(path: str | os.PathLike) -> tuple[str, dict]:
+    """(the file's text, exactly as it is, and its JSON), or a UserError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        return text, json.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"rank_table_file {path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"rank_table_file {path}: not a JSON rank table ({e})") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise UserError(f"rank_table_file {path}: cannot read it ({e.__class__.__name__})") from None
+
+
+def validate_table(table, source: str, nodes: int, cards: int,
+                   master: str = "") -> list[tuple[str, list[tuple[int, int]]]]:
+    """Check a version 1.0 table for a job of `nodes` x `cards`: server count, devices per server,
+    rank ids 0..world-1 once each, device ids and IPs unique per server, the master's server
+    first (when `master` is an IPv4 address). Returns [(server_id, [(device_id, rank_id)])] in
+    table order. Errors name the file, the server and the field."""
+    def bad(where: str, text: str):
+        raise UserError(f"rank_table_file {source}: {where}{text}")
+    if not isinstance(table, dict):
+        bad("", "not an HCCL rank table (a JSON object is expected)")
+    if table.get("version") != "1.0":
+        bad("", f"field 'version' is {table.get('version')!r}; packrun reads version \"1.0\" "
+            "tables (hccl_tools.py, merge_hccl.py, packrun rank-table)")
+    servers = table.get("server_list")
+    if not isinstance(servers, list):
+        bad("", "field 'server_list' is missing or not a list")
+    if str(table.get("server_count")) != str(len(servers)):
+        bad("", f"field 'server_count' is {table.get('server_count')!r} but server_list holds "
+            f"{len(servers)} server(s)")
+    if len(servers) != nodes:
+        bad("", f"{len(servers)} server(s) in server_list, the job has nodes = {nodes}; give a "
+            "table with one server per node, or set nodes to match")
+    out, ranks, ids = [], [], set()
+    for i, server in enumerate(servers):
+        sid = server.get("server_id") if isinstance(server, dict) else None
+        where = f"server {i} ({sid}): " if sid else f"server {i}: "
+        if not isinstance(sid, str) or not sid:
+            bad(where, "field 'server_id' is missing")
+        try:
+            check_ipv4(sid, "server_id")
+        except UserError as e:
+            bad(where, str(e))
+        if sid in ids:
+            bad(where, "field 'server_id' is listed twice")
+        ids.add(sid)
+        devices = server.get("device")
+        if not isinstance(devices, list) or len(devices) != cards:
+            n = len(devices) if isinstance(devices, list) else 0
+            bad(where, f"field 'device' lists {n} device(s), the job has cards_per_node = "
+                f"{cards}")
+        seen_dev, seen_ip, entries = set(), set(), []
+        for d in devices:
+            try:
+                dev, rank, dip = int(d["device_id"]), int(d["rank_id"]), d["device_ip"]
+            except (KeyError, TypeError, ValueError) as e:
+                bad(where, f"a device entry has a bad or missing field {e}")
+            if not 0 <= dev <= MAX_DEVICE_ID:
+                bad(where, f"field 'device_id' {dev} is out of range 0..{MAX_DEVICE_ID}")
+            if dev in seen_dev:
+                bad(where, f"field 'device_id' {dev} is listed twice")
+            try:
+                check_ipv4(dip, "device_ip")
+            except UserError as e:
+                bad(where, f"device {dev}: {e}")
+            if dip in seen_ip:
+                bad(where, f"field 'device_ip' {dip} is listed twice")
+            seen_dev.add(dev)
+            seen_ip.add(dip)
+            ranks.append(rank)
+            entries.append((dev, rank))
+        out.append((sid, entries))
+    world = nodes * cards
+    if sorted(ranks) != list(range(world)):
+        dup = sorted({r for r in ranks if ranks.count(r) > 1})
+        what = f"rank id {dup[0]} is used twice" if dup else \
+            f"rank ids are {sorted(ranks)}, not 0..{world - 1}"
+        bad("", f"field 'rank_id': {what}; every rank 0..{world - 1} appears once")
+    if master and _is_ipv4(master) and out[0][0] != master:
+        bad("server 0: ", f"field 'server_id' is {out[0][0]} but master_addr is {master}; the "
+            "master's server must come first")
+    return out
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+        return True
+    except ipaddress.AddressValueError:
+        return False
+
+
+def local_server_index(table: dict, source: str) -> int:
+    """The index of the server whose server_id is an address of this machine (a socket can bind
+    to it)."""
+    import socket
+    for i, server in enumerate(table["server_list"]):
+        with socket.socket() as s:
+            try:
+                s.bind((server["server_id"], 0))
+                return i
+            except OSError:
+                continue
+    ids = ", ".join(s["server_id"] for s in table["server_list"])
+    raise UserError(f"{source}: none of its server ids ({ids}) is an address of this machine; "
+                    "start the script with this server's index, or fix the table's server_id")
+
+
+def _server_index_main(argv: Sequence[str]) -> int:
+    """`python -m launcher.ranktable server-index TABLE`: print this machine's server index."""
+    try:
+        text = Path(argv[0]).read_text(encoding="utf-8")
+        print(local_server_index(json.loads(text), argv[0]))
+    except UserError as e:
+        print(f"packrun: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Commands (packrun rank-table / merge-rank-tables)
 # ---------------------------------------------------------------------------------------------
 
-def _device_ip_lists(devices, n_servers, hccn_conf, device_ips) -> list[list[str]]:
-    """One list of device IPs per server: explicit list > hccn.conf > hccn_tool."""
+def device_ip_lists(devices: Sequence[int], n_servers: int, hccn_conf=None, device_ips=None,
+                    what: str = "--device_ips") -> list[list[str]]:
+    """One list of device IPs per server, the one precedence every rank table packrun writes
+    follows (`packrun rank-table` and `render`): an explicit list (`what` names it) > an
+    hccn.conf (`hccn_conf`, or /etc/hccn.conf when it exists) > `hccn_tool -i N -ip -g`."""
     k = len(devices)
-    if device_ips is not None:
+    if device_ips is not None and split_ips(device_ips):
         ips = split_ips(device_ips)
         if len(ips) != k * n_servers:
-            raise UserError(f"--device_ips has {len(ips)} addresses; {n_servers} server(s) x "
-                            f"{k} device(s) need {k * n_servers}, in server order")
+            raise UserError(f"{what} has {len(ips)} address(es); {n_servers} node(s) x "
+                            f"{k} card(s) need {k * n_servers}, node by node")
         return [ips[i * k:(i + 1) * k] for i in range(n_servers)]
     if n_servers > 1:
-        raise UserError("an hccn.conf describes one server; for several servers give "
-                        "--device_ips (all servers' device IPs in server order), or write one "
-                        "table per server and join them with `packrun merge-rank-tables`")
+        raise UserError(f"{what} is needed for a rank table over {n_servers} nodes (an "
+                        "hccn.conf describes one server): list every server's device IPs, "
+                        "server by server, or write one table per server and join them with "
+                        "`packrun merge-rank-tables`")
     if hccn_conf is not None or Path(DEFAULT_HCCN_CONF).is_file():
         path = hccn_conf if hccn_conf is not None else DEFAULT_HCCN_CONF
         return [ips_for_devices(devices, read_hccn_conf(path), str(path))]
     if shutil.which("hccn_tool"):
         return [[query_hccn_tool(devices)[d] for d in devices]]
     raise UserError(f"no device IPs: {DEFAULT_HCCN_CONF} does not exist and hccn_tool is not on "
-                    "PATH; pass --hccn_conf=PATH or --device_ips=IP,IP,...")
+                    f"PATH; give the hccn.conf (hccn_conf / --hccn_conf) or the IPs ({what})")
 
 
 def _write(table: dict, out) -> Path:
@@ -264,7 +394,7 @@ def rank_table_command(devices, server_ip, out, hccn_conf=None, device_ips=None)
     warning = group_warning(devs)
     if warning:
         print(f"packrun: warning: {warning}", file=sys.stderr)
-    ip_lists = _device_ip_lists(devs, len(servers), hccn_conf, device_ips)
+    ip_lists = device_ip_lists(devs, len(servers), hccn_conf, device_ips)
     table = build_rank_table([(s, list(zip(devs, ips))) for s, ips in zip(servers, ip_lists)])
     return _write(table, out)
 
@@ -286,3 +416,10 @@ def merge_command(paths: Sequence[str], out) -> Path:
         except IsADirectoryError:
             raise UserError(f"rank table {p} is a directory; give the .json files") from None
     return _write(merge_rank_tables(tables), out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["server-index"] and len(sys.argv) == 3:
+        sys.exit(_server_index_main(sys.argv[2:]))
+    print("usage: python -m launcher.ranktable server-index RANK_TABLE", file=sys.stderr)
+    sys.exit(2)

@@ -18,6 +18,7 @@ Artifacts by launcher (all scripts bash; paths relative to the run directory):
 
 from __future__ import annotations
 
+import json
 import shlex
 import socket
 import sys
@@ -28,7 +29,8 @@ import jinja2
 from launcher import nodelist, ranktable, shellsafe
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.rundir import create_run_dir, write_atomic
-from launcher.runfiles import JOB_JSON, RUN_LOCK
+from launcher.processes import GRACE_S
+from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK
 from launcher.spec import JobSpec, load_job, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,9 @@ WORKER = "src/train.py"  # run as `<python> <repo>/src/train.py <RUN_DIR>`
 FREE_PORT = ("\"$PYTHON\" -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); "
              "print(s.getsockname()[1])'")
 HCCL_TIMEOUT_RANGE = (120, 7200)  # HCCL_CONNECT_TIMEOUT accepts no less and no more
+CLUSTER_TIMEOUT_TOGETHER = 60   # cluster_timeout = 0 where every node starts at once
+CLUSTER_TIMEOUT_BY_HAND = 600   # ... and where each node's script is started by hand (msrun's)
+VISIBLE_DEVICES = {"Ascend": "ASCEND_RT_VISIBLE_DEVICES", "GPU": "CUDA_VISIBLE_DEVICES"}
 
 
 def template_dirs(template_dir: str = "") -> list[Path]:
@@ -110,41 +115,97 @@ def _check(spec: JobSpec, hosts: list[str], slurm: bool, run_dir: Path):
         raise UserError(f"master_port = 0 picks a free port when one script starts every node "
                         f"(one node, Slurm, mpirun); the {spec.nodes} nodes here start one by "
                         "one, so set master_port to a port free on node 0, e.g. 8118")
-    if multi and spec.launcher in ("mpirun", "rank_table") and not hosts:
+    if multi and spec.launcher in ("mpirun", "rank_table") and not hosts and not (
+            spec.launcher == "rank_table" and spec.rank_table_file):  # the table names them
         what = "the hostfile" if spec.launcher == "mpirun" else "the rank table's server ids"
         raise UserError(f"nodes = {spec.nodes} with launcher {spec.launcher!r}: set hosts (the "
                         f"nodes in rank order, e.g. \"10.0.0.[1-{spec.nodes}]\") for {what}")
 
 
-def _launch_env(spec: JobSpec) -> dict[str, str]:
+def cluster_timeout(spec: JobSpec, slurm: bool) -> int:
+    """The job's cluster_timeout, or when 0 (auto): short where one command starts every node
+    at once (one machine, Slurm, mpirun), msrun's own 600 s where a person starts a script on
+    each node by hand."""
+    if spec.cluster_timeout:
+        return spec.cluster_timeout
+    by_hand = spec.nodes > 1 and not slurm and spec.launcher != "mpirun"
+    return CLUSTER_TIMEOUT_BY_HAND if by_hand else CLUSTER_TIMEOUT_TOGETHER
+
+
+def _launch_env(spec: JobSpec, timeout: int, devices: list[int] | None) -> dict[str, str]:
     """Variables every launch script exports for its workers, after the site block (the job's
     `env_setup` and `env`), so that these win."""
+    env = {}
     if spec.device == "Ascend":
         lo, hi = HCCL_TIMEOUT_RANGE
-        return {"HCCL_CONNECT_TIMEOUT": str(min(max(spec.cluster_timeout, lo), hi))}
-    return {}
+        env["HCCL_CONNECT_TIMEOUT"] = str(min(max(timeout, lo), hi))
+        env["HCCL_EXEC_TIMEOUT"] = str(spec.collective_timeout)
+    if devices is not None and spec.launcher != "rank_table":  # rank tables name the cards
+        env[VISIBLE_DEVICES[spec.device]] = ",".join(map(str, devices))
+    return env
 
 
-def _rank_table(spec: JobSpec, hosts: list[str]) -> dict:
-    cards = list(range(spec.cards_per_node))
-    if spec.device_ips:
-        ips = ranktable.split_ips(spec.device_ips)
-        want = spec.nodes * spec.cards_per_node
-        if len(ips) != want:
-            raise UserError(f"key 'device_ips' has {len(ips)} address(es); {spec.nodes} node(s) "
-                            f"x {spec.cards_per_node} card(s) need {want}, node by node")
-    elif spec.nodes == 1:
-        ips = ranktable.ips_for_devices(cards, ranktable.read_hccn_conf(spec.hccn_conf),
-                                        spec.hccn_conf)
-    else:
-        raise UserError(f"key 'device_ips' is needed for a rank table over {spec.nodes} nodes "
-                        f"(hccn_conf describes one server): list every node's "
-                        f"{spec.cards_per_node} device IPs, node by node; or write the table "
-                        "with `packrun rank-table` / `packrun merge-rank-tables`")
+def node_devices(spec: JobSpec, table: list | None) -> list[int] | None:
+    """The cards each node uses (key devices, or an existing rank table's); None = 0..K-1."""
+    devices = None
+    if spec.devices:
+        devices = ranktable.parse_devices(spec.devices, "key 'devices'")
+    if table is not None:
+        sets = {tuple(d for d, _ in sorted(entries)) for _, entries in table}
+        listed = sorted(sets)[0]
+        if spec.launcher == "msrun" and len(sets) > 1:
+            raise UserError(f"rank_table_file {spec.rank_table_file}: its servers use different "
+                            "cards; msrun starts the same cards on every node (use launcher = "
+                            "\"rank_table\")")
+        if devices is not None and len(sets) == 1 and list(listed) != devices:
+            raise UserError(f"key 'devices' is {spec.devices!r} but rank_table_file "
+                            f"{spec.rank_table_file} lists cards {','.join(map(str, listed))}; "
+                            "drop devices or make them agree")
+        if devices is None and list(listed) != list(range(spec.cards_per_node)):
+            devices = list(listed)
+    return devices
+
+
+def _existing_table(spec: JobSpec, master: str) -> tuple[str, list] | None:
+    """(text, per-server [(device_id, rank_id)]) of the job's rank_table_file, validated."""
+    if not spec.rank_table_file:
+        return None
+    try:
+        with open(spec.rank_table_file, encoding="utf-8", newline="") as f:
+            text = f.read()  # newline="": copied byte for byte
+    except OSError as e:
+        raise UserError(f"rank_table_file {spec.rank_table_file}: cannot read it "
+                        f"({e.strerror or e.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"rank_table_file {spec.rank_table_file}: not a UTF-8 JSON file") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"rank_table_file {spec.rank_table_file}: not a JSON rank table "
+                        f"({e})") from None
+    servers = ranktable.validate_table(doc, spec.rank_table_file, spec.nodes,
+                                       spec.cards_per_node, master if spec.nodes > 1 else "")
+    return text, servers
+
+
+def _rank_table(spec: JobSpec, hosts: list[str], devices: list[int] | None) -> dict:
+    cards = devices if devices is not None else list(range(spec.cards_per_node))
+    default = spec.hccn_conf == JobSpec.fields()["hccn_conf"].default  # not set by the job
+    ip_lists = ranktable.device_ip_lists(cards, spec.nodes, None if default else spec.hccn_conf,
+                                         spec.device_ips or None, "key 'device_ips'")
     servers = hosts or [_local_ip()]  # (several nodes always have hosts: see _check)
-    k = spec.cards_per_node
     return ranktable.build_rank_table(
-        [(host, list(zip(cards, ips[i * k:(i + 1) * k]))) for i, host in enumerate(servers)])
+        [(host, list(zip(cards, ip_lists[i]))) for i, host in enumerate(servers)])
+
+
+def _server_slots(table: dict | list, k: int) -> tuple[list[int], list[int]]:
+    """DEVICE_IDs and RANK_IDs of every server's ranks, server after server (rank_table.sh)."""
+    if isinstance(table, dict):
+        table = [(s["server_id"], [(int(d["device_id"]), int(d["rank_id"])) for d in s["device"]])
+                 for s in table["server_list"]]
+    device_ids = [d for _, entries in table for d, _ in entries]
+    rank_ids = [r for _, entries in table for _, r in entries]
+    return device_ids, rank_ids
 
 
 def _local_ip() -> str:
@@ -168,31 +229,48 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     hosts = _hosts(spec)
     _check(spec, hosts, slurm, run_dir)
     world = spec.nodes * spec.cards_per_node
+    # (HCCL rank tables have no scheduler: rank_table.sh needs no master)
+    master_addr = "" if spec.launcher == "rank_table" else _master_addr(spec, hosts, slurm)
+    existing = _existing_table(spec, master_addr)
+    devices = node_devices(spec, existing[1] if existing else None)
+    timeout = cluster_timeout(spec, slurm)
     ctx = dict(name=spec.name, device=spec.device, nodes=spec.nodes, cards=spec.cards_per_node,
                world=world, run_dir=str(run_dir), python=str(python),
                worker=str(Path(repo) / WORKER), repo=str(repo), slurm=slurm,
-               master_addr=_master_addr(spec, hosts, slurm), master_port=spec.master_port,
-               cluster_timeout=spec.cluster_timeout, env=_launch_env(spec),
+               master_addr=master_addr, master_port=spec.master_port,
+               cluster_timeout=timeout, env=_launch_env(spec, timeout, devices),
                free_port=shellsafe.verbatim(FREE_PORT),
                env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
-               site_env=spec.env)
+               site_env=spec.env,
+               bind_cores=spec.bind_cores, rank_table_file=bool(existing),
+               multi_node=spec.nodes > 1, grace_s=GRACE_S, exit_requeue=EXIT_REQUEUE)
     templates = _environment(spec.template_dir)
     out: dict[str, str] = {}
+    if existing and (spec.launcher == "rank_table" or spec.device == "Ascend"):
+        out["rank_table.json"] = existing[0]
     if spec.launcher == "msrun":
+        ctx["rank_table_file"] = "rank_table.json" in out
         out["msrun.sh"] = templates.get_template("msrun.sh.j2").render(ctx)
         out["bin/python"] = templates.get_template("python_shim.j2").render(ctx)
         if slurm:
             gres = spec.gres or (f"gpu:{spec.cards_per_node}" if spec.device == "GPU" else "")
+            whole_node = spec.device != "CPU"  # its cards, cores and memory are the job's
+            cpus = spec.cpus_per_task or (0 if whole_node else spec.cards_per_node)
             out["job.sbatch"] = templates.get_template("job.sbatch.j2").render(
                 ctx, nodelist=shellsafe.sbatch(spec.hosts), gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
-                cpus_per_task=spec.cpus_per_task or spec.cards_per_node,
+                cpus_per_task=cpus, exclusive=whole_node,
                 signal_before_s=spec.signal_before_s, run_lock=RUN_LOCK,
                 exit_user_error=EXIT_USER_ERROR,
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra])
     elif spec.launcher == "rank_table":
-        out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(ctx)
-        out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts))
+        if not existing:
+            out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts, devices))
+        device_ids, rank_ids = _server_slots(existing[1] if existing else
+                                             json.loads(out["rank_table.json"]),
+                                             spec.cards_per_node)
+        out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(
+            ctx, device_ids=device_ids, rank_ids=rank_ids)
     else:
         cpu = spec.device == "CPU"
         mpi_vars = ["MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM", "MS_TOPO_TIMEOUT"]
@@ -200,8 +278,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
             ctx, cpu=cpu, exports=["PATH", *ctx["env"], *spec.env, *(mpi_vars if cpu else [])])
         out["hostfile"] = templates.get_template("hostfile.j2").render(
             ctx, hosts=hosts or ["localhost"])
-        if cpu:
-            out["mpi_task.sh"] = templates.get_template("mpi_task.sh.j2").render(ctx)
+        out["mpi_task.sh"] = templates.get_template("mpi_task.sh.j2").render(ctx, cpu=cpu)
     return out
 
 

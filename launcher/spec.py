@@ -136,7 +136,9 @@ class JobSpec:
     cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
                         "`native` (nn.Conv2d). Ignored on GPU/Ascend.",
                         choices=("im2col", "native"), group="device")
-    num_parallel_workers: int = key(4, "Data pipeline worker threads per process.", minimum=1,
+    num_parallel_workers: int = key(0, "Data pipeline worker threads per process; 0 = the cores "
+                                    "of the rank's range (bind_cores), at most 8. Never more "
+                                    "than the cores the process may use.", minimum=0,
                                     maximum=64, group="device")
     # --- evaluation and outputs ----------------------------------------------------------------
     output_dir: str = key("runs", "Where run directories are created.", path="out",
@@ -146,10 +148,12 @@ class JobSpec:
     image_check: str = key("auto", "Preflight decode of images: `all`, `sample` (200 per split), "
                            "`none`; `auto` is `all` up to 20000 images, else `sample`.",
                            choices=("auto", "all", "sample", "none"), group="output")
-    eval_mode: str = key("rank0", "Data-parallel evaluation: `rank0` evaluates the whole validation "
-                         "set on rank 0 while the others wait; `sharded` lets every rank evaluate "
-                         "its shard and all-reduces the counts. Same accuracy either way.",
-                         choices=("rank0", "sharded"), group="output")
+    eval_mode: str = key("auto", "Data-parallel evaluation: `rank0` evaluates the whole validation "
+                         "set on rank 0 while the others wait in a collective (bounded by "
+                         "collective_timeout); `sharded` lets every rank evaluate its shard and "
+                         "all-reduces the counts; `auto` is `sharded` with more than one worker. "
+                         "Same accuracy either way.",
+                         choices=("auto", "rank0", "sharded"), group="output")
     scale_lr: bool = key(False, "Scale lr linearly with the number of workers (effective batch = "
                          "workers x batch_size). Off by default: lr means the same in a debug "
                          "run and an 8-card run.", group="launch")
@@ -171,11 +175,34 @@ class JobSpec:
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
                            "starts (one node, Slurm, or mpirun); nodes started one by one need an "
                            "explicit port.", minimum=0, maximum=65535, group="launch")
-    cluster_timeout: int = key(60, "Seconds processes wait for their peers while the cluster forms "
+    cluster_timeout: int = key(0, "Seconds processes wait for their peers while the cluster forms "
                                "(msrun --cluster_time_out, MS_TOPO_TIMEOUT; on Ascend also "
-                               "HCCL_CONNECT_TIMEOUT, which is at least 120): short, so that a "
-                               "dead peer fails the job fast.", minimum=1, maximum=7200,
-                               group="launch")
+                               "HCCL_CONNECT_TIMEOUT, which is at least 120). 0 = by launch kind: "
+                               "60 where one command starts every node (one machine, Slurm, "
+                               "mpirun), so a dead peer fails the job fast; 600 (msrun's own) "
+                               "where each node's script is started by hand.", minimum=0,
+                               maximum=7200, group="launch")
+    collective_timeout: int = key(1836, "Seconds a rank may wait in one collective operation "
+                                  "before the job fails (HCCL_EXEC_TIMEOUT on Ascend; CANN rounds "
+                                  "it down to a multiple of 68): long enough for rank 0 to "
+                                  "evaluate 50,000 images at 224 px (at 30 images/s) and save "
+                                  "checkpoints while the others wait (eval_mode = \"rank0\"). "
+                                  "GPU (NCCL) and CPU have no such timeout in MindSpore.",
+                                  minimum=68, maximum=17340, group="launch")
+    bind_cores: bool = key(True, "Bind each local rank to its own contiguous, NUMA-local range of "
+                           "the cores the launch may use (cores // local ranks each): msrun "
+                           "--bind_core, taskset for rank tables, Open MPI --bind-to core.",
+                           group="launch")
+    devices: str = key("", "The cards of each node the job uses, e.g. `4-7` or `0,2,4,6` (as "
+                       "many as cards_per_node); \"\" = cards 0..cards_per_node-1. Sets the rank "
+                       "table's devices, DEVICE_ID and ASCEND_RT_VISIBLE_DEVICES / "
+                       "CUDA_VISIBLE_DEVICES.", group="launch")
+    rank_table_file: str = key("", "An existing HCCL rank table (version 1.0, from hccl_tools.py "
+                               "or merge_hccl.py), validated and copied byte for byte into the "
+                               "run directory as rank_table.json; \"\" = packrun writes one "
+                               "(launcher rank_table) or none.", path="file", group="launch",
+                               fix="give the rank table file hccl_tools.py / merge_hccl.py / "
+                                   "packrun rank-table wrote, or rank_table_file = \"\"")
     hccn_conf: str = key("/etc/hccn.conf", "hccn.conf holding this server's Ascend device IPs "
                          "(`address_N=IP` lines), read for a one-node rank table when device_ips "
                          "is \"\".", group="launch")
@@ -194,7 +221,9 @@ class JobSpec:
     gres: str = key("", "Slurm generic resources per node, e.g. `gpu:8`; \"\" = "
                     "`gpu:<cards_per_node>` on GPU, none otherwise.", group="slurm", grammar=GRES)
     cpus_per_task: int = key(0, "CPU cores for each node's task (its msrun and all its workers); "
-                             "0 = one per worker (cards_per_node).", minimum=0, group="slurm")
+                             "0 = one per worker (cards_per_node) on CPU, and on GPU/Ascend whole "
+                             "nodes (--exclusive, --mem=0: every core, all memory).", minimum=0,
+                             group="slurm")
     requeue: bool = key(True, "Let Slurm requeue the job after a preemption or node failure.",
                         group="slurm")
     signal_before_s: int = key(120, "Seconds before the time limit at which the batch script gets "
@@ -421,6 +450,21 @@ def _check_relations(spec: JobSpec, where: str):
     if spec.launcher == "rank_table" and spec.device != "Ascend":
         raise UserError(f"{where}: launcher 'rank_table' starts Ascend cards (HCCL rank tables); "
                         f"device is {spec.device!r}. Use launcher = \"msrun\" or \"mpirun\".")
+    if "RANK_TABLE_FILE" in spec.env:
+        raise UserError(f"{where}: key 'env' sets RANK_TABLE_FILE; give the table as "
+                        f"rank_table_file = {spec.env['RANK_TABLE_FILE']!r} instead (packrun "
+                        "validates it and copies it into the run directory, where the launch "
+                        "points RANK_TABLE_FILE)")
+    if spec.devices:
+        from launcher.ranktable import parse_devices  # (imports this module)
+        if spec.device == "CPU":
+            raise UserError(f"{where}: key 'devices' selects GPU/Ascend cards; device is 'CPU' "
+                            "(set cards_per_node for the number of CPU workers)")
+        devices = parse_devices(spec.devices, f"{where}: key 'devices'")
+        if len(devices) != spec.cards_per_node:
+            raise UserError(f"{where}: key 'devices' is {spec.devices!r}: {len(devices)} card(s), "
+                            f"but cards_per_node = {spec.cards_per_node}; list one card per "
+                            "worker")
 
 
 def check_output_outside_data(spec: JobSpec, out: str | os.PathLike | None = None,
@@ -450,8 +494,8 @@ def _check_path(name: str, value: str, kind: str, where: str, fix: str | None = 
         raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
     if kind == "file" and not p.is_file():
         what = "is a directory, not a file" if p.exists() else "does not exist"
-        raise UserError(f"{where}: key '{name}': {value} {what}; give a checkpoint file, or "
-                        f"{name} = \"\" to train from scratch")
+        fix = fix or f"give a checkpoint file, or {name} = \"\" to train from scratch"
+        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
 
 
 def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(),

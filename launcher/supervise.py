@@ -104,6 +104,8 @@ class Supervisor:
                 env = p.environ()
             except (psutil.AccessDenied, psutil.NoSuchProcess):
                 continue
+            if not ranks.started_as_rank(env):  # msrun itself, or its child before exec
+                continue
             rank = ranks.rank_from_env(env)
             if rank is None:
                 self.others[p.pid] = p

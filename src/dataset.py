@@ -90,6 +90,23 @@ def shard_indices(n: int, world: int, rank: int, seed: int, epoch: int | None) -
     return order[rank * per_rank:(rank + 1) * per_rank].tolist()
 
 
+AUTO_PIPELINE_WORKERS = 8  # num_parallel_workers = 0: MindSpore's own default, or fewer cores
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask: a bound rank's range)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pipeline_workers(requested: int) -> int:
+    """Data pipeline threads per operation: `requested` (0 = auto), never more than the cores
+    this process may use. MindSpore refuses more workers than cores, and a bound rank's threads
+    stay within its range anyway, so a job file written for a 192-core Ascend host still runs on
+    a laptop."""
+    cores = len(usable_cores()) or 1
+    return max(1, min(requested or AUTO_PIPELINE_WORKERS, cores))
+
+
 def create_dataset(folder: str | Path, classes: list[str], image_size: int, batch_size: int, *,
                    training: bool, indices: list[int] | None = None, reshuffle: bool = False,
                    num_parallel_workers: int = 4, augment: bool | None = None,
@@ -103,9 +120,7 @@ def create_dataset(folder: str | Path, classes: list[str], image_size: int, batc
     (accuracy covers the whole split). `augment` overrides whether training transforms are used.
     """
     augment = training if augment is None else augment
-    # MindSpore refuses more workers than cores; a job file written for a 192-core Ascend host
-    # must still run on a laptop.
-    num_parallel_workers = max(1, min(num_parallel_workers, os.cpu_count() or 1))
+    num_parallel_workers = pipeline_workers(num_parallel_workers)
     if indices is None:
         order = dict(shuffle=training)
     else:

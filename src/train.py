@@ -17,6 +17,7 @@ if __name__ == "__main__" and not __package__:
 
 from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 from launcher import ranks  # noqa: E402
+from launcher.cores import format_cpulist  # noqa: E402
 from launcher.rundir import write_atomic  # noqa: E402
 from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG, worker_exit  # noqa: E402
 from launcher.spec import JobSpec, spec_from_json  # noqa: E402
@@ -166,7 +167,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
         raise UserError(f"train_dir {spec.train_dir} has {n_train} images: fewer than one batch "
                         f"(batch_size {spec.batch_size} x {par.world} worker(s)); lower batch_size")
     data_args = dict(classes=classes, image_size=spec.image_size, batch_size=spec.batch_size,
-                     num_parallel_workers=spec.num_parallel_workers)
+                     num_parallel_workers=dataset.pipeline_workers(spec.num_parallel_workers))
 
     def train_data(epoch: int | None):
         """Epoch `epoch`'s shard: data order and augmentation depend on (seed, epoch) only, so
@@ -178,7 +179,12 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                                       reshuffle=epoch is None, min_crop_scale=spec.min_crop_scale,
                                       hflip=spec.hflip, **data_args)
 
-    sharded_eval = spec.eval_mode == "sharded" and par.world > 1
+    sharded_eval = spec.eval_mode in ("sharded", "auto") and par.world > 1
+    # every rank, in its own log: the cores the launch bound it to (bind_cores), where it runs
+    print(f"rank {par.rank}: cores {format_cpulist(dataset.usable_cores())} "
+          f"({len(dataset.usable_cores())}), {data_args['num_parallel_workers']} data pipeline "
+          f"worker(s), working directory {os.getcwd()}, evaluation "
+          f"{'sharded' if sharded_eval else 'on rank 0'}", flush=True)
     val_indices = None
     if sharded_eval:
         val_indices = dataset.shard_indices(dataset.count_images(spec.val_dir), par.world,

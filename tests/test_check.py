@@ -1,6 +1,7 @@
 """`packrun check`: every check's findings, the pure checkpoint fit, the sizes behind the disk
 estimate, and the cheap part that `packrun run` runs first."""
 
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -162,7 +163,9 @@ def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert [l.split(":")[0].split()[1] for l in lines[:-1]] == [
-        "job", "data", "images", "devices", "launch", "port", "output", "tools", "network"]
+        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools",
+        "network"]
+    assert re.search(r"^ok      cores: \d+ core\(s\) per rank \(rank 0: [\d,-]+\)", r.stdout, re.M)
     assert all(l.startswith("ok      ") for l in lines[:-1])
     assert f"network: checkpoint {ckpt} fits resnet18 after head filtering: 100 parameters " \
            "load, re-initialised: end_point.weight, end_point.bias" in r.stdout

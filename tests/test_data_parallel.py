@@ -94,6 +94,19 @@ def test_two_worker_run(job, launcher):
     assert [row["epoch"] for row in rows] == [1, 2]
     assert rows[0]["steps"] == 48 // 2 // 8  # the shard's steps, not the whole set's
     assert "Epoch 1/2" not in (logs / "worker_1.log").read_text()  # only rank 0 reports
+    # bind_cores (default): each worker on its own core of this machine's two, and in its own
+    # directory (ranks/<rank>/); with one core, one data pipeline worker
+    bound = {}
+    for rank in (0, 1):
+        m = re.search(r"rank (\d): cores (\S+) \((\d+)\), (\d+) data pipeline worker\(s\), "
+                      r"working directory (\S+), evaluation (sharded|on rank 0)",
+                      (logs / f"worker_{rank}.log").read_text())
+        assert m and int(m.group(1)) == rank, f"worker_{rank}.log does not state its cores"
+        bound[rank] = m.group(2)
+        assert (m.group(3), m.group(4)) == ("1", "1")
+        assert m.group(5) == str(run_dir / "ranks" / str(rank))
+        assert m.group(6) == "sharded"  # eval_mode "auto" with 2 workers
+    assert sorted(bound.values()) == ["0", "1"]
     assert sorted(p.name for p in run_dir.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     best = max(rows, key=lambda row: (row["val_acc"], row["epoch"]))
     assert single_process_accuracy(run_dir) == best["val_acc"]

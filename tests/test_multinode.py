@@ -419,6 +419,25 @@ def test_unresolvable_master_is_an_error_before_any_worker_starts(cluster, job, 
     assert_nothing_left(cluster, run_dir)
 
 
+@pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
+def test_a_loopback_master_is_an_error_before_any_worker_starts(cluster, job, launcher):
+    """The hosts' private /etc/hosts maps localhost to 127.0.0.1, as a Debian host maps its own
+    name to 127.0.1.1: a scheduler there is unreachable from the other host."""
+    if launcher == "mpirun" and shutil.which("mpirun") is None:
+        unavailable("Open MPI is not installed (apt-get install openmpi-bin)")
+    run_dir = render(cluster, job, f"--launcher={launcher}", "--master_addr=localhost",
+                     f"--master_port={MASTER_PORT}")
+    script = f"bash {run_dir}/{launcher}.sh" + (" {rank}" if launcher == "msrun" else "")
+    hosts = cluster.nodes if launcher == "msrun" else ["node1"]
+    for rank, node in enumerate(hosts):
+        r = cluster.run_on(node, script.format(rank=rank))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "master_addr 'localhost' resolves to 127.0.0.1, a loopback address" in r.stderr
+        assert node in r.stderr, r.stderr
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == []   # nothing started
+    assert_nothing_left(cluster, run_dir)
+
+
 # ---------------------------------------------------------------------------------------------
 # Up and down
 # ---------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def test_one_table_over_two_servers_from_explicit_ips(tmp_path):
 
 
 def test_explicit_ips_must_cover_every_device(tmp_path):
-    with pytest.raises(UserError, match="--device_ips has 3 addresses; 2 server.* need 4"):
+    with pytest.raises(UserError, match="--device_ips has 3 address\(es\); 2 node.* need 4"):
         rank_table_command("0,1", "10.0.0.1,10.0.0.2", tmp_path / "t.json",
                            device_ips=("192.168.1.1", "192.168.1.2", "192.168.2.1"))
 
@@ -310,3 +310,24 @@ def test_out_must_be_a_file_in_an_existing_directory(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         rank_table_command(*args, tmp_path / "no" / "t.json", device_ips="192.168.1.1")
     assert Path(rank_table_command(*args, tmp_path / "t.json", device_ips="192.168.1.1")).is_file()
+
+
+def test_render_and_the_command_share_one_device_ip_resolver(tmp_path, monkeypatch,
+                                                            no_default_hccn, make_job):
+    """No /etc/hccn.conf: `packrun render` asks hccn_tool for the job's cards, as
+    `packrun rank-table` does (one precedence: device_ips > hccn.conf > hccn_tool)."""
+    from launcher.render import render_artifacts
+    from launcher.spec import load_job
+    tool = tmp_path / "bin" / "hccn_tool"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\necho "ipaddr:192.168.100.10$2"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    spec = load_job(make_job(device="Ascend", cards_per_node=2, devices="4,6",
+                             launcher="rank_table", hosts="10.0.0.1"))
+    table = json.loads(render_artifacts(spec, "/runs/x")["rank_table.json"])
+    assert [(d["device_id"], d["device_ip"]) for d in table["server_list"][0]["device"]] == [
+        ("4", "192.168.100.104"), ("6", "192.168.100.106")]
+    explicit = spec.replace(device_ips="10.1.0.1,10.1.0.2")
+    table = json.loads(render_artifacts(explicit, "/runs/x")["rank_table.json"])
+    assert table["server_list"][0]["device"][1]["device_ip"] == "10.1.0.2"

@@ -144,7 +144,7 @@ def test_sbatch_script(make_job, hccn_conf):
     sbatch = art["job.sbatch"]
     directives = re.findall(r"^#SBATCH (.*)$", sbatch, re.M)
     assert directives == ["--job-name=demo", "--nodes=2", "--ntasks-per-node=1",
-                          "--cpus-per-task=8", "--partition=ascend", "--account=proj1",
+                          "--exclusive", "--mem=0", "--partition=ascend", "--account=proj1",
                           "--qos=normal", "--time=1-12:00:00",
                           f"--output={RUN_DIR}/slurm-%j.out", "--signal=B:USR1@120",
                           "--requeue"]
@@ -178,10 +178,11 @@ def test_mpirun_on_cpu_maps_ranks_onto_the_dynamic_cluster(make_job, hccn_conf):
 
 def test_mpirun_on_gpu_and_ascend_runs_workers_directly(make_job, hccn_conf):
     art = render_case(make_job, hccn_conf, "ascend_2x8_mpirun")
-    assert "mpi_task.sh" not in art and "MS_ROLE" not in art["mpirun.sh"]
+    assert "MS_ROLE" not in art["mpirun.sh"] + art["mpi_task.sh"]
     assert art["hostfile"] == "10.0.0.1 slots=8\n10.0.0.2 slots=8\n"
     assert "-x HCCL_CONNECT_TIMEOUT" in art["mpirun.sh"]
-    assert f'"$PYTHON" {REPO}/src/train.py "$RUN_DIR"' in art["mpirun.sh"]
+    assert f"exec {PYTHON} {REPO}/src/train.py {RUN_DIR}\n" in art["mpi_task.sh"]
+    assert f'RANK_DIR={RUN_DIR}/ranks/"$RANK_ID"' in art["mpi_task.sh"]
 
 
 def test_rank_table_of_a_render(make_job, hccn_conf):
@@ -409,11 +410,19 @@ sys.exit(int(os.environ["RANK_ID"] == os.environ.get("FAIL_RANK")))
 """
 
 
-def test_rank_table_script_runs_every_card_and_reports_failures(make_job, hccn_conf, tmp_path):
+def stub_repo(tmp_path, worker: str) -> Path:
+    """A checkout whose worker is `worker` (packrun's launcher package beside it: the launch
+    scripts split cores with it)."""
     repo = tmp_path / "repo"
     (repo / "src").mkdir(parents=True)
-    (repo / "src" / "train.py").write_text(FAKE_WORKER)
-    keys = dict(ASCEND8, launcher="rank_table", cards_per_node=4, nodes=2,
+    (repo / "src" / "train.py").write_text(worker)
+    (repo / "launcher").symlink_to(Path(render.REPO) / "launcher")
+    return repo
+
+
+def test_rank_table_script_runs_every_card_and_reports_failures(make_job, hccn_conf, tmp_path):
+    repo = stub_repo(tmp_path, FAKE_WORKER)
+    keys = dict(ASCEND8, launcher="rank_table", cards_per_node=4, nodes=2, bind_cores=False,
                 hosts="10.0.0.[1-2]", device_ips=",".join(DEVICE_IPS_2X8.split(",")[:8]))
     run_dir, _ = write_run_dir(spec_for(make_job, hccn_conf, keys), python=sys.executable,
                                repo=repo)
@@ -425,7 +434,7 @@ def test_rank_table_script_runs_every_card_and_reports_failures(make_job, hccn_c
         assert log == f"rank {rank} device {device} of 8 {run_dir / 'rank_table.json'}\n"
     bad = subprocess.run(["bash", script, "0"], capture_output=True, text=True, timeout=60,
                          env=os.environ | {"FAIL_RANK": "2"})
-    assert bad.returncode == 1 and "rank(s) 2 failed" in bad.stderr
+    assert bad.returncode == 1 and "rank 2 exited with status 1" in bad.stderr
     usage = subprocess.run(["bash", script, "2"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "SERVER_INDEX is '2'; give 0..1" in usage.stderr
 

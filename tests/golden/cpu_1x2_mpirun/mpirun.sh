@@ -8,12 +8,12 @@ PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
 # MindSpore's dynamic cluster takes the scheduler's IP address, not a name: resolve it here.
 MASTER_ADDR=127.0.0.1
-read -r MS_SCHED_HOST _ < <(getent ahosts "$MASTER_ADDR")
-if [ -z "$MS_SCHED_HOST" ]; then
-    echo "mpirun.sh: the master address '$MASTER_ADDR' does not resolve on $HOSTNAME; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
+MASTER_IP=$(getent ahosts "$MASTER_ADDR" | awk 'NR == 1 {print $1}') || MASTER_IP=""
+if [ -z "$MASTER_IP" ]; then
+    echo "mpirun.sh: $HOSTNAME: the master address '$MASTER_ADDR' does not resolve here; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
     exit 2
 fi
-export MS_SCHED_HOST
+export MS_SCHED_HOST="$MASTER_IP"
 MS_SCHED_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])') || exit 1
 export MS_SCHED_PORT
 export MS_WORKER_NUM=2
@@ -24,8 +24,11 @@ AS_ROOT=()
 if [ "$(id -u)" -eq 0 ]; then
     AS_ROOT=(--allow-run-as-root)  # Open MPI refuses root without it
 fi
-# --bind-to none: every worker runs many threads (data pipeline, MindSpore's thread pools)
-mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" --bind-to none \
+# Each rank gets its own PE consecutive hardware threads (cores // local ranks, as
+# launcher/cores.py splits this host's cores); the worker's log names them.
+PE=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.cores 2 --per) || exit 2
+BIND=(--map-by "slot:PE=$PE" --bind-to hwthread --use-hwthread-cpus --report-bindings)
+mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" "${BIND[@]}" \
     --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
     -x PATH -x MS_SCHED_HOST -x MS_SCHED_PORT -x MS_WORKER_NUM -x MS_TOPO_TIMEOUT \
     bash "$RUN_DIR/mpi_task.sh"

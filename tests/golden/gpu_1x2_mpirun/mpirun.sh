@@ -10,10 +10,13 @@ AS_ROOT=()
 if [ "$(id -u)" -eq 0 ]; then
     AS_ROOT=(--allow-run-as-root)  # Open MPI refuses root without it
 fi
-# --bind-to none: every worker runs many threads (data pipeline, MindSpore's thread pools)
-mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" --bind-to none \
+# Each rank gets its own PE consecutive hardware threads (cores // local ranks, as
+# launcher/cores.py splits this host's cores); the worker's log names them.
+PE=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.cores 2 --per) || exit 2
+BIND=(--map-by "slot:PE=$PE" --bind-to hwthread --use-hwthread-cpus --report-bindings)
+mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" "${BIND[@]}" \
     --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
     -x PATH \
-    "$PYTHON" /opt/packrun/src/train.py "$RUN_DIR"
+    bash "$RUN_DIR/mpi_task.sh"
 RC=$?
 exit "$RC"
