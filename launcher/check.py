@@ -69,12 +69,8 @@ class Options:
 
 def check_paths(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Data folders and checkpoint exist (the checks `load_job` makes for run/debug/submit)."""
-    problems = path_problems(spec)
-    for text in problems:
+    for text in path_problems(spec):  # (when they exist, data and network say so)
         yield Finding(opts.missing, "paths", text)
-    if not problems:
-        yield Finding(OK, "paths", "train_dir, val_dir"
-                      + (" and pretrained exist" if spec.pretrained else " exist"))
 
 
 def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
