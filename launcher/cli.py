@@ -14,6 +14,12 @@ import fire
 from launcher.errors import EXIT_USER_ERROR, UserError
 
 
+def flag(name: str, value) -> bool:
+    """A command's on/off flag as the spec parses bools (`--wait=false` is off)."""
+    from launcher.check import flag as parse
+    return parse(name, value)
+
+
 def _user_errors_exit_2(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -32,7 +38,7 @@ class Commands:
     def debug(self, job=None, resume=None, **overrides):
         """Run JOB as one worker process on one device; prints the run directory.
 
-        Any job key is also a flag: packrun debug jobs/demo_target.toml --epochs=2
+        Any job key is also a flag: packrun debug jobs/demo.toml --epochs=2
         packrun debug --resume RUN_DIR   (continue a debug run from RUN_DIR/last.ckpt)
         """
         from launcher.local_run import debug_run
@@ -47,7 +53,7 @@ class Commands:
         --quick makes it a smoke test (fewer epochs and images).
         """
         from launcher.demo import run_demo
-        sys.exit(run_demo(quick=bool(quick), output_dir=output_dir, workdir=workdir))
+        sys.exit(run_demo(quick=flag("quick", quick), output_dir=output_dir, workdir=workdir))
 
     @_user_errors_exit_2
     def keys(self):
@@ -80,7 +86,8 @@ class Commands:
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
         """
         from launcher.render import render_command
-        render_command(job, overrides, slurm=bool(slurm), out=out, print_only=bool(print))
+        render_command(job, overrides, slurm=flag("slurm", slurm), out=out,
+                       print_only=flag("print", print))
 
     @_user_errors_exit_2
     def rank_table(self, devices="0-7", server_ip=None, out=None, hccn_conf=None,
@@ -157,7 +164,7 @@ class Commands:
         --out=DIR creates the run directory in DIR instead of output_dir.
         """
         from launcher.slurm import submit_command
-        sys.exit(submit_command(job, overrides, wait=bool(wait), out=out))
+        sys.exit(submit_command(job, overrides, wait=flag("wait", wait), out=out))
 
     @_user_errors_exit_2
     def status(self, run_dir):
@@ -197,6 +204,10 @@ class Commands:
 
 
 def main():
+    from launcher.cli_help import dispatch_help
+    rc = dispatch_help(Commands, sys.argv[1:])
+    if rc is not None:
+        sys.exit(rc)
     fire.Fire(Commands(), name="packrun")
 
 
