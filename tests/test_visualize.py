@@ -233,7 +233,24 @@ def test_progress_off_a_terminal_prints_plain_lines(monkeypatch):
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
     assert len(lines) == 3                     # the last step is followed by the epoch summary
-    assert lines[0] == "  epoch 1/3 step 1/4  loss 0.5000  8.0 img/s  ETA epoch 3 s, run 11 s"
+    assert lines[0] == ("  epoch 1/3 step 1/4  loss 0.5000  first step 1 s (graph compile / "
+                        "data start)  ETA after the next step")
+    assert lines[1] == "  epoch 1/3 step 2/4  loss 0.5000  8.0 img/s  ETA epoch 2 s, run 10 s"
+
+
+def test_progress_eta_leaves_out_the_slow_first_step(monkeypatch):
+    """The first step compiles the graph (30 s of a 69 s run): the ETA must not scale it up."""
+    from src.callbacks import Progress
+    times = iter([0.0, 100.0, 101.0, 102.0, 200.0, 201.0])  # start, steps 1-3; epoch 2
+    monkeypatch.setattr("src.callbacks.time.monotonic", lambda: next(times))
+    out = io.StringIO()
+    p = Progress(steps=10, images_per_step=8, interval_s=0.0, tty=False, out=out)
+    for done in (1, 2, 3):
+        p.step(done, 0.5, epoch=1, epochs=2)
+    assert out.getvalue().splitlines()[-1].endswith("8.0 img/s  ETA epoch 7 s, run 17 s")
+    p.restart()
+    p.step(1, 0.5, epoch=2, epochs=2)
+    assert "ETA after the next step" in out.getvalue().splitlines()[-1]
 
 
 def test_progress_off_a_terminal_is_periodic(monkeypatch):
