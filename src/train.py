@@ -207,8 +207,8 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                         "shared by all nodes")
     if start_epoch:
         say(f"resuming from {run_dir / LAST_CKPT}: epoch {start_epoch} of {spec.epochs} done")
-    say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {steps} steps/epoch x {spec.epochs} "
-        f"epochs, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}, "
+    say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {steps} step{'s' * (steps != 1)}/epoch "
+        f"x {spec.epochs} epoch{'s' * (spec.epochs != 1)}, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}, "
         f"device {spec.device}")
     flag = run_dir / PREEMPT_FLAG
     bn_statistics = [p for p in net.get_parameters()
