@@ -125,8 +125,9 @@ def write_prediction_pictures(spec: JobSpec, run_dir: Path, net, val_ds,
     which = checkpoint_title(spec, run_dir)
     n_wrong = int((preds != labels).sum())
     n_wrong_shown = int((preds[shown] != labels[shown]).sum())
-    title = (f"{which}\n{len(shown)} of {total} validation images, {n_wrong_shown} of its "
-             f"{n_wrong} mistakes shown (red: pre:<predicted> (true <class>))")
+    mistakes = (f"{n_wrong_shown} of its {n_wrong} mistakes in red: pre:<predicted> (true "
+                "<class>)") if n_wrong else "no mistakes"
+    title = f"{which}\n{len(shown)} of {total} validation images, {mistakes}"
     grid = visualize.prediction_grid(images, preds[shown], labels[shown], classes, title=title)
     confusion = visualize.confusion_figure(labels, preds, classes,
                                            title=f"{which}\nvalidation split")
