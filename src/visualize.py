@@ -34,6 +34,7 @@ MAX_COLS = 8           # the tutorial's grid is 3 x 8
 MAX_PANELS = 64        # a batch of 256 would make an unreadable picture: show the first 64
 PANEL_W, PANEL_H = 1.5, 1.7   # inches per panel (title included); 3 x 8 -> the tutorial's 12 x 5
 DPI = 100
+TITLE_LINE_H = 0.2            # inches added to a grid per line of its title
 RIGHT, WRONG = "blue", "red"
 
 # The pictures a finished run holds (src/run_pictures.py writes them, launcher/report.py shows
@@ -86,7 +87,12 @@ def image_grid(images: np.ndarray, titles: Sequence[str],
         raise ValueError("images, titles and colors must have the same length")
     n = min(total, MAX_PANELS)
     rows, cols = grid_shape(n)
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, layout="constrained")
+    if n < total:
+        title = f"{title}\n(first {n} of {total} images)" if title else \
+            f"first {n} of {total} images"
+    title_h = TITLE_LINE_H * (title.count("\n") + 1) if title else 0.0
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows + title_h), dpi=DPI,
+                 layout="constrained")
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
         image = images[i]
@@ -94,9 +100,6 @@ def image_grid(images: np.ndarray, titles: Sequence[str],
                   cmap="gray" if image.shape[-1] == 1 else None, vmin=0.0, vmax=1.0)
         ax.set_title(titles[i], color=colors[i] if colors is not None else "black", fontsize=9)
         ax.axis("off")
-    if n < total:
-        title = f"{title}\n(first {n} of {total} images)" if title else \
-            f"first {n} of {total} images"
     if title:
         fig.suptitle(title, fontsize=9 if cols < 5 else 10)
     return fig

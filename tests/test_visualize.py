@@ -16,10 +16,11 @@ MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
-def panel_size(rows, cols):
-    """The PNG size, in pixels, of a grid of rows x cols panels."""
+def panel_size(rows, cols, title_lines=0):
+    """The PNG size, in pixels, of a grid of rows x cols panels under a title."""
     return (round(visualize.PANEL_W * cols * visualize.DPI),
-            round(visualize.PANEL_H * rows * visualize.DPI))
+            round((visualize.PANEL_H * rows + visualize.TITLE_LINE_H * title_lines)
+                  * visualize.DPI))
 
 
 def images(n, size=16, seed=0):
@@ -34,7 +35,7 @@ def test_grid_shape_follows_the_batch(n, shape):
     assert visualize.grid_shape(n) == shape
 
 
-@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 56)])
+@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63), (61, 56)])
 def test_a_sample_grid_has_no_empty_cell(n, count):
     assert visualize.full_grid_count(n) == count
     rows, cols = visualize.grid_shape(count)
@@ -233,14 +234,14 @@ def test_show_batch_writes_a_grid_sized_to_the_batch(tmp_path, job, split, batch
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == str(out)
     png = np.asarray(Image.open(out).convert("RGB"))
-    assert Image.open(out).size == panel_size(rows, cols)
+    assert Image.open(out).size == panel_size(rows, cols, title_lines=2)  # split, transforms
     assert len(np.unique(png.reshape(-1, 3), axis=0)) > 50   # images drawn, not empty panels
 
 
 def test_show_batch_defaults_to_the_current_directory(tmp_path, job):
     r = packrun("show-batch", job, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert Image.open(tmp_path / "tiny_train_batch.png").size == panel_size(1, 8)
+    assert Image.open(tmp_path / "tiny_train_batch.png").size == panel_size(1, 8, 2)
 
 
 @pytest.mark.parametrize("args, message", [
