@@ -61,6 +61,7 @@ class Options:
     images: str = "sample"    # decode policy: all, sample, auto, none (preflight.images_to_scan)
     missing: str = "error"    # level of a missing data folder, checkpoint or hccn.conf (ERROR,
     #                           or WARNING for `check --quick`, like `render`)
+    source: str = "job"       # the job file, for messages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ class Options:
 
 def check_paths(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Data folders and checkpoint exist (the checks `load_job` makes for run/debug/submit)."""
-    for text in path_problems(spec):  # (when they exist, data and network say so)
+    for text in path_problems(spec, opts.source):  # (when they exist, data and network say so)
         yield Finding(opts.missing, "paths", text)
 
 
@@ -361,7 +362,8 @@ def check_command(job: str, overrides: dict, *, all_images=False, quick=False,
     print(Finding(OK, "job", f"{job}: {spec.arch} {spec.mode}, {spec.num_classes} classes, "
                   f"device {spec.device}"), flush=True)
     counts = {OK: 1, WARNING: 0, ERROR: 0}
-    opts = Options(slurm=slurm, images=policy, missing=WARNING if quick else ERROR)
+    opts = Options(slurm=slurm, images=policy, missing=WARNING if quick else ERROR,
+                   source=str(job))
     for f in findings(spec, opts, network=not quick):
         counts[f.level] += 1
         print(f, file=sys.stderr if f.level == ERROR else sys.stdout, flush=True)

@@ -50,7 +50,7 @@ def data_with_mistakes(n=200, wrong_at=(150, 170, 190)):
 
 
 def test_mistakes_are_kept_and_shown():
-    data, labels = data_with_mistakes()
+    data, _ = data_with_mistakes()
     sample = np.arange(0, 40, 4)  # 10 positions, all of class 0: all correct
     preds, ys, kept = run_pictures.predict_keeping(FakeNet(), data, set(sample.tolist()),
                                                    wrong=2, seed=1)
