@@ -42,6 +42,6 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 
-echo "== pip: packrun$extras and its dependencies into .venv (the first time downloads ~1 GB)"
+echo "== pip: packrun$extras and its dependencies into .venv (the first time downloads mindspore and the rest: 2.9 GB installed)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
 echo "== installed: $(pwd)/.venv/bin/packrun  (source .venv/bin/activate puts packrun on PATH)"
