@@ -129,8 +129,7 @@ def dispatch_help(cls, argv: list[str]) -> int | None:
         print(f"packrun: error: unknown command {argv[0]!r}{hint}; commands: "
               f"{', '.join(cmds)}. `packrun --help` describes them.", file=sys.stderr)
         return EXIT_USER_ERROR
-    before_separator = argv[1:argv.index("--")] if "--" in argv else argv[1:]
-    if any(a in HELP_FLAGS for a in before_separator):
+    if any(a in HELP_FLAGS for a in argv[1:]):  # (fire's own hint says `packrun CMD -- --help`)
         sys.stdout.write(command_help(name, cmds[name]))
         return 0
     return None

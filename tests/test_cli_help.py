@@ -80,6 +80,7 @@ def test_every_command_has_help(tmp_path, name):
 
 def test_help_wins_over_missing_job_and_underscored_names_still_work(tmp_path):
     for argv in (["debug", "--help"], ["run", "-h"], ["show_batch", "--help"],
+                 ["render", "--", "--help"],  # what fire's usage error suggests
                  ["debug", "jobs/none.toml", "--epochs=2", "--help"]):
         rc, out, err, _ = packrun_on_a_tty(*argv, tmp_path=tmp_path)
         assert rc == 0 and "give a job file" not in err and out.startswith("usage: packrun "), argv
