@@ -64,3 +64,9 @@ def test_slurm_console_follows_rank_0_without_chatter(tmp_path):
     out = io.StringIO()
     SlurmFollower(log, out).pump(final=True)
     assert out.getvalue() == f"{OURS[0]}\n{OURS[4]}\n"
+
+
+def test_counts_read_as_english():
+    from src.train import counted
+    assert (counted(1, "step"), counted(36, "step"), counted(1, "epoch")) == \
+        ("1 step", "36 steps", "1 epoch")
