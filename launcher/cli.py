@@ -84,6 +84,8 @@ class Commands:
         --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
         --slurm adds job.sbatch (msrun on every node via srun); --out=DIR creates the run
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
+        Data folders, checkpoint and hccn.conf need not exist here (warnings: they must exist
+        where the job runs; run, debug and submit refuse them).
         """
         from launcher.render import render_command
         render_command(job, overrides, slurm=flag("slurm", slurm), out=out,
@@ -122,7 +124,8 @@ class Commands:
         Job keys are flags: packrun check jobs/x.toml --launcher=rank_table --device=Ascend
         --cards_per_node=8. --all_images decodes every image (default: a sample of 200, or
         what the job's image_check says when it is "all" or "none");
-        --quick skips the network build (the part that imports MindSpore), as `run` does;
+        --quick skips the network build (the part that imports MindSpore), as `run` does, and
+        reports missing data folders, checkpoint or hccn.conf as warnings (as `render` does);
         --slurm checks for `packrun submit` (job.sbatch, sbatch).
         """
         from launcher.check import check_command
