@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 from launcher import cores, preflight, render
 from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.spec import JobSpec, load_job
+from launcher.spec import JobSpec, load_job, path_problems
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 MAX_LISTED_IMAGES = 5   # undecodable images named one by one; the rest are counted
@@ -61,11 +61,20 @@ class Options:
     out: str | None = None    # run directories go here instead of output_dir
     images: str = "sample"    # decode policy: all, sample, auto, none (preflight.images_to_scan)
     here: bool = False        # the job runs on this machine now (debug, run): cards must be here
+    missing: str = "error"    # level of a missing data folder, checkpoint or hccn.conf (ERROR,
+    #                           or WARNING for `check --quick`, like `render`)
+    source: str = "job"       # the job file, for messages
 
 
 # ---------------------------------------------------------------------------------------------
 # Cheap checks
 # ---------------------------------------------------------------------------------------------
+
+def check_paths(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """Data folders and checkpoint exist (the checks `load_job` makes for run/debug/submit)."""
+    for text in path_problems(spec, opts.source):  # (when they exist, data and network say so)
+        yield Finding(opts.missing, "paths", text)
+
 
 def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Layout, classes equal in both splits and equal to num_classes, images decodable."""
@@ -76,6 +85,10 @@ def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
 
 
 def _check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    if not (Path(spec.train_dir).is_dir() and Path(spec.val_dir).is_dir()):
+        yield Finding(WARNING, "data", "not checked: train_dir or val_dir is missing (see "
+                      "paths above)")
+        return
     train_split, val_split = preflight.scan_splits(
         spec, world=spec.nodes * spec.cards_per_node)
     for key, split in (("train_dir", train_split), ("val_dir", val_split)):
@@ -189,7 +202,11 @@ def check_launch(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Render the launch in memory, as `packrun render` would: nodes, hosts, ports, rank table
     (hccn.conf or device_ips)."""
     placeholder = Path(opts.out or spec.output_dir).resolve() / f"{spec.name}-YYYYmmdd-HHMMSS"
-    artifacts = render.render_artifacts(spec, placeholder, slurm=opts.slurm)
+    warnings: list[str] = []
+    artifacts = render.render_artifacts(spec, placeholder, slurm=opts.slurm,
+                                        warn=warnings.append if opts.missing == WARNING else None)
+    for text in warnings:
+        yield Finding(WARNING, "launch", text)
     how = "Slurm (msrun on every node)" if opts.slurm else spec.launcher
     yield Finding(OK, "launch", f"{how}, {spec.nodes} node(s) x {spec.cards_per_node} worker(s): "
                   f"renders {', '.join(sorted(artifacts))}")
@@ -308,8 +325,8 @@ def check_tools(spec: JobSpec, opts: Options) -> Iterator[Finding]:
             yield Finding(ERROR, "tools", f"{tool} not found on PATH; {fixes[tool]}")
 
 
-CHEAP_CHECKS = (("job", check_job), ("data", check_data), ("devices", check_devices), ("launch", check_launch),
-                ("cores", check_cores),
+CHEAP_CHECKS = (("job", check_job), ("paths", check_paths), ("data", check_data),
+                ("devices", check_devices), ("launch", check_launch), ("cores", check_cores),
                 ("port", check_port), ("output", check_output), ("tools", check_tools))
 
 
@@ -320,6 +337,10 @@ CHEAP_CHECKS = (("job", check_job), ("data", check_data), ("devices", check_devi
 def check_network(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """The head exists and the pretrained checkpoint fits the network after head filtering:
     names and shapes (nothing is loaded into the network)."""
+    if spec.pretrained and not Path(spec.pretrained).is_file():
+        yield Finding(WARNING, "network", "checkpoint fit not checked: pretrained is missing "
+                      "(see paths above)")
+        return
     from src.checkpoint import check_fit, head_parameter_names, read_checkpoint, shapes
     from src.train import build_network
     net = build_network(spec)
@@ -329,6 +350,7 @@ def check_network(spec: JobSpec, opts: Options) -> Iterator[Finding]:
         yield Finding(OK, "network", f"{spec.arch}, head '{spec.head}' ({', '.join(heads)}); "
                       "pretrained = \"\": trains from scratch")
         return
+
     file_shapes = shapes(read_checkpoint(spec.pretrained))
     fit = check_fit(file_shapes, net_shapes, heads)
     problems = fit.problems(spec.pretrained, spec.arch)
@@ -405,13 +427,15 @@ def check_command(job: str, overrides: dict, *, all_images=False, quick=False,
     check found an error."""
     all_images, quick = flag("all_images", all_images), flag("quick", quick)
     slurm = flag("slurm", slurm)
-    spec = load_job(job, overrides)
+    spec = load_job(job, overrides, check_paths=False)  # missing paths: findings (check_paths)
     policy = "all" if all_images or spec.image_check == "all" else \
         "none" if spec.image_check == "none" else "sample"
     print(Finding(OK, "job", f"{job}: {spec.arch} {spec.mode}, {spec.num_classes} classes, "
                   f"device {spec.device}"), flush=True)
     counts = {OK: 1, WARNING: 0, ERROR: 0}
-    for f in findings(spec, Options(slurm=slurm, images=policy), network=not quick):
+    opts = Options(slurm=slurm, images=policy, missing=WARNING if quick else ERROR,
+                   source=str(job))
+    for f in findings(spec, opts, network=not quick):
         counts[f.level] += 1
         print(f, file=sys.stderr if f.level == ERROR else sys.stdout, flush=True)
     verdict = "fix the errors above" if counts[ERROR] else "ready to run"

@@ -14,6 +14,12 @@ import fire
 from launcher.errors import EXIT_USER_ERROR, UserError
 
 
+def flag(name: str, value) -> bool:
+    """A command's on/off flag as the spec parses bools (`--wait=false` is off)."""
+    from launcher.check import flag as parse
+    return parse(name, value)
+
+
 def _user_errors_exit_2(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -35,7 +41,7 @@ class Commands:
     def debug(self, job=None, resume=None, **overrides):
         """Run JOB as one worker process on one device; prints the run directory.
 
-        Any job key is also a flag: packrun debug jobs/demo_target.toml --epochs=2
+        Any job key is also a flag: packrun debug jobs/demo.toml --epochs=2
         packrun debug --resume RUN_DIR   (continue a debug run from RUN_DIR/last.ckpt)
         """
         from launcher.local_run import debug_run
@@ -50,7 +56,7 @@ class Commands:
         --quick makes it a smoke test (fewer epochs and images).
         """
         from launcher.demo import run_demo
-        sys.exit(run_demo(quick=bool(quick), output_dir=output_dir, workdir=workdir))
+        sys.exit(run_demo(quick=flag("quick", quick), output_dir=output_dir, workdir=workdir))
 
     @_user_errors_exit_2
     def keys(self):
@@ -81,9 +87,12 @@ class Commands:
         --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
         --slurm adds job.sbatch (msrun on every node via srun); --out=DIR creates the run
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
+        Data folders, checkpoint and hccn.conf need not exist here (warnings: they must exist
+        where the job runs; run, debug and submit refuse them).
         """
         from launcher.render import render_command
-        render_command(job, overrides, slurm=bool(slurm), out=out, print_only=bool(print))
+        render_command(job, overrides, slurm=flag("slurm", slurm), out=out,
+                       print_only=flag("print", print))
 
     @_user_errors_exit_2
     def rank_table(self, devices="0-7", server_ip=None, out=None, hccn_conf=None,
@@ -118,7 +127,8 @@ class Commands:
         Job keys are flags: packrun check jobs/x.toml --launcher=rank_table --device=Ascend
         --cards_per_node=8. --all_images decodes every image (default: a sample of 200, or
         what the job's image_check says when it is "all" or "none");
-        --quick skips the network build (the part that imports MindSpore), as `run` does;
+        --quick skips the network build (the part that imports MindSpore), as `run` does, and
+        reports missing data folders, checkpoint or hccn.conf as warnings (as `render` does);
         --slurm checks for `packrun submit` (job.sbatch, sbatch).
         """
         from launcher.check import check_command
@@ -160,7 +170,7 @@ class Commands:
         --out=DIR creates the run directory in DIR instead of output_dir.
         """
         from launcher.slurm import submit_command
-        sys.exit(submit_command(job, overrides, wait=bool(wait), out=out))
+        sys.exit(submit_command(job, overrides, wait=flag("wait", wait), out=out))
 
     @_user_errors_exit_2
     def status(self, run_dir):
@@ -200,7 +210,11 @@ class Commands:
 
 
 def main():
+    from launcher.cli_help import dispatch_help
     from launcher.cliargs import keep_text  # job-key values as typed (fire would eval them)
+    rc = dispatch_help(Commands, sys.argv[1:])
+    if rc is not None:
+        sys.exit(rc)
     fire.Fire(Commands(), command=keep_text(sys.argv[1:]), name="packrun")
 
 

@@ -94,6 +94,9 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
     print(summary_table(results))
+    print("time: wall clock of each run (process start, data check, graph compilation, training, "
+          "evaluation, pictures);\n      the report's train/eval times count only the epochs' "
+          "training steps and validation passes")
     from launcher.report import write_report  # matplotlib: only once the runs are done
     report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
                           labels=[r["label"] for r in results])

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from launcher.console import ChatterFilter
+
 GRACE_S = 10.0
 
 
@@ -84,11 +86,13 @@ def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
         try:
             # chunks, not lines: a progress line rewritten with \r reaches the console live
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            chatter = ChatterFilter()  # MindSpore's INFO/WARNING lines: the log only
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
                 log.write(chunk)
                 log.flush()
-                console.write(decoder.decode(chunk))
+                console.write(chatter.feed(decoder.decode(chunk)))
                 console.flush()
+            console.write(chatter.flush())
         finally:
             proc.stdout.close()
             if proc.poll() is None and got["signal"] is None:

@@ -31,7 +31,7 @@ from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.processes import GRACE_S
 from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK
-from launcher.spec import JobSpec, load_job, spec_to_json
+from launcher.spec import JobSpec, load_job, path_problems, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
@@ -222,9 +222,12 @@ def _local_ip() -> str:
 # ---------------------------------------------------------------------------------------------
 
 def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
-                     python: str = sys.executable, repo: str | Path = REPO) -> dict[str, str]:
+                     python: str = sys.executable, repo: str | Path = REPO,
+                     warn=None) -> dict[str, str]:
     """{path relative to the run directory: text} for every artifact the launch needs (job.json
-    excluded). `python` and `repo` are the interpreter and checkout the workers run."""
+    excluded). `python` and `repo` are the interpreter and checkout the workers run.
+    With `warn` (a callable), a missing hccn.conf is a warning and rank_table.json is left out
+    (to be written on the server: `packrun rank-table`); without, it is an error."""
     run_dir = Path(run_dir)
     hosts = _hosts(spec)
     _check(spec, hosts, slurm, run_dir)
@@ -265,10 +268,22 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra])
     elif spec.launcher == "rank_table":
         if not existing:
-            out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts, devices))
-        device_ids, rank_ids = _server_slots(existing[1] if existing else
-                                             json.loads(out["rank_table.json"]),
-                                             spec.cards_per_node)
+            try:
+                out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts, devices))
+            except UserError as e:
+                if warn is None or spec.device_ips or Path(spec.hccn_conf).exists():
+                    raise
+                warn(f"{e}; rank_table.json is not rendered: write it on the server before the "
+                     "launch (packrun rank-table, see the command below)")
+        if existing:
+            table: dict | list = existing[1]
+        elif "rank_table.json" in out:
+            table = json.loads(out["rank_table.json"])
+        else:  # (not rendered: the slots the table will have, from the devices)
+            cards = devices if devices is not None else list(range(spec.cards_per_node))
+            table = [(host, [(d, i * len(cards) + j) for j, d in enumerate(cards)])
+                     for i, host in enumerate(hosts or ["this server"])]
+        device_ids, rank_ids = _server_slots(table, spec.cards_per_node)
         out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(
             ctx, device_ids=device_ids, rank_ids=rank_ids)
     else:
@@ -282,12 +297,17 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     return out
 
 
-def next_command(spec: JobSpec, run_dir: Path, slurm: bool) -> str:
-    """The one command that starts the rendered launch (with a comment where it runs)."""
+def next_command(spec: JobSpec, run_dir: Path, slurm: bool, rank_table: bool = True) -> str:
+    """The one command that starts the rendered launch (with a comment where it runs);
+    `rank_table` False: rank_table.json is still to be written (no hccn.conf at render time)."""
     d = Path(run_dir)
     if slurm:
         return f"sbatch {shlex.quote(str(d / 'job.sbatch'))}"
     script = shlex.quote(str(d / f"{spec.launcher}.sh"))
+    if spec.launcher == "rank_table" and not rank_table:
+        table = shlex.quote(str(d / "rank_table.json"))
+        return (f"packrun rank-table --devices=0-{spec.cards_per_node - 1} --out={table} && "
+                f"bash {script}   # on the server (hccn.conf there)")
     if spec.nodes == 1:
         return f"bash {script}"
     if spec.launcher == "mpirun":
@@ -298,12 +318,14 @@ def next_command(spec: JobSpec, run_dir: Path, slurm: bool) -> str:
 
 
 def write_run_dir(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
-                  python: str = sys.executable, repo: str | Path = REPO) -> tuple[Path, str]:
+                  python: str = sys.executable, repo: str | Path = REPO,
+                  warn=None) -> tuple[Path, str]:
     """Render into a new run directory: job.json plus the artifacts, scripts executable.
-    Returns (run directory, the command to run next)."""
+    Returns (run directory, the command to run next). `warn`: see render_artifacts."""
     run_dir = create_run_dir(spec, out)
     try:
-        artifacts = render_artifacts(spec, run_dir, slurm=slurm, python=python, repo=repo)
+        artifacts = render_artifacts(spec, run_dir, slurm=slurm, python=python, repo=repo,
+                                     warn=warn)
     except UserError:  # leave no empty run directory behind
         (run_dir / "logs").rmdir()
         run_dir.rmdir()
@@ -313,21 +335,29 @@ def write_run_dir(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
         path = run_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text, 0o755 if text.startswith("#!") else None)
-    return run_dir, next_command(spec, run_dir, slurm)
+    return run_dir, next_command(spec, run_dir, slurm, "rank_table.json" in artifacts)
 
 
 def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str | None = None,
                    print_only: bool = False) -> None:
     """`packrun render`: write a run directory and print the next command, or with --print
-    show the artifacts instead of writing them."""
-    spec = load_job(job, overrides)
+    show the artifacts instead of writing them. Inputs the launch reads but the render does not
+    (data folders, checkpoint, hccn.conf) may be missing here: warnings, not errors, since
+    the data of a cluster job often lives only where it runs; run, debug and submit refuse."""
+    def warn(text: str) -> None:
+        print(f"packrun: warning: {text}", file=sys.stderr, flush=True)
+
+    spec = load_job(job, overrides, check_paths=False)
+    for problem in path_problems(spec, str(job)):
+        warn(f"{problem} (rendered anyway; it must exist where the job runs)")
     if print_only:
         run_dir = (Path(out if out is not None else spec.output_dir).resolve()
                    / f"{spec.name}-YYYYmmdd-HHMMSS")
-        files = {JOB_JSON: spec_to_json(spec)} | render_artifacts(spec, run_dir, slurm=slurm)
+        files = {JOB_JSON: spec_to_json(spec)} | render_artifacts(spec, run_dir, slurm=slurm,
+                                                                  warn=warn)
         for rel, text in files.items():
             print(f"==> {run_dir / rel} <==\n{text}")
         return
-    run_dir, command = write_run_dir(spec, slurm=slurm, out=out)
+    run_dir, command = write_run_dir(spec, slurm=slurm, out=out, warn=warn)
     print(f"packrun: rendered {run_dir}", file=sys.stderr)
     print(command)

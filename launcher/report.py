@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Sequence
 
 import jinja2
+from markupsafe import Markup
 
 from launcher.errors import UserError
 from launcher.metrics import best_row, read_metrics
 from launcher.rundir import write_atomic
-from launcher.runfiles import JOB_JSON, LOGS
+from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, LOGS, worker_exit
 from launcher.spec import JobSpec, spec_from_json
 from src.visualize import RUN_PICTURES, Curve, curves_figure
 
@@ -33,6 +34,8 @@ REPORT_HTML = "report.html"
 LOG_TAIL_LINES = 30
 # The rate in a progress line (src/callbacks.py Progress): "... 812.3 img/s ..."
 PROGRESS_RATE = re.compile(r"step \d+/\d+\s+loss \S+\s+([\d.]+) img/s")
+# Each rank's closing digest (src/train.py): "rank 1: final weights sha256 a29a5963a4cb2ae1, ..."
+WEIGHTS_DIGEST = re.compile(r"^rank \d+: final weights sha256 ([0-9a-f]+)", re.M)
 
 
 @dataclass
@@ -42,8 +45,22 @@ class RankLog:
     name: str
     size_kb: float
     images_per_s: float | None   # from the last progress line, when the rank printed any
-    finished: bool               # printed the tutorial's "End training" line
+    finished: bool               # printed the tutorial's "End training" line (main rank)
     tail: str                    # last lines, with `\r` progress updates collapsed
+    exit_code: int | None = None  # from logs/worker_<rank>.exit, which a worker leaves as it ends
+    digest: str | None = None     # its final weights' sha256 prefix
+
+    @property
+    def state(self) -> str:
+        """What happened to the rank, from its exit file (not from what its log printed: only
+        the main rank prints the tutorial's closing line)."""
+        if self.exit_code == 0:
+            return "finished (exit 0)"
+        if self.exit_code == EXIT_REQUEUE:
+            return f"stopped on request (exit {EXIT_REQUEUE}): resumable from last.ckpt"
+        if self.exit_code is not None:
+            return f"failed (exit {self.exit_code})"
+        return "running, or killed (no exit file yet)"
 
 
 @dataclass
@@ -60,6 +77,10 @@ class Run:
     @property
     def best(self) -> dict | None:
         return best_row(self.rows)
+
+    @property
+    def final(self) -> dict | None:
+        return final_row(self.rows)
 
     @property
     def timings(self) -> dict:
@@ -103,12 +124,55 @@ def read_rank_logs(run_dir: Path) -> list[RankLog]:
             continue
         raw = path.read_bytes().decode("utf-8", errors="replace")  # keep "\r" (progress)
         rates = PROGRESS_RATE.findall(raw)
+        digests = WEIGHTS_DIGEST.findall(raw)
         ranks.append(RankLog(
             rank=int(suffix), name=f"{LOGS}/{path.name}", size_kb=path.stat().st_size / 1024,
             images_per_s=float(rates[-1]) if rates else None,
             finished="End training, the best" in raw,
-            tail="\n".join(console_text(raw).splitlines()[-LOG_TAIL_LINES:])))
+            tail="\n".join(console_text(raw).splitlines()[-LOG_TAIL_LINES:]),
+            exit_code=_read_exit(run_dir / worker_exit(int(suffix))),
+            digest=digests[-1] if digests else None))
     return sorted(ranks, key=lambda r: r.rank)
+
+
+def _read_exit(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def inline_markdown(text: str) -> Markup:
+    """The Markdown the spec's key docs use, as HTML: `code` spans (the rest escaped)."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: show the text as it is
+        return Markup.escape(text)
+    return Markup("").join(Markup("<code>{}</code>").format(p) if i % 2 else Markup.escape(p)
+                           for i, p in enumerate(parts))
+
+
+def final_row(rows: Sequence[dict]) -> dict | None:
+    """The last evaluated epoch: where the run ended, next to its best."""
+    evaluated = [r for r in rows if r.get("val_acc") is not None]
+    return evaluated[-1] if evaluated else None
+
+
+def conclusion(runs: Sequence["Run"]) -> str:
+    """One line for the comparison page: which run ends highest, the others after it, and any
+    best accuracy that was a peak the run did not keep."""
+    done = sorted((r for r in runs if r.final), key=lambda r: -r.final["val_acc"])
+    if not done:
+        return "No run has evaluated an epoch yet."
+    top, rest = done[0], done[1:]
+    line = (f"{top.label} ends highest: val acc {top.final['val_acc']:.4f} at epoch "
+            f"{top.final['epoch']}")
+    if rest:
+        line += "; then " + ", ".join(f"{r.label} {r.final['val_acc']:.4f}" for r in rest)
+    peaks = [r for r in done if r.best and r.best["val_acc"] - r.final["val_acc"] >= 0.05]
+    if peaks:
+        line += ". Best accuracy not kept to the end: " + ", ".join(
+            f"{r.label} (best {r.best['val_acc']:.4f} at epoch {r.best['epoch']})" for r in peaks)
+    return line + "."
 
 
 def read_pictures(run_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
@@ -181,11 +245,13 @@ def render_report(runs: Sequence[Run]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO / "templates"),
                              undefined=jinja2.StrictUndefined, autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
+    env.filters["md"] = inline_markdown
     compare = len(runs) > 1
     return env.get_template(TEMPLATE).render(
         runs=runs, compare=compare, generated=time.strftime("%Y-%m-%d %H:%M:%S"),
         curves=comparison_curves(runs) if compare and any(r.rows for r in runs) else None,
         differences=spec_differences(runs) if compare else [],
+        conclusion=conclusion(runs) if compare else "",
         spec_groups=spec_groups, title=" vs ".join(r.label for r in runs))
 
 

@@ -76,4 +76,18 @@ def show_batch_command(job: str, overrides: dict, split: str = "train",
     from src import dataset, visualize
     images, labels = first_batch(spec, split, classes)
     pixels = visualize.display_images(images, dataset.MEAN, dataset.STD)
-    return visualize.save_png(visualize.batch_grid(pixels, labels, classes), target).resolve()
+    title = batch_title(spec, split, len(labels))
+    return visualize.save_png(visualize.batch_grid(pixels, labels, classes, title=title),
+                              target).resolve()
+
+
+def batch_title(spec, split: str, n: int) -> str:
+    """Which split and which transforms the picture shows (src/dataset.py's pipelines)."""
+    folder = spec.train_dir if split == "train" else spec.val_dir
+    if split == "train":
+        how = (f"training transforms: random crop (area >= {spec.min_crop_scale:g}) resized to "
+               f"{spec.image_size} px, horizontal flip {'on' if spec.hflip else 'off'}")
+    else:
+        how = (f"evaluation transforms: short side resized to {round(spec.image_size * 256 / 224)} px, "
+               f"centre crop {spec.image_size} px")
+    return f"{spec.name}: one {split} batch of {n} from {folder}\n{how}, then normalised"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from launcher.console import filter_lines
 from launcher.errors import UserError
 from launcher.local_run import worker_env
 from launcher.metrics import best_row, read_metrics
@@ -272,7 +273,8 @@ class LogFollower:
         cut = len(data) if final else data.rfind(b"\n") + 1
         self.partial = data[cut:]
         if cut:
-            self.console.write(data[:cut].decode("utf-8", errors="replace"))
+            # MindSpore's INFO/WARNING lines stay in the log
+            self.console.write(filter_lines(data[:cut].decode("utf-8", errors="replace")))
             self.console.flush()
 
 

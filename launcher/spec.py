@@ -498,6 +498,21 @@ def _check_path(name: str, value: str, kind: str, where: str, fix: str | None = 
         raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
 
 
+def path_problems(spec: "JobSpec", where: str = "job") -> list[str]:
+    """What `check_paths` would refuse (missing data folders, checkpoint), one message each:
+    `packrun render` and `check --quick` report them as warnings, since a cluster's data often
+    lives where the launch runs, not where it is rendered."""
+    problems = []
+    for name, f in JobSpec.fields().items():
+        if f.metadata["path"]:
+            try:
+                _check_path(name, getattr(spec, name), f.metadata["path"], where,
+                            f.metadata["fix"])
+            except UserError as e:
+                problems.append(str(e))
+    return problems
+
+
 def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(),
                base_dir: Path | None = None, check_paths: bool = True) -> JobSpec:
     """Validate raw key/value pairs into a JobSpec.

@@ -23,6 +23,7 @@ from typing import Sequence
 import psutil
 
 from launcher import processes, ranks
+from launcher.console import is_chatter
 from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
 
 POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
@@ -62,7 +63,9 @@ class LogFollower:
         self.pos += len(data)
         *lines, self.partial = (self.partial + data).split(b"\n")
         for line in lines:
-            self.out.write(line.decode("utf-8", errors="replace") + "\n")
+            text = line.decode("utf-8", errors="replace")
+            if not is_chatter(text):  # MindSpore's INFO/WARNING lines: the log only
+                self.out.write(text + "\n")
         if lines:
             self.out.flush()
 

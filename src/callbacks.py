@@ -51,29 +51,40 @@ class Progress:
         self.tty = os.environ.get(CONSOLE_TTY_ENV) == "1" if tty is None else tty
         self.interval_s = tty_interval_s if self.tty else interval_s
         self.out = out or sys.stdout
-        self.start = self.last = time.monotonic()
+        self.restart()
 
     def restart(self):
         self.start = self.last = time.monotonic()
+        self.first: tuple[int, float] | None = None  # (steps done, time) at this epoch's 1st step
 
-    def line(self, done: int, loss: float, epoch: int, epochs: int, elapsed: float) -> str:
-        """The progress text; ETAs extrapolate this epoch's speed (evaluation not included)."""
-        per_step = elapsed / done
+    def line(self, done: int, loss: float, epoch: int, epochs: int, elapsed: float,
+             steady: tuple[int, float] | None = None) -> str:
+        """The progress text. Speed and ETAs come from the steps after the epoch's first
+        (`steady` = (steps, seconds) since it): the first step of a run compiles the graph and
+        each epoch's first waits for the input pipeline. Evaluation is not included."""
+        if not steady or steady[0] <= 0:
+            return (f"  epoch {epoch}/{epochs} step {done}/{self.steps}  loss {loss:.4f}  "
+                    f"first step {_duration(elapsed)} (graph compile / data start)  "
+                    "ETA after the next step")
+        per_step = steady[1] / steady[0]
         epoch_eta = (self.steps - done) * per_step
         run_eta = epoch_eta + (epochs - epoch) * self.steps * per_step
         return (f"  epoch {epoch}/{epochs} step {done}/{self.steps}  loss {loss:.4f}  "
-                f"{done * self.images_per_step / elapsed:.1f} img/s  "
+                f"{self.images_per_step / per_step:.1f} img/s  "
                 f"ETA epoch {_duration(epoch_eta)}, run {_duration(run_eta)}")
 
     def step(self, done: int, loss: float, epoch: int, epochs: int):
         now = time.monotonic()
+        if self.first is None:
+            self.first = (done, now)
         last_step = done >= self.steps
         if now - self.last < self.interval_s and not (self.tty and last_step):
             return
         if last_step and not self.tty:
             return  # the epoch summary follows at once
         self.last = now
-        text = self.line(done, loss, epoch, epochs, max(now - self.start, 1e-9))
+        steady = (done - self.first[0], now - self.first[1])
+        text = self.line(done, loss, epoch, epochs, max(now - self.start, 1e-9), steady)
         if self.tty:
             # pad over a longer previous line; the epoch's last step ends the line
             self.out.write(f"\r{text:<100}" + ("\n" if last_step else ""))

@@ -58,6 +58,11 @@ def weights_digest(params) -> str:
     return h.hexdigest()[:16]
 
 
+def counted(n: int, word: str) -> str:
+    """`1 step`, `36 steps`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def resumable_parameters(net, opt) -> list:
     """What last.ckpt holds: the network and the optimizer's state (moments, global_step,
     learning-rate schedule), each parameter once."""
@@ -230,9 +235,9 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                         "shared by all nodes")
     if start_epoch:
         say(f"resuming from {run_dir / LAST_CKPT}: epoch {start_epoch} of {spec.epochs} done")
-    say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {steps} steps/epoch x {spec.epochs} "
-        f"epochs, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}, "
-        f"device {spec.device}")
+    say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {counted(steps, 'step')}/epoch x "
+        f"{counted(spec.epochs, 'epoch')}, batch {spec.batch_size} x {par.world} worker(s), "
+        f"lr {base_lr:g}, device {spec.device}")
     flag = run_dir / PREEMPT_FLAG
     bn_statistics = [p for p in net.get_parameters()
                      if p.name.endswith((".moving_mean", ".moving_variance"))]

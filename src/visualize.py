@@ -26,6 +26,7 @@ matplotlib.use("Agg")  # headless: clusters have no display
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from launcher.metrics import best_row  # noqa: E402
 
@@ -33,6 +34,7 @@ MAX_COLS = 8           # the tutorial's grid is 3 x 8
 MAX_PANELS = 64        # a batch of 256 would make an unreadable picture: show the first 64
 PANEL_W, PANEL_H = 1.5, 1.7   # inches per panel (title included); 3 x 8 -> the tutorial's 12 x 5
 DPI = 100
+TITLE_LINE_H = 0.2            # inches added to a grid per line of its title
 RIGHT, WRONG = "blue", "red"
 
 # The pictures a finished run holds (src/run_pictures.py writes them, launcher/report.py shows
@@ -42,11 +44,22 @@ RUN_PICTURES = (CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG)
 
 
 def grid_shape(n: int, max_cols: int = MAX_COLS) -> tuple[int, int]:
-    """(rows, cols) of a grid for `n` panels: rows of `max_cols`, fewer columns for small n."""
+    """(rows, cols) of a grid for `n` panels: one row up to `max_cols`; beyond, the widest
+    column count from `max_cols` down to half of it that fills every row (10 -> 2 x 5), else
+    rows of `max_cols`."""
     if n < 1:
         raise ValueError("a grid needs at least one panel")
-    cols = min(n, max_cols)
+    if n <= max_cols:
+        return 1, n
+    cols = next((c for c in range(max_cols, max_cols // 2 - 1, -1) if n % c == 0), max_cols)
     return math.ceil(n / cols), cols
+
+
+def full_grid_count(n: int, max_cols: int = MAX_COLS) -> int:
+    """The most panels, at most `n`, that fill a grid with no empty cell (for samples, whose
+    size is free): 10 -> 10 (2 x 5), 11 -> 8, 24 -> 24."""
+    rows, cols = grid_shape(n, max_cols)
+    return n if rows * cols == n else n - n % cols
 
 
 def display_images(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -64,8 +77,9 @@ def display_images(images: np.ndarray, mean: Sequence[float], std: Sequence[floa
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str],
-               colors: Sequence[str] | None = None) -> Figure:
-    """One panel per image (NHWC in [0, 1]) with its title, in a grid sized to the batch.
+               colors: Sequence[str] | None = None, title: str = "") -> Figure:
+    """One panel per image (NHWC in [0, 1]) with its title, in a grid sized to the batch, under
+    the figure's `title`.
 
     Beyond MAX_PANELS only the first MAX_PANELS are drawn and the figure says so."""
     total = len(images)
@@ -73,7 +87,12 @@ def image_grid(images: np.ndarray, titles: Sequence[str],
         raise ValueError("images, titles and colors must have the same length")
     n = min(total, MAX_PANELS)
     rows, cols = grid_shape(n)
-    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, layout="constrained")
+    if n < total:
+        title = f"{title}\n(first {n} of {total} images)" if title else \
+            f"first {n} of {total} images"
+    title_h = TITLE_LINE_H * (title.count("\n") + 1) if title else 0.0
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows + title_h), dpi=DPI,
+                 layout="constrained")
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
         image = images[i]
@@ -81,25 +100,28 @@ def image_grid(images: np.ndarray, titles: Sequence[str],
                   cmap="gray" if image.shape[-1] == 1 else None, vmin=0.0, vmax=1.0)
         ax.set_title(titles[i], color=colors[i] if colors is not None else "black", fontsize=9)
         ax.axis("off")
-    if n < total:
-        fig.suptitle(f"first {n} of {total} images", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9 if cols < 5 else 10)
     return fig
 
 
-def batch_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str]) -> Figure:
+def batch_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
+               title: str = "") -> Figure:
     """The tutorial's augmented-batch picture: each image titled with its class name."""
-    return image_grid(images, [class_names[int(y)] for y in labels])
+    return image_grid(images, [class_names[int(y)] for y in labels], title=title)
 
 
 def prediction_grid(images: np.ndarray, predictions: Sequence[int], labels: Sequence[int],
-                    class_names: Sequence[str]) -> Figure:
+                    class_names: Sequence[str], title: str = "") -> Figure:
     """The tutorial's prediction picture: `pre:<class>` over each image, blue when the
-    prediction is right, red when it is wrong."""
+    prediction is right; red with the true class under it when it is wrong."""
     if len(predictions) != len(labels):
         raise ValueError("predictions and labels must have the same length")
-    titles = [f"pre:{class_names[int(p)]}" for p in predictions]
+    titles = [f"pre:{class_names[int(p)]}" if int(p) == int(y) else
+              f"pre:{class_names[int(p)]}\n(true {class_names[int(y)]})"
+              for p, y in zip(predictions, labels)]
     colors = [RIGHT if int(p) == int(y) else WRONG for p, y in zip(predictions, labels)]
-    return image_grid(images, titles, colors)
+    return image_grid(images, titles, colors, title=title)
 
 
 @dataclass(frozen=True)
@@ -124,7 +146,7 @@ def curves_figure(curves: Sequence[Curve]) -> Figure:
     """Train loss (left) and validation accuracy (right) per epoch; the best epoch of each run
     is marked with a star and a dotted line, epochs whose loss is inf/NaN with an X at the top.
     Several runs are overlaid with a legend."""
-    fig = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(11, 4.5), dpi=DPI, layout="constrained")  # (legends under the axes)
     loss_ax, acc_ax = fig.subplots(1, 2)
     for i, c in enumerate(curves):
         color = f"C{i}"
@@ -142,15 +164,20 @@ def curves_figure(curves: Sequence[Curve]) -> Figure:
             for ax in (loss_ax, acc_ax):
                 ax.axvline(c.best_epoch, color=color, linestyle=":", linewidth=1)
             acc_ax.plot([c.best_epoch], [best_acc], marker="*", markersize=14, color=color,
-                        linestyle="none", label=f"best {best_acc:.4f} @ epoch {c.best_epoch}")
+                        linestyle="none", label=(f"{c.label}: " if len(curves) > 1 else "")
+                        + f"best {best_acc:.4f} @ epoch {c.best_epoch}")
     loss_ax.set(title="train loss", xlabel="epoch", ylabel="mean loss over the epoch")
     acc_ax.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    acc_ax.legend(fontsize=8, loc="lower right")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.0f}"))
+    # Legends go under the plots, outside the data, so they never hide a line.
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False,
+                 ncols=2)
+    acc_ax.legend(**below)
     if len(loss_ax.get_legend_handles_labels()[1]) > 1:  # several runs, or a divergence marked
-        loss_ax.legend(fontsize=8, loc="best")
+        loss_ax.legend(**below)
     return fig
 
 
@@ -171,9 +198,10 @@ def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(labels: Sequence[int], predictions: Sequence[int],
-                     class_names: Sequence[str]) -> Figure:
+                     class_names: Sequence[str], title: str = "") -> Figure:
     """Confusion matrix (rows: true class, columns: predicted), counts in the cells when they
-    fit, each row's accuracy on the right; the title has the overall accuracy."""
+    fit, each row's accuracy on the right; the title (`title`, e.g. which checkpoint, then a
+    line) has the overall accuracy."""
     k = len(class_names)
     matrix = confusion_matrix(labels, predictions, k)
     accuracy = per_class_accuracy(matrix)
@@ -194,8 +222,9 @@ def confusion_figure(labels: Sequence[int], predictions: Sequence[int],
                     color="white" if count > threshold else "black")
     total = int(matrix.sum())
     overall = np.trace(matrix) / total if total else float("nan")
-    ax.set(xlabel="predicted class", ylabel="true class  (per-class accuracy)",
-           title=f"confusion matrix: {total} images, accuracy {overall:.4f}")
+    ax.set(xlabel="predicted class", ylabel="true class  (per-class accuracy)")
+    ax.set_title((f"{title}\n" if title else "")
+                 + f"confusion matrix: {total} images, accuracy {overall:.4f}", fontsize=10)
     return fig
 
 

@@ -208,8 +208,8 @@ CASES = {
         ["check", "{job}", "--head=fc"],
         ["job key 'head' is 'fc', which is not a cell", "its classifier cells are: end_point"]),
     # --- hccn.conf and rank tables -------------------------------------------------------------
-    "hccn.conf missing": Case(
-        ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/nowhere.conf"],
+    "hccn.conf missing": Case(  # (render and check --quick only warn: test_render_without_data)
+        ["run", "{job}", *ASCEND_RT, "--hccn_conf={t}/nowhere.conf"],
         ["hccn.conf {t}/nowhere.conf not found", "point hccn_conf (--hccn_conf) at the file"]),
     "hccn.conf lacks a device": Case(
         ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/hccn.conf"],

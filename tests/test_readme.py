@@ -3,9 +3,16 @@ it quotes is the one .ci/run runs. PACKRUN_UPDATE_README=1 rewrites the referenc
 
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
+
 from launcher.spec import reference_markdown
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- reference:start[^\n]*-->\n)(.*?)(<!-- reference:end -->)", re.S)
@@ -23,11 +30,71 @@ def test_job_file_reference_matches_the_spec():
         "README's job-file reference is stale: PACKRUN_UPDATE_README=1 pytest tests/test_readme.py"
 
 
+def _opening_commands(readme: str) -> list[str]:
+    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in first_block.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
 def test_readme_opens_with_demo_and_test_commands_and_ci_runs_the_quoted_test_command():
     readme = (ROOT / "README.md").read_text()
-    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
-    assert "packrun demo" in first_block and "bash .ci/run" in first_block
+    demo, tests = _opening_commands(readme)
+    # 1: install into .venv (no pip into the PEP 668 system Python), then the demo from .venv
+    assert demo == "bash install.sh && .venv/bin/packrun demo", demo
+    # 2: CI's own entry point
+    assert tests == "bash .ci/run", tests
     quoted = readme.split("the test command, which is", 1)[1].split("```bash\n", 1)[1]
     command = quoted.split("\n", 1)[0].strip()
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert command in [line.strip() for line in ci], (command, ".ci/run must run it verbatim")
+    assert command.startswith(".venv/bin/python -m pytest"), command
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci, (command, ".ci/run must run it verbatim")
+    # .ci/run installs the way command 1 does (plus the test extras), never with the system pip
+    assert "bash install.sh --test" in ci
+    assert not any("pip install" in line for line in ci if not line.startswith("#"))
+    assert any("slurm_up.sh" in line for line in ci)
+
+
+def test_install_script_makes_a_venv_from_the_system_python_and_never_pips_into_it():
+    text = (ROOT / "install.sh").read_text()
+    code = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    assert any(line.startswith('python="${PYTHON:-/usr/bin/python3}"') for line in code)
+    assert '"$python" -m venv .venv' in code
+    assert "apt-get install -y -qq --no-install-recommends python3-venv >/dev/null" in code
+    pips = [line for line in code if "pip install" in line]
+    assert pips and all(line.startswith(".venv/bin/python -m pip") for line in pips), pips
+
+
+def test_install_script_without_venv_support_and_not_root_says_what_to_do():
+    """A Python that cannot make a venv (no python3-venv), as a non-root user: one clear
+    message naming the package, nothing half-made."""
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to drop root")
+    with tempfile.TemporaryDirectory() as d:  # not under pytest's tmp_path: that is 0700
+        os.chmod(d, 0o777)
+        _install_without_venv_support(Path(d))
+
+
+def _install_without_venv_support(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "install.sh", repo / "install.sh")
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails, as without python3-venv
+    fake.chmod(0o755)
+    cmd = ["bash", str(repo / "install.sh")]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        tmp_path.chmod(0o777)
+        repo.chmod(0o777)
+    r = subprocess.run(cmd, env={**os.environ, "PYTHON": str(fake)}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r
+    assert "python3-venv" in r.stderr and "root" in r.stderr, r.stderr
+    assert not (repo / ".venv").exists()
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_install_and_ci_scripts_pass_shellcheck():
+    r = subprocess.run(["shellcheck", "-x", str(ROOT / "install.sh"), str(ROOT / ".ci" / "run")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

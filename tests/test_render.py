@@ -392,13 +392,18 @@ def test_cli_render_errors_exit_2(make_job, tmp_path, capsys, args, message):
     assert not list((tmp_path / "runs").glob("*")), "a failed render left a run directory"
 
 
-def test_render_needs_the_data_dirs(make_job, tmp_path, capsys):
-    """Decision: render checks train_dir / val_dir like run and debug (render where the data
-    is visible; job.json stores them absolute for the workers)."""
+def test_render_warns_about_missing_data_dirs_and_renders(make_job, tmp_path, capsys):
+    """Decision (issue 16): a render is the dry run of a launch, also where the data is not
+    visible (a laptop, a login node): missing train_dir / val_dir are warnings; run, debug and
+    submit refuse them (tests/test_render_without_data.py). job.json stores them absolute."""
     job = make_job(train_dir=str(tmp_path / "missing"))
-    with pytest.raises(SystemExit):
-        cli("render", str(job))
-    assert "key 'train_dir'" in capsys.readouterr().err
+    cli("render", str(job))
+    err = capsys.readouterr().err
+    assert f"packrun: warning: {job}: key 'train_dir': {tmp_path / 'missing'} does not " \
+        "exist" in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "job.json").read_text())["spec"]["train_dir"] == \
+        str(tmp_path / "missing")
 
 
 # --- the rendered scripts run -------------------------------------------------------------------

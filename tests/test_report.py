@@ -51,9 +51,10 @@ def test_a_finished_run_has_its_pictures(finished_run):
     stdout, run_dir = finished_run
     assert "pictures: curves.png, predictions.png, confusion.png in " in stdout
     assert "warning: could not make" not in stdout
-    # 16 validation images, batch 8: one row of 8 predictions as the tutorial draws a batch
-    assert Image.open(run_dir / "predictions.png").size == (1200, 170)
-    assert Image.open(run_dir / "curves.png").size == (1100, 400)
+    # 16 validation images, batch 8: one row of 8 predictions as the tutorial draws a batch,
+    # under a two-line title (run and checkpoint; images and mistakes shown)
+    assert Image.open(run_dir / "predictions.png").size == (1200, 170 + 40)
+    assert Image.open(run_dir / "curves.png").size == (1100, 450)
     assert Image.open(run_dir / "confusion.png").size == (550, 400)
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -129,7 +130,7 @@ def test_report_of_a_run_embeds_every_picture_and_its_epochs(finished_run):
     assert f"Best val acc {best['val_acc']:.4f} at epoch {best['epoch']}" in page.plain
     for row in rows:
         assert f"{row['train_loss']:.5f}" in page.plain
-    assert "logs/worker_0.log" in page.plain and "finished training" in page.plain
+    assert "logs/worker_0.log" in page.plain and "finished (exit 0)" in page.plain
     assert "min_crop_scale" in page.plain and "0.5" in page.plain   # the resolved spec
 
 
@@ -175,16 +176,19 @@ def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     page = Page(out.read_text(encoding="utf-8"))
     text = page.plain
     # the comparison table: label, mode, pretrained, best acc, best epoch, epochs, times
-    assert "fine-tune finetune resnet18 src.ckpt 0.9500 2 2/2 3.0 s 0.5 s 100.0 ms 240.0" in text
+    assert "fine-tune finetune resnet18 src.ckpt 0.9500 2 0.9500 (epoch 2) 2/2 3.0 s 0.5 s " \
+        "100.0 ms 240.0" in text
     assert "fixed feature fixed_feature resnet18 src.ckpt 0.9000 2" in text
     assert "from scratch finetune resnet18 (from scratch) 0.6000 2" in text
+    assert "fine-tune ends highest: val acc 0.9500 at epoch 2; then fixed feature 0.9000, " \
+        "from scratch 0.6000." in text
     # what differs between them, and nothing that does not
     html = out.read_text(encoding="utf-8")
     differing = html.split("Job keys that differ", 1)[1].split('<h2 id="run-1">', 1)[0]
     assert re.findall(r"<td class=\"l\"><code>(\w+)</code>", differing) == \
         ["name", "mode", "lr", "pretrained"]
     pictures = embedded(page)
-    assert Image.open(io.BytesIO(pictures["comparison-curves"])).size == (1100, 400)
+    assert Image.open(io.BytesIO(pictures["comparison-curves"])).size == (1100, 450)
     assert list(pictures).count("curves.png") == 1 and \
         sum(1 for img in page.images if img["data-file"] == "curves.png") == 3
     # timings leave out epoch 1 (graph compilation) from the steady-state means
@@ -192,6 +196,43 @@ def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
         "1.00 s on average" in text
     # per-rank throughput from the last progress update; `\r` updates collapsed in the tail
     assert "96.5" in text and "80.0 img/s ETA epoch 5 s" not in text
+
+
+def test_comparison_names_a_best_accuracy_the_run_did_not_keep(tmp_path):
+    spike = fake_run(tmp_path, "scratch", [0.5, 0.75, 0.5, 0.5])
+    steady = fake_run(tmp_path, "finetune", [0.8, 0.9, 0.92, 0.93])
+    text = Page(write_report([spike, steady], tmp_path / "c.html").read_text()).plain
+    assert "(from scratch) 0.7500 2 0.5000 (epoch 4)" in text
+    assert "finetune ends highest: val acc 0.9300 at epoch 4; then scratch 0.5000. Best " \
+        "accuracy not kept to the end: scratch (best 0.7500 at epoch 2)." in text
+
+
+def test_workers_table_takes_each_ranks_state_from_its_exit_file(tmp_path):
+    run_dir = fake_run(tmp_path, "dp", [0.8, 0.9])
+    logs = run_dir / "logs"
+    digest = "rank {}: final weights sha256 a29a5963a4cb2ae1, batchnorm statistics sha256 f1\n"
+    with open(logs / "worker_0.log", "a") as f:
+        f.write(digest.format(0))
+    (logs / "worker_0.exit").write_text("0\n")
+    (logs / "worker_1.log").write_text("epoch lines of rank 1\n" + digest.format(1))  # no End line
+    (logs / "worker_1.exit").write_text("0\n")
+    (logs / "worker_2.log").write_text("stopped\n")
+    (logs / "worker_2.exit").write_text("75\n")
+    (logs / "worker_3.log").write_text("Traceback ...\n")
+    (logs / "worker_3.exit").write_text("1\n")
+    (logs / "worker_4.log").write_text("still going\n")
+    text = Page(write_report([run_dir], tmp_path / "r.html").read_text()).plain
+    assert "no end-of-training line" not in text
+    assert "1 logs/worker_1.log" in text and "finished (exit 0) a29a5963a4cb2ae1 (= rank 0)" in text
+    assert "stopped on request (exit 75): resumable from last.ckpt" in text
+    assert "failed (exit 1)" in text and "running, or killed (no exit file yet)" in text
+
+
+def test_key_descriptions_render_their_markdown(tmp_path):
+    html = write_report([fake_run(tmp_path, "md", [0.5])], tmp_path / "r.html").read_text()
+    assert "<code>finetune</code> trains every parameter" in html
+    spec_part = html.split("Resolved job spec", 1)[1]
+    assert "`" not in spec_part
 
 
 def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):

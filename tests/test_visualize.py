@@ -16,10 +16,11 @@ MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
-def panel_size(rows, cols):
-    """The PNG size, in pixels, of a grid of rows x cols panels."""
+def panel_size(rows, cols, title_lines=0):
+    """The PNG size, in pixels, of a grid of rows x cols panels under a title."""
     return (round(visualize.PANEL_W * cols * visualize.DPI),
-            round(visualize.PANEL_H * rows * visualize.DPI))
+            round((visualize.PANEL_H * rows + visualize.TITLE_LINE_H * title_lines)
+                  * visualize.DPI))
 
 
 def images(n, size=16, seed=0):
@@ -29,9 +30,16 @@ def images(n, size=16, seed=0):
 # --- grids -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, shape", [(24, (3, 8)), (8, (1, 8)), (5, (1, 5)), (9, (2, 8)),
-                                      (1, (1, 1))])
+                                      (1, (1, 1)), (10, (2, 5)), (12, (2, 6)), (32, (4, 8))])
 def test_grid_shape_follows_the_batch(n, shape):
     assert visualize.grid_shape(n) == shape
+
+
+@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63), (61, 56)])
+def test_a_sample_grid_has_no_empty_cell(n, count):
+    assert visualize.full_grid_count(n) == count
+    rows, cols = visualize.grid_shape(count)
+    assert rows * cols == count
 
 
 def test_display_images_undo_the_pipelines_normalize():
@@ -42,7 +50,7 @@ def test_display_images_undo_the_pipelines_normalize():
     np.testing.assert_allclose(shown, pixels / 255.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("n, rows, cols", [(24, 3, 8), (5, 1, 5), (12, 2, 8)])
+@pytest.mark.parametrize("n, rows, cols", [(24, 3, 8), (5, 1, 5), (12, 2, 6)])
 def test_batch_grid_has_one_panel_per_image_titled_with_its_class(tmp_path, n, rows, cols):
     labels = [i % 3 for i in range(n)]
     fig = visualize.batch_grid(images(n), labels, ["cat", "dog", "fox"])
@@ -82,9 +90,11 @@ def test_prediction_titles_are_blue_when_right_and_red_when_wrong(tmp_path):
     classes = ["dogs", "wolves"]
     labels = [0, 0, 1, 1, 0, 1]
     preds = [0, 1, 1, 0, 0, 1]                 # panels 1 and 3 are wrong
-    fig = visualize.prediction_grid(images(6), preds, labels, classes)
+    fig = visualize.prediction_grid(images(6), preds, labels, classes, title="run: best.ckpt")
     assert [ax.get_title() for ax in fig.axes] == \
-        ["pre:dogs", "pre:wolves", "pre:wolves", "pre:dogs", "pre:dogs", "pre:wolves"]
+        ["pre:dogs", "pre:wolves\n(true dogs)", "pre:wolves", "pre:dogs\n(true wolves)",
+         "pre:dogs", "pre:wolves"]
+    assert fig.get_suptitle() == "run: best.ckpt"
     assert [ax.title.get_color() for ax in fig.axes] == \
         ["blue", "red", "blue", "red", "blue", "blue"]
     # and that is what the PNG shows
@@ -114,7 +124,7 @@ def test_curves_plot_loss_and_evaluated_accuracy_and_mark_the_best_epoch(tmp_pat
     assert len(stars) == 1
     assert list(stars[0].get_xdata()) == [4] and list(stars[0].get_ydata()) == [0.8]
     assert any(4 in l.get_xdata() and l.get_linestyle() == ":" for l in loss_ax.lines)
-    assert Image.open(visualize.save_png(fig, tmp_path / "c.png")).size == (1100, 400)
+    assert Image.open(visualize.save_png(fig, tmp_path / "c.png")).size == (1100, 450)
 
 
 def test_curves_of_several_runs_are_overlaid_with_a_legend():
@@ -122,6 +132,36 @@ def test_curves_of_several_runs_are_overlaid_with_a_legend():
                                    Curve.from_metrics("from scratch", ROWS[:2])])
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["fine-tune", "from scratch"]
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_curve_legends_sit_outside_the_data_and_epochs_are_whole_numbers(tmp_path, runs):
+    rows = [{"epoch": 1, "train_loss": 0.9, "val_acc": 0.5},
+            {"epoch": 2, "train_loss": 0.5, "val_acc": 0.9}]   # 2 epochs: ticks 1, 2 only
+    fig = visualize.curves_figure([Curve.from_metrics(f"run {i}", rows) for i in range(runs)])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()                                                # lays the figure out
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        assert not _overlap(legend.get_window_extent(renderer), ax.get_window_extent(renderer))
+        lo, hi = ax.get_xlim()
+        shown = [(x, t.get_text()) for x, t in zip(ax.get_xticks(), ax.get_xticklabels())
+                 if lo <= x <= hi]
+        assert shown == [(1.0, "1"), (2.0, "2")], shown
+    assert fig.axes[1].get_legend() is not None
+
+
+def test_confusion_title_names_the_checkpoint():
+    fig = visualize.confusion_figure([0, 1], [0, 0], ["a", "b"], title="run: best.ckpt (epoch 3)")
+    assert fig.axes[0].get_title().startswith("run: best.ckpt (epoch 3)\nconfusion matrix: 2 ")
 
 
 def test_a_non_finite_loss_is_marked_not_silently_dropped():
@@ -187,21 +227,21 @@ def job(tmp_path, digits_2class):
                      min_crop_scale=0.5, hflip=False, num_parallel_workers=2)
 
 
-@pytest.mark.parametrize("split, batch, rows, cols", [("train", 12, 2, 8), ("val", 5, 1, 5)])
+@pytest.mark.parametrize("split, batch, rows, cols", [("train", 12, 2, 6), ("val", 5, 1, 5)])
 def test_show_batch_writes_a_grid_sized_to_the_batch(tmp_path, job, split, batch, rows, cols):
     out = tmp_path / f"{split}.png"
     r = packrun("show-batch", job, f"--split={split}", f"--out={out}", f"--batch_size={batch}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == str(out)
     png = np.asarray(Image.open(out).convert("RGB"))
-    assert Image.open(out).size == panel_size(rows, cols)
+    assert Image.open(out).size == panel_size(rows, cols, title_lines=2)  # split, transforms
     assert len(np.unique(png.reshape(-1, 3), axis=0)) > 50   # images drawn, not empty panels
 
 
 def test_show_batch_defaults_to_the_current_directory(tmp_path, job):
     r = packrun("show-batch", job, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert Image.open(tmp_path / "tiny_train_batch.png").size == panel_size(1, 8)
+    assert Image.open(tmp_path / "tiny_train_batch.png").size == panel_size(1, 8, 2)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -233,7 +273,24 @@ def test_progress_off_a_terminal_prints_plain_lines(monkeypatch):
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
     assert len(lines) == 3                     # the last step is followed by the epoch summary
-    assert lines[0] == "  epoch 1/3 step 1/4  loss 0.5000  8.0 img/s  ETA epoch 3 s, run 11 s"
+    assert lines[0] == ("  epoch 1/3 step 1/4  loss 0.5000  first step 1 s (graph compile / "
+                        "data start)  ETA after the next step")
+    assert lines[1] == "  epoch 1/3 step 2/4  loss 0.5000  8.0 img/s  ETA epoch 2 s, run 10 s"
+
+
+def test_progress_eta_leaves_out_the_slow_first_step(monkeypatch):
+    """The first step compiles the graph (30 s of a 69 s run): the ETA must not scale it up."""
+    from src.callbacks import Progress
+    times = iter([0.0, 100.0, 101.0, 102.0, 200.0, 201.0])  # start, steps 1-3; epoch 2
+    monkeypatch.setattr("src.callbacks.time.monotonic", lambda: next(times))
+    out = io.StringIO()
+    p = Progress(steps=10, images_per_step=8, interval_s=0.0, tty=False, out=out)
+    for done in (1, 2, 3):
+        p.step(done, 0.5, epoch=1, epochs=2)
+    assert out.getvalue().splitlines()[-1].endswith("8.0 img/s  ETA epoch 7 s, run 17 s")
+    p.restart()
+    p.step(1, 0.5, epoch=2, epochs=2)
+    assert "ETA after the next step" in out.getvalue().splitlines()[-1]
 
 
 def test_progress_off_a_terminal_is_periodic(monkeypatch):
@@ -267,3 +324,15 @@ def test_the_launcher_tells_the_worker_whether_its_console_is_a_terminal(monkeyp
     assert worker_env({})[CONSOLE_TTY_ENV] == "1"
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert worker_env({})[CONSOLE_TTY_ENV] == "0"
+
+
+def test_batch_title_names_the_split_and_its_transforms():
+    from launcher.show_batch import batch_title
+    from launcher.spec import build_spec
+    spec = build_spec({"name": "dw", "train_dir": "/d/train", "val_dir": "/d/val", "hflip": False,
+                       "min_crop_scale": 0.5, "image_size": 64}, check_paths=False)
+    train = batch_title(spec, "train", 12)
+    assert train.startswith("dw: one train batch of 12 from /d/train\n")
+    assert "random crop (area >= 0.5) resized to 64 px, horizontal flip off" in train
+    val = batch_title(spec, "val", 5)
+    assert "one val batch of 5 from /d/val" in val and "centre crop 64 px" in val

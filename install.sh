@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install packrun into ./.venv (the README's first command; .ci/run uses it too).
+#
+#   bash install.sh          packrun and its dependencies (mindspore, numpy<2, matplotlib, ...)
+#   bash install.sh --test   the same plus the test tools (pytest, psutil)
+#
+# Debian 12 / Ubuntu 24.04 refuse `pip install` into the system Python (PEP 668,
+# "externally-managed-environment"), so packrun gets a virtual environment of its own, made with
+# /usr/bin/python3 (or $PYTHON). When that Python cannot make one (Debian ships `venv` without
+# ensurepip unless python3-venv is installed), python3-venv is installed with apt-get, which
+# needs root: run as root, or install python3-venv yourself first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+extras=""
+case "${1:-}" in
+  "") ;;
+  --test) extras="[test]" ;;
+  *) echo "usage: bash install.sh [--test]" >&2; exit 2 ;;
+esac
+
+python="${PYTHON:-/usr/bin/python3}"
+if [ ! -x "$python" ]; then
+  python="$(command -v python3 || true)"
+  [ -n "$python" ] || { echo "install.sh: no python3 found; install Python 3.11 (apt-get install python3)" >&2; exit 1; }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install.sh: $python cannot create a virtual environment (python3-venv is missing);" >&2
+      echo "  run as root, or first: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+    echo "== apt: python3-venv (for $python)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  echo "== venv: .venv (from $python)"
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
+
+echo "== pip: packrun$extras and its dependencies into .venv (the first time downloads mindspore and the rest: 2.9 GB installed)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+echo "== installed: $(pwd)/.venv/bin/packrun  (source .venv/bin/activate puts packrun on PATH)"

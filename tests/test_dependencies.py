@@ -1,0 +1,46 @@
+"""Every third-party module packrun imports is declared in setup.cfg's install_requires, so a
+fresh `bash install.sh` gets it (psutil came in only as a dependency of mindspore once)."""
+
+import ast
+import configparser
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN = {"launcher", "src", "tests"}
+
+
+def imported_top_level_modules() -> set[str]:
+    names = set()
+    for folder in ("launcher", "src"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return {n for n in names if n not in OWN and n not in sys.stdlib_module_names}
+
+
+def declared() -> set[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    reqs = cfg["options"]["install_requires"].split("\n")
+    return {re.split(r"[<>=!~ \[]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for r in reqs if r.strip()}
+
+
+def test_every_imported_package_is_declared():
+    dists = packages_distributions()
+    missing = {}
+    for module in imported_top_level_modules():
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not names & declared():
+            missing[module] = sorted(names)
+    assert not missing, f"imported but not in setup.cfg install_requires: {missing}"
