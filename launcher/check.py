@@ -233,7 +233,14 @@ def check_cores(spec: JobSpec, opts: Options) -> Iterator[Finding]:
         yield Finding(OK, "cores", f"bound where each node's launch starts: its cores // "
                       f"{spec.cards_per_node} per rank, one contiguous NUMA-local range each")
         return
-    split = cores.split_cores(cores.available_cores(), cores.numa_nodes(), spec.cards_per_node)
+    try:
+        split = cores.split_cores(cores.available_cores(), cores.numa_nodes(),
+                                  spec.cards_per_node)
+    except UserError as e:
+        # an error where the job starts now; elsewhere (a login node) the cores are the nodes'
+        yield Finding(ERROR if opts.here else WARNING, "cores",
+                      str(e) if opts.here else f"{e} (here; checked again where the job runs)")
+        return
     ranges = ", ".join(f"rank {r}: {cores.format_cpulist(c)}" for r, c in enumerate(split))
     yield Finding(OK, "cores", f"{len(split[0])} core(s) per rank ({ranges}); "
                   f"num_parallel_workers {spec.num_parallel_workers or 'auto'} -> "

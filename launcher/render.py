@@ -174,7 +174,7 @@ def _existing_table(spec: JobSpec, master: str) -> tuple[str, list] | None:
         with open(spec.rank_table_file, encoding="utf-8", newline="") as f:
             text = f.read()  # newline="": copied byte for byte
     except OSError as e:
-        raise UserError(f"rank_table_file {spec.rank_table_file}: cannot read it "
+        raise UserError(f"key 'rank_table_file': {spec.rank_table_file}: cannot read it "
                         f"({e.strerror or e.__class__.__name__})") from None
     except UnicodeDecodeError:
         raise UserError(f"rank_table_file {spec.rank_table_file}: not a UTF-8 JSON file") from None

@@ -76,6 +76,8 @@ GRES = Grammar(r"[A-Za-z0-9._:,-]", r"[A-Za-z0-9_][A-Za-z0-9._:,-]*",
                "Slurm gres: name[:type]:count, comma-separated (letters, digits, '.', '_', '-', "
                "':', ',')")
 IP_LIST = Grammar(r"[0-9A-Fa-f.:, ]", r"[0-9A-Fa-f.:, ]*", "IP addresses, comma-separated")
+DEVICES = Grammar(r"[0-9,-]", r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*",
+                  "card numbers and ranges, comma-separated, e.g. 4-7 or 0,2,4,6")
 CELL = Grammar(r"[A-Za-z0-9_.]", r"[A-Za-z_][A-Za-z0-9_.]*",
                "a cell name: letters, digits, '_' and '.'")
 
@@ -196,7 +198,7 @@ class JobSpec:
     devices: str = key("", "The cards of each node the job uses, e.g. `4-7` or `0,2,4,6` (as "
                        "many as cards_per_node); \"\" = cards 0..cards_per_node-1. Sets the rank "
                        "table's devices, DEVICE_ID and ASCEND_RT_VISIBLE_DEVICES / "
-                       "CUDA_VISIBLE_DEVICES.", group="launch")
+                       "CUDA_VISIBLE_DEVICES.", group="launch", grammar=DEVICES)
     rank_table_file: str = key("", "An existing HCCL rank table (version 1.0, from hccl_tools.py "
                                "or merge_hccl.py), validated and copied byte for byte into the "
                                "run directory as rank_table.json; \"\" = packrun writes one "

@@ -69,13 +69,16 @@ def stubs(tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "argv.log"
     record = f'printf "%s\\n" "$(basename "$0")" "$@" >> {shellsafe.sh(log)}\n'
-    stub(bin_dir / "python", f'if [ "$1" = -c ]; then exec {shellsafe.sh(sys.executable)} "$@";'
-                             f' fi\n{record}')
+    stub(bin_dir / "python", f'if [ "$1" = -c ] || [ "$1 ${{2%%.*}}" = "-m launcher" ]; then '
+                             f'exec {shellsafe.sh(sys.executable)} "$@"; fi\n{record}')
     stub(bin_dir / "mpirun", record + 'last="${*: -1}"\ncase "$last" in *mpi_task.sh) '
          'OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=1 bash "$last";; esac\nexit 0\n')
     stub(bin_dir / "srun", record + 'while [ "${1#--}" != "$1" ]; do shift; done\n'
          'SLURM_NODEID=0 "$@"\n')
-    stub(bin_dir / "scontrol", 'printf "localhost\\nn2\\n"\n')
+    stub(bin_dir / "scontrol", 'printf "n1\\nn2\\n"\n')
+    # the allocation's hosts resolve to a network address (a loopback master is refused)
+    stub(bin_dir / "getent", 'case "$2" in n[0-9]) echo "10.0.0.${2#n} STREAM $2";; '
+         '*) exec /usr/bin/getent "$@";; esac\n')
     return bin_dir, log
 
 
@@ -232,7 +235,10 @@ def test_the_variants_render_every_template(tmp_path):
     outputs = {"msrun.sh.j2": "msrun.sh", "python_shim.j2": "bin/python",
                "job.sbatch.j2": "job.sbatch", "rank_table.sh.j2": "rank_table.sh",
                "mpirun.sh.j2": "mpirun.sh", "hostfile.j2": "hostfile",
-               "mpi_task.sh.j2": "mpi_task.sh", "site_setup.sh.j2": "msrun.sh"}
+               "mpi_task.sh.j2": "mpi_task.sh", "site_setup.sh.j2": "msrun.sh",
+               # included pieces: rendered inside the scripts that include them
+               "_wait_port.sh.j2": "mpi_task.sh", "_stop_ranks.sh.j2": "rank_table.sh",
+               "_master_addr.sh.j2": "mpirun.sh"}
     templates = {p.name for p in render.TEMPLATES.glob("*.j2")} - {"report.html.j2"}
     assert templates <= set(outputs), f"new template(s) {templates - set(outputs)}: add a variant"
     assert {outputs[t] for t in templates} <= seen
