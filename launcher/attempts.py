@@ -31,7 +31,8 @@ from typing import Callable
 from launcher import failure, processes
 from launcher.errors import EXIT_USER_ERROR
 from launcher.rundir import write_atomic
-from launcher.runfiles import EXIT_REQUEUE, LOGS, RUN_STATE, attempt_logs, worker_exit
+from launcher.runfiles import (EXIT_REQUEUE, LOGS, PREEMPT_FLAG, RUN_STATE, attempt_logs,
+                               worker_exit, worker_pid)
 
 DEFAULT_MAX_RESTARTS = {"run": 0, "debug": 0, "node-launch": 0, "slurm": 3}
 BACKOFF_S = (2.0, 30.0)  # first wait, longest wait (doubling)
@@ -179,12 +180,7 @@ def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
 def slurm_result(run_dir: Path, rc: int, world: int) -> Result:
     """What the ranks' exit files say about a failed srun step: the failing rank is the first
     with a failing status, else the first without one (killed)."""
-    codes = {}
-    for rank in range(world):
-        try:
-            codes[rank] = int((run_dir / worker_exit(rank)).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            codes[rank] = None
+    codes = {rank: _exit_status(run_dir, rank) for rank in range(world)}
     failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
     if failing:
         r = failing[0]
@@ -192,8 +188,15 @@ def slurm_result(run_dir: Path, rc: int, world: int) -> Result:
                                                               f"{codes[r]}", host=_host(run_dir, r))
     killed = [r for r, c in codes.items() if c is None]
     if killed and rc != 0:
-        r = killed[0]
-        return Result(rc, r, reason=f"rank {r} was killed (no exit status)", host=_host(run_dir, r))
+        # the launchers kill the others once one died: the one their logs name is the culprit
+        logs = sorted((run_dir / LOGS).glob("*.out")) + sorted((run_dir / LOGS).glob("*.log"))
+        signals_of = {r: failure.killed_by(logs, pid) for r in killed
+                      if (pid := _pid(run_dir, r)) is not None}
+        named = [r for r in killed if signals_of.get(r)]
+        r = named[0] if named else killed[0]
+        sig = signals_of.get(r)
+        how = f"was killed by signal {sig}" if sig else "was killed (no exit status)"
+        return Result(rc, r, sig, reason=f"rank {r} {how}", host=_host(run_dir, r))
     return Result(rc, reason=f"srun exited with status {rc}")
 
 
@@ -212,24 +215,39 @@ def _batch_main(argv: list[str]) -> int:
     from launcher.spec import spec_from_json
     command, run_dir, attempt = argv[0], Path(argv[1]), int(argv[2])
     spec = spec_from_json(run_dir)
-    world, allowed = spec.nodes * spec.cards_per_node, max_restarts(spec, "slurm")
+    world = spec.nodes * spec.cards_per_node
+    allowed = max_restarts(spec, "slurm") if spec.requeue else 0  # restarts are requeues
     if command == "begin":
         begin(run_dir, "slurm", world, allowed, attempt)
         return 0
     rc = int(argv[3])
-    result = Result(0) if rc == 0 else slurm_result(run_dir, rc, world)
-    # the time-limit warning / preemption path is the batch script's own (it requeues)
-    if rc != 0 and result.rank is None and any(
-            (run_dir / worker_exit(r)).exists() and
-            (run_dir / worker_exit(r)).read_text().strip() == str(EXIT_REQUEUE)
-            for r in range(world)):
-        result = Result(EXIT_REQUEUE)
+    if rc == 0:
+        result = Result(0)
+    elif (run_dir / PREEMPT_FLAG).exists() and any(
+            _exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):
+        result = Result(EXIT_REQUEUE)  # stopped on request: the batch script requeues it
+    else:
+        result = slurm_result(run_dir, rc, world)
     record = end(run_dir, attempt, result, restart_allowed=attempt - 1 < allowed,
                  max_attempts=allowed + 1)
     if record is not None:
         print(f"packrun: {failure.summary(record)}", file=sys.stderr, flush=True)
     print("restart" if record and record["action"] == failure.RESTARTED else "stop")
     return 0
+
+
+def _pid(run_dir: Path, rank: int) -> int | None:
+    try:
+        return int((run_dir / worker_pid(rank)).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _exit_status(run_dir: Path, rank: int) -> int | None:
+    try:
+        return int((run_dir / worker_exit(rank)).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 if __name__ == "__main__":

@@ -33,6 +33,26 @@ ERROR_LINE = re.compile(r"^(packrun: error: .*|\w+(?:\.\w+)*(?:Error|Exception):
                         r"Traceback \(most recent call last\):)$", re.M)
 
 
+# What launchers log about a worker that died: msrun (each second) "Worker process PID exit
+# with exception. Error code: -9."; Open MPI "... with PID PID on node N exited on signal 9".
+KILLED_BY = (r"Worker process {pid} exit with exception\. Error code: -(\d+)",
+             r"PID {pid} on node \S+ exited on signal (\d+)")
+
+
+def killed_by(launcher_logs: list[Path], pid: int) -> int | None:
+    """The signal a launcher's log says killed worker `pid`, if one says so."""
+    for path in launcher_logs:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for pattern in KILLED_BY:
+            m = re.search(pattern.format(pid=pid), text)
+            if m:
+                return int(m.group(1))
+    return None
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 

@@ -27,7 +27,8 @@ import jinja2
 from launcher import nodelist, ranktable
 from launcher.errors import UserError
 from launcher.rundir import create_run_dir, write_atomic
-from launcher.runfiles import JOB_JSON
+from launcher.attempts import max_restarts
+from launcher.runfiles import JOB_JSON, template_names
 from launcher.spec import JobSpec, load_job, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +181,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 ctx, nodelist=spec.hosts, gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
                 cpus_per_task=spec.cpus_per_task or spec.cards_per_node,
-                signal_before_s=spec.signal_before_s, sbatch_extra=spec.sbatch_extra)
+                signal_before_s=spec.signal_before_s, sbatch_extra=spec.sbatch_extra,
+                files=template_names(), max_restarts=max_restarts(spec, "slurm"))
     elif spec.launcher == "rank_table":
         out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(ctx)
         out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts))

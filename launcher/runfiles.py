@@ -61,4 +61,11 @@ def attempt_logs(attempt: int) -> str:
 def template_names() -> dict:
     """The protocol's names as the launch templates receive them (render context `files`)."""
     return dict(preempt_flag=PREEMPT_FLAG, exit_requeue=EXIT_REQUEUE, logs=LOGS,
-                worker_exit_glob=f"{LOGS}/worker_*.exit", rank0_exit=worker_exit(0))
+                worker_exit_glob=f"{LOGS}/worker_*.exit", rank0_exit=worker_exit(0),
+                attempt_env=ATTEMPT_ENV)
+
+
+def worker_pid(rank: int) -> str:
+    """Written by each worker as it starts: its pid, which launchers' logs name (msrun: "Worker
+    process PID exit with exception. Error code: -9"), so a killed rank is found with its signal."""
+    return f"{LOGS}/worker_{rank}.pid"

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from launcher import failure
+from launcher.errors import UserError
 from launcher.metrics import best_row, read_metrics
 from launcher.runfiles import (FAILURE_JSON, JOB_JSON, LAST_POINT, RUN_STATE, SLURM_JOB_ID,
                                attempt_logs)
@@ -90,7 +91,7 @@ def _alive(pid) -> bool:
 def run_state(run_dir: str | Path) -> RunState:
     """The RunState of `run_dir` (see RunState for the fields)."""
     run_dir = Path(run_dir).resolve()
-    job = _json(run_dir / JOB_JSON)
+    job = _json(run_dir / JOB_JSON).get("spec", {})
     rs = RunState(run_dir=str(run_dir), name=job.get("name", ""),
                   epochs=int(job.get("epochs", 0) or 0),
                   world=int(job.get("nodes", 1) or 1) * int(job.get("cards_per_node", 1) or 1))
@@ -157,3 +158,19 @@ def describe(rs: RunState) -> list[str]:
 def _duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def status_command(run_dir: str | Path) -> str:
+    """`packrun status RUN_DIR`: Slurm's view and the run's for a submitted run, the run's for
+    a local one."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run directory {run_dir} not found; pass the one packrun debug / run / "
+                        "submit printed")
+    if (path / SLURM_JOB_ID).exists():
+        from launcher.slurm import status
+        return status(path)
+    if not (path / JOB_JSON).exists():
+        raise UserError(f"{path} is not a run directory (no {JOB_JSON}): pass the one packrun "
+                        "debug / run / submit printed")
+    return "\n".join(describe(run_state(path)))

@@ -23,6 +23,7 @@ from typing import Sequence
 import psutil
 
 from launcher import processes, ranks
+from launcher.failure import killed_by
 from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
 
 POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
@@ -200,7 +201,7 @@ class Supervisor:
             return None
         deadline = time.monotonic() + wait_s
         while True:
-            sig = killed_by(self.run_dir / LOGS / "launcher.log", w.proc.pid)
+            sig = killed_by([self.run_dir / LOGS / "launcher.log"], w.proc.pid)
             if sig is not None or time.monotonic() >= deadline:
                 return sig
             time.sleep(0.1)
@@ -234,25 +235,6 @@ def _failed_outcome(w: Worker, sig: int | None) -> Outcome:
         how = "was killed"
     return Outcome(w.exit_code or 1, w.rank, f"rank {w.rank} {how}", signal=sig,
                    rank_exit=w.exit_code)
-
-
-# What launchers log about a worker that died: msrun (each second) "Worker process PID exit
-# with exception. Error code: -9."; Open MPI "... with PID PID on node N exited on signal 9".
-KILLED_BY = (r"Worker process {pid} exit with exception\. Error code: -(\d+)",
-             r"PID {pid} on node \S+ exited on signal (\d+)")
-
-
-def killed_by(launcher_log: Path, pid: int) -> int | None:
-    """The signal the launcher says killed worker `pid`, if it said so."""
-    try:
-        text = launcher_log.read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    for pattern in KILLED_BY:
-        m = re.search(pattern.format(pid=pid), text)
-        if m:
-            return int(m.group(1))
-    return None
 
 
 def _msrun_failed_pids(launcher_log: Path) -> set[int]:

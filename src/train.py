@@ -19,7 +19,8 @@ if __name__ == "__main__" and not __package__:
 from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 from launcher import ranks  # noqa: E402
 from launcher.rundir import write_atomic  # noqa: E402
-from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG, worker_exit  # noqa: E402
+from launcher.runfiles import (EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG,  # noqa: E402
+                               worker_exit, worker_pid)
 from launcher.spec import JobSpec, spec_from_json  # noqa: E402
 
 
@@ -426,6 +427,8 @@ def main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     run_dir = Path(argv[1]).resolve()
     rank = ranks.rank_from_env(os.environ)
+    if rank is not None and (run_dir / LOGS).is_dir():
+        write_atomic(run_dir / worker_pid(rank), f"{os.getpid()}\n")
     code = 1
     try:
         code = run(run_dir, rank)
