@@ -74,10 +74,11 @@ def _log_files(run_dir: Path) -> list[Path]:
     return [p for p in logs.iterdir() if p.is_file()] if logs.is_dir() else []
 
 
-def archive_logs(run_dir: Path, attempt: int, move: bool) -> None:
-    """logs/* (files) into logs/attempt_<attempt>/: copied at an attempt's end, moved (so the
-    next attempt starts with clean logs) at the next one's beginning."""
-    files = _log_files(run_dir)
+def archive_logs(run_dir: Path, attempt: int, move: bool,
+                 only: Callable[[Path], bool] | None = None) -> None:
+    """logs/* (files; those `only` accepts) into logs/attempt_<attempt>/: copied at an attempt's
+    end, moved (so the next attempt starts with clean logs) at the next one's beginning."""
+    files = [f for f in _log_files(run_dir) if only is None or only(f)]
     if not files:
         return
     dest = Path(run_dir) / attempt_logs(attempt)
@@ -89,14 +90,18 @@ def archive_logs(run_dir: Path, attempt: int, move: bool) -> None:
             shutil.copy2(f, dest / f.name)
 
 
-def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | None = None) -> int:
-    """Start an attempt: its number (`attempt`, else one more than the last)."""
+def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | None = None,
+          only: Callable[[Path], bool] | None = None, record: bool = True) -> int:
+    """Start an attempt: its number (`attempt`, else one more than the last). `record` False
+    (node-launch on nodes other than 0) only archives: node 0 keeps the run's state."""
     run_dir = Path(run_dir)
     state = read_state(run_dir)
-    previous = int(state.get("attempt", 0))
+    previous = (attempt - 1 if attempt else 0) or int(state.get("attempt", 0))
     if previous:
-        archive_logs(run_dir, previous, move=True)
+        archive_logs(run_dir, previous, move=True, only=only)
     attempt = attempt or previous + 1
+    if not record:
+        return attempt
     now = time.time()
     write_state(run_dir, kind=kind, world=world, attempt=attempt, max_restarts=allowed,
                 state=RUNNING, started=state.get("started", now), attempt_started=now,
@@ -110,9 +115,10 @@ def retryable(result: Result) -> bool:
 
 
 def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
-        max_attempts: int) -> dict | None:
+        max_attempts: int, only: Callable[[Path], bool] | None = None,
+        record_state: bool = True) -> dict | None:
     """Close an attempt; the failure record (its `action` says what happens next), or None when
-    the attempt did not fail."""
+    the attempt did not fail. `record_state` False: archive and decide, write nothing else."""
     run_dir = Path(run_dir)
     record = None
     if result.code == 0:
@@ -127,7 +133,9 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
             host=result.host or socket.gethostname(), exit_code=result.exit_code,
             signal=result.signal, reason=result.reason, action=action)
         state = RESTARTING if action == failure.RESTARTED else FAILED
-    archive_logs(run_dir, attempt, move=False)
+    archive_logs(run_dir, attempt, move=False, only=only)
+    if not record_state:
+        return record
     if record is not None:
         failure.write_failure(run_dir, record)
     write_state(run_dir, state=state, ended=None if state == RESTARTING else time.time(),
@@ -150,25 +158,30 @@ def _wait(seconds: float) -> int | None:
 
 
 def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
-                  launch: Callable[[int], Result], log=print) -> int:
+                  launch: Callable[[int], Result], log=print,
+                  only: Callable[[Path], bool] | None = None, record: bool = True) -> int:
     """Run `launch(attempt)` until it does not fail, fails for good, or has been restarted
-    `allowed` times; the exit status of the last launch."""
-    restarts, first = 0, None
+    `allowed` times; the exit status of the last launch. `only` limits the logs this loop
+    archives and `record` False leaves the run's state to another loop (node-launch: each
+    node archives its own logs, node 0 keeps the state)."""
+    restarts, first, attempt = 0, None, None
     while True:
-        attempt = begin(run_dir, kind, world, allowed)
+        attempt = begin(run_dir, kind, world, allowed, attempt=attempt and attempt + 1,
+                        only=only, record=record)
         first = first or attempt
         result = launch(attempt)
-        record = end(run_dir, attempt, result, restart_allowed=restarts < allowed,
-                     max_attempts=first + allowed)
-        if record is None:
+        record_ = end(run_dir, attempt, result, restart_allowed=restarts < allowed,
+                      max_attempts=first + allowed, only=only, record_state=record)
+        if record_ is None:
             return result.code
-        log(f"packrun: {failure.summary(record)}")
-        if record["action"] != failure.RESTARTED:
+        log(f"packrun: {failure.summary(record_)}")
+        if record_["action"] != failure.RESTARTED:
             return result.code
         restarts += 1
         sig = _wait(backoff(restarts - 1))
         if sig is not None:
-            write_state(run_dir, state=STOPPED, ended=time.time(), exit_code=128 + sig)
+            if record:
+                write_state(run_dir, state=STOPPED, ended=time.time(), exit_code=128 + sig)
             log(f"packrun: stopped by {signals.Signals(sig).name} before the restart")
             return 128 + sig
 
@@ -177,16 +190,17 @@ def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
 # The batch script's side (Slurm: every attempt is a run of job.sbatch)
 # --------------------------------------------------------------------------------------------
 
-def slurm_result(run_dir: Path, rc: int, world: int) -> Result:
-    """What the ranks' exit files say about a failed srun step: the failing rank is the first
-    with a failing status, else the first without one (killed)."""
+def result_from_files(run_dir: Path, rc: int, world: int) -> Result:
+    """What the ranks' exit and pid files and the launchers' logs say about a failed launch
+    whose workers packrun did not watch (an srun step, a node-launch): the failing rank is the
+    first with a failing status, else the killed one msrun names, else the first killed."""
     codes = {rank: _exit_status(run_dir, rank) for rank in range(world)}
     failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
     if failing:
         r = failing[0]
         return Result(rc or 1, r, exit_code=codes[r], reason=f"rank {r} exited with status "
                                                               f"{codes[r]}", host=_host(run_dir, r))
-    killed = [r for r, c in codes.items() if c is None]
+    killed = [r for r, c in codes.items() if c is None and _pid(run_dir, r) is not None]
     if killed and rc != 0:
         # the launchers kill the others once one died: the one their logs name is the culprit
         logs = sorted((run_dir / LOGS).glob("*.out")) + sorted((run_dir / LOGS).glob("*.log"))
@@ -197,7 +211,8 @@ def slurm_result(run_dir: Path, rc: int, world: int) -> Result:
         sig = signals_of.get(r)
         how = f"was killed by signal {sig}" if sig else "was killed (no exit status)"
         return Result(rc, r, sig, reason=f"rank {r} {how}", host=_host(run_dir, r))
-    return Result(rc, reason=f"srun exited with status {rc}")
+    return Result(rc, exit_code=rc, reason=f"the launch exited with status {rc} before any "
+                                           "worker failed")
 
 
 def _host(run_dir: Path, rank: int) -> str:
@@ -227,7 +242,7 @@ def _batch_main(argv: list[str]) -> int:
             _exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):
         result = Result(EXIT_REQUEUE)  # stopped on request: the batch script requeues it
     else:
-        result = slurm_result(run_dir, rc, world)
+        result = result_from_files(run_dir, rc, world)
     record = end(run_dir, attempt, result, restart_allowed=attempt - 1 < allowed,
                  max_attempts=allowed + 1)
     if record is not None:

@@ -293,3 +293,33 @@ def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp
     for a, b in zip(rows(reference), rows(run_dir)):
         assert (a["train_loss"], a["val_acc"], a["lr"]) == (b["train_loss"], b["val_acc"], b["lr"])
     assert digests(run_dir, world) == digests(reference, world)
+
+
+@pytest.mark.unit
+def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monkeypatch):
+    from launcher import node_launch
+    from launcher.render import write_run_dir
+    from launcher.spec import load_job
+    from tests.test_site import STUB
+    python = tmp_path / "stub-python"
+    python.write_text(STUB)
+    python.chmod(0o755)
+    for k in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("SITE_LOG", str(tmp_path / "launches"))
+    monkeypatch.setenv("STUB_EXIT", "3")
+    monkeypatch.setattr(attempts, "BACKOFF_S", (0.01, 0.01))
+    run_dir, _ = write_run_dir(load_job(make_job(), {"max_restarts": 1}), slurm=True,
+                               python=str(python))
+    assert node_launch.node_launch_command(str(run_dir), 0, "127.0.0.1", 8118) == 3
+    assert len((tmp_path / "launches").read_text().splitlines()) == 2   # started twice
+    first = json.loads((run_dir / attempt_logs(1) / "failure.json").read_text())
+    second = json.loads((run_dir / attempt_logs(2) / "failure.json").read_text())
+    assert (first["action"], second["action"]) == ("restarted", "gave up")
+    assert first["exit_code"] == 3 and first["rank"] is None
+    rs = runstate.run_state(run_dir)
+    assert (rs.state, rs.kind, rs.attempt) == ("failed", "node-launch", 2)
+    monkeypatch.setenv("STUB_EXIT", "2")                   # bad input: not restarted
+    assert node_launch.node_launch_command(str(run_dir), 0, "127.0.0.1", 8118) == 2
+    assert len((tmp_path / "launches").read_text().splitlines()) == 3
+    assert json.loads((run_dir / "failure.json").read_text())["action"] == "not retryable"
