@@ -119,7 +119,13 @@ class Position:
 
     @property
     def epoch_complete(self) -> bool:
-        return self.step >= self.steps_per_epoch and self.stopped_at is None
+        """All steps of the epoch trained (a stop request at its last step included: the epoch
+        end then evaluates and saves as usual)."""
+        return self.step >= self.steps_per_epoch
+
+    @property
+    def stopped_mid_epoch(self) -> bool:
+        return self.stopped_at is not None and self.stopped_at[1] < self.steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,8 @@ class StopOnRequest(Callback):
     def on_train_step_end(self, run_context):
         if self.should_stop():
             self.position.stopped_at = (self.position.epoch, self.position.step)
-            run_context.request_stop()
+            if self.position.stopped_mid_epoch:
+                run_context.request_stop()  # (at the last step the epoch ends by itself)
 
 
 class Checkpoint(Callback):

@@ -378,6 +378,20 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
         return float(correct) / float(total) if total else 0.0
 
     resume = resume_agreed(run_dir, net, opt, par)
+    announce(spec, run_dir, par, data, resume, steps, base_lr, say)
+    cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
+                         resume)
+    if position_out is not None:
+        position_out.append(cbs.position)
+    fit(spec, model, train_data, cbs, resume, sink_mode)
+    if stopped_on_request(spec, cbs, say):
+        return EXIT_REQUEUE
+    finish(spec, run_dir, par, net, data, cbs, say)
+    return 0
+
+
+def announce(spec: JobSpec, run_dir: Path, par, data: Data, resume: ResumePoint, steps: int,
+             base_lr: float, say) -> None:
     if resume.step:
         say(f"resuming from {run_dir / LAST_CKPT}: epoch {resume.epoch} of {spec.epochs} done "
             f"and {resume.step} of {steps} steps of epoch {resume.epoch + 1}")
@@ -386,20 +400,23 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     say(f"{spec.arch} {spec.mode}: {len(data.classes)} classes, {steps} steps/epoch x "
         f"{spec.epochs} epochs, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}, "
         f"device {spec.device}")
-    cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
-                         resume)
-    if position_out is not None:
-        position_out.append(cbs.position)
-    fit(spec, model, train_data, cbs, resume, sink_mode)
-    if cbs.position.stopped_at:
-        epoch, step = cbs.position.stopped_at
-        cbs.checkpoint.save_at_stop()
-        say(f"stopped on request ({PREEMPT_FLAG}) at epoch {epoch} step {step}; {LAST_CKPT} "
-            f"holds epoch {epoch - 1} and {step} step(s) of epoch {epoch}: start the run again "
-            "to resume")
-        return EXIT_REQUEUE
-    finish(spec, run_dir, par, net, data, cbs, say)
-    return 0
+
+
+def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:
+    """After fit: whether a stop request ended training early; then last.ckpt holds the step
+    (written here after a stop mid-epoch; at an epoch's last step the epoch end wrote it)."""
+    position = cbs.position
+    if not position.stopped_at or position.stopped_at == (spec.epochs, position.steps_per_epoch):
+        return False  # no request, or one at the very last step: the run is complete
+    epoch, step = position.stopped_at
+    if position.stopped_mid_epoch:
+        cbs.checkpoint.save_at_stop()  # every rank (it gathers their BatchNorm statistics)
+        held = f"epoch {epoch - 1} and {step} step(s) of epoch {epoch}"
+    else:
+        held = f"epoch {epoch}"
+    say(f"stopped on request ({PREEMPT_FLAG}) at epoch {epoch} step {step}; {LAST_CKPT} holds "
+        f"{held}: start the run again to resume")
+    return True
 
 
 def run(run_dir: Path, rank: int | None = None) -> int:
