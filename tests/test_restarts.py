@@ -323,3 +323,22 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     assert node_launch.node_launch_command(str(run_dir), 0, "127.0.0.1", 8118) == 2
     assert len((tmp_path / "launches").read_text().splitlines()) == 3
     assert json.loads((run_dir / "failure.json").read_text())["action"] == "not retryable"
+
+
+@pytest.mark.e2e
+def test_a_users_sigterm_is_not_retried(job, tmp_path):
+    out = tmp_path / "console.out"
+    with open(out, "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "debug", str(job),
+                                 "--name=sigterm", "--max_restarts=3"], cwd=REPO,
+                                env=dict(os.environ, **{TRACE_ENV: "1"}), stdout=console,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while "trained step 1.1\n" not in out.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, out.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.terminate()
+    assert proc.wait(timeout=120) == 143, out.read_text()[-3000:]
+    run_dir = run_dir_of(out.read_text())
+    assert not (run_dir / "failure.json").exists() and not (run_dir / attempt_logs(2)).exists()
+    assert runstate.run_state(run_dir).state == "stopped"
