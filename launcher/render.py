@@ -25,9 +25,9 @@ from pathlib import Path
 import jinja2
 
 from launcher import nodelist, ranktable
+from launcher.attempts import max_restarts
 from launcher.errors import UserError
 from launcher.rundir import create_run_dir, write_atomic
-from launcher.attempts import max_restarts
 from launcher.runfiles import JOB_JSON, template_names
 from launcher.spec import JobSpec, load_job, spec_to_json
 
