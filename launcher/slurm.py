@@ -229,13 +229,15 @@ def status(run_dir: str | Path) -> str:
         lines.append(f"no epoch finished yet (of {epochs})")
     if (run_dir / LAST_CKPT).exists():
         lines.append(f"resumable checkpoint: {run_dir / LAST_CKPT}")
-    return "\n".join(lines + _attempt_lines(run_dir))
+    return "\n".join(lines + _attempt_lines(run_dir, info))
 
 
-def _attempt_lines(run_dir: Path) -> list[str]:
+def _attempt_lines(run_dir: Path, info: JobInfo | None) -> list[str]:
     """The run's own view (launcher/runstate.py): its attempt and the newest failure."""
     from launcher.runstate import run_state
     rs = run_state(run_dir)
+    if (info is None or info.ended) and rs.state in ("running", "restarting"):
+        rs.state = f"ended by Slurm ({info.state if info else 'job forgotten'})"  # e.g. scancel
     lines = []
     if rs.attempt:
         of = f" of {rs.max_restarts + 1}" if rs.max_restarts is not None else ""
