@@ -278,10 +278,11 @@ class Callbacks:
     stop: object
     checkpoint: object
     position: object
-    extra: list = field(default_factory=list)  # the test-only fault injection (src/faults.py)
+    before: list = field(default_factory=list)  # test-only (src/faults.py): fault injection
+    after: list = field(default_factory=list)   # test-only: the step trace
 
     def all(self) -> list:
-        return [self.report, self.stop, self.checkpoint, *self.extra]
+        return [*self.before, self.report, self.stop, self.checkpoint, *self.after]
 
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
@@ -305,7 +306,8 @@ def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rate
     ckpt = Checkpoint(run_dir=run_dir, network=net, is_main=par.is_main, report=report,
                       resume_state=lambda: resumable_parameters(net, opt),
                       rank_state=lambda: rank_state(bn_statistics, par))
-    return Callbacks(report, stop, ckpt, position, faults.from_env(os.environ, par.rank, position))
+    return Callbacks(report, stop, ckpt, position,
+                     *faults.from_env(os.environ, par.rank, position, run_dir))
 
 
 def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,

@@ -160,6 +160,13 @@ def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
 # =============================================================================================
 
 @pytest.fixture(scope="module")
+def debug_reference(job):
+    full = packrun("debug", job, "--name=full1", env={TRACE_ENV: "1"})
+    assert full.returncode == 0, shown(full)
+    return run_dir_of(full.stdout)
+
+
+@pytest.fixture(scope="module")
 def uninterrupted(job):
     r = packrun("run", job, "--workers=2", "--name=full")
     assert r.returncode == 0, shown(r)
@@ -262,15 +269,13 @@ def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subproce
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["debug", "run"])
 def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp_path, mode,
-                                                                        uninterrupted):
+                                                                        request):
     workers = ["--workers=2"] if mode == "run" else []
     env = {TRACE_ENV: "1"}
     if mode == "debug":
-        full = packrun("debug", job, "--name=full1", env=env)
-        assert full.returncode == 0, shown(full)
-        reference, world, steps = run_dir_of(full.stdout), 1, 6
+        reference, world, steps = request.getfixturevalue("debug_reference"), 1, 6
     else:
-        reference, world, steps = uninterrupted, 2, 3
+        reference, world, steps = request.getfixturevalue("uninterrupted"), 2, 3
     proc, run_dir = _stop_mid_epoch([mode, job, *workers, f"--name=stop_{mode}"], env,
                                     tmp_path / "stopped.out", "2.1")
     text = (tmp_path / "stopped.out").read_text()
@@ -342,3 +347,66 @@ def test_a_users_sigterm_is_not_retried(job, tmp_path):
     run_dir = run_dir_of(out.read_text())
     assert not (run_dir / "failure.json").exists() and not (run_dir / attempt_logs(2)).exists()
     assert runstate.run_state(run_dir).state == "stopped"
+
+
+@pytest.mark.e2e
+def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
+    env = {TRACE_ENV: "1", FAULT_ENV: "stop:rank=0:epoch=1:step=6"}   # creates the flag there
+    r = packrun("debug", job, "--name=stop_last", env=env)
+    assert r.returncode == 75, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    assert trained_steps(run_dir / "logs" / "worker_0.log") == [f"1.{i}" for i in range(1, 7)]
+    assert "stopped on request (preempt.requested) at epoch 1 step 6; last.ckpt holds epoch 1:" \
+        in r.stdout
+    assert json.loads((run_dir / "last.json").read_text()) == {"epoch": 1, "step": 0}
+    assert [row["epoch"] for row in rows(run_dir)] == [1]
+    resumed = packrun("debug", "--resume", run_dir, env={TRACE_ENV: "1"})
+    assert resumed.returncode == 0, shown(resumed)
+    again = trained_steps(run_dir / "logs" / "worker_0.log")
+    assert again[0] == "2.1" and len(again) == (EPOCHS - 1) * 6
+    assert digests(run_dir, 1) == digests(debug_reference, 1)
+    # a request at the run's very last step: the run is complete
+    end = packrun("debug", job, "--name=stop_end", "--epochs=1",
+                  env={FAULT_ENV: "stop:rank=0:epoch=1:step=6"})
+    assert end.returncode == 0 and "End training, the best acc is: " in end.stdout, shown(end)
+
+
+@pytest.mark.unit
+def test_sink_mode_trains_each_epoch_in_chunks_and_stops_between_them():
+    # Ascend/GPU only, so the loop is driven here by a stand-in Model that does what sink mode
+    # does: one step-end callback per chunk of sink_size steps.
+    from types import SimpleNamespace
+
+    from src.callbacks import Position
+    from src.train import Callbacks, ResumePoint, fit
+
+    class Data:
+        def __init__(self, start=0, n=7):
+            self.start, self.n = start, n
+
+        def skip(self, k):
+            return Data(self.start + k, self.n - k)
+
+        def take(self, n):
+            return Data(self.start, n)
+
+    position, calls = Position(7), []
+
+    class Model:
+        def train(self, chunks, data, callbacks, dataset_sink_mode, sink_size):
+            assert dataset_sink_mode and data.n == chunks * sink_size
+            calls.append((position.epoch, data.start, chunks, sink_size))
+            for k in range(1, chunks + 1):
+                position.steps_done(SimpleNamespace(cur_step_num=k * sink_size))
+                if (position.epoch, position.step) == (2, 3):   # a stop request, seen here
+                    position.stopped_at = (2, 3)
+                    return
+
+    spec = SimpleNamespace(epochs=3, sink_size=3)
+    cbs = Callbacks(None, None, None, position)
+    fit(spec, Model(), lambda epoch: Data(), cbs, ResumePoint(), sink_mode=True)
+    assert calls == [(1, 0, 2, 3), (1, 6, 1, 1), (2, 0, 2, 3)]   # stopped after 3 steps
+    calls.clear()
+    position.stopped_at = None
+    fit(spec, Model(), lambda epoch: Data(), cbs, ResumePoint(epoch=1, step=3), sink_mode=True)
+    assert calls == [(2, 3, 1, 3), (2, 6, 1, 1), (3, 0, 2, 3), (3, 6, 1, 1)]
