@@ -366,7 +366,7 @@ def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
     assert again[0] == "2.1" and len(again) == (EPOCHS - 1) * 6
     assert digests(run_dir, 1) == digests(debug_reference, 1)
     # a request at the run's very last step: the run is complete
-    end = packrun("debug", job, "--name=stop_end", "--epochs=1",
+    end = packrun("debug", job, "--name=stop_end", "--epochs=1", "--warmup_epochs=0",
                   env={FAULT_ENV: "stop:rank=0:epoch=1:step=6"})
     assert end.returncode == 0 and "End training, the best acc is: " in end.stdout, shown(end)
 
