@@ -174,9 +174,11 @@ class Commands:
 
     @_user_errors_exit_2
     def status(self, run_dir):
-        """State, elapsed time, nodes and best accuracy so far of a run submitted to Slurm."""
-        from launcher.slurm import status
-        print(status(run_dir))
+        """State (running / completed / failed / stopped / restarting), attempt, epoch and step
+        reached, best accuracy and the failure summary of a run directory: local runs (debug,
+        run) and Slurm runs (also Slurm's state, elapsed time and nodes)."""
+        from launcher.runstate import status_command
+        print(status_command(run_dir))
 
     @_user_errors_exit_2
     def cancel(self, run_dir):

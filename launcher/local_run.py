@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
+from launcher import attempts
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
 from launcher.resume import resume_target
 from launcher.rundir import new_run_dir
 from launcher.runlock import acquire
-from launcher.runfiles import (CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT, PREEMPT_FLAG,
-                               worker_log)
-from launcher.spec import JobSpec, load_job
+from launcher.runfiles import (ATTEMPT_ENV, CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT,
+                               PREEMPT_FLAG, worker_exit, worker_log)
+from launcher.spec import JobSpec, load_job, spec_from_json
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = REPO / "src" / "train.py"
@@ -45,10 +47,11 @@ def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
 
 
 def run_worker(run_dir: Path, log=print) -> int:
-    """One worker in `run_dir` (it resumes from last.ckpt when there is one); its exit status."""
-    (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
-    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
-                       env=worker_env())
+    """One worker in `run_dir` (it resumes from last.ckpt when there is one), restarted up to
+    max_restarts times after a failure (launcher/attempts.py); its exit status."""
+    allowed = attempts.max_restarts(spec_from_json(run_dir), "debug")
+    rc = attempts.with_restarts(run_dir, "debug", 1, allowed,
+                                lambda attempt: _worker_once(run_dir, attempt), log=log)
     if rc == 0:
         status = "finished"
     elif rc == EXIT_REQUEUE:
@@ -60,6 +63,22 @@ def run_worker(run_dir: Path, log=print) -> int:
                        f"packrun debug --resume {run_dir}")
     log(f"packrun: run {status}\npackrun: run directory {run_dir}")
     return rc
+
+
+def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
+    (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
+    (run_dir / worker_exit(0)).unlink(missing_ok=True)
+    received: dict = {}
+    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
+                       env=worker_env() | {ATTEMPT_ENV: str(attempt)}, received=received)
+    if received.get("signal") is not None:
+        return attempts.Result(rc, reason=f"stopped by {signal.Signals(received['signal']).name}",
+                               user_stop=True)
+    if rc == 0 or rc == EXIT_REQUEUE:
+        return attempts.Result(rc)
+    sig = rc - 128 if rc > 128 and not (run_dir / worker_exit(0)).exists() else None
+    how = f"was killed by signal {sig}" if sig else f"exited with status {rc}"
+    return attempts.Result(rc, 0, sig, None if sig else rc, f"rank 0 {how}")
 
 
 # Files a run directory made by `packrun run`, `render` or `submit` holds and a debug run's lacks.

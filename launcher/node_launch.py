@@ -21,9 +21,10 @@ import signal
 import sys
 from pathlib import Path
 
+from launcher import attempts
 from launcher.errors import UserError
 from launcher.processes import exit_code, forward_signals, spawn
-from launcher.runfiles import PREEMPT_FLAG
+from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG
 from launcher.runlock import acquire
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import JobSpec, spec_from_json
@@ -94,8 +95,9 @@ def launch_env(rank: int, addr: str, port: int) -> dict[str, str]:
     return dict(os.environ, SLURM_NODEID=str(rank), MASTER_ADDR=addr, MASTER_PORT=str(port))
 
 
-def run_node(run_dir: Path, env: dict[str, str]) -> int:
-    """Run msrun.sh with `env`, forwarding signals; its exit status."""
+def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None) -> int:
+    """Run msrun.sh with `env`, forwarding signals; its exit status (`received["signal"]`: the
+    signal that stopped it, when `received` is given)."""
     proc = spawn(["bash", str(run_dir / "msrun.sh")], env=env, cwd=run_dir, stdout=None)
     old_usr1 = signal.signal(signal.SIGUSR1, lambda *_: (run_dir / PREEMPT_FLAG).touch())
     try:
@@ -103,7 +105,34 @@ def run_node(run_dir: Path, env: dict[str, str]) -> int:
             proc.wait()
     finally:
         signal.signal(signal.SIGUSR1, old_usr1)
+    if received is not None:
+        received["signal"] = got["signal"]
     return 128 + got["signal"] if got["signal"] is not None else exit_code(proc.returncode)
+
+
+def node_attempt(run_dir: Path, env: dict[str, str], attempt: int, world: int,
+                 node: int) -> attempts.Result:
+    """One start of this node's msrun.sh; how it ended (from the ranks' files on failure)."""
+    if node == 0:
+        (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
+    received: dict = {}
+    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received)
+    if received.get("signal") is not None:
+        return attempts.Result(rc, reason="stopped by a signal", user_stop=True)
+    if rc in (0, EXIT_REQUEUE):
+        return attempts.Result(rc)
+    return attempts.result_from_files(run_dir, rc, world)
+
+
+def own_files(spec: JobSpec, node: int):
+    """This node's log files: its ranks' (and the scheduler's on node 0)."""
+    mine = range(node * spec.cards_per_node, (node + 1) * spec.cards_per_node)
+    pattern = re.compile(r"worker_(\d+)\.")
+
+    def only(path: Path) -> bool:
+        m = pattern.match(path.name)
+        return int(m.group(1)) in mine if m else node == 0
+    return only
 
 
 def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
@@ -118,8 +147,14 @@ def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
     addr = master_addr(spec, master_addr_flag, slurm)
     port = master_port(spec, master_port_flag, slurm)
     with acquire(path, "packrun node-launch", rank):
-        if rank == 0:  # a stop request an earlier start of this run already served
-            (path / PREEMPT_FLAG).unlink(missing_ok=True)
-        print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler "
-              f"{addr}:{port}", file=sys.stderr, flush=True)
-        return run_node(path, launch_env(rank, addr, port))
+        allowed = attempts.max_restarts(spec, "node-launch")
+        print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler {addr}:{port}"
+              + (f"; up to {allowed} restart(s)" if allowed else ""), file=sys.stderr, flush=True)
+        world, env = spec.nodes * spec.cards_per_node, launch_env(rank, addr, port)
+        # every node restarts its own msrun (they meet again at the same scheduler port); node 0
+        # keeps the run's state and failure reports, each node archives its own logs
+        return attempts.with_restarts(
+            path, "node-launch", world, allowed,
+            lambda attempt: node_attempt(path, env, attempt, world, rank),
+            log=lambda msg: print(msg, file=sys.stderr, flush=True),
+            only=own_files(spec, rank), record=rank == 0)

@@ -76,9 +76,11 @@ def spawn(cmd: Sequence[str], env: dict | None = None, cwd: str | Path | None = 
 
 
 def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
-                  cwd: str | Path | None = None, console=None) -> int:
+                  cwd: str | Path | None = None, console=None, received: dict | None = None) -> int:
     """Run `cmd`, copying its merged output to `log_path` and the console as it comes.
-    Returns its exit status; on Ctrl-C / SIGTERM the child is stopped and 130 / 143 returned."""
+    Returns its exit status; on Ctrl-C / SIGTERM the child is stopped and 130 / 143 returned
+    (and `received["signal"]` set, when `received` is given, to tell that from a child killed
+    by a signal)."""
     console = console or sys.stdout
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(cmd, env=env, cwd=cwd)
@@ -99,6 +101,8 @@ def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
                 stop(proc)  # packrun itself is failing: leave nothing behind
             proc.wait()
             kill_group(proc, signal.SIGKILL)  # stragglers the worker left in its group
+    if received is not None:
+        received["signal"] = got["signal"]
     if got["signal"] is not None:
         return 128 + got["signal"]
     return exit_code(proc.returncode)

@@ -27,10 +27,11 @@ from pathlib import Path
 import jinja2
 
 from launcher import nodelist, ranktable, shellsafe
+from launcher.attempts import max_restarts
 from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.rundir import create_run_dir, write_atomic
 from launcher.processes import GRACE_S
-from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK
+from launcher.rundir import create_run_dir, write_atomic
+from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK, template_names
 from launcher.spec import JobSpec, load_job, path_problems, spec_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +266,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 cpus_per_task=cpus, exclusive=whole_node,
                 signal_before_s=spec.signal_before_s, run_lock=RUN_LOCK,
                 exit_user_error=EXIT_USER_ERROR,
-                sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra])
+                sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra],
+                files=template_names(), max_restarts=max_restarts(spec, "slurm"))
     elif spec.launcher == "rank_table":
         if not existing:
             try:

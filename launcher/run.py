@@ -10,14 +10,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from launcher import attempts
 from launcher.check import check_before_launch, check_port_free
 from launcher.errors import UserError
 from launcher.local_run import WORKER_SCRIPT, worker_env
 from launcher.render import write_run_dir
 from launcher.resume import resume_target
-from launcher.runfiles import EXIT_REQUEUE, PREEMPT_FLAG, worker_log
+from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG, worker_log
 from launcher.runlock import acquire
-from launcher.spec import JobSpec, load_job
+from launcher.spec import JobSpec, load_job, spec_from_json
 from launcher.supervise import Supervisor, tail
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
@@ -35,19 +36,35 @@ def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:
 
 
 def execute(run_dir: Path, spec: JobSpec, log=print) -> int:
-    """Run the rendered launch in `run_dir` under supervision; the job's exit status."""
+    """Run the rendered launch in `run_dir` under supervision, restarted from last.ckpt up to
+    max_restarts times after a failure (launcher/attempts.py); the job's exit status."""
+    allowed = attempts.max_restarts(spec, "run")
+    log(f"packrun: {spec.launcher} with {spec.cards_per_node} worker(s); run directory {run_dir}"
+        + (f"; up to {allowed} restart(s)" if allowed else ""))
+    code = attempts.with_restarts(run_dir, "run", spec.cards_per_node, allowed,
+                                  lambda attempt: launch_once(run_dir, spec, attempt, log),
+                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if code == 0:
+        log(f"packrun: run finished\npackrun: run directory {run_dir}")
+    elif code != EXIT_REQUEUE:
+        print(f"packrun: run directory {run_dir}", file=sys.stderr, flush=True)
+    return code
+
+
+def launch_once(run_dir: Path, spec: JobSpec, attempt: int, log=print) -> attempts.Result:
+    """One attempt: the launch script, supervised."""
     (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     script = run_dir / LAUNCH_SCRIPTS[spec.launcher]
-    log(f"packrun: {spec.launcher} with {spec.cards_per_node} worker(s); run directory {run_dir}")
-    log(f"packrun: following {run_dir / worker_log(0)} (rank 0)")
-    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, worker_env()).run()
-    if outcome.code == 0:
-        log(f"packrun: run finished\npackrun: run directory {run_dir}")
-    elif outcome.code == EXIT_REQUEUE:
+    log(f"packrun: following {run_dir / worker_log(0)} (rank 0)"
+        + (f", attempt {attempt}" if attempt > 1 else ""))
+    env = worker_env() | {ATTEMPT_ENV: str(attempt)}
+    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env).run()
+    if outcome.code == EXIT_REQUEUE:
         log(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
-    else:
+    elif outcome.code != 0:
         _report_failure(run_dir, outcome)
-    return outcome.code
+    return attempts.Result(outcome.code, outcome.failed_rank, outcome.signal, outcome.rank_exit,
+                           outcome.reason, outcome.user_stop)
 
 
 def _report_failure(run_dir: Path, outcome) -> None:
@@ -59,7 +76,6 @@ def _report_failure(run_dir: Path, outcome) -> None:
     else:
         launcher_log = run_dir / "logs" / "launcher.log"
         print(f"packrun: last lines of {launcher_log}:\n{tail(launcher_log)}", file=err)
-    print(f"packrun: run directory {run_dir}", file=err, flush=True)
 
 
 def run_command(job: str | None, overrides: dict, workers: int | None = None,

@@ -230,7 +230,23 @@ def status(run_dir: str | Path) -> str:
         lines.append(f"no epoch finished yet (of {epochs})")
     if (run_dir / LAST_CKPT).exists():
         lines.append(f"resumable checkpoint: {run_dir / LAST_CKPT}")
-    return "\n".join(lines)
+    return "\n".join(lines + _attempt_lines(run_dir, info))
+
+
+def _attempt_lines(run_dir: Path, info: JobInfo | None) -> list[str]:
+    """The run's own view (launcher/runstate.py): its attempt and the newest failure."""
+    from launcher.runstate import run_state
+    rs = run_state(run_dir)
+    if (info is None or info.ended) and rs.state in ("running", "restarting"):
+        rs.state = f"ended by Slurm ({info.state if info else 'job forgotten'})"  # e.g. scancel
+    lines = []
+    if rs.attempt:
+        of = f" of {rs.max_restarts + 1}" if rs.max_restarts is not None else ""
+        at = f"epoch {rs.epoch}" + (f" step {rs.step}" if rs.step else "")
+        lines.append(f"run {rs.state}, attempt {rs.attempt}{of}, at {at}")
+    if rs.failure:
+        lines += rs.failure.splitlines()
+    return lines
 
 
 def _describe(info: JobInfo) -> str:
@@ -300,6 +316,8 @@ def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = PO
         while True:
             info = _poll(job_id)
             changed = seen is None or (info.state, info.restarts) != (seen.state, seen.restarts)
+            if seen is not None and info.restarts > seen.restarts:
+                _say_requeue(console, run_dir, info.restarts)
             if changed and not info.ended:
                 note = f"; release it with `scontrol release {job_id}`" \
                     if info.state in HELD else ""
@@ -317,6 +335,22 @@ def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = PO
     if info.status != 0:
         console.write(_failure_report(info, run_dir))
     return info.status
+
+
+def _say_requeue(console: TextIO, run_dir: Path, restarts: int) -> None:
+    """The job was requeued: why (failure.json of the attempt that ended) and which attempt of
+    how many comes next."""
+    from launcher.attempts import max_restarts
+    from launcher.failure import read_failure, summary
+    record = read_failure(run_dir)
+    if record and record.get("attempt") == restarts:
+        for line in summary(record).splitlines():
+            _say(console, line.strip())
+    try:
+        allowed = max_restarts(spec_from_json(run_dir), "slurm")
+        _say(console, f"attempt {restarts + 1} of {allowed + 1}")
+    except UserError:
+        _say(console, f"attempt {restarts + 1}")
 
 
 def _say(console: TextIO, text: str) -> None:

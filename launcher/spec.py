@@ -133,6 +133,9 @@ class JobSpec:
                          choices=("O0", "O2", "O3"), group="device")
     sink_mode: bool = key(True, "Dataset sink mode (Ascend/GPU); CPU runs without sink.",
                           group="device")
+    sink_size: int = key(50, "Steps per sink chunk in sink mode: a stop request (preemption "
+                         "warning, preempt.requested) is honoured within this many steps.",
+                         minimum=1, group="device")
     graph_mode: bool = key(True, "MindSpore GRAPH_MODE (compiled); false runs PYNATIVE_MODE.",
                            group="device")
     cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
@@ -228,6 +231,11 @@ class JobSpec:
                              group="slurm")
     requeue: bool = key(True, "Let Slurm requeue the job after a preemption or node failure.",
                         group="slurm")
+    max_restarts: int = key(-1, "Automatic restarts from last.ckpt after a failed launch (a "
+                            "dead rank, a node failure); bad input (exit 2) and a user's stop "
+                            "are never retried. -1 = 0 for `packrun run` / `debug`, 3 for "
+                            "Slurm jobs (each restart is a requeue).", minimum=-1,
+                            maximum=100, group="slurm")
     signal_before_s: int = key(120, "Seconds before the time limit at which the batch script gets "
                                "SIGUSR1 (a warning to checkpoint); 0 = no warning.", minimum=0,
                                maximum=65535, group="slurm")

@@ -24,11 +24,13 @@ import psutil
 
 from launcher import processes, ranks
 from launcher.console import is_chatter
+from launcher.failure import killed_by
 from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
 
 POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
 DISCOVER_EVERY = 5   # process-table scans and console updates every 0.25 s
 TAIL_LINES = 20
+KILLED_WAIT_S = 2.5  # how long to wait for the launcher to report a killed worker's signal
 
 
 @dataclass
@@ -45,6 +47,9 @@ class Outcome:
     failed_rank: int | None = None
     reason: str = ""
     workers_seen: list[int] = field(default_factory=list)
+    signal: int | None = None      # the signal that killed the failed rank, when known
+    rank_exit: int | None = None   # the failed rank's exit status (None: killed)
+    user_stop: bool = False        # packrun got SIGINT / SIGTERM
 
 
 class LogFollower:
@@ -183,26 +188,39 @@ class Supervisor:
             if got["signal"] is not None:
                 self.stop_all(launcher)
                 name = signal.Signals(got["signal"]).name
-                return Outcome(128 + got["signal"], reason=f"stopped by {name}")
+                return Outcome(128 + got["signal"], reason=f"stopped by {name}", user_stop=True)
             failed = self._check_workers()
             if failed is not None:
+                sig = self._killed_by(failed)
                 self.stop_all(launcher)
-                how = "was killed" if failed.exit_code is None else \
-                    f"exited with status {failed.exit_code}"
-                return Outcome(failed.exit_code or 1, failed.rank, f"rank {failed.rank} {how}")
+                return self._failed(failed, sig)
             rc = launcher.poll()
             if rc is not None:
                 return self._finish(launcher, processes.exit_code(rc))
             time.sleep(POLL_S)
+
+    def _killed_by(self, w: Worker, wait_s: float = KILLED_WAIT_S) -> int | None:
+        """A worker gone without an exit status: the signal its launcher reports (msrun looks
+        once a second, so wait up to `wait_s` for it to say)."""
+        if w.exit_code is not None:
+            return None
+        deadline = time.monotonic() + wait_s
+        while True:
+            sig = killed_by([self.run_dir / LOGS / "launcher.log"], w.proc.pid)
+            if sig is not None or time.monotonic() >= deadline:
+                return sig
+            time.sleep(0.1)
+
+    @staticmethod
+    def _failed(w: Worker, sig: int | None) -> Outcome:
+        return _failed_outcome(w, sig)
 
     def _finish(self, launcher, rc: int) -> Outcome:
         """The launch script ended: its workers' exit files decide."""
         self.stop_all(launcher)  # stragglers (a scheduler, a hung worker) end with it
         failed = self._check_workers()
         if failed is not None:
-            how = "was killed" if failed.exit_code is None else \
-                f"exited with status {failed.exit_code}"
-            return Outcome(failed.exit_code or 1, failed.rank, f"rank {failed.rank} {how}")
+            return self._failed(failed, self._killed_by(failed, wait_s=0))
         codes = {w.exit_code for w in self.workers.values()}
         if self.workers and codes == {EXIT_REQUEUE}:
             return Outcome(EXIT_REQUEUE, reason="stopped on request; start again to resume")
@@ -211,6 +229,17 @@ class Supervisor:
         if not self.workers:
             return Outcome(1, reason="the launch script ended without starting any worker")
         return Outcome(0)
+
+
+def _failed_outcome(w: Worker, sig: int | None) -> Outcome:
+    if w.exit_code is not None:
+        how = f"exited with status {w.exit_code}"
+    elif sig:
+        how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
+    else:
+        how = "was killed"
+    return Outcome(w.exit_code or 1, w.rank, f"rank {w.rank} {how}", signal=sig,
+                   rank_exit=w.exit_code)
 
 
 def _msrun_failed_pids(launcher_log: Path) -> set[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
@@ -19,7 +20,8 @@ from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 from launcher import ranks  # noqa: E402
 from launcher.cores import format_cpulist  # noqa: E402
 from launcher.rundir import write_atomic  # noqa: E402
-from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG, worker_exit  # noqa: E402
+from launcher.runfiles import (EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG,  # noqa: E402
+                               worker_exit, worker_pid)
 from launcher.spec import JobSpec, spec_from_json  # noqa: E402
 
 
@@ -74,23 +76,34 @@ def resumable_parameters(net, opt) -> list:
     return params
 
 
-def resume_from(run_dir: Path, net, opt) -> tuple[int, list[dict]]:
-    """(last completed epoch, metrics history up to it) from RUN_DIR/last.ckpt; (0, []) when
+@dataclass
+class ResumePoint:
+    """Where a run continues: `epoch` epochs done, `step` steps of the next one done (a stop
+    mid-epoch), the metrics rows up to `epoch`, and the interrupted epoch's record."""
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    partial: object = None  # src.callbacks.EpochRecord of the interrupted epoch
+
+
+def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
+    """The ResumePoint RUN_DIR/last.ckpt describes, its weights loaded into `net` and `opt`
+    (and this rank's own BatchNorm statistics after a mid-epoch stop); an empty ResumePoint when
     the run starts fresh."""
     import mindspore as ms
 
     from launcher.metrics import read_metrics
+    from src.callbacks import EpochRecord
     from src.checkpoint import read_checkpoint
     path = run_dir / LAST_CKPT
     if not path.exists():
-        return 0, []
+        return ResumePoint()
     state = read_checkpoint(path, fix=(
         "it was cut short or damaged after it was written (saves are atomic); restore it, or "
         "delete it to start this run again from epoch 1"))
     if "epoch" not in state:
         raise UserError(f"{path} holds no epoch counter: it is not a packrun {LAST_CKPT}; "
                         "delete it to start this run again from epoch 1")
-    epoch = int(state.pop("epoch").asnumpy())
     wrong = [(p.name, tuple(state[p.name].shape), tuple(p.shape))
              for p in net.get_parameters()
              if p.name in state and tuple(state[p.name].shape) != tuple(p.shape)]
@@ -102,9 +115,47 @@ def resume_from(run_dir: Path, net, opt) -> tuple[int, list[dict]]:
                         f"({len(wrong)} parameter(s) of another shape, {len(missing)} missing; "
                         f"e.g. {what}): job.json was changed after the run started (arch, "
                         "num_classes, head?). Restore job.json, or start a new run")
+    epoch = int(state.pop("epoch").asnumpy())
+    step = int(state.pop("step").asnumpy()) if "step" in state else 0
+    partial = None
+    if step:
+        losses = [float(x) for x in state.pop("epoch_losses").asnumpy()]
+        partial = EpochRecord(losses, float(state.pop("epoch_train_time_s").asnumpy()))
+        mine = f"{RANK_STATE_PREFIX}{rank}."
+        state |= {k[len(mine):]: v for k, v in state.items() if k.startswith(mine)}
     ms.load_param_into_net(net, state)
     ms.load_param_into_net(opt, state)
-    return epoch, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
+    return ResumePoint(epoch, step, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch],
+                       partial)
+
+
+RANK_STATE_PREFIX = "rank_state."  # last.ckpt entries "rank_state.<rank>.<parameter>"
+
+
+def rank_state(params, par) -> dict:
+    """Every rank's own values of `params` (BatchNorm statistics), gathered on every rank
+    exactly (each rank fills its slot of a zero array; the sum over ranks adds only zeros)."""
+    import numpy as np
+
+    from src import collective
+    if par.world <= 1 or not params:
+        return {}
+    out = {}
+    for p in params:
+        slots = np.zeros((par.world,) + tuple(p.shape), np.float32)
+        slots[par.rank] = p.asnumpy()
+        gathered = collective.allreduce_sum(slots, par.world)
+        out |= {f"{RANK_STATE_PREFIX}{r}.{p.name}": gathered[r] for r in range(par.world)}
+    return out
+
+
+def sink_chunks(first_step: int, steps: int, sink_size: int) -> list[tuple[int, int]]:
+    """Sink mode: (sink_size, chunks) calls of Model.train that run steps first_step+1..steps
+    of an epoch in chunks of at most sink_size steps (a stop request is seen between chunks)."""
+    remaining = steps - first_step
+    size = min(sink_size, remaining)
+    whole, rest = divmod(remaining, size) if size else (0, 0)
+    return [c for c in ((size, whole), (rest, 1)) if c[0] and c[1]]
 
 
 def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data_args, say):
@@ -143,24 +194,37 @@ def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data
     return FeatureCache(views, labels, val_feats, val_labels, spec.batch_size, spec.seed, par.rank)
 
 
-def train(spec: JobSpec, run_dir: Path) -> int:
-    import mindspore as ms
-    import mindspore.dataset as ds
-    from mindspore import nn
-    from mindspore.train import Model
+@dataclass
+class Data:
+    """The job's data as this rank sees it: classes, steps per epoch, the validation set and
+    the per-epoch training shard (`train_data`)."""
+    spec: JobSpec
+    par: object
+    classes: list
+    n_train: int
+    steps: int
+    data_args: dict
+    val_indices: list | None
+    val_ds: object
+    sharded_eval: bool
 
-    from src import checkpoint, collective, dataset, parallel, seeds
-    from src.callbacks import EvalCallBack
-    from src.evaluate import evaluate
-    from src.lr_schedule import learning_rates
+    def train_data(self, epoch: int):
+        """Epoch `epoch`'s shard: data order and augmentation depend on (seed, epoch) only, so
+        a resumed run sees the same data as an uninterrupted one."""
+        import mindspore.dataset as ds
 
-    configure_context(spec)
-    amp_level, sink_mode = effective_settings(spec)
-    par = parallel.init_parallel()
-    say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)
-    # identical initial weights (incl. the new head) on every rank
-    ms.set_seed(seeds.network_seed(spec.seed))
+        from src import dataset, seeds
+        spec, par = self.spec, self.par
+        ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.EPOCH, epoch))
+        indices = dataset.shard_indices(self.n_train, par.world, par.rank, spec.seed, epoch)
+        return dataset.create_dataset(spec.train_dir, training=True, indices=indices,
+                                      min_crop_scale=spec.min_crop_scale, hflip=spec.hflip,
+                                      **self.data_args)
 
+
+def prepare_data(spec: JobSpec, par) -> Data:
+    """Classes (checked against num_classes), steps per epoch, the validation set."""
+    from src import dataset
     classes = dataset.class_names(spec.train_dir)
     if len(classes) != spec.num_classes:
         raise UserError(f"num_classes is {spec.num_classes} but {spec.train_dir} has "
@@ -173,17 +237,6 @@ def train(spec: JobSpec, run_dir: Path) -> int:
                         f"(batch_size {spec.batch_size} x {par.world} worker(s)); lower batch_size")
     data_args = dict(classes=classes, image_size=spec.image_size, batch_size=spec.batch_size,
                      num_parallel_workers=dataset.pipeline_workers(spec.num_parallel_workers))
-
-    def train_data(epoch: int | None):
-        """Epoch `epoch`'s shard: data order and augmentation depend on (seed, epoch) only, so
-        a resumed run sees the same data as an uninterrupted one. None: one pipeline for every
-        epoch (sink mode), reshuffled within a fixed shard."""
-        ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.EPOCH, epoch or 0))
-        indices = dataset.shard_indices(n_train, par.world, par.rank, spec.seed, epoch or 1)
-        return dataset.create_dataset(spec.train_dir, training=True, indices=indices,
-                                      reshuffle=epoch is None, min_crop_scale=spec.min_crop_scale,
-                                      hflip=spec.hflip, **data_args)
-
     sharded_eval = spec.eval_mode in ("sharded", "auto") and par.world > 1
     # every rank, in its own log: the cores the launch bound it to (bind_cores), where it runs
     print(f"rank {par.rank}: cores {format_cpulist(dataset.usable_cores())} "
@@ -195,13 +248,13 @@ def train(spec: JobSpec, run_dir: Path) -> int:
         val_indices = dataset.shard_indices(dataset.count_images(spec.val_dir), par.world,
                                             par.rank, spec.seed, None)
     val_ds = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
+    return Data(spec, par, classes, n_train, steps, data_args, val_indices, val_ds, sharded_eval)
 
-    def validation_accuracy() -> float:
-        result = cache.evaluate(net.end_point) if cache else evaluate(net, val_ds)
-        correct, total = collective.allreduce_sum([result.correct, result.total],
-                                                  par.world if sharded_eval else 1)
-        return float(correct) / float(total) if total else 0.0
 
+def prepare_network(spec: JobSpec, par, data: Data, say):
+    """The network with the pretrained backbone (or from scratch), frozen for fixed_feature, and
+    the feature cache when the job uses one: (net, cache or None)."""
+    from src import checkpoint
     net = build_network(spec)
     if spec.pretrained:
         report = checkpoint.load_pretrained(net, spec.pretrained, spec.head, spec.arch)
@@ -214,76 +267,202 @@ def train(spec: JobSpec, run_dir: Path) -> int:
         say(f"fixed_feature: training only {', '.join(trainable)}")
     cache = None
     if spec.mode == "fixed_feature" and spec.feature_cache != "off":
-        cache = build_feature_cache(spec, par, net, n_train, val_indices, data_args, say)
-        steps, sink_mode = cache.steps_per_epoch, False
-        train_data = cache.train_dataset  # noqa: F811 (the head trains on cached features)
+        cache = build_feature_cache(spec, par, net, data.n_train, data.val_indices,
+                                    data.data_args, say)
+    return net, cache
 
+
+def build_optimizer(spec: JobSpec, par, net, steps: int):
+    """(optimizer, per-step learning rates, base lr)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from src.lr_schedule import learning_rates
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
     lr = rates[0] if spec.lr_schedule == "constant" and spec.warmup_epochs == 0 else \
         ms.Tensor(rates, ms.float32)
     opt = nn.Momentum(params=net.trainable_params(), learning_rate=lr, momentum=spec.momentum,
                       weight_decay=spec.weight_decay)
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    model = Model(net.end_point if cache else net, loss, opt, amp_level=amp_level)
+    return opt, rates, base_lr
 
-    start_epoch, history = resume_from(run_dir, net, opt)
-    agreed = collective.allreduce_sum([start_epoch], par.world)[0]
-    if agreed != start_epoch * par.world:
+
+def resume_agreed(run_dir: Path, net, opt, par) -> ResumePoint:
+    """resume_from, checked to be the same point on every rank (a shared run directory)."""
+    from src import collective
+    point = resume_from(run_dir, net, opt, par.rank)
+    agreed = collective.allreduce_sum([point.epoch, point.step], par.world)
+    if list(agreed) != [point.epoch * par.world, point.step * par.world]:
         raise UserError(f"ranks disagree on the epoch to resume from ({LAST_CKPT} in {run_dir} is "
                         "not the same file on every node): the run directory must be on storage "
                         "shared by all nodes")
-    if start_epoch:
-        say(f"resuming from {run_dir / LAST_CKPT}: epoch {start_epoch} of {spec.epochs} done")
-    say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {counted(steps, 'step')}/epoch x "
-        f"{counted(spec.epochs, 'epoch')}, batch {spec.batch_size} x {par.world} worker(s), "
-        f"lr {base_lr:g}, device {spec.device}")
+    return point
+
+
+@dataclass
+class Callbacks:
+    report: object
+    stop: object
+    checkpoint: object
+    position: object
+    before: list = field(default_factory=list)  # test-only (src/faults.py): fault injection
+    after: list = field(default_factory=list)   # test-only: the step trace
+
+    def all(self) -> list:
+        return [*self.before, self.report, self.stop, self.checkpoint, *self.after]
+
+
+def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
+                   evaluate_fn, resume: ResumePoint) -> Callbacks:
+    from src import collective, faults
+    from src.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
     flag = run_dir / PREEMPT_FLAG
     bn_statistics = [p for p in net.get_parameters()
                      if p.name.endswith((".moving_mean", ".moving_variance"))]
     if spec.mode == "fixed_feature":
         bn_statistics = []  # frozen with the backbone: identical on every rank already
-    eval_cb = EvalCallBack(
-        run_dir=run_dir, epochs=spec.epochs, steps_per_epoch=steps,
-        images_per_step=spec.batch_size * par.world, evaluate_fn=validation_accuracy,
-        network=net, is_main=par.is_main, eval_on_all_ranks=sharded_eval,
-        eval_interval=spec.eval_interval, eval_start_epoch=spec.eval_start_epoch,
+    position = Position(steps)
+    report = Report(
+        run_dir=run_dir, epochs=spec.epochs, images_per_step=spec.batch_size * par.world,
+        position=position, is_main=par.is_main, history=resume.history, partial=resume.partial,
+        evaluation=Evaluation(evaluate_fn, data.sharded_eval, spec.eval_interval,
+                              spec.eval_start_epoch),
         lr_at=lambda step: rates[min(step, len(rates) - 1)],
-        should_stop=lambda: collective.any_rank(flag.exists(), par.world),
-        end_of_epoch_sync=lambda: collective.average_parameters(bn_statistics, par.world),
-        resume_state=lambda: resumable_parameters(net, opt), history=history)
-    if sink_mode and start_epoch < spec.epochs:
-        model.train(spec.epochs, train_data(None), callbacks=[eval_cb], dataset_sink_mode=True,
-                    initial_epoch=start_epoch)
-    else:
-        for epoch in range(start_epoch + 1, spec.epochs + 1):
-            eval_cb.epoch_offset = epoch - 1
-            model.train(1, train_data(epoch), callbacks=[eval_cb], dataset_sink_mode=False)
-            if eval_cb.stopped_at:
-                break
-    if eval_cb.stopped_at:
-        epoch, step = eval_cb.stopped_at
-        say(f"stopped on request ({flag.name}) at epoch {epoch} step {step}; "
-            f"{LAST_CKPT} holds epoch {epoch - 1}: start the run again to resume")
-        return EXIT_REQUEUE
-    say(eval_cb.closing_line())
+        end_of_epoch_sync=lambda: collective.average_parameters(bn_statistics, par.world))
+    stop = StopOnRequest(lambda: collective.any_rank(flag.exists(), par.world), position)
+    ckpt = Checkpoint(run_dir=run_dir, network=net, is_main=par.is_main, report=report,
+                      resume_state=lambda: resumable_parameters(net, opt),
+                      rank_state=lambda: rank_state(bn_statistics, par))
+    return Callbacks(report, stop, ckpt, position,
+                     *faults.from_env(os.environ, par.rank, position, run_dir))
+
+
+def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
+        sink_mode: bool) -> None:
+    """The epoch loop from the resume point: one Model.train per epoch (sink mode: per chunk of
+    sink_size steps), each on that epoch's data with the steps done before a stop skipped."""
+    position = cbs.position
+    for epoch in range(resume.epoch + 1, spec.epochs + 1):
+        first = resume.step if epoch == resume.epoch + 1 else 0
+        position.begin_epoch(epoch, first)
+        data = train_data(epoch)
+        if first:
+            data = data.skip(first)
+        if not sink_mode:
+            model.train(1, data, callbacks=cbs.all(), dataset_sink_mode=False)
+        else:
+            for size, chunks in sink_chunks(first, position.steps_per_epoch, spec.sink_size):
+                position.skipped = position.step
+                model.train(chunks, data.take(size * chunks), callbacks=cbs.all(),
+                            dataset_sink_mode=True, sink_size=size)
+                if position.stopped_at:
+                    break
+                data = train_data(epoch).skip(position.step)
+        if position.stopped_at:
+            return
+
+
+def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+    say(cbs.report.closing_line())
     # Every rank prints it: equal digests mean the ranks ended with identical weights.
     print(f"rank {par.rank}: final weights sha256 {weights_digest(net.trainable_params())}, "
           f"batchnorm statistics sha256 {weights_digest(net.untrainable_params())}", flush=True)
     if par.is_main:  # predictions/curves/confusion PNGs; failures there only warn
+        from src import dataset
         from src.run_pictures import make_run_pictures
-        full_val = val_ds if val_indices is None else \
-            dataset.create_dataset(spec.val_dir, training=False, **data_args)
-        make_run_pictures(spec, run_dir, net, full_val, classes)
+        full_val = data.val_ds if data.val_indices is None else \
+            dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
+        make_run_pictures(spec, run_dir, net, full_val, data.classes)
+
+
+def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int:
+    """Train the job in `run_dir` from where last.ckpt left it; 0, or EXIT_REQUEUE after a
+    requested stop. `position_out` receives the callbacks' Position (for the failure report)."""
+    import mindspore as ms
+    from mindspore import nn
+    from mindspore.train import Model
+
+    from src import collective, parallel, seeds
+    from src.evaluate import evaluate
+
+    configure_context(spec)
+    amp_level, sink_mode = effective_settings(spec)
+    par = parallel.init_parallel()
+    say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)
+    # identical initial weights (incl. the new head) on every rank
+    ms.set_seed(seeds.network_seed(spec.seed))
+
+    data = prepare_data(spec, par)
+    net, cache = prepare_network(spec, par, data, say)
+    steps, train_data = data.steps, data.train_data
+    if cache:  # the head trains on cached features
+        steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
+    opt, rates, base_lr = build_optimizer(spec, par, net, steps)
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    model = Model(net.end_point if cache else net, loss, opt, amp_level=amp_level)
+
+    def validation_accuracy() -> float:
+        result = cache.evaluate(net.end_point) if cache else evaluate(net, data.val_ds)
+        correct, total = collective.allreduce_sum([result.correct, result.total],
+                                                  par.world if data.sharded_eval else 1)
+        return float(correct) / float(total) if total else 0.0
+
+    resume = resume_agreed(run_dir, net, opt, par)
+    announce(spec, run_dir, par, data, resume, steps, base_lr, say)
+    cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
+                         resume)
+    if position_out is not None:
+        position_out.append(cbs.position)
+    fit(spec, model, train_data, cbs, resume, sink_mode)
+    if stopped_on_request(spec, cbs, say):
+        return EXIT_REQUEUE
+    finish(spec, run_dir, par, net, data, cbs, say)
     return 0
 
 
-def run(run_dir: Path) -> int:
+def announce(spec: JobSpec, run_dir: Path, par, data: Data, resume: ResumePoint, steps: int,
+             base_lr: float, say) -> None:
+    if resume.step:
+        say(f"resuming from {run_dir / LAST_CKPT}: epoch {resume.epoch} of {spec.epochs} done "
+            f"and {resume.step} of {steps} steps of epoch {resume.epoch + 1}")
+    elif resume.epoch:
+        say(f"resuming from {run_dir / LAST_CKPT}: epoch {resume.epoch} of {spec.epochs} done")
+    say(f"{spec.arch} {spec.mode}: {len(data.classes)} classes, {counted(steps, 'step')}/epoch x "
+        f"{counted(spec.epochs, 'epoch')}, batch {spec.batch_size} x {par.world} worker(s), "
+        f"lr {base_lr:g}, device {spec.device}")
+
+
+def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:
+    """After fit: whether a stop request ended training early; then last.ckpt holds the step
+    (written here after a stop mid-epoch; at an epoch's last step the epoch end wrote it)."""
+    position = cbs.position
+    if not position.stopped_at or position.stopped_at == (spec.epochs, position.steps_per_epoch):
+        return False  # no request, or one at the very last step: the run is complete
+    epoch, step = position.stopped_at
+    if position.stopped_mid_epoch:
+        cbs.checkpoint.save_at_stop()  # every rank (it gathers their BatchNorm statistics)
+        held = f"epoch {epoch - 1} and {step} step(s) of epoch {epoch}"
+    else:
+        held = f"epoch {epoch}"
+    say(f"stopped on request ({PREEMPT_FLAG}) at epoch {epoch} step {step}; {LAST_CKPT} holds "
+        f"{held}: start the run again to resume")
+    return True
+
+
+def run(run_dir: Path, rank: int | None = None) -> int:
+    """train(), and on an exception logs/worker_<rank>.error.json (launcher/failure.py) before
+    the worker goes: exit 2 for bad input (one line), the traceback and exit 1 otherwise."""
+    from launcher.failure import write_worker_error
+    position: list = []
     try:
-        return train(spec_from_json(run_dir), run_dir)
+        return train(spec_from_json(run_dir), run_dir, position)
     except UserError as e:
         print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+        write_worker_error(run_dir, rank, e, position[0] if position else None)
         return EXIT_USER_ERROR
+    except Exception as e:
+        write_worker_error(run_dir, rank, e, position[0] if position else None)
+        raise
 
 
 def main(argv: list[str]) -> int:
@@ -295,9 +474,11 @@ def main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     run_dir = Path(argv[1]).resolve()
     rank = ranks.rank_from_env(os.environ)
+    if rank is not None and (run_dir / LOGS).is_dir():
+        write_atomic(run_dir / worker_pid(rank), f"{os.getpid()}\n")
     code = 1
     try:
-        code = run(run_dir)
+        code = run(run_dir, rank)
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")

@@ -9,6 +9,7 @@ in CI (CI=true) they fail instead.
 """
 
 import io
+import json
 import os
 import re
 import shutil
@@ -218,15 +219,17 @@ case "$FAKE_WORKERS" in
     for _ in $(seq 200); do [ -e "$RUN_DIR/preempt.requested" ] && break; sleep 0.05; done
     echo 75 > "$RUN_DIR/logs/worker_0.exit"; sleep "$TEARDOWN_S"; exit 1 ;;
   fail) exit 1 ;;
+  rank1-fails)  # rank 1 raises (exit 1); msrun kills rank 0, which leaves no exit status
+    echo 1 > "$RUN_DIR/logs/worker_1.exit"; exit 1 ;;
 esac
 """
 
 
 def run_batch_script(job_file, tmp_path, workers: str, *, requeue=True, send_usr1=True,
-                     stale=False, teardown_s=0):
+                     stale=False, teardown_s=0, overrides=None, restart_count=None):
     """Run job.sbatch under bash as Slurm would; (exit status, output, scontrol calls)."""
-    run_dir, _ = write_run_dir(load_job(job_file, {"requeue": requeue}), slurm=True,
-                               out=str(tmp_path / "runs"))
+    run_dir, _ = write_run_dir(load_job(job_file, {"requeue": requeue} | (overrides or {})),
+                               slurm=True, out=str(tmp_path / "runs"))
     if stale:  # left by an earlier run of the job
         (run_dir / PREEMPT_FLAG).touch()
         (run_dir / worker_exit(1)).write_text("75\n")
@@ -235,6 +238,8 @@ def run_batch_script(job_file, tmp_path, workers: str, *, requeue=True, send_usr
                      scontrol=f'[ "$1" = show ] && echo vm && exit; echo "$@" >> {calls}')
     env.update(PATH=env["PATH"] + ":/usr/bin:/bin", RUN_DIR=str(run_dir), FAKE_WORKERS=workers,
                TEARDOWN_S=str(teardown_s), SLURM_JOB_ID="99", SLURM_JOB_NODELIST="vm")
+    if restart_count is not None:
+        env["SLURM_RESTART_COUNT"] = str(restart_count)
     out = tmp_path / "batch.out"  # a file, not a pipe: a fake srun in its teardown holds it
     with open(out, "w") as console:
         proc = subprocess.Popen(["bash", str(run_dir / "job.sbatch")], env=env,
@@ -270,9 +275,32 @@ def test_the_batch_script_without_requeue_ends_with_status_75(job_file, tmp_path
 
 def test_a_failure_is_not_taken_for_a_stop_on_request(job_file, tmp_path):
     # a request and exit statuses from an earlier run are removed when the job starts
-    rc, out, calls = run_batch_script(job_file, tmp_path, "fail", send_usr1=False, stale=True)
+    rc, out, calls = run_batch_script(job_file, tmp_path, "fail", send_usr1=False, stale=True,
+                                      overrides={"max_restarts": 0})
     assert rc == 1 and calls == "", out
     assert "packrun: srun exited with status 1" in out
+    assert "packrun: attempt 1 failed: the launch on vm exited with status 1; giving up" in out
+
+
+def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_path):
+    rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False)
+    assert rc == 0 and calls == "requeue 99\n", out
+    assert re.search(r"^packrun: attempt 1 failed: rank 1 on vm exited with status 1; "
+                     r"restarting from last.ckpt \(attempt 2 of 4\)$", out, re.M), out
+    assert "packrun: requeueing job 99 after a failure (attempt 2 of 4)" in out
+    run_dir = run_dir_of(f"packrun: run directory {next((tmp_path / 'runs').iterdir())}")
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["rank"], record["exit_code"], record["action"]) == (1, 1, "restarted")
+    assert (run_dir / "logs" / "attempt_1" / "worker_1.exit").is_file()
+    state = json.loads((run_dir / "run_state.json").read_text())
+    assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
+
+
+def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
+    rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False,
+                                      restart_count=3)
+    assert rc == 1 and calls == "", out
+    assert "packrun: attempt 4 failed: rank 1 on vm exited with status 1; giving up" in out
 
 
 def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
@@ -315,7 +343,10 @@ def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hi
 
 
 def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
-    r = packrun("status", tmp_path)
+    r = packrun("status", tmp_path)   # status also serves local runs: it needs job.json
+    assert r.returncode == 2
+    assert f"packrun: error: {tmp_path} is not a run directory (no job.json)" in r.stderr
+    r = packrun("cancel", tmp_path)
     assert r.returncode == 2
     assert f"packrun: error: {tmp_path / SLURM_JOB_ID} not found: {tmp_path} was not submitted " \
            "with `packrun submit`" in r.stderr
@@ -477,6 +508,31 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
     assert [row["epoch"] for row in rows] == [1, 2, 3]        # the full history, once
     assert rows[-1]["best_acc"] == max(row["val_acc"] for row in rows)
     assert (run_dir / "best.ckpt").is_file() and not (run_dir / PREEMPT_FLAG).exists()
+
+
+def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
+    # rank 1 SIGKILLs itself in epoch 2 of the first attempt (test-only fault injection)
+    env = dict(os.environ, PACKRUN_TEST_FAULT="kill:rank=1:epoch=2:step=1")
+    r = packrun("submit", job_file, "--wait", "--epochs=2", "--max_restarts=1", env=env,
+                timeout=900)
+    assert r.returncode == 0, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    job_id = (run_dir / SLURM_JOB_ID).read_text().strip()
+    assert re.search(r"^packrun: attempt 1 failed: rank 1 on \S+ was killed by signal 9 "
+                     r"\(SIGKILL\); restarting from last.ckpt \(attempt 2 of 2\)$", r.stdout,
+                     re.M), shown(r)
+    assert "packrun: attempt 2 of 2\n" in r.stdout
+    assert f"packrun: job {job_id} COMPLETED, exit code 0" in r.stdout
+    assert "requeued 1 time(s)" in r.stdout
+    batch = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert f"packrun: requeueing job {job_id} after a failure (attempt 2 of 2)" in batch
+    assert f"packrun: job {job_id} (restart 1) on " in batch
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]   # epoch 1 not rerun
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted")
+    assert "PACKRUN_TEST_FAULT: kill" in (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
+    s = packrun("status", run_dir)
+    assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 
 
 def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
