@@ -68,8 +68,8 @@ class Commands:
         sys.exit(run_command(job, overrides, workers=workers, resume=resume))
 
     @_user_errors_exit_2
-    def sweep(self, job=None, grid=None, points=None, launcher=None, workers=None, parallel=1,
-              slurm=False, wait=False, **overrides):
+    def sweep(self, job=None, grid=None, points=None, launcher=None, workers=None,
+              parallel=None, slurm=False, wait=False, **overrides):
         """Run JOB over a set of points: the cross product of --grid KEY=V1,V2,... (repeat it
         for more keys), of the job file's [sweep] table (lr = [0.01, 0.001]), and/or --points=FILE
         (one set of overrides per line: lr=0.01 mode=finetune). Every point is checked before
@@ -77,9 +77,9 @@ class Commands:
         one run directory per point, named by the keys that differ.
 
         Locally the points run one after another as debug runs, or with --launcher/--workers
-        as `packrun run` launches; --parallel=N runs N at a time. --slurm submits ONE Slurm
-        job array (--array=0-<n-1>%<parallel>), each task one point's launch; --wait follows
-        it. At the end: the summary table (also packrun sweep-report SWEEP_DIR).
+        as `packrun run` launches; --parallel=N runs N at a time (default 1). --slurm submits
+        ONE Slurm job array (--array=0-<n-1>%<parallel>, default all at once), each task one
+        point's launch; --wait follows it. At the end: the summary table (also packrun sweep-report SWEEP_DIR).
         """
         from launcher.sweep import repeated_flag, sweep_command
         grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])

@@ -247,13 +247,14 @@ class Plan:
 
 
 def plan_sweep(job: str, cli: dict, grid_items: list[str], points_file: str | None, *,
-               how: str, parallel: int, check: bool = True) -> Plan:
+               how: str, parallel: int | None, check: bool = True) -> Plan:
     """Resolve, check and render every point; nothing is written."""
     from launcher.render import render_artifacts
 
     if job is None:
         raise UserError("give a job file: packrun sweep JOB --grid KEY=V1,V2 ...")
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int)
+                                 or parallel < 1):
         raise UserError(f"--parallel is {parallel!r}; give a whole number >= 1")
     base_values, sets = point_sets(job, grid_items, points_file)
     try:
@@ -262,6 +263,9 @@ def plan_sweep(job: str, cli: dict, grid_items: list[str], points_file: str | No
     except UserError:  # the job is only complete with a point's values (e.g. a swept path)
         base = None
     points = resolve_points(job, base_values, sets, cli)
+    if parallel is None:  # one at a time on this machine; every task at once on Slurm
+        parallel = len(points) if how == "slurm" else 1
+    parallel = min(parallel, len(points))
     keys = differing_keys(points)
     name_points(points, keys)
     if base is None:
@@ -447,7 +451,8 @@ def _how(launcher, workers, slurm: bool) -> tuple[str, dict]:
 
 
 def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
-                  points_file: str | None, *, launcher=None, workers=None, parallel: int = 1,
+                  points_file: str | None, *, launcher=None, workers=None,
+                  parallel: int | None = None,
                   slurm: bool = False, wait: bool = False, log=print) -> int:
     """`packrun sweep`: plan (every point checked), write the sweep directory, run or submit."""
     how, extra = _how(launcher, workers, slurm)
@@ -471,19 +476,20 @@ def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
         sweep_slurm.write_array_script(plan, sweep_dir)
         job_id = sweep_slurm.submit_array(sweep_dir)
         log(f"packrun sweep: submitted Slurm job array {job_id} ({len(plan.points)} task(s), "
-            f"{parallel} at a time); packrun ls {sweep_dir.parent} / packrun cancel {sweep_dir}")
+            f"{plan.parallel} at a time); packrun ls {sweep_dir.parent} / packrun cancel {sweep_dir}")
         if not wait:
             return 0
         rc = sweep_slurm.follow_array(sweep_dir, log=log)
     else:
-        results = run_local(sweep, parallel, log=log)
+        results = run_local(sweep, plan.parallel, log=log)
         rc = 0 if len(results) == len(plan.points) and not any(results.values()) else 1
     log("\n" + summary_text(sweep_dir))
     return rc
 
 
 def render_sweep_command(job: str, overrides: dict, grid_items: list[str],
-                         points_file: str | None, *, slurm: bool = False, parallel: int = 1,
+                         points_file: str | None, *, slurm: bool = False,
+                         parallel: int | None = None,
                          launcher=None, workers=None) -> str:
     """`packrun render --sweep`: the sweep directory with every point rendered; nothing starts.
     Returns what to run next."""
