@@ -117,7 +117,7 @@ class Commands:
 
     @_user_errors_exit_2
     def render(self, job, slurm=False, out=None, print=False, sweep=False, grid=None,
-               points=None, **overrides):
+               points=None, parallel=None, **overrides):
         """Write a run directory with every launch artifact for JOB, and print the command to run
         next. Nothing is started: this is the dry run of a launch.
 
@@ -125,13 +125,18 @@ class Commands:
         --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
         --slurm adds job.sbatch (msrun on every node via srun); --out=DIR creates the run
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
-        --sweep (with --grid / --points / a [sweep] table, as for `packrun sweep`) renders the
-        whole sweep directory (with --slurm its job array) and prints what would start it.
+        --sweep (with --grid / --points / --parallel / a [sweep] table, as for `packrun sweep`)
+        renders the whole sweep directory (with --slurm its job array) and prints what would
+        start it.
         """
         if sweep:
+            if out is not None:
+                raise UserError("--out is for one run directory; a sweep directory goes in the "
+                                "job's output_dir (set --output_dir=DIR)")
             from launcher.sweep import render_sweep_command, repeated_flag
             grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
-            builtins.print(render_sweep_command(job, overrides, grids, points, slurm=bool(slurm)))
+            builtins.print(render_sweep_command(job, overrides, grids, points, slurm=bool(slurm),
+                                                parallel=parallel))
             return
         from launcher.render import render_command
         render_command(job, overrides, slurm=bool(slurm), out=out, print_only=bool(print))

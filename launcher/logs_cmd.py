@@ -112,13 +112,15 @@ class Source:
 
 
 def merge(batches: list[tuple[Source, list[tuple[float | None, str]]]]) -> list[str]:
-    """Lines of several sources in time order; within a source, file order. A file's lines
-    before its first timestamp take that first timestamp (they were written before it)."""
+    """Lines of several sources in time order; within a source, file order. A line without a
+    timestamp takes the one before it in its file; the lines before a file's first timestamp
+    take that first one (they were written before it)."""
     keyed = []
     for src, lines in batches:
-        first = next((ts for ts, _ in lines if ts is not None), None)
+        t = next((ts for ts, _ in lines if ts is not None), None)
         for n, (ts, line) in enumerate(lines):
-            t = ts if ts is not None else first
+            if ts is not None and t is not None:
+                t = max(t, ts)  # never reorder a file's own lines
             keyed.append(((t is not None, t or 0.0, src.order, n), f"{src.prefix} {line}"))
     # files without any timestamp first (in source order), then everything by time
     keyed.sort(key=lambda k: k[0])
