@@ -48,7 +48,7 @@ class RunState:
     duration: float = 0.0          # seconds, up to now for a run that is going
     job_id: str = ""
     detail: str = ""               # why it failed, which points are where, ...
-    points: list["RunState"] = field(default_factory=list)
+    points: list[RunState] = field(default_factory=list)
 
 
 def _read_text(path: Path) -> str | None:
@@ -130,8 +130,8 @@ def _read_state(run_dir: Path, sched: str | None = None, live: bool = False) -> 
     elif sched in SLURM_STOPPED:
         state = "stopped"
     elif failed:
-        rank, code = min(failed.items())
-        state, detail = "failed", f"rank {rank} exited with status {code}"
+        first_rank, code = min(failed.items())
+        state, detail = "failed", f"rank {first_rank} exited with status {code}"
     elif exits and all(c == "0" for c in exits.values()) and len(exits) >= world:
         state = "completed"
     elif any(c == str(EXIT_REQUEUE) for c in exits.values()):
@@ -234,7 +234,7 @@ def _sweep_state(sweep_dir: Path, queue: dict[str, str], live: set[str]) -> RunS
     else:
         state = "rendered"
     evaluated = [st for st in points if st.best_acc is not None]
-    best = max(evaluated, key=lambda st: st.best_acc, default=None)
+    best = max(evaluated, key=lambda st: st.best_acc or 0.0, default=None)
     start = (sweep_dir / SWEEP_JSON).stat().st_mtime
     ends = [st.start + st.duration for st in points if st.duration]
     return RunState(
@@ -303,7 +303,10 @@ def table(states: list[RunState]) -> str:
 
 
 def ls_command(root: str | os.PathLike = "runs") -> str:
+    """The table of `scan(root)`; for a sweep directory, its row and then its points'."""
     states = scan(root)
     if not states:
         return f"no run or sweep directories under {Path(str(root)).resolve()}"
+    if len(states) == 1 and states[0].points:
+        return table(states) + "\n\npoints:\n" + table(states[0].points)
     return table(states)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from launcher.errors import UserError
 from launcher.rundir import write_atomic
-from launcher.runfiles import JOB_JSON, LOGS, SLURM_JOB_ID
+from launcher.runfiles import JOB_JSON, LOGS
 from launcher.spec import JobSpec, build_spec, read_job_file, spec_to_json
 
 SWEEP_JSON = "sweep.json"
@@ -389,8 +389,9 @@ def point_command(how: str, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "launcher.cli", cmd, "--resume", str(run_dir)]
 
 
-def run_local(sweep: dict, parallel: int, log=print) -> dict[int, int]:
-    """Run the points, `parallel` at a time; {index: exit status}. One at a time, a point's
+def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], int | None]:
+    """Run the points, `parallel` at a time; ({index: exit status}, the signal that stopped
+    the sweep or None). One at a time, a point's
     console is this console; several at a time, each point's goes to its logs/console.out and
     the console says when each starts and ends. Ctrl-C / SIGTERM stop every running point."""
     from launcher import processes
@@ -432,7 +433,7 @@ def run_local(sweep: dict, parallel: int, log=print) -> dict[int, int]:
         if got["signal"] is not None:
             for p in todo:
                 log(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} not started (stopped)")
-    return results
+    return results, got["signal"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,8 +482,10 @@ def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
             return 0
         rc = sweep_slurm.follow_array(sweep_dir, log=log)
     else:
-        results = run_local(sweep, plan.parallel, log=log)
+        results, stopped_by = run_local(sweep, plan.parallel, log=log)
         rc = 0 if len(results) == len(plan.points) and not any(results.values()) else 1
+        if stopped_by is not None:
+            rc = 128 + stopped_by
     log("\n" + summary_text(sweep_dir))
     return rc
 

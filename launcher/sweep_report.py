@@ -40,7 +40,7 @@ def summary_table(rows: list[Row], keys: list[str], *, sort: bool = True,
         rows = sorted(rows, key=lambda r: r.sort_key)
     best = rows[0] if rows and rows[0].state.best_acc is not None and sort else \
         max((r for r in rows if r.state.best_acc is not None),
-            key=lambda r: r.state.best_acc, default=None)
+            key=lambda r: r.state.best_acc or 0.0, default=None)
     header = [*keys, "state", "best val acc", "best epoch", "last val acc", "time"]
     if show_dirs:
         header.append("run directory")

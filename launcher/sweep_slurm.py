@@ -83,7 +83,7 @@ def submit_array(sweep_dir: Path) -> str:
 
 def _task_ids(text: str) -> list[int]:
     """ArrayTaskId as scontrol prints it: 3, or pending tasks as 0-3%2 / 1,3-4."""
-    ids = []
+    ids: list[int] = []
     for part in text.split("%")[0].split(","):
         lo, _, hi = part.partition("-")
         if lo.isdigit():

@@ -2,7 +2,6 @@
 and followed until the run ends."""
 
 import io
-import os
 import re
 import subprocess
 import sys

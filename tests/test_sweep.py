@@ -203,7 +203,9 @@ def test_an_array_task_runs_its_own_points_job_sbatch(make_job, tmp_path):
     assert r.returncode == 0, shown(r)
     sweep_dir = Path(r.stdout.split()[-1]).parent
     point = sweep_dir / "seed=2"
-    (point / "job.sbatch").write_text('echo "ran $PWD $0"\n')
+    # the point's job id is the task's own: job.sbatch's `scontrol requeue "$SLURM_JOB_ID"`
+    # (a stop on request) requeues this task only
+    (point / "job.sbatch").write_text('echo "ran $PWD $0 job $SLURM_JOB_ID"\n')
     env = {"PATH": "/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_ID": "42",
            "SLURM_ARRAY_JOB_ID": "40"}
     res = subprocess.run(["bash", sweep_dir / "job_array.sbatch"], env=env, cwd=tmp_path,
@@ -211,7 +213,8 @@ def test_an_array_task_runs_its_own_points_job_sbatch(make_job, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (point / "slurm_job_id").read_text() == "42\n"
     assert (sweep_dir / "slurm_job_id").read_text() == "40\n"
-    assert (point / "slurm-42.out").read_text() == f"ran {tmp_path} {point / 'job.sbatch'}\n"
+    assert (point / "slurm-42.out").read_text() == \
+        f"ran {tmp_path} {point / 'job.sbatch'} job 42\n"
     assert not (sweep_dir / "seed=1" / "slurm_job_id").exists()
 
 
