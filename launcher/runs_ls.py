@@ -143,7 +143,7 @@ def _read_state(run_dir: Path, sched: str | None = None, live: bool = False) -> 
         state = "failed"
         srun = [m for p in batch_out for m in SRUN_EXIT.findall(p.read_bytes())]
         detail = (f"srun exited with status {int(srun[-1])}" if srun and srun[-1] != b"0"
-                  else "the workers ended without an exit status (killed?)")
+                  else "killed: no exit status")
     end = time.time() if state in ("running", "requeued", "pending") else max(newest, start)
     return RunState(
         path=run_dir, name=run_dir.name, kind=kind, state=state,
