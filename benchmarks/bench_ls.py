@@ -60,7 +60,8 @@ def lay_out(root: Path, n: int, slurm_share: float) -> int:
 
 def fake_squeue(bin_dir: Path, ms: int) -> None:
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(f"#!/bin/sh\nsleep {ms / 1000:.3f}\necho '1000|1000|N/A|RUNNING'\n")
+    (bin_dir / "squeue").write_text(
+        f"#!/bin/sh\nsleep {ms / 1000:.3f}\necho '1000|1000|N/A|RUNNING'\n")
     (bin_dir / "squeue").chmod(0o755)
 
 

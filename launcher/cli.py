@@ -79,7 +79,8 @@ class Commands:
         Locally the points run one after another as debug runs, or with --launcher/--workers
         as `packrun run` launches; --parallel=N runs N at a time (default 1). --slurm submits
         ONE Slurm job array (--array=0-<n-1>%<parallel>, default all at once), each task one
-        point's launch; --wait follows it. At the end: the summary table (also packrun sweep-report SWEEP_DIR).
+        point's launch; --wait follows it. At the end: the summary table (again with
+        packrun sweep-report SWEEP_DIR).
         """
         from launcher.sweep import repeated_flag, sweep_command
         grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])

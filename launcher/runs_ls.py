@@ -36,7 +36,8 @@ class RunState:
     path: Path
     name: str
     kind: str                      # debug, run, Slurm, sweep (n points)
-    state: str                     # running, completed, failed, stopped, requeued, pending, rendered
+    state: str                     # running, completed, failed, stopped, requeued, pending,
+                                   # rendered (never started)
     epoch: int = 0                 # last epoch finished
     epochs: int = 0
     best_acc: float | None = None

@@ -477,7 +477,8 @@ def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
         sweep_slurm.write_array_script(plan, sweep_dir)
         job_id = sweep_slurm.submit_array(sweep_dir)
         log(f"packrun sweep: submitted Slurm job array {job_id} ({len(plan.points)} task(s), "
-            f"{plan.parallel} at a time); packrun ls {sweep_dir.parent} / packrun cancel {sweep_dir}")
+            f"{plan.parallel} at a time); packrun ls {sweep_dir.parent} / "
+            f"packrun cancel {sweep_dir}")
         if not wait:
             return 0
         rc = sweep_slurm.follow_array(sweep_dir, log=log)

@@ -68,7 +68,8 @@ def summary_table(rows: list[Row], keys: list[str], *, sort: bool = True,
     return "\n".join(out)
 
 
-def run_rows(run_dirs: list[Path], labels: list[str], times: list[float] | None = None) -> list[Row]:
+def run_rows(run_dirs: list[Path], labels: list[str],
+             times: list[float] | None = None) -> list[Row]:
     """Rows for labelled runs (the demo): state read from each run directory."""
     from launcher.runs_ls import _read_state
 

@@ -104,7 +104,8 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
         "rendered-1": ("run", "rendered"), "slurmrun-1": ("Slurm", "running"),
         "slurmreq-1": ("Slurm", "requeued"), "slurmpend-1": ("Slurm", "pending"),
         "live-1": ("debug", "running"), "sw-sweep-1": ("sweep (2 points)", "pending")}
-    assert states["broke-1"].detail == "rank 1 exited with status 1" and states["broke-1"].world == 2
+    assert states["broke-1"].detail == "rank 1 exited with status 1"
+    assert states["broke-1"].world == 2
     assert "killed" in states["killed-1"].detail
     done = states["done-1"]
     assert (done.epoch, done.epochs, done.best_acc, done.best_epoch, done.last_acc) == \

@@ -345,3 +345,42 @@ def test_cancel_of_a_sweep_cancels_every_task_of_its_array(slurm_job):
         time.sleep(0.5)
     again = packrun("cancel", sweep_dir, timeout=120)
     assert f"job array {array_id} already ended" in again.stdout
+
+
+@pytest.mark.cluster
+def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
+    """Preemption per task: the warning signal to task 0's batch shell stops its workers after
+    a step, task 0 requeues itself (its own job id) and resumes from last.ckpt; task 1 runs
+    through untouched; --wait follows both to COMPLETED."""
+    out = tmp_path / "sweep.out"
+    with open(out, "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", slurm_job,
+                                 "--grid", "seed=1,2", "--epochs=3", "--slurm", "--wait"],
+                                cwd=REPO, stdout=console, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "submitted Slurm job array" not in out.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, out.read_text()
+            time.sleep(0.5)
+        sweep_dir = sweep_dir_of(out.read_text())
+        first = sweep_dir / "seed=1"
+        while not (read_metrics(first) and (first / "slurm_job_id").is_file()):
+            assert time.monotonic() < deadline + 300 and proc.poll() is None, out.read_text()
+            time.sleep(0.5)
+        task_job = (first / "slurm_job_id").read_text().strip()
+        subprocess.run(["scancel", "--signal=USR1", "--batch", task_job], check=True, timeout=60)
+        rc = proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.read_text()
+    assert rc == 0, text[-5000:]
+    batch = (first / f"slurm-{task_job}.out").read_text()
+    assert f"packrun: the workers stopped on request; requeueing job {task_job}" in batch
+    assert f"packrun: job {task_job} (restart 1) on " in batch
+    assert re.search(r"task 0 \(point 1/2 seed=1\) \S+ \(job \d+, requeued 1 time\(s\)\)", text)
+    assert "requeued" not in "\n".join(ln for ln in text.splitlines() if "task 1 " in ln)
+    for d in ("seed=1", "seed=2"):
+        assert [r["epoch"] for r in read_metrics(sweep_dir / d)] == [1, 2, 3]
+    assert "2 of 2 task(s) COMPLETED" in text
