@@ -194,6 +194,23 @@ def test_render_sweep_slurm_writes_every_point_and_one_array_script(make_job, tm
 
 
 @pytest.mark.unit
+def test_render_sweep_locally_prints_the_command_of_every_point(make_job):
+    job = make_job()
+    r = packrun("render", job, "--sweep", "--grid", "lr=0.1,0.2", timeout=120)
+    assert r.returncode == 0, shown(r)
+    sweep_dir = Path(r.stdout.split()[-1]).parent
+    assert r.stdout.splitlines() == [f"packrun debug --resume {sweep_dir / d}"
+                                     for d in ("lr=0.1", "lr=0.2")]
+    assert sorted(p.name for p in (sweep_dir / "lr=0.1").iterdir()) == ["job.json", "logs"]
+    r = packrun("render", job, "--sweep", "--grid", "lr=0.1,0.2", "--launcher=mpirun",
+                "--cards_per_node=2", timeout=120)
+    assert r.returncode == 0, shown(r)
+    sweep_dir = Path(r.stdout.split()[-1]).parent
+    assert r.stdout.splitlines()[0] == f"packrun run --resume {sweep_dir / 'lr=0.1'}"
+    assert (sweep_dir / "lr=0.2" / "mpirun.sh").is_file()
+
+
+@pytest.mark.unit
 def test_an_array_task_runs_its_own_points_job_sbatch(make_job, tmp_path):
     """job_array.sbatch under bash with Slurm's variables: task 1 runs point 1's job.sbatch
     (replaced by a stub that records where it ran), writes the job ids, and sends its output
