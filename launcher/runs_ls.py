@@ -171,8 +171,8 @@ def live_run_dirs() -> set[str]:
 
 
 def squeue_states(job_ids: set[str]) -> dict[str, str]:
-    """{job id: state} for the queued jobs among `job_ids` (array job ids, and array tasks as
-    ARRAYID_TASK and by their own job id), from ONE squeue call. Empty when Slurm is not here."""
+    """{job id: state} for the queued jobs (array tasks also as ARRAYID_TASK), from ONE squeue
+    call; empty when `job_ids` is (no Slurm run to ask about) or Slurm is not here."""
     if not job_ids:
         return {}
     try:
@@ -189,9 +189,11 @@ def squeue_states(job_ids: set[str]) -> dict[str, str]:
             continue
         own, array, task, state = parts
         states[own] = state
-        if task and task not in ("N/A", "4294967294") and array != own:
+        if task and task not in ("N/A", "4294967294"):
+            # an array task: by ARRAYID_TASK too (the array's id is also one task's own id,
+            # so it says nothing of the others); ARRAYID_ marks an array still queued
             states[f"{array}_{task}"] = state
-            states.setdefault(array, state)
+            states[f"{array}_"] = state
     return states
 
 
@@ -216,7 +218,7 @@ def _sweep_state(sweep_dir: Path, queue: dict[str, str], live: set[str]) -> RunS
             continue
         if array and sched is None and st.state == "rendered":
             # a task not started yet, or one that ended before writing anything
-            st.state = "pending" if array in queue else "failed"
+            st.state = "pending" if f"{array}_" in queue else "failed"
         points.append(st)
     n = len(doc.get("points", []))
     counts: dict[str, int] = {}

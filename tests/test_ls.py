@@ -81,7 +81,8 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
     make_run(root, "slurmpend-1", age_s=200, launch="job.sbatch", job_id=103, log=False)
     live = make_run(root, "live-1", age_s=100)
     sweep = root / "sw-sweep-1"
-    make_run(sweep, "lr=0.1", age_s=50, launch="job.sbatch", job_id=205, metrics=[0.8, 0.9],
+    # task 0 ran as job 200, the array's own id (Slurm gives it to one task), and ended
+    make_run(sweep, "lr=0.1", age_s=50, launch="job.sbatch", job_id=200, metrics=[0.8, 0.9],
              exits={0: 0})
     make_run(sweep, "lr=0.2", age_s=50, launch="job.sbatch", log=False)
     (sweep / "sweep.json").write_text(json.dumps({"format": 1, "keys": ["lr"], "points": [
@@ -89,7 +90,7 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
     (sweep / "slurm_job_id").write_text("200\n")
     (root / "not-a-run").mkdir()
     queue.write_text("101|101|N/A|RUNNING\n102|102|N/A|PENDING\n103|103|N/A|PENDING\n"
-                     "206|200|1|PENDING\n999|999|N/A|RUNNING\n")
+                     "201|200|1|PENDING\n999|999|N/A|RUNNING\n")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(live)])
     try:
         states = {st.name: st for st in scan(root)}
