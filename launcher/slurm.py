@@ -135,7 +135,11 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
         if "Invalid job id" in res.stderr:
             return None
         raise _failed(cmd, res)
-    fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", res.stdout.splitlines()[0]))
+    lines = res.stdout.splitlines()
+    # a job array's id lists every task; the one whose own JobId it is is this job
+    own = re.compile(rf"(?:^|\s)JobId={job_id}(?:\s|$)")
+    line = next((ln for ln in lines if own.search(ln)), lines[0])
+    fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", line))
     code, sig = _exit_code(fields.get("ExitCode", ""))
     reason = fields.get("Reason", "None")
     nodes = fields.get("NodeList", "(null)")

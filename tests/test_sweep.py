@@ -401,3 +401,19 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
     for d in ("seed=1", "seed=2"):
         assert [r["epoch"] for r in read_metrics(sweep_dir / d)] == [1, 2, 3]
     assert "2 of 2 task(s) COMPLETED" in text
+
+
+@pytest.mark.unit
+def test_status_of_the_point_whose_job_id_is_the_arrays_reads_its_own_task(monkeypatch):
+    """The array's id is also one task's own job id; `scontrol show job ID` then lists every
+    task, and a point's status must be its own task's, not the first listed."""
+    from launcher import slurm
+    out = ("JobId=28 ArrayJobId=27 ArrayTaskId=0 JobState=RUNNING Restarts=1 ExitCode=0:0\n"
+           "JobId=27 ArrayJobId=27 ArrayTaskId=1 JobState=COMPLETED Restarts=0 ExitCode=0:0\n")
+    monkeypatch.setattr(slurm, "_call", lambda cmd, *a, **k: subprocess.CompletedProcess(
+        cmd, 0, out, ""))
+    assert slurm._from_scontrol("27").state == "COMPLETED"
+    assert slurm._from_scontrol("28").state == "RUNNING"
+    from launcher.sweep_slurm import array_tasks
+    assert {t: i["state"] for t, i in array_tasks("27").items()} == {0: "RUNNING",
+                                                                       1: "COMPLETED"}
