@@ -253,9 +253,29 @@ def _sweep_state(sweep_dir: Path, queue: dict[str, str], live: set[str]) -> RunS
 # Listing
 # ---------------------------------------------------------------------------------------------
 
+MAX_DEPTH = 3  # how deep ls looks through plain folders (runs/demo/<run>) for run directories
+
+
+def _candidates(base: Path) -> list[Path]:
+    """Run and sweep directories under `base` (not inside them), through plain folders."""
+    found, level = [], [base]
+    for _ in range(MAX_DEPTH):
+        below = []
+        for d in level:
+            try:
+                entries = sorted(Path(e.path) for e in os.scandir(d) if e.is_dir())
+            except (PermissionError, FileNotFoundError):
+                continue
+            for sub in entries:
+                is_run = (sub / JOB_JSON).is_file() or (sub / SWEEP_JSON).is_file()
+                (found if is_run else below).append(sub)
+        level = below
+    return found
+
+
 def scan(root: str | os.PathLike) -> list[RunState]:
-    """Run and sweep directories directly under `root` (and `root` itself when it is one),
-    newest first."""
+    """Run and sweep directories under `root` (and `root` itself when it is one), newest
+    first; a run in a plain sub-folder (runs/demo/<run>) is named by its path below `root`."""
     base = Path(str(root)).expanduser()
     if not base.is_dir():
         what = "is a file" if base.exists() else "does not exist"
@@ -263,7 +283,7 @@ def scan(root: str | os.PathLike) -> list[RunState]:
                         "runs)")
     base = base.resolve()
     candidates = [base] if (base / JOB_JSON).is_file() or (base / SWEEP_JSON).is_file() else \
-        sorted(Path(e.path) for e in os.scandir(base) if e.is_dir())
+        _candidates(base)
     sweeps = [d for d in candidates if (d / SWEEP_JSON).is_file()]
     runs = [d for d in candidates if d not in sweeps and (d / JOB_JSON).is_file()]
     ids = {(_read_text(d / SLURM_JOB_ID) or "").strip() for d in runs + sweeps}
@@ -275,6 +295,9 @@ def scan(root: str | os.PathLike) -> list[RunState]:
     found = [st for d in runs if (st := _read_state(d, queue.get(
         (_read_text(d / SLURM_JOB_ID) or "").strip()), str(d) in live))]
     found += [st for d in sweeps if (st := _sweep_state(d, queue, live))]
+    for st in found:
+        if st.path != base:
+            st.name = str(st.path.relative_to(base))
     return sorted(found, key=lambda st: st.start, reverse=True)
 
 

@@ -106,6 +106,8 @@ def _sweep(sweep_dir: str | Path) -> tuple[dict, list[Row]]:
 
 
 def _value(v) -> str:
+    if v == "":
+        return '""'
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, tuple)):

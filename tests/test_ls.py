@@ -89,6 +89,7 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
         {"index": 0, "dir": "lr=0.1"}, {"index": 1, "dir": "lr=0.2"}]}))
     (sweep / "slurm_job_id").write_text("200\n")
     (root / "not-a-run").mkdir()
+    make_run(root / "demo", "nested-1", age_s=1000, metrics=[0.5], exits={0: 0}, epochs=1)
     queue.write_text("101|101|N/A|RUNNING\n102|102|N/A|PENDING\n103|103|N/A|PENDING\n"
                      "201|200|1|PENDING\n999|999|N/A|RUNNING\n")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(live)])
@@ -104,7 +105,8 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
         "paused-1": ("debug", "stopped"), "killed-1": ("debug", "failed"),
         "rendered-1": ("run", "rendered"), "slurmrun-1": ("Slurm", "running"),
         "slurmreq-1": ("Slurm", "requeued"), "slurmpend-1": ("Slurm", "pending"),
-        "live-1": ("debug", "running"), "sw-sweep-1": ("sweep (2 points)", "pending")}
+        "live-1": ("debug", "running"), "sw-sweep-1": ("sweep (2 points)", "pending"),
+        "demo/nested-1": ("debug", "completed")}   # in a plain folder: found, named by its path
     assert states["broke-1"].detail == "rank 1 exited with status 1"
     assert states["broke-1"].world == 2
     assert "killed" in states["killed-1"].detail
@@ -115,7 +117,8 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
     assert [p.state for p in sw.points] == ["completed", "pending"] and sw.best_acc == 0.9
     # newest first
     assert list(states) == ["sw-sweep-1", "live-1", "slurmpend-1", "slurmreq-1", "slurmrun-1",
-                            "rendered-1", "killed-1", "paused-1", "broke-1", "done-1"]
+                            "rendered-1", "killed-1", "paused-1", "broke-1", "done-1",
+                            "demo/nested-1"]
 
 
 @pytest.mark.unit

@@ -288,6 +288,25 @@ def test_parallel_points_run_at_the_same_time_with_their_console_in_the_point(ti
     assert "End training" not in r.stdout  # the consoles stayed in the points
 
 
+@pytest.mark.e2e
+def test_a_failing_point_does_not_stop_the_others_and_shows_in_the_summary(tiny_job, tmp_path):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    points = tmp_path / "points.txt"
+    points.write_text(f"seed=1 pretrained={garbage}\nseed=2\n")
+    r = packrun("sweep", tiny_job, f"--points={points}", "--epochs=1", timeout=900)
+    assert r.returncode == 1, shown(r)
+    sweep_dir = sweep_dir_of(r.stdout)
+    assert re.search(r"point 1/2 \S+ failed \(exit \d+\)", r.stdout)
+    assert re.search(r"point 2/2 seed=2 finished", r.stdout)
+    rows = [line.split() for line in r.stdout[r.stdout.index("\nseed "):].strip().splitlines()]
+    assert rows[0][:3] == ["seed", "pretrained", "state"]
+    assert rows[2][:3] == ["2", '""', "completed"], rows     # best first
+    assert rows[3][:6] == ["1", str(garbage), "failed", "-", "-", "-"], rows  # no accuracy: last
+    assert (sweep_dir / "seed=2_pretrained=none" / "best.ckpt").is_file()
+    assert (sweep_dir / "seed=1_pretrained=garbage.ckpt" / "logs" / "worker_0.log").is_file()
+
+
 # =============================================================================================
 # On the test Slurm cluster: one job array
 # =============================================================================================
