@@ -289,6 +289,23 @@ def test_parallel_points_run_at_the_same_time_with_their_console_in_the_point(ti
 
 
 @pytest.mark.e2e
+def test_points_run_as_packrun_run_launches_with_launcher_and_workers(tiny_job):
+    r = packrun("sweep", tiny_job, "--grid", "seed=1,2", "--epochs=1", "--launcher=msrun",
+                "--workers=2", timeout=1200)
+    assert r.returncode == 0, shown(r)
+    sweep_dir = sweep_dir_of(r.stdout)
+    assert "as msrun launches" in r.stdout
+    for d in ("seed=1", "seed=2"):
+        point = sweep_dir / d
+        assert (point / "msrun.sh").is_file()
+        assert json.loads((point / "job.json").read_text())["spec"]["cards_per_node"] == 2
+        for rank in (0, 1):   # two workers per point, supervised as `packrun run` does
+            assert (point / "logs" / f"worker_{rank}.exit").read_text().strip() == "0"
+        assert (point / "logs" / "launcher.log").is_file()
+    assert "packrun: msrun with 2 worker(s)" in r.stdout
+
+
+@pytest.mark.e2e
 def test_a_failing_point_does_not_stop_the_others_and_shows_in_the_summary(tiny_job, tmp_path):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
