@@ -163,7 +163,9 @@ def live_run_dirs() -> set[str]:
     import psutil
 
     found: set[str] = set()
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:  # ended, not yet reaped
+            continue
         for arg in p.info["cmdline"] or ():
             if arg.startswith("/"):
                 found.add(arg.rstrip("/"))

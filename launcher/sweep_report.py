@@ -70,14 +70,14 @@ def summary_table(rows: list[Row], keys: list[str], *, sort: bool = True,
 
 def run_rows(run_dirs: list[Path], labels: list[str],
              times: list[float] | None = None) -> list[Row]:
-    """Rows for labelled runs (the demo): state read from each run directory."""
+    """Rows for labelled runs that have ended (the demo's): state read from each run
+    directory's files (no process-table look: a worker's helpers may still be exiting)."""
     from launcher.runs_ls import _read_state
 
-    live = live_run_dirs()
     rows = []
     for i, (d, label) in enumerate(zip(run_dirs, labels)):
         d = Path(d).resolve()
-        st = _read_state(d, None, str(d) in live)
+        st = _read_state(d, None, False)
         if st is None:
             raise UserError(f"{d} is not a packrun run directory (no job.json)")
         rows.append(Row(label, [label], st, times[i] if times else None))
