@@ -7,9 +7,10 @@
 #   bench_fixed_feature.py  fixed_feature 20 epochs with feature_cache off / augmented / eval;
 #                           input pipeline images/s next to a training step's consumption
 #   bench_launch.py         packrun run vs bare msrun; 1 vs 2 workers
+#   bench_ls.py             packrun ls over 1,000 run directories; one squeue call vs one per run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for bench in bench_conv.py bench_fixed_feature.py bench_launch.py; do
+for bench in bench_conv.py bench_fixed_feature.py bench_launch.py bench_ls.py; do
     echo "=== benchmarks/$bench"
     python3 "benchmarks/$bench"
 done

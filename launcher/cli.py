@@ -6,6 +6,7 @@ MindSpore is imported only by the commands that train.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import sys
 
@@ -75,11 +76,58 @@ class Commands:
         from launcher.run import run_command
         sys.exit(run_command(job, overrides, workers=workers, resume=resume))
 
+    @_user_errors_exit_2
+    def sweep(self, job=None, grid=None, points=None, launcher=None, workers=None,
+              parallel=None, slurm=False, wait=False, **overrides):
+        """Run JOB over a set of points: the cross product of --grid KEY=V1,V2,... (repeat it
+        for more keys), of the job file's [sweep] table (lr = [0.01, 0.001]), and/or --points=FILE
+        (one set of overrides per line: lr=0.01 mode=finetune). Every point is checked before
+        any starts; the sweep directory <output_dir>/<name>-sweep-<stamp>/ holds sweep.json and
+        one run directory per point, named by the keys that differ.
+
+        Locally the points run one after another as debug runs, or with --launcher/--workers
+        as `packrun run` launches; --parallel=N runs N at a time (default 1). --slurm submits
+        ONE Slurm job array (--array=0-<n-1>%<parallel>, default all at once), each task one
+        point's launch; --wait follows it. At the end: the summary table (again with
+        packrun sweep-report SWEEP_DIR).
+        """
+        from launcher.sweep import repeated_flag, sweep_command
+        grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
+        sys.exit(sweep_command(job, overrides, grids, points, launcher=launcher,
+                               workers=workers, parallel=parallel, slurm=bool(slurm),
+                               wait=bool(wait)))
+
+    @_user_errors_exit_2
+    def sweep_report(self, sweep_dir, out=None):
+        """A sweep's summary (one row per point: the differing keys, state, best val acc and its
+        epoch, last val acc, time; best first) and its report.html, all points side by side
+        with the best marked (--out=FILE, default SWEEP_DIR/report.html)."""
+        from launcher.sweep_report import sweep_report_command
+        print(sweep_report_command(sweep_dir, out))
+
+    @_user_errors_exit_2
+    def ls(self, dir="runs"):
+        """List the run and sweep directories under DIR (default runs), newest first: name,
+        kind, state, epoch of epochs, best acc, world size, start, duration. Slurm runs' states
+        come from one squeue call for all of them."""
+        from launcher.runs_ls import ls_command
+        print(ls_command(dir))
+
+    @_user_errors_exit_2
+    def logs(self, run_dir, follow=False, ranks=None, grep=None):
+        """Every rank's log of RUN_DIR merged in time order, each line prefixed [rank N]
+        (the scheduler's, launcher's and Slurm's logs with their own prefixes).
+        --follow keeps printing new lines until the run ends; --ranks=0,3 and --grep=REGEX
+        filter."""
+        from launcher.logs_cmd import logs_command
+        sys.exit(logs_command(run_dir, follow=bool(follow), ranks=ranks, grep=grep))
+
     # --- rendering and launch artifacts (launcher/render.py, launcher/ranktable.py) ----------
     # (commands render / rank_table / merge_rank_tables are added below this line)
 
     @_user_errors_exit_2
-    def render(self, job, slurm=False, out=None, print=False, **overrides):
+    def render(self, job, slurm=False, out=None, print=False, sweep=False, grid=None,
+               points=None, parallel=None, **overrides):
         """Write a run directory with every launch artifact for JOB, and print the command to run
         next. Nothing is started: this is the dry run of a launch.
 
@@ -89,7 +137,19 @@ class Commands:
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
         Data folders, checkpoint and hccn.conf need not exist here (warnings: they must exist
         where the job runs; run, debug and submit refuse them).
+        --sweep (with --grid / --points / --parallel / a [sweep] table, as for `packrun sweep`)
+        renders the whole sweep directory (with --slurm its job array) and prints what would
+        start it.
         """
+        if sweep:
+            if out is not None:
+                raise UserError("--out is for one run directory; a sweep directory goes in the "
+                                "job's output_dir (set --output_dir=DIR)")
+            from launcher.sweep import render_sweep_command, repeated_flag
+            grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
+            builtins.print(render_sweep_command(job, overrides, grids, points, slurm=bool(slurm),
+                                                parallel=parallel))
+            return
         from launcher.render import render_command
         render_command(job, overrides, slurm=flag("slurm", slurm), out=out,
                        print_only=flag("print", print))
@@ -152,7 +212,13 @@ class Commands:
         """Write a self-contained report.html for one or more run directories, and print its
         path: spec, per-epoch table, pictures, timings; several runs are also compared side by
         side. --out=FILE (default RUN_DIR/report.html for one run, ./report.html for several).
+        A sweep directory gives its summary and all its points side by side (sweep-report).
         """
+        from launcher.sweep import is_sweep_dir
+        if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]):  # a sweep: all its points
+            from launcher.sweep_report import sweep_report_command
+            print(sweep_report_command(run_dirs[0], out))
+            return
         from launcher.report import write_report
         print(write_report(run_dirs, out))
 

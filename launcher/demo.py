@@ -5,7 +5,7 @@
 2. Train a small ResNet from scratch on the source task (jobs/demo_source.toml) and keep its
    best checkpoint as the "pretrained" Model-Zoo-style checkpoint.
 3. On the target task run jobs/demo.toml three ways: fine-tune, fixed feature, from scratch.
-4. Print best validation accuracy and time for the three, side by side.
+4. Print best and last validation accuracy and time for the three, side by side.
 """
 
 from __future__ import annotations
@@ -41,15 +41,6 @@ def variants(workdir: Path) -> list[tuple[str, dict]]:
 def best_of(run_dir: Path) -> tuple[float, int]:
     best = best_row(read_metrics(run_dir))
     return (best["val_acc"], best["epoch"]) if best else (float("nan"), 0)
-
-
-def summary_table(results: list[dict]) -> str:
-    lines = [f"{'run':<15} {'best val acc':>12} {'best epoch':>10} {'time':>8}  run directory",
-             "-" * 78]
-    for r in results:
-        lines.append(f"{r['label']:<15} {r['acc']:>12.4f} {r['epoch']:>10d} {r['time']:>7.1f}s  "
-                     f"{r['run_dir']}")
-    return "\n".join(lines)
 
 
 def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = "demo_data") -> int:
@@ -93,7 +84,9 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
                         "time": time.monotonic() - t0, "run_dir": run_dir})
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
-    print(summary_table(results))
+    from launcher.sweep_report import run_rows, summary_table  # the sweep summary's table
+    print(summary_table(run_rows([r["run_dir"] for r in results], [r["label"] for r in results],
+                                 [r["time"] for r in results]), ["run"], sort=False))
     print("time: wall clock of each run (process start, data check, graph compilation, training, "
           "evaluation, pictures);\n      the report's train/eval times count only the epochs' "
           "training steps and validation passes")

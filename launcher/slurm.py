@@ -136,7 +136,11 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
         if "Invalid job id" in res.stderr:
             return None
         raise _failed(cmd, res)
-    fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", res.stdout.splitlines()[0]))
+    lines = res.stdout.splitlines()
+    # a job array's id lists every task; the one whose own JobId it is is this job
+    own = re.compile(rf"(?:^|\s)JobId={job_id}(?:\s|$)")
+    line = next((ln for ln in lines if own.search(ln)), lines[0])
+    fields = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", line))
     code, sig = _exit_code(fields.get("ExitCode", ""))
     reason = fields.get("Reason", "None")
     nodes = fields.get("NodeList", "(null)")
@@ -205,6 +209,9 @@ def submit(run_dir: Path) -> str:
 def cancel(run_dir: str | Path) -> str:
     """scancel the run directory's job; returns what happened."""
     job_id = job_id_of(run_dir)
+    if (Path(run_dir) / "sweep.json").is_file():  # a sweep's job array: all of its tasks
+        from launcher.sweep_slurm import cancel_array
+        return cancel_array(job_id)
     info = job_info(job_id)
     if info.ended:
         return f"job {job_id} already ended: {info.state}"

@@ -586,6 +586,8 @@ def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{p}: not a text file (UTF-8 expected)") from None
+    if isinstance(data.get("sweep"), dict):  # the points of `packrun sweep` (launcher/sweep.py)
+        del data["sweep"]
     fields = JobSpec.fields()
     for k, v in data.items():
         if isinstance(v, dict) and not (k in fields and fields[k].type == "dict"):

@@ -20,7 +20,9 @@ def test_demo_quick_runs_source_and_three_target_runs(tmp_path):
     assert " 1 steps/epoch" not in out and " 1 epochs" not in out
     assert "time: wall clock of each run" in out  # vs the report's train/eval times
     for label in ("fine-tune", "fixed feature", "from scratch"):
-        assert re.search(rf"^{label}\s+\d\.\d{{4}}\s+\d+\s+[\d.]+s\s+\S+", out, re.M), label
+        # run, state, best val acc (* on the best run), best epoch, last val acc, time, dir
+        assert re.search(rf"^{label}\s+completed\s+\d\.\d{{4}}( \*)?\s+\d+\s+\d\.\d{{4}}\s+"
+                         rf"\d+(m\d\d)?s\s+\S+", out, re.M), label
     assert (tmp_path / "demo_data" / "pretrained" / "resnet18_digits0-7.ckpt").is_file()
     assert list((tmp_path / "runs" / "demo").glob("*report.html"))
 
