@@ -3,7 +3,9 @@
 # the native-conv ResNet50 step alone takes about a minute). Not tests: run on an idle machine
 # and quote the tables with the machine they came from (README, "Speed on CPU").
 #   bench_conv.py           ResNet50 train step at 224 px: native Conv2D vs im2col, GFLOP/s
-#                           next to a large matmul's (the roofline)
+#                           next to the best matmul's (the roofline), and PyTorch eager
+#                           alternating with it when $PACKRUN_TORCH_PYTHON names an
+#                           interpreter with torch (benchmarks/TORCH_REFERENCE.md)
 #   bench_fixed_feature.py  fixed_feature 20 epochs with feature_cache off / augmented / eval;
 #                           input pipeline images/s next to a training step's consumption
 #   bench_launch.py         packrun run vs bare msrun; 1 vs 2 workers

@@ -49,15 +49,17 @@ class Commands:
         sys.exit(debug_run(job, overrides, resume=resume))
 
     @_user_errors_exit_2
-    def demo(self, quick=False, output_dir="runs/demo", workdir="demo_data"):
+    def demo(self, quick=False, output_dir="runs/demo", workdir="demo_data", fresh=False):
         """The embedded default: transfer learning on scikit-learn's digits, three ways.
 
         Trains a small ResNet on digits 0-7, then fine-tunes / trains fixed-feature / trains from
         scratch on 8-vs-9 with few images, and prints the side-by-side summary.
         --quick makes it a smoke test (fewer epochs and images).
+        The source model is reused while its settings and data are unchanged; --fresh retrains.
         """
         from launcher.demo import run_demo
-        sys.exit(run_demo(quick=flag("quick", quick), output_dir=output_dir, workdir=workdir))
+        sys.exit(run_demo(quick=flag("quick", quick), output_dir=output_dir, workdir=workdir,
+                          fresh=flag("fresh", fresh)))
 
     @_user_errors_exit_2
     def keys(self):

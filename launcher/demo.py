@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
+from launcher.demo_cache import source_model
 from launcher.digits import export_digits
 from launcher.local_run import debug_spec
 from launcher.metrics import best_row, read_metrics
-from launcher.runfiles import BEST_CKPT
 from launcher.spec import load_job
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +42,8 @@ def best_of(run_dir: Path) -> tuple[float, int]:
     return (best["val_acc"], best["epoch"]) if best else (float("nan"), 0)
 
 
-def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = "demo_data") -> int:
+def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = "demo_data",
+             fresh: bool = False) -> int:
     work = Path(workdir).resolve()
     started = time.monotonic()
     print(f"packrun demo: exporting scikit-learn digits as JPEG ImageFolders under {work}")
@@ -59,16 +59,10 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
         common["epochs"] = 2
     paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
     print("\n=== 1/4 source task: resnet18 from scratch on digits 0-7 ===", flush=True)
-    t0 = time.monotonic()
-    source_dir = _run(load_job(SOURCE_JOB, {**common, **paths}))
-    if source_dir is None:
-        return 1
     pretrained = work / PRETRAINED
-    pretrained.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source_dir / BEST_CKPT, pretrained)
-    src_acc, src_epoch = best_of(source_dir)
-    print(f"source model: val acc {src_acc:.4f} (epoch {src_epoch}) in "
-          f"{time.monotonic() - t0:.0f} s -> {pretrained}")
+    if not source_model(load_job(SOURCE_JOB, {**common, **paths}), pretrained, fresh, _run,
+                        best_of):
+        return 1
 
     target = {"train_dir": str(work / "target" / "train"), "val_dir": str(work / "target" / "val"),
               "pretrained": str(pretrained)}

@@ -63,13 +63,15 @@ class Im2colConv2d(nn.Conv2d):
         kh, kw = self.kernel_size
         out_h = (height + top + bottom - kh) // self.stride[0] + 1
         out_w = (width + left + right - kw) // self.stride[1] + 1
-        if top == bottom and left == right:
-            cols = ops.unfold(x, self.kernel_size, 1, (top, left), self.stride)
-        else:
-            # Not ops.pad: in GRAPH_MODE on CPU its gradient is wrong from the
-            # second call on, and a few calls later a step stalls for minutes.
-            padded = ops.Pad(((0, 0), (0, 0), (top, bottom), (left, right)))(x)
-            cols = ops.unfold(padded, self.kernel_size, 1, 0, self.stride)
+        # unfold pads symmetrically; the surplus of an asymmetric padding ('same'
+        # at stride 2) is concatenated as zeros. Not ops.pad: in GRAPH_MODE on CPU
+        # its gradient is wrong from the second call on. Not ops.Pad: its CPU
+        # kernel took ~90 ms per stride-2 conv of ResNet50 at 224 px (a third of
+        # that conv's forward + backward), the concat a few.
+        x = _zero_extend(x, 2, top - min(top, bottom), bottom - min(top, bottom))
+        x = _zero_extend(x, 3, left - min(left, right), right - min(left, right))
+        cols = ops.unfold(x, self.kernel_size, 1, (min(top, bottom), min(left, right)),
+                          self.stride)
         weight = self.weight.reshape(self.out_channels, -1)
         if out_h * out_w < _SMALL_MAP:
             out = _matmul_whole_batch(weight, cols)
@@ -79,6 +81,17 @@ class Im2colConv2d(nn.Conv2d):
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
+
+
+def _zero_extend(x, axis, before, after):
+    """``x`` with ``before`` / ``after`` rows of zeros concatenated along ``axis``."""
+    if before:
+        shape = x.shape[:axis] + (before,) + x.shape[axis + 1:]
+        x = ops.concat((ops.zeros(shape, x.dtype), x), axis)
+    if after:
+        shape = x.shape[:axis] + (after,) + x.shape[axis + 1:]
+        x = ops.concat((x, ops.zeros(shape, x.dtype)), axis)
+    return x
 
 
 def _matmul_per_image(weight, cols):

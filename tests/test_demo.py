@@ -46,3 +46,15 @@ def test_demo_source_recipe_trains_with_finite_falling_loss(tmp_path):
     assert len(losses) == 6 and all(math.isfinite(x) for x in losses), losses
     assert all(b < a for a, b in zip(losses, losses[1:-1])), losses  # falls (the last may tie)
     assert max(row["val_acc"] for row in read_metrics(run_dir)) > 0.95
+
+
+@pytest.mark.e2e
+def test_second_quick_demo_reuses_the_source_model(tmp_path):
+    first = packrun("demo", "--quick", cwd=tmp_path, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "source model:" in first.stdout and "trained" in first.stdout
+    again = packrun("demo", "--quick", cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "reused (same settings and data; --fresh retrains)" in again.stdout
+    assert len(list((tmp_path / "runs" / "demo").glob("demo_source-*"))) == 1
+    assert "Delete parameter from checkpoint:  end_point.weight" in again.stdout  # it loaded

@@ -194,6 +194,7 @@ CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
     (8, 16, 1, 2, "pad", 0, 10, False),
     (8, 16, 1, 2, "same", 0, 9, False),
     (8, 16, (3, 1), 1, "valid", 0, 7, False),
+    (8, 16, 3, 1, "pad", (2, 0, 1, 3), 7, False),  # explicit asymmetric, surplus on both sides
 ]
 
 
