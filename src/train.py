@@ -7,6 +7,7 @@ started it as one rank of many, and trains. Exit 0 on success, 2 on bad input (o
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ if __name__ == "__main__" and not __package__:
 from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 from launcher import ranks  # noqa: E402
 from launcher.rundir import write_atomic  # noqa: E402
-from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG, worker_exit  # noqa: E402
+from launcher.runfiles import (CLASSES_JSON, EXIT_REQUEUE, LAST_CKPT, LOGS,  # noqa: E402
+                               PREEMPT_FLAG, worker_exit)
 from launcher.spec import JobSpec, spec_from_json  # noqa: E402
 
 
@@ -85,49 +87,13 @@ def resume_from(run_dir: Path, net, opt) -> tuple[int, list[dict]]:
     return epoch, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
 
 
-def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data_args, say):
-    """Backbone features of this rank's (fixed) training shard and of the validation images it
-    evaluates; see src/feature_cache.py."""
-    import time
-
-    import mindspore.dataset as ds
-    import numpy as np
-
-    from src import dataset
-    from src.feature_cache import Backbone, FeatureCache, extract
-    if spec.head != "end_point":
-        raise UserError(f"feature_cache needs the ResNet head 'end_point' (head is {spec.head!r}); "
-                        "set feature_cache = \"off\"")
-    t0 = time.monotonic()
-    backbone = Backbone(net)
-    shard = dataset.shard_indices(n_train, par.world, par.rank, spec.seed, 0)
-    augmented = spec.feature_cache == "augmented"
-    views, labels = [], None
-    for view in range(spec.cache_views if augmented else 1):
-        ds.config.set_seed(spec.seed * 100003 + 50000 + view)
-        images = dataset.create_dataset(spec.train_dir, training=False, augment=augmented,
-                                        indices=shard, min_crop_scale=spec.min_crop_scale,
-                                        hflip=spec.hflip, **data_args)
-        feats, labels = extract(backbone, images, f"train view {view + 1}", say)
-        views.append(feats)
-    val_feats = np.zeros((0, views[0].shape[1]), np.float32)
-    val_labels = np.zeros(0, np.int32)
-    if par.is_main or val_indices is not None:
-        val = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
-        val_feats, val_labels = extract(backbone, val, "val", say)
-    say(f"feature cache: {len(labels)} train images x {len(views)} "
-        f"{'augmented' if augmented else 'eval'} view(s), {len(val_labels)} val images, "
-        f"{time.monotonic() - t0:.1f} s")
-    return FeatureCache(views, labels, val_feats, val_labels, spec.batch_size, spec.seed, par.rank)
-
-
 def train(spec: JobSpec, run_dir: Path) -> int:
     import mindspore as ms
     import mindspore.dataset as ds
     from mindspore import nn
     from mindspore.train import Model
 
-    from src import checkpoint, collective, dataset, parallel
+    from src import checkpoint, collective, dataset, feature_cache, parallel, transfer
     from src.callbacks import EvalCallBack
     from src.evaluate import evaluate
     from src.lr_schedule import learning_rates
@@ -169,7 +135,7 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     val_ds = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
 
     def validation_accuracy() -> float:
-        result = cache.evaluate(net.end_point) if cache else evaluate(net, val_ds)
+        result = cache.evaluate() if cache else evaluate(net, val_ds)
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if sharded_eval else 1)
         return float(correct) / float(total) if total else 0.0
@@ -181,23 +147,24 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     else:
         checkpoint.head_cell(net, spec.head)  # a wrong head name fails before training
         say("pretrained = \"\": training from scratch")
-    if spec.mode == "fixed_feature":
-        trainable = checkpoint.freeze_backbone(net, spec.head)
-        say(f"fixed_feature: training only {', '.join(trainable)}")
+    say(transfer.apply_freeze(net, spec.freeze, spec.head).summary())
+    if par.is_main:  # export and predict name the classes without the data
+        write_atomic(run_dir / CLASSES_JSON, json.dumps(classes) + "\n")
     cache = None
-    if spec.mode == "fixed_feature" and spec.feature_cache != "off":
-        cache = build_feature_cache(spec, par, net, n_train, val_indices, data_args, say)
+    if spec.freeze != "none" and spec.feature_cache != "off":
+        cache = feature_cache.build(spec, par, net, n_train, val_indices, val_ds, data_args, say)
+    if cache:
         steps, sink_mode = cache.steps_per_epoch, False
-        train_data = cache.train_dataset  # noqa: F811 (the head trains on cached features)
+        train_data = cache.train_dataset  # noqa: F811 (the rest trains on cached activations)
 
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
     lr = rates[0] if spec.lr_schedule == "constant" and spec.warmup_epochs == 0 else \
         ms.Tensor(rates, ms.float32)
-    opt = nn.Momentum(params=net.trainable_params(), learning_rate=lr, momentum=spec.momentum,
-                      weight_decay=spec.weight_decay)
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    model = Model(net.end_point if cache else net, loss, opt, amp_level=amp_level)
+    opt = nn.Momentum(params=transfer.parameter_groups(net, spec.head, lr, spec.head_lr_mult),
+                      learning_rate=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    loss = transfer.loss_fn(spec.label_smoothing)
+    model = Model(cache.network if cache else net, loss, opt, amp_level=amp_level)
 
     start_epoch, history = resume_from(run_dir, net, opt)
     agreed = collective.allreduce_sum([start_epoch], par.world)[0]
@@ -208,13 +175,12 @@ def train(spec: JobSpec, run_dir: Path) -> int:
     if start_epoch:
         say(f"resuming from {run_dir / LAST_CKPT}: epoch {start_epoch} of {spec.epochs} done")
     say(f"{spec.arch} {spec.mode}: {len(classes)} classes, {steps} steps/epoch x {spec.epochs} "
-        f"epochs, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}, "
+        f"epochs, batch {spec.batch_size} x {par.world} worker(s), lr {base_lr:g}"
+        f"{f' (head x {spec.head_lr_mult:g})' if spec.head_lr_mult != 1 else ''}"
+        f"{f', label smoothing {spec.label_smoothing:g}' if spec.label_smoothing else ''}, "
         f"device {spec.device}")
     flag = run_dir / PREEMPT_FLAG
-    bn_statistics = [p for p in net.get_parameters()
-                     if p.name.endswith((".moving_mean", ".moving_variance"))]
-    if spec.mode == "fixed_feature":
-        bn_statistics = []  # frozen with the backbone: identical on every rank already
+    bn_statistics = transfer.updating_bn_statistics(net)  # frozen ones agree on every rank
     eval_cb = EvalCallBack(
         run_dir=run_dir, epochs=spec.epochs, steps_per_epoch=steps,
         images_per_step=spec.batch_size * par.world, evaluate_fn=validation_accuracy,
