@@ -42,8 +42,9 @@ class Commands:
     def demo(self, quick=False, output_dir="runs/demo", workdir="demo_data"):
         """The embedded default: transfer learning on scikit-learn's digits, three ways.
 
-        Trains a small ResNet on digits 0-7, then fine-tunes / trains fixed-feature / trains from
-        scratch on 8-vs-9 with few images, and prints the side-by-side summary.
+        Trains a small ResNet on digits 0-7, then fine-tunes / freezes stem..layer2 / trains
+        fixed-feature / trains from scratch on 8-vs-9 with few images, prints the side-by-side
+        summary, exports the best model and predicts a few held-out images with it.
         --quick makes it a smoke test (fewer epochs and images).
         """
         from launcher.demo import run_demo

@@ -31,9 +31,8 @@ from mindspore import nn
 
 from launcher.errors import UserError
 from src.evaluate import Evaluation, evaluate
-from src.stages import STAGES, cache_bytes, frozen_stages, human_bytes, prefix_output_shape
-
-GiB = 1 << 30
+from src.stages import (GIB, STAGES, cache_bytes, frozen_stages, human_bytes,
+                        prefix_output_shape)
 
 
 class Prefix(nn.Cell):
@@ -208,7 +207,7 @@ def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
     what = (f"{prefix_name} output {'x'.join(map(str, shape))} float32 per image: "
             f"{len(shard)} train images x {n_views} {'augmented' if augmented else 'eval'} "
             f"view(s) + {n_val} val images = {human_bytes(need)}")
-    if need > spec.cache_max_gib * GiB:
+    if need > spec.cache_max_gib * GIB:
         if augmented:
             say(f"note: feature cache would hold {what}, over cache_max_gib = "
                 f"{spec.cache_max_gib:g}; training on freshly augmented images instead, "

@@ -15,6 +15,7 @@ from launcher.spec import FREEZE
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 STEM_CELLS = ("conv1", "bn1")
 HEAD = "head"
+GIB = 1 << 30
 
 # Output channels of stem, layer1 .. layer4 (src/resnet.py).
 CHANNELS = {"resnet18": (64, 64, 128, 256, 512), "resnet34": (64, 64, 128, 256, 512),

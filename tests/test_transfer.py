@@ -301,3 +301,18 @@ def test_partial_freeze_cache_equals_recomputing(layer2_runs):
     assert set(wa) == set(wb)
     for k in wa:
         np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.e2e
+def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
+    r = packrun("check", jobs / "tiny.toml", "--freeze=layer3", f"--pretrained={pretrained}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok      trainable: freeze = 'layer3': 17 of 62 parameters train" in r.stdout
+    assert "  layer3  frozen   15 parameter(s)" in r.stdout
+    assert "  layer4  trains   15 parameter(s)" in r.stdout
+    assert "ok      cache: the feature cache will hold 48 train images x 1 view(s) + 16 val " \
+        "images per worker = 256.0 KiB (cache_max_gib = 4)" in r.stdout
+    r = packrun("check", jobs / "tiny.toml", "--freeze=stem", "--cache_max_gib=0", "--quick=false")
+    assert "warning trainable: freeze = 'stem' with pretrained = \"\"" in r.stdout
+    assert "warning cache: the feature cache would hold" in r.stdout
+    assert "over cache_max_gib = 0: the worker will recompute" in r.stdout
