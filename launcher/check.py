@@ -287,7 +287,8 @@ def transfer_findings(spec: JobSpec, net) -> Iterator[Finding]:
     """Which parameters train (by stage), and what the feature cache will hold per worker."""
     from src.stages import GIB, cache_bytes, human_bytes
     from src.transfer import apply_freeze
-    yield Finding(OK, "trainable", apply_freeze(net, spec.freeze, spec.head).summary())
+    for line in apply_freeze(net, spec.freeze, spec.head).lines():  # one finding per line
+        yield Finding(OK, "trainable", line.strip())
     if spec.freeze == "none":
         return
     if not spec.pretrained:

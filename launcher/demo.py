@@ -71,7 +71,8 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     if quick:
         common["epochs"] = 2
     paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
-    print("\n=== 1/4 source task: resnet18 from scratch on digits 0-7 ===", flush=True)
+    steps = len(variants(work)) + 2  # the source run, the target runs, export and predict
+    print(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===", flush=True)
     t0 = time.monotonic()
     source_dir = _run(load_job(SOURCE_JOB, {**common, **paths}))
     if source_dir is None:
@@ -86,7 +87,6 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     target = {"train_dir": str(work / "target" / "train"), "val_dir": str(work / "target" / "val"),
               "pretrained": str(pretrained)}
     results = []
-    steps = len(variants(work)) + 2
     for i, (label, overrides) in enumerate(variants(work), start=2):
         print(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===", flush=True)
         t0 = time.monotonic()

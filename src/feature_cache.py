@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
+import numpy as np
 from mindspore import nn
 
 from launcher.errors import UserError
 from src.evaluate import Evaluation, evaluate
-from src.stages import (GIB, STAGES, cache_bytes, frozen_stages, human_bytes,
-                        prefix_output_shape)
+from src.stages import GIB, STAGES, cache_bytes, frozen_stages, human_bytes, prefix_output_shape
 
 
 class Prefix(nn.Cell):

@@ -25,8 +25,16 @@ import numpy as np
 
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.rundir import write_atomic
-from src.export import (ONNX_EXTRA, checkpoint_path, configure, load_network, open_run,
-                        record_path, require_onnx, run_classes, transforms_record)
+from src.export import (
+    ONNX_EXTRA,
+    checkpoint_path,
+    configure,
+    load_network,
+    open_run,
+    record_path,
+    run_classes,
+    transforms_record,
+)
 
 BATCH = 32  # images per forward pass from a run directory (exported models take one)
 

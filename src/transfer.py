@@ -39,6 +39,10 @@ class Trainable:
         return [n for s in self.stages if s.trains for n in s.names]
 
     def summary(self) -> str:
+        return "\n".join(self.lines())
+
+    def lines(self) -> list[str]:
+        """A headline, then one indented line per stage."""
         total = sum(len(s.names) for s in self.stages)
         values = sum(s.values for s in self.stages)
         train_values = sum(s.values for s in self.stages if s.trains)
@@ -58,7 +62,7 @@ class Trainable:
                 more = f" (+{len(s.names) - MAX_NAMES} more)" if len(s.names) > MAX_NAMES else ""
                 head += f": {shown}{more}"
             lines.append(head)
-        return "\n".join(lines)
+        return lines
 
 
 def _count(n: int) -> str:

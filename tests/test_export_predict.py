@@ -83,7 +83,7 @@ def test_predict_agrees_across_run_dir_mindir_and_onnx(run, exported, digits_2cl
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         lines = [l for l in r.stdout.splitlines() if l.startswith(str(val))]
         assert len(lines) == 16 and all(len(l.split()) == 5 for l in lines)
-        assert f"16 of 16 images predicted" in r.stdout
+        assert "16 of 16 images predicted" in r.stdout
         assert f"; accuracy {best['val_acc']} (" in r.stdout  # what the run recorded
         assert pic.is_file() and pic.stat().st_size > 1000
         tables[name] = read_csv(out)

@@ -175,9 +175,9 @@ def test_apply_freeze_reports_what_trains_by_stage(freeze, trains):
 
 def _one_step(head_lr_mult, freeze="layer3"):
     import mindspore as ms
+    import mindspore.dataset as ds
     from mindspore import nn
     from mindspore.train import Model
-    import mindspore.dataset as ds
 
     from src.resnet import build_resnet
     from src.transfer import apply_freeze, loss_fn, parameter_groups
@@ -308,8 +308,8 @@ def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
     r = packrun("check", jobs / "tiny.toml", "--freeze=layer3", f"--pretrained={pretrained}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok      trainable: freeze = 'layer3': 17 of 62 parameters train" in r.stdout
-    assert "  layer3  frozen   15 parameter(s)" in r.stdout
-    assert "  layer4  trains   15 parameter(s)" in r.stdout
+    assert "ok      trainable: layer3  frozen   15 parameter(s)" in r.stdout
+    assert "ok      trainable: layer4  trains   15 parameter(s)" in r.stdout
     assert "ok      cache: the feature cache will hold 48 train images x 1 view(s) + 16 val " \
         "images per worker = 256.0 KiB (cache_max_gib = 4)" in r.stdout
     r = packrun("check", jobs / "tiny.toml", "--freeze=stem", "--cache_max_gib=0", "--quick=false")
