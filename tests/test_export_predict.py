@@ -163,3 +163,34 @@ def test_bad_export_and_predict_arguments(run, exported, tmp_path):
     assert r.returncode == 2 and "give images or directories to predict" in r.stderr
     r = packrun("predict", run, run, "--top_k=0")
     assert r.returncode == 2 and "--top_k=0: give 1 or more" in r.stderr
+
+
+@pytest.mark.parametrize("arch, size", [("resnet50", 37), ("resnet50", 40), ("resnet34", 33)])
+def test_the_onnx_graph_equals_the_network_for_other_archs_and_sizes(arch, size, tmp_path):
+    """Padding of the replaced max-pool depends on arch and input size; BatchNorm folding on
+    real (non-trivial) statistics."""
+    import mindspore as ms
+    import numpy as np
+    import onnxruntime
+
+    from launcher.spec import build_spec
+    from src.export import onnx_graph
+    from src.resnet import build_resnet
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    spec = build_spec({"train_dir": "/t", "val_dir": "/v", "arch": arch, "image_size": size,
+                       "num_classes": 3}, check_paths=False)
+    rng = np.random.default_rng(1)
+    net = build_resnet(arch, 3, cpu_conv=False)
+    for p in net.get_parameters():
+        if p.name.endswith(("moving_mean", "moving_variance", "gamma", "beta")):
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    net.set_train(False)
+    x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    graph = onnx_graph(net, spec)
+    ms.export(graph, ms.Tensor(x), file_name=str(tmp_path / "m"), file_format="ONNX")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(got - expected).max()) <= 1e-4 * scale
