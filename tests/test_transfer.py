@@ -316,3 +316,21 @@ def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
     assert "warning trainable: freeze = 'stem' with pretrained = \"\"" in r.stdout
     assert "warning cache: the feature cache would hold" in r.stdout
     assert "over cache_max_gib = 0: the worker will recompute" in r.stdout
+
+
+@pytest.mark.e2e
+def test_two_workers_with_a_partial_freeze_end_identical(jobs, pretrained):
+    """msrun, 2 CPU workers, freeze = "layer2" on cached activations (each rank caches its
+    shard): the ranks end with the same weights and BatchNorm statistics."""
+    r = packrun("run", jobs / "tiny.toml", "--workers=2", "--freeze=layer2",
+                f"--pretrained={pretrained}", "--name=dp_layer2", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_dir = run_dir_of(r)
+    assert "feature cache: will hold stem..layer2 output 128x4x4 float32 per image: 24 train " \
+        "images" in (run_dir / "logs" / "worker_0.log").read_text()
+    digests = set()
+    for rank in (0, 1):
+        log = (run_dir / "logs" / f"worker_{rank}.log").read_text()
+        [line] = [l for l in log.splitlines() if l.startswith(f"rank {rank}: final weights")]
+        digests.add(line.split(": ", 1)[1])
+    assert len(digests) == 1, digests
