@@ -92,12 +92,12 @@ class JobSpec:
                     "and are the only ones trained in fixed_feature mode (freeze = \"all\").")
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
                     minimum=0)
-    feature_cache: str = key("eval", "With a frozen prefix (freeze other than none): run it once per "
-                             "image and view and train the rest on its cached output. `eval` "
-                             "caches one view per image made "
-                             "with the evaluation transforms (fastest: benchmarks/"
-                             "bench_fixed_feature.py), `augmented` caches cache_views augmented "
-                             "views, `off` trains on freshly augmented images, recomputing the frozen part every step.",
+    feature_cache: str = key("eval", "With a frozen prefix (freeze other than none): run it once "
+                             "per image and view and train the rest on its cached output. `eval` "
+                             "caches one view per image made with the evaluation transforms "
+                             "(fastest: benchmarks/bench_fixed_feature.py), `augmented` caches "
+                             "cache_views augmented views, `off` trains on freshly augmented "
+                             "images, recomputing the frozen part every step.",
                              choices=("augmented", "eval", "off"))
     cache_views: int = key(2, "Augmented views cached per training image (feature_cache = "
                            "\"augmented\"); each epoch uses one of them per image.",
