@@ -87,13 +87,12 @@ def main():
             work / "ff_source.toml", name="ff_source", num_classes=8, batch_size=32,
             train_dir=str(work / "source/train"), val_dir=str(work / "source/val"), **common),
     }
-    if args.data == "small":
-        cases = dict(list(cases.items())[:1])
+    measured = dict(list(cases.items())[:1]) if args.data == "small" else cases
     print(f"\nfreeze = {args.freeze}, {args.epochs} epochs, {args.image_size} px, resnet18, "
           "this machine")
     print(f"{'data':<32}{'feature_cache':<15}{'wall s':>8}{'train+eval s':>14}{'best acc':>10}"
           f"{'speed-up':>10}")
-    for label, job in cases.items():
+    for label, job in measured.items():
         base = None
         for cache in ("off", "augmented", "eval", "eval recomputed"):
             extra = {"cache_max_gib": 0} if cache == "eval recomputed" else {}
