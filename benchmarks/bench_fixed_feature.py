@@ -1,11 +1,13 @@
 """Feature-cache and data-pipeline benchmark (not a test), measured side by side in one run.
 
-    python benchmarks/bench_fixed_feature.py [--epochs 20] [--image-size 64]
+    python benchmarks/bench_fixed_feature.py [--epochs 20] [--image-size 64] [--freeze all]
 
 1. A 20-epoch fixed_feature run (resnet18 pretrained on digits 0-7) on two data sets: the demo's
    8-vs-9 target (20 training images) and digits 0-7 itself (~1150 training images), with
    feature_cache = off, augmented (2 views) and eval: wall time, training + evaluation time,
-   best validation accuracy, and the speed-up over `off`.
+   best validation accuracy, and the speed-up over `off`; `eval recomputed` is the eval view
+   with cache_max_gib = 0 (the fallback past the limit: same result, the frozen prefix recomputed
+   every step). --freeze=layer2 (etc.) measures a partial freeze instead of fixed_feature.
 2. The input pipeline alone (decode + training augmentation, ImageFolderDataset) in images/s,
    next to the images/s a fine-tune training step consumes.
 """
@@ -60,6 +62,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--freeze", default="all", help="all (fixed_feature) or stem..layer3")
+    ap.add_argument("--data", choices=("both", "small"), default="both",
+                    help="small: only the 20-image 8-vs-9 target")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="packrun-bench-ff-"))
     export_digits(work / "source", list(range(8)), size=args.image_size)
@@ -82,14 +87,18 @@ def main():
             work / "ff_source.toml", name="ff_source", num_classes=8, batch_size=32,
             train_dir=str(work / "source/train"), val_dir=str(work / "source/val"), **common),
     }
-    print(f"\nfixed_feature, {args.epochs} epochs, {args.image_size} px, resnet18, this machine")
+    measured = dict(list(cases.items())[:1]) if args.data == "small" else cases
+    print(f"\nfreeze = {args.freeze}, {args.epochs} epochs, {args.image_size} px, resnet18, "
+          "this machine")
     print(f"{'data':<32}{'feature_cache':<15}{'wall s':>8}{'train+eval s':>14}{'best acc':>10}"
           f"{'speed-up':>10}")
-    for label, job in cases.items():
+    for label, job in measured.items():
         base = None
-        for cache in ("off", "augmented", "eval"):
-            wall, run = packrun_debug(job, mode="fixed_feature", lr=0.02, epochs=args.epochs,
-                                      feature_cache=cache, pretrained=pretrained)
+        for cache in ("off", "augmented", "eval", "eval recomputed"):
+            extra = {"cache_max_gib": 0} if cache == "eval recomputed" else {}
+            wall, run = packrun_debug(job, freeze=args.freeze, lr=0.02, epochs=args.epochs,
+                                      feature_cache=cache.split()[0], pretrained=pretrained,
+                                      **extra)
             m = metrics(run)
             base = base or wall
             print(f"{label:<32}{cache:<15}{wall:>8.1f}{m['train_eval_s']:>14.1f}"

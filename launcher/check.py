@@ -279,7 +279,7 @@ def checkpoint_bytes(spec: JobSpec) -> int:
     backbone, features = ARCH_SIZES[spec.arch]
     head = (features + 1) * spec.num_classes
     params = backbone + head
-    moments = params if spec.mode == "finetune" else head
+    moments = head if spec.freeze == "all" else params  # partial freeze: an upper bound
     best, last = 4 * params, 4 * (params + moments)
     return best + 2 * last
 
@@ -353,6 +353,7 @@ def check_network(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     net = build_network(spec)
     net_shapes = shapes(net.get_parameters())
     heads = head_parameter_names(net, spec.head)
+    yield from transfer_findings(spec, net)
     if not spec.pretrained:
         yield Finding(OK, "network", f"{spec.arch}, head '{spec.head}' ({', '.join(heads)}); "
                       "pretrained = \"\": trains from scratch")
@@ -367,6 +368,36 @@ def check_network(spec: JobSpec, opts: Options) -> Iterator[Finding]:
         yield Finding(OK, "network", f"checkpoint {spec.pretrained} fits {spec.arch} after head "
                       f"filtering: {len(fit.loaded)} parameters load, re-initialised: "
                       f"{', '.join(fit.missing) or 'none'}; {len(fit.unused)} file entries unused")
+
+
+def transfer_findings(spec: JobSpec, net) -> Iterator[Finding]:
+    """Which parameters train (by stage), and what the feature cache will hold per worker."""
+    from src.stages import GIB, cache_bytes, human_bytes
+    from src.transfer import apply_freeze
+    for line in apply_freeze(net, spec.freeze, spec.head).lines():  # one finding per line
+        yield Finding(OK, "trainable", line.strip())
+    if spec.freeze == "none":
+        return
+    if not spec.pretrained:
+        yield Finding(WARNING, "trainable", f"freeze = {spec.freeze!r} with pretrained = \"\": "
+                      "the frozen stages keep their random initialisation; set pretrained")
+    if spec.feature_cache == "off":
+        return
+    train, val = preflight.check_layout(spec)
+    world = spec.nodes * spec.cards_per_node
+    n_train = _count(train) // world
+    n_val = _count(val) if spec.eval_mode == "rank0" or world == 1 else -(-_count(val) // world)
+    views = spec.cache_views if spec.feature_cache == "augmented" else 1
+    need = cache_bytes(spec.arch, spec.freeze, spec.image_size, n_train, views, n_val)
+    what = (f"{n_train} train images x {views} view(s) + {n_val} val images per worker = "
+            f"{human_bytes(need)}")
+    if need > spec.cache_max_gib * GIB:
+        yield Finding(WARNING, "cache", f"the feature cache would hold {what}, over "
+                      f"cache_max_gib = {spec.cache_max_gib:g}: the worker will recompute the "
+                      "frozen prefix every step; raise cache_max_gib to cache")
+    else:
+        yield Finding(OK, "cache", f"the feature cache will hold {what} (cache_max_gib = "
+                      f"{spec.cache_max_gib:g})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ class Commands:
     def demo(self, quick=False, output_dir="runs/demo", workdir="demo_data", fresh=False):
         """The embedded default: transfer learning on scikit-learn's digits, three ways.
 
-        Trains a small ResNet on digits 0-7, then fine-tunes / trains fixed-feature / trains from
-        scratch on 8-vs-9 with few images, and prints the side-by-side summary.
+        Trains a small ResNet on digits 0-7, then fine-tunes / freezes stem..layer2 / trains
+        fixed-feature / trains from scratch on 8-vs-9 with few images, prints the side-by-side
+        summary, exports the best model and predicts a few held-out images with it.
         --quick makes it a smoke test (fewer epochs and images).
         The source model is reused while its settings and data are unchanged; --fresh retrains.
         """
@@ -223,6 +224,36 @@ class Commands:
             return
         from launcher.report import write_report
         print(write_report(run_dirs, out))
+
+    # --- using a trained model (src/export.py, src/predict.py) ---
+
+    @_user_errors_exit_2
+    def export(self, run_dir, checkpoint="best", format="MINDIR", out=None, device="CPU"):
+        """Export a run's model for inference: packrun export RUN_DIR [--checkpoint=best|last|PATH]
+        [--format=MINDIR|ONNX] [--out=FILE]
+
+        The job's network (arch, classes, image size) in inference mode, checked against the
+        checkpoint after export; FILE.json beside it records the class names and the evaluation
+        transforms (resize, crop, mean, std). Default FILE: RUN_DIR/best.mindir (or .onnx).
+        ONNX needs the optional extra: pip install 'packrun[onnx]'.
+        """
+        from src.export import export_command
+        export_command(run_dir, checkpoint, format, out, device)
+
+    @_user_errors_exit_2
+    def predict(self, source, *images, top_k=1, csv=None, picture=None, checkpoint="best",
+                device="CPU"):
+        """Classify images: packrun predict (RUN_DIR | MODEL_FILE) IMAGES_OR_DIRS... [--top_k=1]
+        [--csv=FILE] [--picture=FILE]
+
+        SOURCE is a run directory (its --checkpoint, default best), an exported .mindir or
+        .onnx file (with FILE.json beside it). Prints path, class and probability per image;
+        --csv writes them, --picture the prediction grid. Undecodable images are named and the
+        exit status is 2 after the others are predicted.
+        """
+        from src.predict import predict_command
+        sys.exit(predict_command(source, images, top_k=top_k, csv=csv, picture=picture,
+                                 checkpoint=checkpoint, device=device))
 
     # --- Slurm (launcher/slurm.py) ---
 

@@ -4,8 +4,11 @@
    training images) and a target task (8 vs 9 with only a few training images per class).
 2. Train a small ResNet from scratch on the source task (jobs/demo_source.toml) and keep its
    best checkpoint as the "pretrained" Model-Zoo-style checkpoint.
-3. On the target task run jobs/demo.toml three ways: fine-tune, fixed feature, from scratch.
-4. Print best and last validation accuracy and time for the three, side by side.
+3. On the target task run jobs/demo.toml four ways: fine-tune, partial freeze (stem..layer2
+   frozen), fixed feature, from scratch.
+4. Print best and last validation accuracy and time for each, side by side.
+5. Export the best of them (MindIR, and ONNX when onnxruntime is installed) and predict a few
+   held-out validation images with the exported model.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ TARGET_CLASSES = [8, 9]
 
 
 def variants(workdir: Path) -> list[tuple[str, dict]]:
-    """The three target runs: (label, overrides of jobs/demo.toml)."""
+    """The target runs: (label, overrides of jobs/demo.toml)."""
     return [
         ("fine-tune", {"mode": "finetune"}),
+        ("freeze layer2", {"freeze": "layer2", "name": "demo_freeze_layer2"}),
         ("fixed feature", {"mode": "fixed_feature", "lr": 0.02, "name": "demo_fixed_feature"}),
         ("from scratch", {"pretrained": "", "name": "demo_scratch"}),
     ]
@@ -58,7 +62,8 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     if quick:
         common["epochs"] = 2
     paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
-    print("\n=== 1/4 source task: resnet18 from scratch on digits 0-7 ===", flush=True)
+    steps = len(variants(work)) + 2  # the source run, the target runs, export and predict
+    print(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===", flush=True)
     pretrained = work / PRETRAINED
     if not source_model(load_job(SOURCE_JOB, {**common, **paths}), pretrained, fresh, _run,
                         best_of):
@@ -68,7 +73,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
               "pretrained": str(pretrained)}
     results = []
     for i, (label, overrides) in enumerate(variants(work), start=2):
-        print(f"\n=== {i}/4 target task 8 vs 9: {label} ===", flush=True)
+        print(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===", flush=True)
         t0 = time.monotonic()
         run_dir = _run(load_job(TARGET_JOB, {**common, **target, **overrides}))
         if run_dir is None:
@@ -88,9 +93,43 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
                           labels=[r["label"] for r in results])
     print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
+    print(f"\n=== {steps}/{steps} using the best model: export and predict ===", flush=True)
+    if export_and_predict(max(results, key=lambda r: r["acc"]), work / "target" / "val") != 0:
+        return 1
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
 
+
+
+def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
+    """A few validation images of each class (never trained on)."""
+    return [f for c in sorted(p for p in val_dir.iterdir() if p.is_dir())
+            for f in sorted(c.iterdir())[:per_class]]
+
+
+def export_and_predict(best: dict, val_dir: Path) -> int:
+    """Export `best`'s run as MindIR (and ONNX when onnxruntime is there), predict a few
+    held-out images with the exported file, and say the commands that did it."""
+    import importlib.util
+    import subprocess
+    import sys
+    run_dir = best["run_dir"]
+    print(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
+    formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
+    cli = [sys.executable, "-m", "launcher.cli"]
+    model = None
+    for fmt in formats:
+        print(f"$ packrun export {run_dir} --format={fmt}", flush=True)
+        if subprocess.run(cli + ["export", str(run_dir), f"--format={fmt}"], cwd=REPO).returncode:
+            return 1
+        model = run_dir / f"best.{fmt.lower()}"
+    if "ONNX" not in formats:
+        print("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and onnxruntime)")
+    images = held_out_images(val_dir)
+    csv = run_dir / "demo_predictions.csv"
+    print(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}", flush=True)
+    return subprocess.run(cli + ["predict", str(model), *map(str, images), f"--csv={csv}"],
+                          cwd=REPO).returncode
 
 
 def _run(spec) -> Path | None:

@@ -11,6 +11,7 @@ METRICS = "metrics.jsonl"        # one row per epoch, main rank only
 BEST_CKPT = "best.ckpt"          # network at the best validation accuracy
 LAST_CKPT = "last.ckpt"          # resumable: network + optimizer state + epoch/step counters
 LAST_POINT = "last.json"         # {"epoch": epochs done, "step": steps of the next}: last.ckpt's
+CLASSES_JSON = "classes.json"    # class names in label order (export, predict)
 LOGS = "logs"                    # logs/worker_<rank>.log, logs/scheduler.log, ...
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 # Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after

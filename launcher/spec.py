@@ -27,6 +27,14 @@ from launcher.runfiles import JOB_JSON
 
 SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
+# `freeze` stages in network order ("up to and including"), and the mode each one means.
+FREEZE = ("none", "stem", "layer1", "layer2", "layer3", "all")
+MODES = ("finetune", "fixed_feature", "partial")
+
+
+def mode_of_freeze(freeze: str) -> str:
+    return {"none": "finetune", "all": "fixed_feature"}.get(freeze, "partial")
+
 
 def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
         group="training", item=None, fix=None, grammar=None):
@@ -87,8 +95,18 @@ class JobSpec:
     # --- what to train -------------------------------------------------------------------------
     name: str = key("job", "Run name; the run directory is <output_dir>/<name>-<YYYYmmdd-HHMMSS>.",
                     grammar=NAME)
-    mode: str = key("finetune", "`finetune` trains every parameter; `fixed_feature` freezes all "
-                    "but the head.", choices=("finetune", "fixed_feature"))
+    mode: str = key("finetune", "`finetune` trains every parameter (freeze = \"none\"); "
+                    "`fixed_feature` freezes all but the head (freeze = \"all\"); `partial` "
+                    "goes with freeze = stem..layer3. Set mode or freeze; both must agree.",
+                    choices=MODES)
+    freeze: str = key("none", "How much of the backbone is frozen, up to and including: `stem` "
+                      "(conv1, bn1), `layer1` .. `layer3`, `all` (everything but the head). "
+                      "Frozen = weights and BatchNorm statistics fixed. A command-line --freeze "
+                      "replaces the job file's mode, and --mode its freeze.", choices=FREEZE)
+    head_lr_mult: float = key(1.0, "The head's learning rate is lr x head_lr_mult (e.g. 10 for a "
+                              "fresh classifier on a pretrained backbone).", minimum=0.0)
+    label_smoothing: float = key(0.0, "Label smoothing of the cross-entropy loss, in [0, 1).",
+                                 minimum=0.0)
     arch: str = key("resnet50", "Backbone (Model Zoo parameter names).",
                     choices=("resnet18", "resnet34", "resnet50", "resnet101"))
     num_classes: int = key(2, "Classes of the new head; must equal the class folders in "
@@ -113,18 +131,24 @@ class JobSpec:
     pretrained: str = key("", "Checkpoint to start from (head entries are dropped); \"\" trains "
                           "from scratch.", path="file")
     head: str = key("end_point", "Name of the classifier cell: its parameters are re-initialised "
-                    "and are the only ones trained in fixed_feature mode.", grammar=CELL)
+                    "and are the only ones trained in fixed_feature mode (freeze = \"all\").",
+                    grammar=CELL)
     seed: int = key(1, "Seed for weights, data order and augmentation; identical on every rank.",
                     minimum=0, maximum=2 ** 63 - 1)
-    feature_cache: str = key("eval", "fixed_feature only: run the frozen backbone once and train the "
-                             "head on cached features. `eval` caches one view per image made "
-                             "with the evaluation transforms (fastest: benchmarks/"
-                             "bench_fixed_feature.py), `augmented` caches cache_views augmented "
-                             "views, `off` recomputes the backbone every epoch.",
+    feature_cache: str = key("eval", "With a frozen prefix (freeze other than none): run it once "
+                             "per image and view and train the rest on its cached output. `eval` "
+                             "caches one view per image made with the evaluation transforms "
+                             "(fastest: benchmarks/bench_fixed_feature.py), `augmented` caches "
+                             "cache_views augmented views, `off` trains on freshly augmented "
+                             "images, recomputing the frozen part every step.",
                              choices=("augmented", "eval", "off"))
     cache_views: int = key(2, "Augmented views cached per training image (feature_cache = "
                            "\"augmented\"); each epoch uses one of them per image.",
                            minimum=1, maximum=64)
+    cache_max_gib: float = key(4.0, "Largest feature cache per worker, in GiB (the worker says "
+                               "what it will hold before it starts); past it the frozen prefix "
+                               "is recomputed every step instead, with a note (with `eval` views "
+                               "the same result, slower). 0 never caches.", minimum=0.0)
     # --- where and how it runs -----------------------------------------------------------------
     device: str = key("CPU", "Device target.", choices=("CPU", "GPU", "Ascend"), group="device")
     device_id: int = key(0, "Device for a single-card run.", minimum=0, maximum=15,
@@ -266,7 +290,8 @@ class JobSpec:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "JobSpec":
-        return build_spec(self.to_dict() | changes, source="replace", check_paths=False)
+        base = _without_linked(self.to_dict(), changes)
+        return build_spec(base | changes, source="replace", check_paths=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +468,35 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str):
             raise UserError(f"{where}: key '{name}': {bad!r} is not {meaning}")
 
 
+def _without_linked(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` minus its mode (freeze) when `changes` sets freeze (mode) alone: the later source
+    decides how much is frozen, and the other key follows it."""
+    base = dict(base)
+    for one, other in (("mode", "freeze"), ("freeze", "mode")):
+        if one in changes and other not in changes:
+            base.pop(other, None)
+    return base
+
+
+def _mode_and_freeze(mode: str, freeze: str, given: set[str], where: str) -> tuple[str, str]:
+    """Resolve the two ways of saying how much is frozen; the one given decides the other."""
+    if given == {"mode"}:
+        if mode == "partial":
+            raise UserError(f"{where}: mode = \"partial\" needs freeze = \"stem\", \"layer1\", "
+                            "\"layer2\" or \"layer3\" (how much of the backbone is frozen)")
+        return mode, {"finetune": "none", "fixed_feature": "all"}[mode]
+    if given == {"freeze"}:
+        return mode_of_freeze(freeze), freeze
+    if given and mode_of_freeze(freeze) != mode:
+        raise UserError(f"{where}: mode = {mode!r} and freeze = {freeze!r} disagree (freeze = "
+                        f"{freeze!r} is mode {mode_of_freeze(freeze)!r}); set only one of them")
+    return mode, freeze
+
+
 def _check_relations(spec: JobSpec, where: str):
+    if spec.label_smoothing >= 1.0:
+        raise UserError(f"{where}: key 'label_smoothing' is {spec.label_smoothing!r}; it must be "
+                        "below 1 (0.1 is usual, 0 turns it off)")
     if spec.eval_start_epoch > spec.epochs:
         raise UserError(f"{where}: eval_start_epoch ({spec.eval_start_epoch}) is after the last "
                         f"epoch ({spec.epochs}); nothing would be evaluated. Lower it or raise "
@@ -553,6 +606,10 @@ def build_spec(values: Mapping[str, Any], *, source: str = "job", lenient_keys=(
             value = _resolve_path(value, base)
         _check_value(name, value, f, where)
         resolved[name] = value
+    given = {k for k in ("mode", "freeze") if k in values}
+    where = "command line" if given and given <= set(lenient_keys) else source
+    resolved["mode"], resolved["freeze"] = _mode_and_freeze(resolved["mode"], resolved["freeze"],
+                                                            given, where)
     spec = JobSpec(**resolved)
     _check_relations(spec, source)
     check_output_outside_data(spec)
@@ -601,8 +658,8 @@ def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
 def load_job(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
              check_paths: bool = True) -> JobSpec:
     """Job file + CLI overrides -> validated JobSpec."""
-    values = read_job_file(path)
     overrides = dict(overrides or {})
+    values = _without_linked(read_job_file(path), overrides)
     return build_spec(values | overrides, source=str(path), lenient_keys=tuple(overrides),
                       check_paths=check_paths)
 

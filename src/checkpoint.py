@@ -1,4 +1,5 @@
-"""Pretrained checkpoints: drop the head, load the rest, report, freeze; atomic saves.
+"""Pretrained checkpoints: drop the head, load the rest, report; atomic saves (freezing:
+src/transfer.py).
 
 A Model Zoo checkpoint may be a bare network (`conv1.weight`, ..., `end_point.bias`) or a
 training checkpoint that also holds `moments.<param>` for every trainable parameter and scalars
@@ -151,19 +152,10 @@ def load_pretrained(net: nn.Cell, path: str | Path, head: str, arch: str = "") -
 
 
 def freeze_backbone(net: nn.Cell, head: str) -> list[str]:
-    """fixed_feature: only the head trains. Frozen BatchNorm layers also stop updating their
-    moving statistics (the tutorial's freeze still lets them drift), so the backbone is truly
-    fixed and its features are a function of the image alone. Returns the trainable names."""
-    head_obj = head_cell(net, head)
-    head_ids = {id(p) for p in head_obj.get_parameters()}
-    for p in net.get_parameters():
-        if id(p) not in head_ids:
-            p.requires_grad = False
-    head_subcells = {id(c) for _, c in head_obj.cells_and_names()}
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.BatchNorm2d) and id(cell) not in head_subcells:
-            cell.use_batch_statistics = False
-    return [p.name for p in net.trainable_params()]
+    """fixed_feature (freeze = "all"): only the head trains, BatchNorm statistics included
+    (see src/transfer.py). Returns the trainable names."""
+    from src.transfer import apply_freeze
+    return apply_freeze(net, "all", head).names
 
 
 def _pid_alive(pid: int) -> bool:

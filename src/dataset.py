@@ -57,6 +57,11 @@ def train_transforms(image_size: int, min_crop_scale: float = 0.08, hflip: bool 
     ]
 
 
+def eval_resize(image_size: int) -> int:
+    """The short side images are resized to before the centre crop (256 for 224)."""
+    return int(round(image_size * 256 / 224))
+
+
 def eval_transforms(image_size: int) -> list:
     """Resize the short side to 256/224 of the crop, centre-crop, normalise.
 
@@ -64,7 +69,7 @@ def eval_transforms(image_size: int) -> list:
     training; packrun normalises both (README: what differs from the tutorial)."""
     return [
         vision.Decode(),
-        vision.Resize(int(round(image_size * 256 / 224))),
+        vision.Resize(eval_resize(image_size)),
         vision.CenterCrop(image_size),
         vision.Normalize(mean=MEAN, std=STD),
         vision.HWC2CHW(),

@@ -229,11 +229,19 @@ class ResNet(nn.Cell):
         self.flatten = nn.Flatten()
         self.end_point = _fc(out_channels[3], num_classes)
 
+    def stem(self, x):
+        """conv1, bn1, relu, max-pool: the stage `freeze = "stem"` names."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def pool(self, x):
+        """layer4's output -> the feature vector the head classifies."""
+        return self.flatten(ops.mean(x, (2, 3), True))
+
     def features(self, x):
         """The backbone's output for `x`: what the head `end_point` classifies."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.flatten(ops.mean(x, (2, 3), True))
+        return self.pool(x)
 
     def construct(self, x):
         return self.end_point(self.features(x))

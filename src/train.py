@@ -7,6 +7,7 @@ started it as one rank of many, and trains. Exit 0 on success, 2 on bad input (o
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 from launcher import ranks  # noqa: E402
 from launcher.cores import format_cpulist  # noqa: E402
 from launcher.rundir import write_atomic  # noqa: E402
-from launcher.runfiles import (EXIT_REQUEUE, LAST_CKPT, LOGS, PREEMPT_FLAG,  # noqa: E402
-                               worker_exit, worker_pid)
+from launcher.runfiles import (CLASSES_JSON, EXIT_REQUEUE, LAST_CKPT, LOGS,  # noqa: E402
+                               PREEMPT_FLAG, worker_exit, worker_pid)
 from launcher.spec import JobSpec, spec_from_json  # noqa: E402
 
 
@@ -158,42 +159,6 @@ def sink_chunks(first_step: int, steps: int, sink_size: int) -> list[tuple[int, 
     return [c for c in ((size, whole), (rest, 1)) if c[0] and c[1]]
 
 
-def build_feature_cache(spec: JobSpec, par, net, n_train: int, val_indices, data_args, say):
-    """Backbone features of this rank's (fixed) training shard and of the validation images it
-    evaluates; see src/feature_cache.py."""
-    import time
-
-    import mindspore.dataset as ds
-    import numpy as np
-
-    from src import dataset, seeds
-    from src.feature_cache import Backbone, FeatureCache, extract
-    if spec.head != "end_point":
-        raise UserError(f"feature_cache needs the ResNet head 'end_point' (head is {spec.head!r}); "
-                        "set feature_cache = \"off\"")
-    t0 = time.monotonic()
-    backbone = Backbone(net)
-    shard = dataset.shard_indices(n_train, par.world, par.rank, spec.seed, 0)
-    augmented = spec.feature_cache == "augmented"
-    views, labels = [], None
-    for view in range(spec.cache_views if augmented else 1):
-        ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.VIEW, view))
-        images = dataset.create_dataset(spec.train_dir, training=False, augment=augmented,
-                                        indices=shard, min_crop_scale=spec.min_crop_scale,
-                                        hflip=spec.hflip, **data_args)
-        feats, labels = extract(backbone, images, f"train view {view + 1}", say)
-        views.append(feats)
-    val_feats = np.zeros((0, views[0].shape[1]), np.float32)
-    val_labels = np.zeros(0, np.int32)
-    if par.is_main or val_indices is not None:
-        val = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
-        val_feats, val_labels = extract(backbone, val, "val", say)
-    say(f"feature cache: {len(labels)} train images x {len(views)} "
-        f"{'augmented' if augmented else 'eval'} view(s), {len(val_labels)} val images, "
-        f"{time.monotonic() - t0:.1f} s")
-    return FeatureCache(views, labels, val_feats, val_labels, spec.batch_size, spec.seed, par.rank)
-
-
 @dataclass
 class Data:
     """The job's data as this rank sees it: classes, steps per epoch, the validation set and
@@ -251,10 +216,10 @@ def prepare_data(spec: JobSpec, par) -> Data:
     return Data(spec, par, classes, n_train, steps, data_args, val_indices, val_ds, sharded_eval)
 
 
-def prepare_network(spec: JobSpec, par, data: Data, say):
-    """The network with the pretrained backbone (or from scratch), frozen for fixed_feature, and
-    the feature cache when the job uses one: (net, cache or None)."""
-    from src import checkpoint
+def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
+    """The network with the pretrained backbone (or from scratch), frozen up to `freeze`, and
+    the feature cache of the frozen prefix when the job uses one: (net, cache or None)."""
+    from src import checkpoint, feature_cache, transfer
     net = build_network(spec)
     if spec.pretrained:
         report = checkpoint.load_pretrained(net, spec.pretrained, spec.head, spec.arch)
@@ -262,12 +227,12 @@ def prepare_network(spec: JobSpec, par, data: Data, say):
     else:
         checkpoint.head_cell(net, spec.head)  # a wrong head name fails before training
         say("pretrained = \"\": training from scratch")
-    if spec.mode == "fixed_feature":
-        trainable = checkpoint.freeze_backbone(net, spec.head)
-        say(f"fixed_feature: training only {', '.join(trainable)}")
+    say(transfer.apply_freeze(net, spec.freeze, spec.head).summary())
+    if par.is_main:  # export and predict name the classes without the data
+        write_atomic(run_dir / CLASSES_JSON, json.dumps(data.classes) + "\n")
     cache = None
-    if spec.mode == "fixed_feature" and spec.feature_cache != "off":
-        cache = build_feature_cache(spec, par, net, data.n_train, data.val_indices,
+    if spec.freeze != "none" and spec.feature_cache != "off":
+        cache = feature_cache.build(spec, par, net, data.n_train, data.val_indices, data.val_ds,
                                     data.data_args, say)
     return net, cache
 
@@ -277,13 +242,14 @@ def build_optimizer(spec: JobSpec, par, net, steps: int):
     import mindspore as ms
     from mindspore import nn
 
+    from src import transfer
     from src.lr_schedule import learning_rates
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
     lr = rates[0] if spec.lr_schedule == "constant" and spec.warmup_epochs == 0 else \
         ms.Tensor(rates, ms.float32)
-    opt = nn.Momentum(params=net.trainable_params(), learning_rate=lr, momentum=spec.momentum,
-                      weight_decay=spec.weight_decay)
+    opt = nn.Momentum(params=transfer.parameter_groups(net, spec.head, lr, spec.head_lr_mult),
+                      learning_rate=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     return opt, rates, base_lr
 
 
@@ -317,10 +283,7 @@ def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rate
     from src import collective, faults
     from src.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
     flag = run_dir / PREEMPT_FLAG
-    bn_statistics = [p for p in net.get_parameters()
-                     if p.name.endswith((".moving_mean", ".moving_variance"))]
-    if spec.mode == "fixed_feature":
-        bn_statistics = []  # frozen with the backbone: identical on every rank already
+    bn_statistics = transfer.updating_bn_statistics(net)  # frozen ones agree on every rank
     position = Position(steps)
     report = Report(
         run_dir=run_dir, epochs=spec.epochs, images_per_step=spec.batch_size * par.world,
@@ -382,7 +345,7 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     from mindspore import nn
     from mindspore.train import Model
 
-    from src import collective, parallel, seeds
+    from src import collective, parallel, seeds, transfer
     from src.evaluate import evaluate
 
     configure_context(spec)
@@ -393,16 +356,16 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     ms.set_seed(seeds.network_seed(spec.seed))
 
     data = prepare_data(spec, par)
-    net, cache = prepare_network(spec, par, data, say)
+    net, cache = prepare_network(spec, run_dir, par, data, say)
     steps, train_data = data.steps, data.train_data
-    if cache:  # the head trains on cached features
+    if cache:  # the trainable rest trains on the frozen prefix's cached activations
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
     opt, rates, base_lr = build_optimizer(spec, par, net, steps)
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    model = Model(net.end_point if cache else net, loss, opt, amp_level=amp_level)
+    loss = transfer.loss_fn(spec.label_smoothing)
+    model = Model(cache.network if cache else net, loss, opt, amp_level=amp_level)
 
     def validation_accuracy() -> float:
-        result = cache.evaluate(net.end_point) if cache else evaluate(net, data.val_ds)
+        result = cache.evaluate() if cache else evaluate(net, data.val_ds)
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)
         return float(correct) / float(total) if total else 0.0
@@ -429,7 +392,10 @@ def announce(spec: JobSpec, run_dir: Path, par, data: Data, resume: ResumePoint,
         say(f"resuming from {run_dir / LAST_CKPT}: epoch {resume.epoch} of {spec.epochs} done")
     say(f"{spec.arch} {spec.mode}: {len(data.classes)} classes, {counted(steps, 'step')}/epoch x "
         f"{counted(spec.epochs, 'epoch')}, batch {spec.batch_size} x {par.world} worker(s), "
-        f"lr {base_lr:g}, device {spec.device}")
+        f"lr {base_lr:g}"
+        f"{f' (head x {spec.head_lr_mult:g})' if spec.head_lr_mult != 1 else ''}"
+        f"{f', label smoothing {spec.label_smoothing:g}' if spec.label_smoothing else ''}, "
+        f"device {spec.device}")
 
 
 def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:

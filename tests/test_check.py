@@ -163,8 +163,8 @@ def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert [l.split(":")[0].split()[1] for l in lines[:-1]] == [
-        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools",
-        "network"]
+        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools"] + \
+        ["trainable"] * 7 + ["network"]  # what trains: a headline, then stem .. layer4, head
     assert re.search(r"^ok      cores: \d+ core\(s\) per rank \(rank 0: [\d,-]+\)", r.stdout, re.M)
     assert all(l.startswith("ok      ") for l in lines[:-1])
     assert f"network: checkpoint {ckpt} fits resnet18 after head filtering: 100 parameters " \

@@ -186,7 +186,7 @@ def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     html = out.read_text(encoding="utf-8")
     differing = html.split("Job keys that differ", 1)[1].split('<h2 id="run-1">', 1)[0]
     assert re.findall(r"<td class=\"l\"><code>(\w+)</code>", differing) == \
-        ["name", "mode", "lr", "pretrained"]
+        ["name", "mode", "freeze", "lr", "pretrained"]
     pictures = embedded(page)
     assert Image.open(io.BytesIO(pictures["comparison-curves"])).size == (1100, 450)
     assert list(pictures).count("curves.png") == 1 and \
@@ -233,6 +233,14 @@ def test_key_descriptions_render_their_markdown(tmp_path):
     assert "<code>finetune</code> trains every parameter" in html
     spec_part = html.split("Resolved job spec", 1)[1]
     assert "`" not in spec_part
+
+
+def test_a_partial_freeze_run_shows_its_stage(tmp_path):
+    runs = [fake_run(tmp_path, "demo_freeze", [0.7, 0.8], freeze="layer2", head_lr_mult=10.0),
+            fake_run(tmp_path, "demo", [0.5, 0.6])]
+    text = Page(write_report(runs, tmp_path / "r.html").read_text(encoding="utf-8")).plain
+    assert "demo_freeze partial (freeze layer2) resnet18" in text
+    assert "head_lr_mult 10.0" in text and "label_smoothing 0.0" in text
 
 
 def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):
