@@ -18,7 +18,7 @@ from launcher.render import write_run_dir
 from launcher.resume import resume_target
 from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG, worker_log
 from launcher.runlock import acquire
-from launcher.spec import JobSpec, load_job, spec_from_json
+from launcher.spec import JobSpec, load_job
 from launcher.supervise import Supervisor, tail
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}

@@ -280,7 +280,7 @@ class Callbacks:
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
                    evaluate_fn, resume: ResumePoint) -> Callbacks:
-    from src import collective, faults
+    from src import collective, faults, transfer
     from src.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
     flag = run_dir / PREEMPT_FLAG
     bn_statistics = transfer.updating_bn_statistics(net)  # frozen ones agree on every rank
@@ -342,7 +342,6 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     """Train the job in `run_dir` from where last.ckpt left it; 0, or EXIT_REQUEUE after a
     requested stop. `position_out` receives the callbacks' Position (for the failure report)."""
     import mindspore as ms
-    from mindspore import nn
     from mindspore.train import Model
 
     from src import collective, parallel, seeds, transfer

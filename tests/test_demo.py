@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_debug_run import packrun
-
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.e2e
