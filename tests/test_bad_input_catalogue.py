@@ -173,8 +173,8 @@ CASES = {
     "--out inside val_dir": Case(
         ["render", "{job}", "--out={d}/val"],
         ["--out {d}/val is inside val_dir {d}/val"]),
-    "hccn_conf under a file": Case(
-        ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/job.toml/hccn.conf"],
+    "hccn_conf under a file": Case(  # (a missing file only warns in render, check --quick)
+        ["run", "{job}", *ASCEND_RT, "--hccn_conf={t}/job.toml/hccn.conf"],
         ["hccn.conf {t}/job.toml/hccn.conf not found: {t}/job.toml is a file, not a folder"]),
     # --- data and images -----------------------------------------------------------------------
     "batch_size larger than the split": Case(
