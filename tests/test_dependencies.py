@@ -29,9 +29,12 @@ def imported_top_level_modules() -> set[str]:
 
 
 def declared() -> set[str]:
+    """install_requires and the optional extras (onnx: `packrun[onnx]`, imported only by the
+    commands that need it, with a message naming the extra when it is missing)."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     reqs = cfg["options"]["install_requires"].split("\n")
+    reqs += cfg["options.extras_require"]["onnx"].split("\n")
     return {re.split(r"[<>=!~ \[]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
             for r in reqs if r.strip()}
 
