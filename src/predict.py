@@ -161,12 +161,14 @@ def open_model(source: str, checkpoint: str, device: str):
 def image_paths(args) -> tuple[list[Path], list[Prediction]]:
     """Files as given, directories searched recursively for images (sorted); paths that do not
     exist come back as failed predictions."""
-    from src.dataset import IMAGE_EXTENSIONS
+    from launcher.samples import IMAGE_EXTENSIONS, why_not_a_sample  # the data sets' own rule
     files, missing = [], []
     for arg in args:
         p = Path(str(arg)).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in IMAGE_EXTENSIONS)
+            found = sorted(f for f in p.rglob("*")
+                           if not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and why_not_a_sample(f) is None)
             if not found:
                 missing.append(Prediction(str(p), error="a directory without images "
                                           f"({', '.join(IMAGE_EXTENSIONS[:4])}, ...)"))
