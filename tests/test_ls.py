@@ -33,7 +33,7 @@ def make_run(root: Path, name: str, *, age_s: float, world=1, epochs=3, metrics=
              exits=None, launch=None, job_id=None, log=True) -> Path:
     d = root / name
     (d / "logs").mkdir(parents=True)
-    spec = build_spec({"name": name.split("-")[0], "train_dir": str(root), "val_dir": str(root),
+    spec = build_spec({"name": name.split("-")[0].replace("=", "_"), "train_dir": str(root), "val_dir": str(root),
                        "epochs": epochs, "cards_per_node": world}, check_paths=False)
     (d / "job.json").write_text(spec_to_json(spec))
     for e, acc in enumerate(metrics, start=1):
