@@ -314,8 +314,9 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     monkeypatch.setenv("SITE_LOG", str(tmp_path / "launches"))
     monkeypatch.setenv("STUB_EXIT", "3")
     monkeypatch.setattr(attempts, "BACKOFF_S", (0.01, 0.01))
-    run_dir, _ = write_run_dir(load_job(make_job(), {"max_restarts": 1}), slurm=True,
-                               python=str(python))
+    # (bind_cores off: the stub interpreter stands in for msrun, not for the core split)
+    run_dir, _ = write_run_dir(load_job(make_job(), {"max_restarts": 1, "bind_cores": False}),
+                               slurm=True, python=str(python))
     assert node_launch.node_launch_command(str(run_dir), 0, "127.0.0.1", 8118) == 3
     assert len((tmp_path / "launches").read_text().splitlines()) == 2   # started twice
     first = json.loads((run_dir / attempt_logs(1) / "failure.json").read_text())
