@@ -13,7 +13,7 @@ from src.stages import cache_bytes, frozen_stages, prefix_output_shape, stage_of
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 from tests.test_debug_run import packrun, params, run_dir_of
 
-BASE = {"train_dir": "/tmp", "val_dir": "/tmp"}
+BASE = {"train_dir": "/spec-only/train", "val_dir": "/spec-only/val"}  # (not a parent of cwd)
 
 
 def spec(**values):
