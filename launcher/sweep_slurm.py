@@ -52,7 +52,10 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
     if any(c.isspace() for c in str(sweep_dir)):
         raise UserError(f"sweep directory {sweep_dir} contains a space, which #SBATCH --output "
                         "cannot hold; choose an output_dir without spaces")
-    options = _options((sweep_dir / read["points"][0]["dir"] / POINT_SCRIPT).read_text())
+    from launcher import shellsafe
+    # the #SBATCH lines of point 1's own job.sbatch: rendered (and guarded) there already
+    options = [shellsafe.verbatim(line) for line in
+               _options((sweep_dir / read["points"][0]["dir"] / POINT_SCRIPT).read_text())]
     text = _environment(plan.base.template_dir).get_template("job_array.sbatch.j2").render(
         name=plan.base.name, n=len(run_dirs), parallel=min(plan.parallel, len(run_dirs)),
         sweep_dir=str(sweep_dir), points=run_dirs, sbatch_options=options,
