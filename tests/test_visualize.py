@@ -246,7 +246,7 @@ def test_show_batch_defaults_to_the_current_directory(tmp_path, job):
 
 @pytest.mark.parametrize("args, message", [
     (["--split=test"], "--split is 'test'; choose 'train'"),
-    (["--batch_size=100"], "fewer images than one batch"),
+    (["--batch_size=100"], "is larger than the training split"),
     (["--out=/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist"),
 ])
 def test_show_batch_user_errors_exit_2(job, args, message):
