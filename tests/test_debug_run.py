@@ -1,6 +1,7 @@
 """End to end: `packrun debug` on tiny real JPEGs (resnet18, 32 px) in a real worker process."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,16 @@ import pytest
 from launcher.spec import spec_from_json
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def packrun(*args, cwd=None, timeout=600):
+    """This checkout's CLI, from any cwd (with cwd elsewhere, `-m launcher.cli` would otherwise
+    import an installed packrun first)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def run_dir_of(result) -> Path:

@@ -1,26 +1,14 @@
 """README's first command: `packrun demo` (here --quick) runs the whole story end to end."""
 
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.test_debug_run import packrun
+
 
 pytestmark = pytest.mark.e2e
-
-
-def packrun(*args, cwd, timeout):
-    """The CLI of this checkout (cwd is elsewhere, so `-m launcher.cli` would otherwise find an
-    installed packrun first)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(tmp_path):
