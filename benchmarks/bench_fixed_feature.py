@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.digits import export_digits  # noqa: E402
-from tests.data_fixtures import write_job  # noqa: E402
+from launcher.digits import export_digits  # noqa: E402 (after sys.path gets the checkout)
+from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
 def packrun_debug(job: Path, **flags) -> tuple[float, Path]:

@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.digits import export_digits  # noqa: E402
-from launcher.local_run import worker_env  # noqa: E402
-from launcher.rundir import new_run_dir  # noqa: E402
-from launcher.spec import load_job  # noqa: E402
-from tests.data_fixtures import write_job  # noqa: E402
+from launcher.digits import export_digits  # noqa: E402 (after sys.path gets the checkout)
+from launcher.local_run import worker_env  # noqa: E402 (after sys.path gets the checkout)
+from launcher.rundir import new_run_dir  # noqa: E402 (after sys.path gets the checkout)
+from launcher.spec import load_job  # noqa: E402 (after sys.path gets the checkout)
+from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
 def timed(cmd: list[str], **kw) -> float:

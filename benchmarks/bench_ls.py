@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher import runs_ls  # noqa: E402
-from launcher.spec import build_spec, spec_to_json  # noqa: E402
+from launcher import runs_ls  # noqa: E402 (after sys.path gets the checkout)
+from launcher.spec import build_spec, spec_to_json  # noqa: E402 (after sys.path gets the checkout)
 
 
 def lay_out(root: Path, n: int, slurm_share: float) -> int:

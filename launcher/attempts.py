@@ -31,8 +31,15 @@ from typing import Callable
 from launcher import failure, processes
 from launcher.errors import EXIT_USER_ERROR
 from launcher.rundir import write_atomic
-from launcher.runfiles import (EXIT_REQUEUE, LOGS, PREEMPT_FLAG, RUN_STATE, attempt_logs,
-                               worker_exit, worker_pid)
+from launcher.runfiles import (
+    EXIT_REQUEUE,
+    LOGS,
+    PREEMPT_FLAG,
+    RUN_STATE,
+    attempt_logs,
+    worker_exit,
+    worker_pid,
+)
 
 DEFAULT_MAX_RESTARTS = {"run": 0, "debug": 0, "node-launch": 0, "slurm": 3}
 BACKOFF_S = (2.0, 30.0)  # first wait, longest wait (doubling)

@@ -143,7 +143,7 @@ def check_devices(spec: JobSpec, opts: Options, dev_root: Path = Path("/dev")) -
     elif spec.device == "CPU":
         yield from _cpu_workers(spec)
     else:
-        yield from _cards(spec, visible_devices(spec.device, dev_root),
+        yield from _cards(spec, visible_devices(spec.device, dev_root) or [],
                           f"{dev_root}/{DEVICE_FILES[spec.device]}N", opts.here)
 
 

@@ -97,8 +97,8 @@ class Commands:
         from launcher.sweep import repeated_flag, sweep_command
         grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
         sys.exit(sweep_command(job, overrides, grids, points, launcher=launcher,
-                               workers=workers, parallel=parallel, slurm=bool(slurm),
-                               wait=bool(wait)))
+                               workers=workers, parallel=parallel, slurm=flag("slurm", slurm),
+                               wait=flag("wait", wait)))
 
     @_user_errors_exit_2
     def sweep_report(self, sweep_dir, out=None):
@@ -123,7 +123,7 @@ class Commands:
         --follow keeps printing new lines until the run ends; --ranks=0,3 and --grep=REGEX
         filter."""
         from launcher.logs_cmd import logs_command
-        sys.exit(logs_command(run_dir, follow=bool(follow), ranks=ranks, grep=grep))
+        sys.exit(logs_command(run_dir, follow=flag("follow", follow), ranks=ranks, grep=grep))
 
     # --- rendering and launch artifacts (launcher/render.py, launcher/ranktable.py) ----------
     # (commands render / rank_table / merge_rank_tables are added below this line)
@@ -150,7 +150,8 @@ class Commands:
                                 "job's output_dir (set --output_dir=DIR)")
             from launcher.sweep import render_sweep_command, repeated_flag
             grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
-            builtins.print(render_sweep_command(job, overrides, grids, points, slurm=bool(slurm),
+            builtins.print(render_sweep_command(job, overrides, grids, points,
+                                                slurm=flag("slurm", slurm),
                                                 parallel=parallel))
             return
         from launcher.render import render_command

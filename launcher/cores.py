@@ -127,8 +127,9 @@ def available_cores(env: Mapping[str, str] = os.environ) -> list[int]:
                             ) from None
     cores = sorted(os.sched_getaffinity(0))
     for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
-        if env.get("SLURM_JOB_ID") and env.get(var, "").isdigit() and 0 < int(env[var]) < len(cores):
-            return cores[:int(env[var])]
+        n = env.get(var, "")
+        if env.get("SLURM_JOB_ID") and n.isdigit() and 0 < int(n) < len(cores):
+            return cores[:int(n)]
     return cores
 
 

@@ -20,9 +20,9 @@ from launcher.demo_cache import source_model
 from launcher.digits import export_digits
 from launcher.local_run import debug_spec
 from launcher.metrics import best_row, read_metrics
+from launcher.paths import REPO
 from launcher.spec import load_job
 
-REPO = Path(__file__).resolve().parent.parent
 SOURCE_JOB = REPO / "jobs" / "demo_source.toml"
 TARGET_JOB = REPO / "jobs" / "demo.toml"
 PRETRAINED = "pretrained/resnet18_digits0-7.ckpt"  # inside the demo's workdir
@@ -51,14 +51,15 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     work = Path(workdir).resolve()
     started = time.monotonic()
     print(f"packrun demo: exporting scikit-learn digits as JPEG ImageFolders under {work}")
-    src_counts = export_digits(work / "source", SOURCE_CLASSES, train_per_class=60 if quick else None,
+    src_counts = export_digits(work / "source", SOURCE_CLASSES,
+                               train_per_class=60 if quick else None,
                                val_per_class=15 if quick else None)
     tgt_counts = export_digits(work / "target", TARGET_CLASSES, train_per_class=10,
                                val_fraction=0.8, val_per_class=40 if quick else None)
     print(f"  source (digits 0-7): {src_counts['train']} train / {src_counts['val']} val images")
     print(f"  target (8 vs 9):     {tgt_counts['train']} train / {tgt_counts['val']} val images")
 
-    common = {"output_dir": output_dir}
+    common: dict[str, object] = {"output_dir": output_dir}
     if quick:
         common["epochs"] = 2
     paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
@@ -71,7 +72,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
 
     target = {"train_dir": str(work / "target" / "train"), "val_dir": str(work / "target" / "val"),
               "pretrained": str(pretrained)}
-    results = []
+    results: list[dict] = []
     for i, (label, overrides) in enumerate(variants(work), start=2):
         print(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===", flush=True)
         t0 = time.monotonic()

@@ -18,10 +18,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from launcher.paths import REPO
 from launcher.rundir import write_atomic
 from launcher.runfiles import BEST_CKPT
 
-REPO = Path(__file__).resolve().parent.parent
 NETWORK_SOURCE = REPO / "src" / "resnet.py"
 # Where and under which name runs are written: they change no weight.
 IGNORED_KEYS = ("output_dir", "name")

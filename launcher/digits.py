@@ -22,7 +22,8 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 def to_jpeg(image8: np.ndarray, size: int, quality: int = 95) -> bytes:
     """Bicubic upscale of one 8x8 grey scan to `size` px, white digit on black, as RGB JPEG."""
     from PIL import Image
-    im = Image.fromarray(image8, mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
+    im = Image.fromarray(image8, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+    im = im.convert("RGB")
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

@@ -24,8 +24,14 @@ import traceback
 from pathlib import Path
 
 from launcher.rundir import write_atomic
-from launcher.runfiles import (ATTEMPT_ENV, FAILURE_JSON, LOGS, attempt_logs, worker_error,
-                               worker_log)
+from launcher.runfiles import (
+    ATTEMPT_ENV,
+    FAILURE_JSON,
+    LOGS,
+    attempt_logs,
+    worker_error,
+    worker_log,
+)
 
 RESTARTED, GAVE_UP, NOT_RETRYABLE = "restarted", "gave up", "not retryable"
 # The first line of a log that says what went wrong.

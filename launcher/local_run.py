@@ -9,17 +9,22 @@ from pathlib import Path
 
 from launcher import attempts
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.paths import REPO, WORKER_SCRIPT
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
 from launcher.resume import resume_target
 from launcher.rundir import new_run_dir
+from launcher.runfiles import (
+    ATTEMPT_ENV,
+    CONSOLE_TTY_ENV,
+    EXIT_REQUEUE,
+    LAST_CKPT,
+    PREEMPT_FLAG,
+    worker_exit,
+    worker_log,
+)
 from launcher.runlock import acquire
-from launcher.runfiles import (ATTEMPT_ENV, CONSOLE_TTY_ENV, EXIT_REQUEUE, LAST_CKPT,
-                               PREEMPT_FLAG, worker_exit, worker_log)
 from launcher.spec import JobSpec, load_job, spec_from_json
-
-REPO = Path(__file__).resolve().parent.parent
-WORKER_SCRIPT = REPO / "src" / "train.py"
 
 
 def worker_env(base: dict | None = None) -> dict:

@@ -54,7 +54,11 @@ def node_rank(spec: JobSpec, flag: int | None, slurm: SlurmEnvironment | None) -
     if slurm is not None and flag is None and slurm.local_rank != 0:
         raise UserError("more than one node-launch task on this node: start it with srun "
                         "--ntasks-per-node=1 (one task per node starts all its workers)")
-    rank = slurm.node_rank if flag is None else _int_flag("node_rank", flag)
+    if flag is not None:
+        rank = _int_flag("node_rank", flag)
+    else:
+        assert slurm is not None  # refused above
+        rank = slurm.node_rank
     if not 0 <= rank < spec.nodes:
         raise UserError(f"node rank {rank} is outside 0..{spec.nodes - 1}: the run was rendered "
                         f"for nodes = {spec.nodes}; render it with --nodes matching the "

@@ -5,7 +5,8 @@ comma-separated entries, each a name with any number of bracketed range lists, a
 the last bracket; several brackets expand as a product in Slurm's order (the last bracket varies
 fastest, then the first, the second, ...: `a[1-2]b[1-2]c[1-2]` gives a1b1c1 a1b1c2 a2b1c1 ...);
 a range keeps the zero padding of its first number (`[08-10]` gives 08 09 10). At most
-MAX_HOSTS names, counted before anything is expanded. Used for the job key `hosts` and, in a Slurm job, where `scontrol` is missing:
+MAX_HOSTS names, counted before anything is expanded. Used for the job key `hosts` and, in a
+Slurm job, where `scontrol` is missing:
 
     python -m launcher.nodelist 'node[01-04,07]'     # one host per line
 """

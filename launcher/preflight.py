@@ -68,7 +68,8 @@ def scan_splits(spec: JobSpec, world: int | None = None) -> tuple[Split, Split]:
             f"({spec.train_dir} vs {spec.val_dir}). Both splits need the same class folders")
     if len(train) != spec.num_classes:
         raise UserError(f"num_classes is {spec.num_classes} but {spec.train_dir} has {len(train)} "
-                        f"class folders ({', '.join(sorted(train))}); set num_classes = {len(train)}")
+                        f"class folders ({', '.join(sorted(train))}); "
+                        f"set num_classes = {len(train)}")
     world = world or spec.nodes * spec.cards_per_node
     per_worker = train_split.count() // world
     if spec.batch_size > per_worker:
@@ -93,7 +94,7 @@ def decode_error(path: Path) -> str | None:
         with Image.open(path) as im:
             im.draft("RGB", (64, 64))  # JPEG: decode at reduced scale, still reads every byte
             im.load()
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
+    except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError... for bad files)
         return str(e) or type(e).__name__
     return None
 

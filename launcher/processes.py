@@ -7,6 +7,7 @@ started (MindSpore's data workers, msrun's workers) and nothing outlives packrun
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, cast
 
 from launcher.console import ChatterFilter
 
@@ -50,13 +51,17 @@ def forward_signals(procs: Sequence[subprocess.Popen], grace_s: float = GRACE_S)
     `grace_s`). Yields a dict whose "signal" is set to the signal received, if any."""
     state: dict = {"signal": None}
 
+    def kill_all() -> None:
+        for p in procs:
+            kill_group(p, signal.SIGKILL)
+
     def handler(signum, _frame):
         first = state["signal"] is None
         state["signal"] = signum
         for p in procs:
             kill_group(p, signal.SIGTERM if first else signal.SIGKILL)
         if first:
-            timer = threading.Timer(grace_s, lambda: [kill_group(p, signal.SIGKILL) for p in procs])
+            timer = threading.Timer(grace_s, kill_all)
             timer.daemon = True
             timer.start()
 
@@ -68,14 +73,14 @@ def forward_signals(procs: Sequence[subprocess.Popen], grace_s: float = GRACE_S)
             signal.signal(s, h)
 
 
-def spawn(cmd: Sequence[str], env: dict | None = None, cwd: str | Path | None = None,
+def spawn(cmd: Sequence[str | Path], env: dict | None = None, cwd: str | Path | None = None,
           stdout=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=stdout,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 
 
-def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
+def run_streaming(cmd: Sequence[str | Path], log_path: Path, env: dict | None = None,
                   cwd: str | Path | None = None, console=None, received: dict | None = None) -> int:
     """Run `cmd`, copying its merged output to `log_path` and the console as it comes.
     Returns its exit status; on Ctrl-C / SIGTERM the child is stopped and 130 / 143 returned
@@ -84,19 +89,20 @@ def run_streaming(cmd: Sequence[str], log_path: Path, env: dict | None = None,
     console = console or sys.stdout
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(cmd, env=env, cwd=cwd)
+    out = cast(io.BufferedReader, proc.stdout)  # spawn() pipes it, buffered
     with open(log_path, "ab") as log, forward_signals([proc]) as got:
         try:
             # chunks, not lines: a progress line rewritten with \r reaches the console live
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             chatter = ChatterFilter()  # MindSpore's INFO/WARNING lines: the log only
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            for chunk in iter(lambda: out.read1(65536), b""):
                 log.write(chunk)
                 log.flush()
                 console.write(chatter.feed(decoder.decode(chunk)))
                 console.flush()
             console.write(chatter.flush())
         finally:
-            proc.stdout.close()
+            out.close()
             if proc.poll() is None and got["signal"] is None:
                 stop(proc)  # packrun itself is failing: leave nothing behind
             proc.wait()

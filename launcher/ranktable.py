@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NoReturn, Sequence
 
 from launcher.errors import UserError
 from launcher.rundir import write_atomic
@@ -169,7 +169,7 @@ def build_rank_table(servers: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -
         seen_servers.add(server_ip)
         if not devices:
             raise UserError(f"server {server_ip}: the device set is empty")
-        device_list = []
+        device_list: list[dict[str, str]] = []
         for device_id, device_ip in sorted(devices):
             if not 0 <= device_id <= MAX_DEVICE_ID:
                 raise UserError(f"server {server_ip}: device {device_id} is out of range; Ascend "
@@ -229,7 +229,8 @@ def read_table_file(path: str | os.PathLike) -> tuple[str, dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"rank_table_file {path}: not a JSON rank table ({e})") from None
     except (IsADirectoryError, PermissionError) as e:
-        raise UserError(f"rank_table_file {path}: cannot read it ({e.__class__.__name__})") from None
+        raise UserError(f"rank_table_file {path}: cannot read it "
+                        f"({e.__class__.__name__})") from None
 
 
 def validate_table(table, source: str, nodes: int, cards: int,
@@ -238,7 +239,7 @@ def validate_table(table, source: str, nodes: int, cards: int,
     rank ids 0..world-1 once each, device ids and IPs unique per server, the master's server
     first (when `master` is an IPv4 address). Returns [(server_id, [(device_id, rank_id)])] in
     table order. Errors name the file, the server and the field."""
-    def bad(where: str, text: str):
+    def bad(where: str, text: str) -> NoReturn:
         raise UserError(f"rank_table_file {source}: {where}{text}")
     if not isinstance(table, dict):
         bad("", "not an HCCL rank table (a JSON object is expected)")

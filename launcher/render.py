@@ -23,20 +23,20 @@ import shlex
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from launcher import nodelist, ranktable, shellsafe
 from launcher.attempts import max_restarts
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.paths import REPO, TEMPLATES, WORKER_SCRIPT
 from launcher.processes import GRACE_S
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK, template_names
 from launcher.spec import JobSpec, load_job, path_problems, spec_to_json
 
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "templates"
-WORKER = "src/train.py"  # run as `<python> <repo>/src/train.py <RUN_DIR>`
+WORKER = str(WORKER_SCRIPT.relative_to(REPO))  # run as `<python> <repo>/src/train.py <RUN_DIR>`
 # A free TCP port, picked by the launch script on the host where the scheduler will listen.
 FREE_PORT = ("\"$PYTHON\" -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); "
              "print(s.getsockname()[1])'")
@@ -238,6 +238,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     existing = _existing_table(spec, master_addr)
     devices = node_devices(spec, existing[1] if existing else None)
     timeout = cluster_timeout(spec, slurm)
+    ctx: dict[str, Any]
     ctx = dict(name=spec.name, device=spec.device, nodes=spec.nodes, cards=spec.cards_per_node,
                world=world, run_dir=str(run_dir), python=str(python),
                worker=str(Path(repo) / WORKER), repo=str(repo), slurm=slurm,

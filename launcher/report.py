@@ -22,13 +22,14 @@ import jinja2
 from markupsafe import Markup
 
 from launcher.errors import UserError
+from launcher.logtail import console_text
 from launcher.metrics import best_row, read_metrics
+from launcher.paths import TEMPLATES
 from launcher.rundir import write_atomic
 from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, LOGS, worker_exit
 from launcher.spec import JobSpec, spec_from_json
 from src.visualize import RUN_PICTURES, Curve, curves_figure
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = "report.html.j2"
 REPORT_HTML = "report.html"
 LOG_TAIL_LINES = 30
@@ -97,7 +98,10 @@ def timings(rows: Sequence[dict]) -> dict:
     if not rows:
         return {}
     steady = rows[1:] or rows
-    mean = lambda k: sum(r[k] for r in steady) / len(steady)  # noqa: E731
+
+    def mean(k: str) -> float:
+        return sum(r[k] for r in steady) / len(steady)
+
     return {
         "epochs": len(rows),
         "train_s": sum(r["epoch_time_s"] for r in rows),
@@ -108,12 +112,6 @@ def timings(rows: Sequence[dict]) -> dict:
         "images_per_s": mean("images_per_s"),
         "steady_from": steady[0]["epoch"],
     }
-
-
-def console_text(raw: str) -> str:
-    """What a terminal shows for `raw`: of each line's `\\r`-separated updates, the last."""
-    # not str.splitlines(): it splits at "\r" too
-    return "\n".join(line.rstrip("\r").split("\r")[-1].rstrip() for line in raw.split("\n"))
 
 
 def read_rank_logs(run_dir: Path) -> list[RankLog]:
@@ -160,18 +158,19 @@ def final_row(rows: Sequence[dict]) -> dict | None:
 def conclusion(runs: Sequence["Run"]) -> str:
     """One line for the comparison page: which run ends highest, the others after it, and any
     best accuracy that was a peak the run did not keep."""
-    done = sorted((r for r in runs if r.final), key=lambda r: -r.final["val_acc"])
+    done = sorted(((r, r.final) for r in runs if r.final), key=lambda rf: -rf[1]["val_acc"])
     if not done:
         return "No run has evaluated an epoch yet."
-    top, rest = done[0], done[1:]
-    line = (f"{top.label} ends highest: val acc {top.final['val_acc']:.4f} at epoch "
-            f"{top.final['epoch']}")
+    (top, top_final), rest = done[0], done[1:]
+    line = (f"{top.label} ends highest: val acc {top_final['val_acc']:.4f} at epoch "
+            f"{top_final['epoch']}")
     if rest:
-        line += "; then " + ", ".join(f"{r.label} {r.final['val_acc']:.4f}" for r in rest)
-    peaks = [r for r in done if r.best and r.best["val_acc"] - r.final["val_acc"] >= 0.05]
+        line += "; then " + ", ".join(f"{r.label} {final['val_acc']:.4f}" for r, final in rest)
+    peaks = [(r, r.best) for r, final in done
+             if r.best and r.best["val_acc"] - final["val_acc"] >= 0.05]
     if peaks:
         line += ". Best accuracy not kept to the end: " + ", ".join(
-            f"{r.label} (best {r.best['val_acc']:.4f} at epoch {r.best['epoch']})" for r in peaks)
+            f"{r.label} (best {best['val_acc']:.4f} at epoch {best['epoch']})" for r, best in peaks)
     return line + "."
 
 
@@ -233,7 +232,7 @@ def comparison_curves(runs: Sequence[Run]) -> str:
 
 def unique_labels(runs: Sequence[Run]) -> None:
     """Runs of one job share a name; fall back to the run directory's name for those."""
-    counts = {}
+    counts: dict[str, int] = {}
     for r in runs:
         counts[r.label] = counts.get(r.label, 0) + 1
     for r in runs:
@@ -242,7 +241,7 @@ def unique_labels(runs: Sequence[Run]) -> None:
 
 
 def render_report(runs: Sequence[Run]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO / "templates"),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              undefined=jinja2.StrictUndefined, autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["md"] = inline_markdown

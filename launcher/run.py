@@ -13,13 +13,15 @@ from pathlib import Path
 from launcher import attempts
 from launcher.check import check_before_launch, check_port_free
 from launcher.errors import UserError
-from launcher.local_run import WORKER_SCRIPT, worker_env
+from launcher.local_run import worker_env
+from launcher.logtail import tail
+from launcher.paths import WORKER_SCRIPT
 from launcher.render import write_run_dir
 from launcher.resume import resume_target
 from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG, worker_log
 from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job
-from launcher.supervise import Supervisor, tail
+from launcher.supervise import Supervisor
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
 

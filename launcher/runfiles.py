@@ -18,8 +18,8 @@ SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 # the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
 # it resumes. Removed by the launcher when the job starts again.
 PREEMPT_FLAG = "preempt.requested"
-# Written by the control plane (launcher/attempts.py) when an attempt starts and ends: kind, attempt,
-# max_restarts, state, start time. `packrun status` (launcher/runstate.py) reads it.
+# Written by the control plane (launcher/attempts.py) when an attempt starts and ends: kind,
+# attempt, max_restarts, state, start time. `packrun status` (launcher/runstate.py) reads it.
 RUN_STATE = "run_state.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"

@@ -260,9 +260,10 @@ MAX_DEPTH = 3  # how deep ls looks through plain folders (runs/demo/<run>) for r
 
 def _candidates(base: Path) -> list[Path]:
     """Run and sweep directories under `base` (not inside them), through plain folders."""
-    found, level = [], [base]
+    found: list[Path] = []
+    level = [base]
     for _ in range(MAX_DEPTH):
-        below = []
+        below: list[Path] = []
         for d in level:
             try:
                 entries = sorted(Path(e.path) for e in os.scandir(d) if e.is_dir())

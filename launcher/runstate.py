@@ -19,8 +19,14 @@ from pathlib import Path
 from launcher import failure
 from launcher.errors import UserError
 from launcher.metrics import best_row, read_metrics
-from launcher.runfiles import (FAILURE_JSON, JOB_JSON, LAST_POINT, RUN_STATE, SLURM_JOB_ID,
-                               attempt_logs)
+from launcher.runfiles import (
+    FAILURE_JSON,
+    JOB_JSON,
+    LAST_POINT,
+    RUN_STATE,
+    SLURM_JOB_ID,
+    attempt_logs,
+)
 
 STATES = ("running", "completed", "failed", "stopped", "restarting", "not started")
 

@@ -88,6 +88,7 @@ def batch_title(spec, split: str, n: int) -> str:
         how = (f"training transforms: random crop (area >= {spec.min_crop_scale:g}) resized to "
                f"{spec.image_size} px, horizontal flip {'on' if spec.hflip else 'off'}")
     else:
-        how = (f"evaluation transforms: short side resized to {round(spec.image_size * 256 / 224)} px, "
+        short = round(spec.image_size * 256 / 224)
+        how = (f"evaluation transforms: short side resized to {short} px, "
                f"centre crop {spec.image_size} px")
     return f"{spec.name}: one {split} batch of {n} from {folder}\n{how}, then normalised"

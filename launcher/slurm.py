@@ -23,17 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from launcher.console import filter_lines
 from launcher.errors import UserError
 from launcher.local_run import worker_env
+from launcher.logtail import LogFollower, tail_lines
 from launcher.metrics import best_row, read_metrics
 from launcher.rundir import write_atomic
-from launcher.runfiles import (EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_exit,
-                               worker_log)
+from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_exit, worker_log
 from launcher.spec import spec_from_json
 
 POLL_S = 0.5
-TAIL_LINES = 20
 OUTAGE_S = 60.0  # how long --wait rides out a slurmctld that does not answer
 COMMAND_TIMEOUT_S = 60
 # States after which a job never runs again (a requeued job passes through REQUEUED / PENDING).
@@ -273,34 +271,6 @@ def _describe(info: JobInfo) -> str:
 # Following a job
 # ---------------------------------------------------------------------------------------------
 
-class LogFollower:
-    """Copies what was appended to a log file since the last call, whole lines only. A log that
-    shrank was started again (msrun rewrites worker logs when a requeued job restarts)."""
-
-    def __init__(self, path: Path, console: TextIO):
-        self.path, self.console, self.offset, self.partial = path, console, 0, b""
-
-    def pump(self, final: bool = False) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(0, 2)
-                if f.tell() < self.offset:
-                    self.offset, self.partial = 0, b""
-                    self.console.write(f"packrun: {self.path} started again\n")
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self.offset += len(data)
-        data = self.partial + data
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        self.partial = data[cut:]
-        if cut:
-            # MindSpore's INFO/WARNING lines stay in the log
-            self.console.write(filter_lines(data[:cut].decode("utf-8", errors="replace")))
-            self.console.flush()
-
-
 def _poll(job_id: str) -> JobInfo:
     """job_info, riding out a slurmctld that is briefly unreachable (failover, restart)."""
     deadline = time.monotonic() + OUTAGE_S
@@ -330,7 +300,7 @@ def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = PO
                     if info.state in HELD else ""
                 _say(console, f"job {job_id} {_describe(info)}{note}")
             seen = info
-            log.pump(final=info.ended)
+            log.poll(final=info.ended)
             if info.ended:
                 break
             time.sleep(poll_s)
@@ -421,8 +391,8 @@ def _failure_report(info: JobInfo, run_dir: Path) -> str:
     lines += ["packrun: logs:"] + [f"  {p}" for p in _logs(run_dir, info.job_id)]
     failing = _failing_log(run_dir, info.job_id)
     if failing:
-        tail = failing.read_text(errors="replace").splitlines()[-TAIL_LINES:]
-        lines += [f"packrun: last {len(tail)} lines of {failing}:"] + tail
+        last = tail_lines(failing)
+        lines += [f"packrun: last {len(last)} lines of {failing}:"] + last
     return "\n".join(lines) + "\n"
 
 

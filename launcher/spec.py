@@ -25,6 +25,8 @@ from typing import Any, Mapping
 from launcher.errors import UserError
 from launcher.runfiles import JOB_JSON
 
+Lines = tuple[str, ...]  # a list key's value: one-line strings, a tuple as the spec is frozen
+
 SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
 # `freeze` stages in network order ("up to and including"), and the mode each one means.
@@ -187,9 +189,9 @@ class JobSpec:
                          "workers x batch_size). Off by default: lr means the same in a debug "
                          "run and an 8-card run.", group="launch")
     # --- launch (launcher/render.py) -----------------------------------------------------------
-    launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's launcher, "
-                        "any device), `rank_table` (one process per Ascend card with an HCCL rank "
-                        "table, Model Zoo style) or `mpirun` (Open MPI).",
+    launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's "
+                        "launcher, any device), `rank_table` (one process per Ascend card with an "
+                        "HCCL rank table, Model Zoo style) or `mpirun` (Open MPI).",
                         choices=("msrun", "rank_table", "mpirun"), group="launch")
     nodes: int = key(1, "Machines the job runs on.", minimum=1, group="launch")
     cards_per_node: int = key(1, "Worker processes per node: one per card on GPU/Ascend, CPU "
@@ -264,17 +266,17 @@ class JobSpec:
                                "SIGUSR1 (a warning to checkpoint); 0 = no warning.", minimum=0,
                                maximum=65535, group="slurm")
     # --- site customisation (launcher/render.py, launcher/node_launch.py) ----------------------
-    env_setup: list = key((), "Shell lines run in order before the launch, on every node (e.g. "
-                          "`source /usr/local/Ascend/ascend-toolkit/set_env.sh`, `module load "
-                          "x`): rendered verbatim, not shell-quoted, in the launch scripts.",
-                          group="site")
+    env_setup: Lines = key((), "Shell lines run in order before the launch, on every node (e.g. "
+                           "`source /usr/local/Ascend/ascend-toolkit/set_env.sh`, `module load "
+                           "x`): rendered verbatim, not shell-quoted, in the launch scripts.",
+                           group="site")
     env: dict = key({}, "Variables exported to every worker, `{NAME = \"value\"}`; the values "
                     "are shell-quoted.", group="site",
-                    item=(r"[A-Za-z_][A-Za-z0-9_]*", "a variable name: letters, digits and _, "
-                          "not starting with a digit"))
-    sbatch_extra: list = key((), "Extra `#SBATCH` options for job.sbatch, one per entry (e.g. "
-                             "`--constraint=a100`, `--exclusive`), rendered verbatim.",
-                             group="site", item=(r"--\S.*", "an sbatch option starting with --"))
+                    item=(r"[A-Za-z_][A-Za-z0-9_]*", ("a variable name: letters, digits and _, "
+                                                      "not starting with a digit")))
+    sbatch_extra: Lines = key((), "Extra `#SBATCH` options for job.sbatch, one per entry (e.g. "
+                              "`--constraint=a100`, `--exclusive`), rendered verbatim.",
+                              group="site", item=(r"--\S.*", "an sbatch option starting with --"))
     template_dir: str = key("", "A directory of your own templates, searched before packrun's "
                             "(`packrun templates` lists them); \"\" = packrun's only.",
                             path="dir", group="site",
@@ -304,12 +306,13 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    return {"str": str, "int": int, "float": float, "bool": bool, "list": list,
-            "dict": dict}[f.type]
+    """The kind of value a key takes in a job file (a `Lines` key is a TOML list)."""
+    return {"str": str, "int": int, "float": float, "bool": bool, "Lines": list,
+            "dict": dict}[str(f.type)]
 
 
 def _default(f: dataclasses.Field):
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -698,5 +701,5 @@ def reference_markdown() -> str:
         doc = m["doc"]
         if m["choices"]:
             doc += " One of " + ", ".join(f"`{c}`" for c in m["choices"]) + "."
-        rows.append(f"| `{name}` | {f.type} | `{default}` | {doc} |")
+        rows.append(f"| `{name}` | {_field_type(f).__name__} | `{default}` | {doc} |")
     return "\n".join(rows) + "\n"

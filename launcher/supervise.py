@@ -23,13 +23,12 @@ from typing import Sequence
 import psutil
 
 from launcher import processes, ranks
-from launcher.console import is_chatter
 from launcher.failure import killed_by
+from launcher.logtail import LogFollower
 from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
 
 POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
 DISCOVER_EVERY = 5   # process-table scans and console updates every 0.25 s
-TAIL_LINES = 20
 KILLED_WAIT_S = 2.5  # how long to wait for the launcher to report a killed worker's signal
 
 
@@ -50,37 +49,6 @@ class Outcome:
     signal: int | None = None      # the signal that killed the failed rank, when known
     rank_exit: int | None = None   # the failed rank's exit status (None: killed)
     user_stop: bool = False        # packrun got SIGINT / SIGTERM
-
-
-class LogFollower:
-    """Copies complete lines appended to a (possibly not yet existing) file to `out`."""
-
-    def __init__(self, path: Path, out):
-        self.path, self.out, self.pos, self.partial = path, out, 0, b""
-
-    def poll(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.pos)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self.pos += len(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        for line in lines:
-            text = line.decode("utf-8", errors="replace")
-            if not is_chatter(text):  # MindSpore's INFO/WARNING lines: the log only
-                self.out.write(text + "\n")
-        if lines:
-            self.out.flush()
-
-
-def tail(path: Path, n: int = TAIL_LINES) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return f"({path} does not exist)"
-    return "\n".join(lines[-n:])
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -174,7 +142,7 @@ class Supervisor:
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             with processes.forward_signals([], self.grace_s) as got:
                 outcome = self._watch(launcher, follower, got)
-        follower.poll()
+        follower.poll(final=True)
         outcome.workers_seen = sorted(w.rank for w in self.workers.values())
         return outcome
 

@@ -29,8 +29,10 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from launcher.errors import UserError
+from launcher.paths import REPO
 from launcher.rundir import write_atomic
 from launcher.runfiles import JOB_JSON, LOGS
 from launcher.spec import JobSpec, build_spec, read_job_file, spec_to_json
@@ -397,11 +399,11 @@ def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], in
     from launcher import processes
 
     env = dict(os.environ)
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(REPO)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     todo = list(sweep["points"])
     n = len(todo)
-    running: dict[int, tuple[subprocess.Popen, float, object]] = {}
+    running: dict[int, tuple[subprocess.Popen, float, IO[bytes] | None]] = {}
     results: dict[int, int] = {}
     procs: list[subprocess.Popen] = []
     with processes.forward_signals(procs) as got:
@@ -410,7 +412,8 @@ def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], in
                 p = todo.pop(0)
                 log(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} started")
                 os.utime(p["path"] / JOB_JSON)  # a run's start time (packrun ls) is job.json's
-                out = None if parallel == 1 else open(p["path"] / CONSOLE_LOG, "ab")
+                out: IO[bytes] | None = (None if parallel == 1
+                                         else open(p["path"] / CONSOLE_LOG, "ab"))
                 proc = processes.spawn(point_command(sweep["how"], p["path"]), env=env,
                                        stdout=out)
                 procs.append(proc)
@@ -460,6 +463,8 @@ def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
     if wait and not slurm:
         raise UserError("--wait follows a Slurm job array: use it with --slurm (a local sweep "
                         "always runs to its end)")
+    if job is None:
+        raise UserError("give a job file: packrun sweep JOB --grid KEY=V1,V2 ...")
     plan = plan_sweep(job, {**overrides, **extra}, grid_items, points_file, how=how,
                       parallel=parallel)
     if how == "slurm":

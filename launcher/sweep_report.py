@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.runs_ls import RunState, fmt_acc, fmt_duration, live_run_dirs, _sweep_state, \
-    squeue_states
+from launcher.runs_ls import (
+    RunState,
+    _sweep_state,
+    fmt_acc,
+    fmt_duration,
+    live_run_dirs,
+    squeue_states,
+)
 
 BEST_MARK = "(best)"
 

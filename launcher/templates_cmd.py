@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.render import TEMPLATES
+from launcher.paths import TEMPLATES
 
 # Rendered by `packrun report` from packrun's own directory, never from a template_dir.
 NOT_OVERRIDABLE = {"report.html.j2"}

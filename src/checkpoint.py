@@ -69,7 +69,7 @@ def read_checkpoint(path: str | Path, fix: str = PRETRAINED_FIX) -> dict:
     """The checkpoint's entries; a UserError naming the file and `fix` when it cannot be read."""
     try:
         return ms.load_checkpoint(str(path))
-    except Exception as e:  # MindSpore raises ValueError/RuntimeError with long C++ traces
+    except Exception as e:  # noqa: BLE001 (MindSpore raises ValueError, RuntimeError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {path} cannot be read ({first[:200]}); {fix}") from None
 

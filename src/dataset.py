@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as vision
+import numpy as np
 
 from launcher.samples import scan_split
 
@@ -134,7 +134,8 @@ def create_dataset(folder: str | Path, classes: list[str], image_size: int, batc
     data = ds.GeneratorDataset(_Samples(folder, classes), column_names=["image", "label"],
                                num_parallel_workers=num_parallel_workers,
                                python_multiprocessing=False, **order)
-    trans = train_transforms(image_size, min_crop_scale, hflip) if augment else eval_transforms(image_size)
+    trans = (train_transforms(image_size, min_crop_scale, hflip) if augment
+             else eval_transforms(image_size))
     data = data.map(operations=trans, input_columns="image",
                     num_parallel_workers=num_parallel_workers)
     data = data.map(operations=T.TypeCast(ms.int32), input_columns="label",

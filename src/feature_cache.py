@@ -117,7 +117,8 @@ class _Batches:
         return self.views[self.view[rows], rows], self.labels[rows]
 
 
-def epoch_order(seed: int, epoch: int, rank: int, n: int, views: int) -> tuple[np.ndarray, np.ndarray]:
+def epoch_order(seed: int, epoch: int, rank: int, n: int,
+                views: int) -> tuple[np.ndarray, np.ndarray]:
     """(row order, view per row) of an epoch over a rank's cached shard: a function of (seed,
     epoch, rank) only, so a resumed run sees the same epochs."""
     rng = np.random.default_rng([seed, epoch, rank])

@@ -17,13 +17,20 @@ if __name__ == "__main__" and not __package__:
     # Run as a script (msrun takes a file path): import the package, not sibling files.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from launcher.errors import EXIT_USER_ERROR, UserError  # noqa: E402
-from launcher import ranks  # noqa: E402
-from launcher.cores import format_cpulist  # noqa: E402
-from launcher.rundir import write_atomic  # noqa: E402
-from launcher.runfiles import (CLASSES_JSON, EXIT_REQUEUE, LAST_CKPT, LOGS,  # noqa: E402
-                               PREEMPT_FLAG, worker_exit, worker_pid)
-from launcher.spec import JobSpec, spec_from_json  # noqa: E402
+from launcher import ranks
+from launcher.cores import format_cpulist
+from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.rundir import write_atomic
+from launcher.runfiles import (
+    CLASSES_JSON,
+    EXIT_REQUEUE,
+    LAST_CKPT,
+    LOGS,
+    PREEMPT_FLAG,
+    worker_exit,
+    worker_pid,
+)
+from launcher.spec import JobSpec, spec_from_json
 
 
 def configure_context(spec: JobSpec) -> None:

@@ -50,8 +50,8 @@ class Trainable:
         bn = (f"BatchNorm statistics of {frozen[0]}..{frozen[-1]} fixed" if len(frozen) > 1 else
               f"BatchNorm statistics of {frozen[0]} fixed" if frozen else
               "all BatchNorm statistics update")
-        lines = [f"freeze = {self.freeze!r}: {len(self.names)} of {total} parameters train "
-                 f"({_count(train_values)} of {_count(values)} values); {bn}"]
+        lines = [(f"freeze = {self.freeze!r}: {len(self.names)} of {total} parameters train "
+                  f"({_count(train_values)} of {_count(values)} values); {bn}")]
         for s in self.stages:
             if not s.names:
                 continue

@@ -24,11 +24,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters have no display
 
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from launcher.metrics import best_row  # noqa: E402
+from launcher.metrics import best_row
 
 MAX_COLS = 8           # the tutorial's grid is 3 x 8
 MAX_PANELS = 64        # a batch of 256 would make an unreadable picture: show the first 64

@@ -8,7 +8,7 @@ import pytest
 
 from launcher.console import ChatterFilter, filter_lines, is_chatter
 from launcher.processes import run_streaming
-from launcher.supervise import LogFollower
+from launcher.logtail import LogFollower
 
 pytestmark = pytest.mark.unit
 
@@ -49,21 +49,18 @@ def test_debug_console_drops_chatter_and_the_log_keeps_it(tmp_path):
     assert INFO in log.read_text() and WARN in log.read_text()
 
 
-def test_run_console_follows_rank_0_without_chatter(tmp_path):
+def test_the_log_follower_of_run_and_submit_wait_drops_chatter(tmp_path):
+    # one follower (launcher/logtail.py) streams rank 0's log for `run` and `submit --wait`
+    from launcher import slurm, supervise
+    assert slurm.LogFollower is supervise.LogFollower is LogFollower
     log = tmp_path / "worker_0.log"
-    log.write_text(f"{OURS[0]}\n{INFO}\n{OURS[4]}\n")
+    log.write_text(f"{OURS[0]}\n{INFO}\n{WARN}\n{OURS[4]}")
     out = io.StringIO()
-    LogFollower(log, out).poll()
-    assert out.getvalue() == f"{OURS[0]}\n{OURS[4]}\n"
-
-
-def test_slurm_console_follows_rank_0_without_chatter(tmp_path):
-    from launcher.slurm import LogFollower as SlurmFollower
-    log = tmp_path / "worker_0.log"
-    log.write_text(f"{OURS[0]}\n{WARN}\n{OURS[4]}\n")
-    out = io.StringIO()
-    SlurmFollower(log, out).pump(final=True)
-    assert out.getvalue() == f"{OURS[0]}\n{OURS[4]}\n"
+    follower = LogFollower(log, out)
+    follower.poll()
+    assert out.getvalue() == f"{OURS[0]}\n"            # the unfinished last line waits
+    follower.poll(final=True)
+    assert out.getvalue() == f"{OURS[0]}\n{OURS[4]}"
 
 
 def test_counts_read_as_english():

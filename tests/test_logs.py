@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.logs_cmd import logs_command
-from launcher.report import console_text
+from launcher.logtail import console_text
 from launcher.spec import build_spec, spec_to_json
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from launcher import slurm
+from launcher.logtail import LogFollower
 from launcher.metrics import read_metrics
 from launcher.render import write_run_dir
 from launcher.runfiles import PREEMPT_FLAG, SLURM_JOB_ID, worker_exit
@@ -122,17 +123,17 @@ def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
 
 def test_log_follower_prints_whole_lines_and_restarts_with_a_rewritten_log(tmp_path):
     log, console = tmp_path / "worker_0.log", io.StringIO()
-    follower = slurm.LogFollower(log, console)
-    follower.pump()                                  # no log yet: nothing
+    follower = LogFollower(log, console)
+    follower.poll()                                  # no log yet: nothing
     log.write_bytes(b"Epoch 1/3\nstep 1")
-    follower.pump()
+    follower.poll()
     assert console.getvalue() == "Epoch 1/3\n"       # the partial line waits
     with open(log, "ab") as f:
         f.write(b" done\n")
-    follower.pump()
+    follower.poll()
     assert console.getvalue() == "Epoch 1/3\nstep 1 done\n"
     log.write_bytes(b"resuming\n")                   # a requeued run rewrote it
-    follower.pump()
+    follower.poll()
     assert console.getvalue().endswith(f"packrun: {log} started again\nresuming\n")
 
 
