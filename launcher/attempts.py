@@ -30,6 +30,7 @@ from typing import Callable
 
 from launcher import failure, processes
 from launcher.errors import EXIT_USER_ERROR
+from launcher.log import get_logger
 from launcher.rundir import write_atomic
 from launcher.runfiles import (
     EXIT_REQUEUE,
@@ -40,6 +41,8 @@ from launcher.runfiles import (
     worker_exit,
     worker_pid,
 )
+
+log = get_logger(__name__)
 
 DEFAULT_MAX_RESTARTS = {"run": 0, "debug": 0, "node-launch": 0, "slurm": 3}
 BACKOFF_S = (2.0, 30.0)  # first wait, longest wait (doubling)
@@ -165,7 +168,7 @@ def _wait(seconds: float) -> int | None:
 
 
 def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
-                  launch: Callable[[int], Result], log=print,
+                  launch: Callable[[int], Result],
                   only: Callable[[Path], bool] | None = None, record: bool = True) -> int:
     """Run `launch(attempt)` until it does not fail, fails for good, or has been restarted
     `allowed` times; the exit status of the last launch. `only` limits the logs this loop
@@ -181,7 +184,7 @@ def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
                       max_attempts=first + allowed, only=only, record_state=record)
         if record_ is None:
             return result.code
-        log(f"packrun: {failure.summary(record_)}")
+        log.error(f"packrun: {failure.summary(record_)}")
         if record_["action"] != failure.RESTARTED:
             return result.code
         restarts += 1
@@ -189,7 +192,7 @@ def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
         if sig is not None:
             if record:
                 write_state(run_dir, state=STOPPED, ended=time.time(), exit_code=128 + sig)
-            log(f"packrun: stopped by {signals.Signals(sig).name} before the restart")
+            log.warning(f"packrun: stopped by {signals.Signals(sig).name} before the restart")
             return 128 + sig
 
 
@@ -253,7 +256,7 @@ def _batch_main(argv: list[str]) -> int:
     record = end(run_dir, attempt, result, restart_allowed=attempt - 1 < allowed,
                  max_attempts=allowed + 1)
     if record is not None:
-        print(f"packrun: {failure.summary(record)}", file=sys.stderr, flush=True)
+        log.error(f"packrun: {failure.summary(record)}")
     print("restart" if record and record["action"] == failure.RESTARTED else "stop")
     return 0
 

@@ -30,9 +30,12 @@ from typing import Callable, Iterator
 
 from launcher import cores, preflight, render
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.log import STDERR, get_logger
 from launcher.spec import JobSpec, load_job, path_problems
 
 OK, WARNING, ERROR = "ok", "warning", "error"
+log = get_logger(__name__)
+
 MAX_LISTED_IMAGES = 5   # undecodable images named one by one; the rest are counted
 MiB = 1 << 20
 OUTPUT_MARGIN = 64 * MiB  # logs, metrics, pictures, report
@@ -113,8 +116,8 @@ def check_decoding(files: list[Path], policy: str, seed: int) -> Iterator[Findin
                       "training; a bad file fails the run when it is read")
         return
     if len(scan) > 2000:
-        print(f"packrun: decoding {len(scan)} images (image_check = \"sample\" or \"none\" is "
-              "faster)", file=sys.stderr, flush=True)
+        log.info(f"packrun: decoding {len(scan)} images (image_check = \"sample\" or \"none\" "
+                 "is faster)", extra=STDERR)
     bad = [(path, reason) for path in scan if (reason := preflight.decode_error(path))]
     for path, reason in bad[:MAX_LISTED_IMAGES]:
         yield Finding(ERROR, "images", f"image {path} cannot be decoded ({reason}); replace or "
@@ -419,17 +422,15 @@ def findings(spec: JobSpec, opts: Options, network: bool) -> Iterator[Finding]:
         yield from _guarded(topic, check, spec, opts)
 
 
-def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
-                        log=None) -> None:
+def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None) -> None:
     """The cheap checks, before `packrun run` / `submit` start anything: warnings are logged,
     errors raise one UserError listing them. Images are decoded as the job's image_check says
     (`auto`: every image up to 20000, else a sample)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     opts = Options(slurm=slurm, out=out, images=spec.image_check, here=not slurm)
     found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:
-            log(f"packrun: warning: {f.topic}: {f.text}")
+            log.warning(f"packrun: warning: {f.topic}: {f.text}")
     errors = [f for f in found if f.level == ERROR]
     if len(errors) == 1:
         raise UserError(errors[0].text)
@@ -447,7 +448,7 @@ def check_debug_run(spec: JobSpec) -> None:
             if f.level == ERROR:
                 raise UserError(f.text)
             if f.level == WARNING:
-                print(f"packrun: warning: {f.topic}: {f.text}", file=sys.stderr, flush=True)
+                log.warning(f"packrun: warning: {f.topic}: {f.text}")
 
 
 def flag(name: str, value) -> bool:

@@ -1,6 +1,7 @@
 """`packrun`: the command line (python-fire). Each command is a thin shell around one module.
 
-Every command turns a `UserError` into `packrun: error: ...` on stderr and exit status 2.
+Every command turns a `UserError` into `packrun: error: ...` on stderr and exit status 2, and
+takes --quiet / --verbose (launcher/log.py: messages go through `logging`; results are printed).
 MindSpore is imported only by the commands that train.
 """
 
@@ -13,6 +14,9 @@ import sys
 import fire
 
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.log import get_logger, take_level_flags
+
+log = get_logger(__name__)
 
 
 def flag(name: str, value) -> bool:
@@ -27,10 +31,10 @@ def _user_errors_exit_2(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+            log.error(f"packrun: error: {e}")
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:  # Ctrl-C outside a run (which reports its own): no traceback
-            print("packrun: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            log.error("packrun: interrupted (Ctrl-C)")
             sys.exit(130)
     return wrapper
 
@@ -314,10 +318,11 @@ class Commands:
 def main():
     from launcher.cli_help import dispatch_help
     from launcher.cliargs import keep_text  # job-key values as typed (fire would eval them)
-    rc = dispatch_help(Commands, sys.argv[1:])
+    argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
+    rc = dispatch_help(Commands, argv)
     if rc is not None:
         sys.exit(rc)
-    fire.Fire(Commands(), command=keep_text(sys.argv[1:]), name="packrun")
+    fire.Fire(Commands(), command=keep_text(argv), name="packrun")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ import inspect
 import sys
 
 from launcher.errors import EXIT_USER_ERROR
+from launcher.log import get_logger
+
+log = get_logger(__name__)
 
 HELP_FLAGS = ("--help", "-h")
 KEYS_POINTER = "`packrun keys` lists every job key with its type, default and meaning."
+LEVEL_FLAGS = ("Every command also takes --quiet / -q (warnings and errors only; no copy of the "
+               "workers' output)\nand --verbose / -v (debug lines too, e.g. every command "
+               "packrun runs).")
 # What a flag's value is, where its name does not say it.
 PLACEHOLDERS = {"resume": "RUN_DIR", "out": "PATH", "workers": "N", "node_rank": "N",
                 "master_port": "PORT", "master_addr": "ADDR", "template_dir": "DIR",
@@ -96,6 +102,7 @@ def command_help(name: str, fn) -> str:
         lines.append("Every job key is also a flag here (--epochs=2); " + KEYS_POINTER)
     else:
         lines.append(KEYS_POINTER)
+    lines.append(LEVEL_FLAGS)
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +116,7 @@ def top_help(cls) -> str:
                   if any(p.kind is p.VAR_KEYWORD for p in _params(fn))]
     lines += ["", "`packrun COMMAND --help` shows a command's usage and flags.",
               f"Every job key is also a flag of {', '.join(takes_keys)} (--epochs=2); "
-              + KEYS_POINTER]
+              + KEYS_POINTER, LEVEL_FLAGS]
     return "\n".join(lines) + "\n"
 
 
@@ -126,8 +133,8 @@ def dispatch_help(cls, argv: list[str]) -> int | None:
     if name not in cmds:
         close = [c for c in cmds if c.startswith(name[:3])] if name[:1] != "-" else []
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        print(f"packrun: error: unknown command {argv[0]!r}{hint}; commands: "
-              f"{', '.join(cmds)}. `packrun --help` describes them.", file=sys.stderr)
+        log.error(f"packrun: error: unknown command {argv[0]!r}{hint}; commands: "
+                  f"{', '.join(cmds)}. `packrun --help` describes them.")
         return EXIT_USER_ERROR
     if any(a in HELP_FLAGS for a in argv[1:]):  # (fire's own hint says `packrun CMD -- --help`)
         sys.stdout.write(command_help(name, cmds[name]))

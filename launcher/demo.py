@@ -19,9 +19,12 @@ from pathlib import Path
 from launcher.demo_cache import source_model
 from launcher.digits import export_digits
 from launcher.local_run import debug_spec
+from launcher.log import get_logger
 from launcher.metrics import best_row, read_metrics
 from launcher.paths import REPO
 from launcher.spec import load_job
+
+log = get_logger(__name__)
 
 SOURCE_JOB = REPO / "jobs" / "demo_source.toml"
 TARGET_JOB = REPO / "jobs" / "demo.toml"
@@ -50,21 +53,21 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
              fresh: bool = False) -> int:
     work = Path(workdir).resolve()
     started = time.monotonic()
-    print(f"packrun demo: exporting scikit-learn digits as JPEG ImageFolders under {work}")
+    log.info(f"packrun demo: exporting scikit-learn digits as JPEG ImageFolders under {work}")
     src_counts = export_digits(work / "source", SOURCE_CLASSES,
                                train_per_class=60 if quick else None,
                                val_per_class=15 if quick else None)
     tgt_counts = export_digits(work / "target", TARGET_CLASSES, train_per_class=10,
                                val_fraction=0.8, val_per_class=40 if quick else None)
-    print(f"  source (digits 0-7): {src_counts['train']} train / {src_counts['val']} val images")
-    print(f"  target (8 vs 9):     {tgt_counts['train']} train / {tgt_counts['val']} val images")
+    log.info(f"  source (digits 0-7): {src_counts['train']} train / {src_counts['val']} val images")
+    log.info(f"  target (8 vs 9):     {tgt_counts['train']} train / {tgt_counts['val']} val images")
 
     common: dict[str, object] = {"output_dir": output_dir}
     if quick:
         common["epochs"] = 2
     paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
     steps = len(variants(work)) + 2  # the source run, the target runs, export and predict
-    print(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===", flush=True)
+    log.info(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===")
     pretrained = work / PRETRAINED
     if not source_model(load_job(SOURCE_JOB, {**common, **paths}), pretrained, fresh, _run,
                         best_of):
@@ -74,7 +77,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
               "pretrained": str(pretrained)}
     results: list[dict] = []
     for i, (label, overrides) in enumerate(variants(work), start=2):
-        print(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===", flush=True)
+        log.info(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===")
         t0 = time.monotonic()
         run_dir = _run(load_job(TARGET_JOB, {**common, **target, **overrides}))
         if run_dir is None:
@@ -94,10 +97,10 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
                           labels=[r["label"] for r in results])
     print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
-    print(f"\n=== {steps}/{steps} using the best model: export and predict ===", flush=True)
+    log.info(f"\n=== {steps}/{steps} using the best model: export and predict ===")
     if export_and_predict(max(results, key=lambda r: r["acc"]), work / "target" / "val") != 0:
         return 1
-    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    log.info(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
 
 
@@ -115,20 +118,20 @@ def export_and_predict(best: dict, val_dir: Path) -> int:
     import subprocess
     import sys
     run_dir = best["run_dir"]
-    print(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
+    log.info(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
     formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
     cli = [sys.executable, "-m", "launcher.cli"]
     model = None
     for fmt in formats:
-        print(f"$ packrun export {run_dir} --format={fmt}", flush=True)
+        log.info(f"$ packrun export {run_dir} --format={fmt}")
         if subprocess.run(cli + ["export", str(run_dir), f"--format={fmt}"], cwd=REPO).returncode:
             return 1
         model = run_dir / f"best.{fmt.lower()}"
     if "ONNX" not in formats:
-        print("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and onnxruntime)")
+        log.info("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and onnxruntime)")
     images = held_out_images(val_dir)
     csv = run_dir / "demo_predictions.csv"
-    print(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}", flush=True)
+    log.info(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}")
     return subprocess.run(cli + ["predict", str(model), *map(str, images), f"--csv={csv}"],
                           cwd=REPO).returncode
 

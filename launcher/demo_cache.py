@@ -18,9 +18,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from launcher.log import get_logger
 from launcher.paths import REPO
 from launcher.rundir import write_atomic
 from launcher.runfiles import BEST_CKPT
+
+log = get_logger(__name__)
 
 NETWORK_SOURCE = REPO / "src" / "resnet.py"
 # Where and under which name runs are written: they change no weight.
@@ -102,6 +105,6 @@ def source_model(spec, pretrained: Path, fresh: bool,
     tmp = pretrained.with_name(pretrained.name + ".tmp")
     shutil.copyfile(slot(pretrained, digest)[0], tmp)
     os.replace(tmp, pretrained)
-    print(f"source model: val acc {doc['val_acc']:.4f} (epoch {doc['epoch']}), {verb} "
-          f"{doc['run_dir']} -> {pretrained}", flush=True)
+    log.info(f"source model: val acc {doc['val_acc']:.4f} (epoch {doc['epoch']}), {verb} "
+             f"{doc['run_dir']} -> {pretrained}")
     return True

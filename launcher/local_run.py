@@ -9,6 +9,7 @@ from pathlib import Path
 
 from launcher import attempts
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.log import console, get_logger
 from launcher.paths import REPO, WORKER_SCRIPT
 from launcher.preflight import preflight
 from launcher.processes import run_streaming
@@ -26,6 +27,8 @@ from launcher.runfiles import (
 from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job, spec_from_json
 
+log = get_logger(__name__)
+
 
 def worker_env(base: dict | None = None) -> dict:
     """The environment a worker process gets: unbuffered output so logs are live, and the
@@ -38,25 +41,25 @@ def worker_env(base: dict | None = None) -> dict:
     return env
 
 
-def debug_spec(spec: JobSpec, log=print) -> tuple[int, Path]:
+def debug_spec(spec: JobSpec) -> tuple[int, Path]:
     """Preflight, run directory, one worker; (exit status, run directory)."""
     from launcher.check import check_debug_run
     summary = preflight(spec)
     check_debug_run(spec)
     run_dir = new_run_dir(spec)
     with acquire(run_dir, "packrun debug"):
-        log(f"packrun: run directory {run_dir}")
-        log(f"packrun: {summary['train_images']} train / {summary['val_images']} val images in "
-            f"{len(summary['classes'])} classes ({summary['images_checked']} checked)")
-        return run_worker(run_dir, log), run_dir
+        print(f"packrun: run directory {run_dir}", flush=True)  # a result: also under --quiet
+        log.info(f"packrun: {summary['train_images']} train / {summary['val_images']} val images "
+                 f"in {len(summary['classes'])} classes ({summary['images_checked']} checked)")
+        return run_worker(run_dir), run_dir
 
 
-def run_worker(run_dir: Path, log=print) -> int:
+def run_worker(run_dir: Path) -> int:
     """One worker in `run_dir` (it resumes from last.ckpt when there is one), restarted up to
     max_restarts times after a failure (launcher/attempts.py); its exit status."""
     allowed = attempts.max_restarts(spec_from_json(run_dir), "debug")
     rc = attempts.with_restarts(run_dir, "debug", 1, allowed,
-                                lambda attempt: _worker_once(run_dir, attempt), log=log)
+                                lambda attempt: _worker_once(run_dir, attempt))
     if rc == 0:
         status = "finished"
     elif rc == EXIT_REQUEUE:
@@ -66,7 +69,11 @@ def run_worker(run_dir: Path, log=print) -> int:
         if (run_dir / LAST_CKPT).exists() and rc != EXIT_USER_ERROR:
             status += ("\npackrun: continue from the last completed epoch: "
                        f"packrun debug --resume {run_dir}")
-    log(f"packrun: run {status}\npackrun: run directory {run_dir}")
+    if rc == 0 or rc == EXIT_REQUEUE:
+        log.info(f"packrun: run {status}")
+    else:
+        log.error(f"packrun: run {status}")
+    print(f"packrun: run directory {run_dir}", flush=True)
     return rc
 
 
@@ -75,7 +82,8 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
     (run_dir / worker_exit(0)).unlink(missing_ok=True)
     received: dict = {}
     rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
-                       env=worker_env() | {ATTEMPT_ENV: str(attempt)}, received=received)
+                       env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
+                       received=received)
     if received.get("signal") is not None:
         return attempts.Result(rc, reason=f"stopped by {signal.Signals(received['signal']).name}",
                                user_stop=True)
@@ -90,7 +98,7 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
 LAUNCH_FILES = ("job.sbatch", "msrun.sh", "mpirun.sh", "rank_table.sh")
 
 
-def debug_resume(resume: str, log=print) -> int:
+def debug_resume(resume: str) -> int:
     """`packrun debug --resume RUN_DIR`: run the worker again in a debug run's directory; it
     continues from RUN_DIR/last.ckpt (the last completed epoch)."""
     run_dir, spec = resume_target(resume)
@@ -104,8 +112,8 @@ def debug_resume(resume: str, log=print) -> int:
                         f"steps per epoch); use packrun run --resume {run_dir}")
     with acquire(run_dir, "packrun debug --resume"):
         fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
-        log(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
-        return run_worker(run_dir, log)
+        log.info(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
+        return run_worker(run_dir)
 
 
 def debug_run(job: str | None, overrides: dict, resume: str | None = None) -> int:

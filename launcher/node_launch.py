@@ -18,16 +18,18 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
 from launcher import attempts
 from launcher.errors import UserError
+from launcher.log import STDERR, get_logger
 from launcher.processes import exit_code, forward_signals, spawn
 from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG
 from launcher.runlock import acquire
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import JobSpec, spec_from_json
+
+log = get_logger(__name__)
 
 PORT_BASE = 20000  # derived ports: PORT_BASE .. 2 * PORT_BASE - 1
 
@@ -152,13 +154,13 @@ def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
     port = master_port(spec, master_port_flag, slurm)
     with acquire(path, "packrun node-launch", rank):
         allowed = attempts.max_restarts(spec, "node-launch")
-        print(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler {addr}:{port}"
-              + (f"; up to {allowed} restart(s)" if allowed else ""), file=sys.stderr, flush=True)
+        log.info(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler "
+                 f"{addr}:{port}" + (f"; up to {allowed} restart(s)" if allowed else ""),
+                 extra=STDERR)
         world, env = spec.nodes * spec.cards_per_node, launch_env(rank, addr, port)
         # every node restarts its own msrun (they meet again at the same scheduler port); node 0
         # keeps the run's state and failure reports, each node archives its own logs
         return attempts.with_restarts(
             path, "node-launch", world, allowed,
             lambda attempt: node_attempt(path, env, attempt, world, rank),
-            log=lambda msg: print(msg, file=sys.stderr, flush=True),
             only=own_files(spec, rank), record=rank == 0)

@@ -7,13 +7,15 @@ Pillow; a file Pillow cannot decode would fail MindSpore's decoder too.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from pathlib import Path
 
 from launcher.errors import UserError
+from launcher.log import STDERR, get_logger
 from launcher.samples import IMAGE_EXTENSIONS, Split, scan_split
 from launcher.spec import JobSpec
+
+log = get_logger(__name__)
 
 AUTO_ALL_LIMIT = 20000
 MAX_LISTED_SKIPPED = 3
@@ -107,7 +109,7 @@ def images_to_scan(files: list[Path], policy: str, seed: int) -> list[Path]:
     return random.Random(seed).sample(files, min(SAMPLE_PER_SPLIT, len(files)))
 
 
-def check_images(files: list[Path], log=print) -> None:
+def check_images(files: list[Path]) -> None:
     started = last = time.monotonic()
     for i, path in enumerate(files, 1):
         reason = decode_error(path)
@@ -117,7 +119,8 @@ def check_images(files: list[Path], log=print) -> None:
         now = time.monotonic()
         if now - last > 5:
             last = now
-            log(f"  checked {i}/{len(files)} images ({i / (now - started):.0f}/s)")
+            log.info(f"  checked {i}/{len(files)} images ({i / (now - started):.0f}/s)",
+                     extra=STDERR)
 
 
 def job_warnings(spec: JobSpec) -> list[str]:
@@ -136,28 +139,28 @@ def interrupted(what: str) -> UserError:
                      "scan shorter set image_check = \"sample\" (or \"none\")")
 
 
-def preflight(spec: JobSpec, log=None) -> dict:
+def preflight(spec: JobSpec) -> dict:
     """Data checks before a run; returns a small summary for the console."""
     try:
-        return _preflight(spec, log)
+        return _preflight(spec)
     except KeyboardInterrupt:
         raise interrupted("checking the data") from None
 
 
-def _preflight(spec: JobSpec, log=None) -> dict:
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+def _preflight(spec: JobSpec) -> dict:
     for text in job_warnings(spec):
-        log(f"packrun: WARNING: {text}")
+        log.warning(f"packrun: WARNING: {text}")
     train_split, val_split = scan_splits(spec, world=1)
     for key, split in (("train_dir", train_split), ("val_dir", val_split)):
         report = skipped_report(key, split)
         if report:
-            log(f"packrun: warning: {report}")
+            log.warning(f"packrun: warning: {report}")
     train, val = train_split.classes, val_split.classes
     all_files = [f for files in (*train.values(), *val.values()) for f in files]
     scan = images_to_scan(all_files, spec.image_check, spec.seed)
     if len(scan) > 2000:
-        log(f"checking {len(scan)} images decode (image_check = \"none\" skips this)")
-    check_images(scan, log)
+        log.info(f"checking {len(scan)} images decode (image_check = \"none\" skips this)",
+                 extra=STDERR)
+    check_images(scan)
     return {"classes": sorted(train), "train_images": sum(map(len, train.values())),
             "val_images": sum(map(len, val.values())), "images_checked": len(scan)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Iterator, Sequence, cast
 
 from launcher.console import ChatterFilter
+from launcher.log import get_logger
+
+log = get_logger(__name__)
 
 GRACE_S = 10.0
 
@@ -75,6 +79,7 @@ def forward_signals(procs: Sequence[subprocess.Popen], grace_s: float = GRACE_S)
 
 def spawn(cmd: Sequence[str | Path], env: dict | None = None, cwd: str | Path | None = None,
           stdout=subprocess.PIPE) -> subprocess.Popen:
+    log.debug(f"running {shlex.join(map(str, cmd))}" + (f" in {cwd}" if cwd else ""))
     return subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=stdout,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, NoReturn, Sequence
 
 from launcher.errors import UserError
+from launcher.log import get_logger
 from launcher.rundir import write_atomic
+
+log = get_logger(__name__)
 
 MAX_DEVICE_ID = 15  # a server has at most 16 Ascend devices (ids 0..15)
 DEFAULT_HCCN_CONF = "/etc/hccn.conf"
@@ -394,7 +397,7 @@ def rank_table_command(devices, server_ip, out, hccn_conf=None, device_ips=None)
     servers = split_ips(server_ip)
     warning = group_warning(devs)
     if warning:
-        print(f"packrun: warning: {warning}", file=sys.stderr)
+        log.warning(f"packrun: warning: {warning}")
     ip_lists = device_ip_lists(devs, len(servers), hccn_conf, device_ips)
     table = build_rank_table([(s, list(zip(devs, ips))) for s, ips in zip(servers, ip_lists)])
     return _write(table, out)

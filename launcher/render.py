@@ -30,11 +30,14 @@ import jinja2
 from launcher import nodelist, ranktable, shellsafe
 from launcher.attempts import max_restarts
 from launcher.errors import EXIT_USER_ERROR, UserError
+from launcher.log import STDERR, get_logger
 from launcher.paths import REPO, TEMPLATES, WORKER_SCRIPT
 from launcher.processes import GRACE_S
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK, template_names
 from launcher.spec import JobSpec, load_job, path_problems, spec_to_json
+
+log = get_logger(__name__)
 
 WORKER = str(WORKER_SCRIPT.relative_to(REPO))  # run as `<python> <repo>/src/train.py <RUN_DIR>`
 # A free TCP port, picked by the launch script on the host where the scheduler will listen.
@@ -348,7 +351,7 @@ def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str |
     (data folders, checkpoint, hccn.conf) may be missing here: warnings, not errors, since
     the data of a cluster job often lives only where it runs; run, debug and submit refuse."""
     def warn(text: str) -> None:
-        print(f"packrun: warning: {text}", file=sys.stderr, flush=True)
+        log.warning(f"packrun: warning: {text}")
 
     spec = load_job(job, overrides, check_paths=False)
     for problem in path_problems(spec, str(job)):
@@ -362,5 +365,5 @@ def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str |
             print(f"==> {run_dir / rel} <==\n{text}")
         return
     run_dir, command = write_run_dir(spec, slurm=slurm, out=out, warn=warn)
-    print(f"packrun: rendered {run_dir}", file=sys.stderr)
+    log.info(f"packrun: rendered {run_dir}", extra=STDERR)
     print(command)

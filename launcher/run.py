@@ -14,14 +14,17 @@ from launcher import attempts
 from launcher.check import check_before_launch, check_port_free
 from launcher.errors import UserError
 from launcher.local_run import worker_env
+from launcher.log import get_logger
 from launcher.logtail import tail
 from launcher.paths import WORKER_SCRIPT
 from launcher.render import write_run_dir
 from launcher.resume import resume_target
-from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG, worker_log
+from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, LAUNCHER_LOG, PREEMPT_FLAG, worker_log
 from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job
 from launcher.supervise import Supervisor
+
+log = get_logger(__name__)
 
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
 
@@ -37,32 +40,33 @@ def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:
     return spec
 
 
-def execute(run_dir: Path, spec: JobSpec, log=print) -> int:
+def execute(run_dir: Path, spec: JobSpec) -> int:
     """Run the rendered launch in `run_dir` under supervision, restarted from last.ckpt up to
     max_restarts times after a failure (launcher/attempts.py); the job's exit status."""
     allowed = attempts.max_restarts(spec, "run")
-    log(f"packrun: {spec.launcher} with {spec.cards_per_node} worker(s); run directory {run_dir}"
-        + (f"; up to {allowed} restart(s)" if allowed else ""))
+    log.info(f"packrun: {spec.launcher} with {spec.cards_per_node} worker(s); run directory "
+             f"{run_dir}" + (f"; up to {allowed} restart(s)" if allowed else ""))
     code = attempts.with_restarts(run_dir, "run", spec.cards_per_node, allowed,
-                                  lambda attempt: launch_once(run_dir, spec, attempt, log),
-                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                  lambda attempt: launch_once(run_dir, spec, attempt))
+    # the run directory is the command's result: printed, also under --quiet
     if code == 0:
-        log(f"packrun: run finished\npackrun: run directory {run_dir}")
+        log.info("packrun: run finished")
+        print(f"packrun: run directory {run_dir}", flush=True)
     elif code != EXIT_REQUEUE:
         print(f"packrun: run directory {run_dir}", file=sys.stderr, flush=True)
     return code
 
 
-def launch_once(run_dir: Path, spec: JobSpec, attempt: int, log=print) -> attempts.Result:
+def launch_once(run_dir: Path, spec: JobSpec, attempt: int) -> attempts.Result:
     """One attempt: the launch script, supervised."""
     (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     script = run_dir / LAUNCH_SCRIPTS[spec.launcher]
-    log(f"packrun: following {run_dir / worker_log(0)} (rank 0)"
-        + (f", attempt {attempt}" if attempt > 1 else ""))
+    log.info(f"packrun: following {run_dir / worker_log(0)} (rank 0)"
+             + (f", attempt {attempt}" if attempt > 1 else ""))
     env = worker_env() | {ATTEMPT_ENV: str(attempt)}
     outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env).run()
     if outcome.code == EXIT_REQUEUE:
-        log(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
+        log.info(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
     elif outcome.code != 0:
         _report_failure(run_dir, outcome)
     return attempts.Result(outcome.code, outcome.failed_rank, outcome.signal, outcome.rank_exit,
@@ -70,14 +74,13 @@ def launch_once(run_dir: Path, spec: JobSpec, attempt: int, log=print) -> attemp
 
 
 def _report_failure(run_dir: Path, outcome) -> None:
-    err = sys.stderr
-    print(f"packrun: run failed: {outcome.reason}", file=err)
+    log.error(f"packrun: run failed: {outcome.reason}")
     if outcome.failed_rank is not None:
         log_file = run_dir / worker_log(outcome.failed_rank)
-        print(f"packrun: last lines of {log_file}:\n{tail(log_file)}", file=err)
+        log.error(f"packrun: last lines of {log_file}:\n{tail(log_file)}")
     else:
-        launcher_log = run_dir / "logs" / "launcher.log"
-        print(f"packrun: last lines of {launcher_log}:\n{tail(launcher_log)}", file=err)
+        launcher_log = run_dir / LAUNCHER_LOG
+        log.error(f"packrun: last lines of {launcher_log}:\n{tail(launcher_log)}")
 
 
 def run_command(job: str | None, overrides: dict, workers: int | None = None,

@@ -13,6 +13,7 @@ LAST_CKPT = "last.ckpt"          # resumable: network + optimizer state + epoch/
 LAST_POINT = "last.json"         # {"epoch": epochs done, "step": steps of the next}: last.ckpt's
 CLASSES_JSON = "classes.json"    # class names in label order (export, predict)
 LOGS = "logs"                    # logs/worker_<rank>.log, logs/scheduler.log, ...
+LAUNCHER_LOG = f"{LOGS}/launcher.log"  # `packrun run`: the launch script's own output
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 # Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after
 # the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where

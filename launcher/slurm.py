@@ -13,6 +13,7 @@ UserError naming the command, the line of its stderr that says why, and the like
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -25,11 +26,15 @@ from typing import TextIO
 
 from launcher.errors import UserError
 from launcher.local_run import worker_env
+from launcher.log import STDOUT, get_logger
+from launcher.log import console as log_console
 from launcher.logtail import LogFollower, tail_lines
 from launcher.metrics import best_row, read_metrics
 from launcher.rundir import write_atomic
 from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_exit, worker_log
 from launcher.spec import spec_from_json
+
+log = get_logger(__name__)
 
 POLL_S = 0.5
 OUTAGE_S = 60.0  # how long --wait rides out a slurmctld that does not answer
@@ -61,6 +66,7 @@ def _call(cmd: list[str], cwd: Path | None = None,
     if conf and not Path(conf).is_file():  # Slurm's commands would retry it for a minute
         raise UserError(f"SLURM_CONF is {conf}, which is not a file: point it at the cluster's "
                         "slurm.conf, or unset it to use the default")
+    log.debug(f"running {shlex.join(cmd)}")
     try:
         return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env,
                               timeout=COMMAND_TIMEOUT_S)
@@ -283,11 +289,13 @@ def _poll(job_id: str) -> JobInfo:
             time.sleep(2 * POLL_S)
 
 
-def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = POLL_S) -> int:
-    """Follow the run directory's job to its end, streaming rank 0's log; returns its status."""
+def follow(run_dir: str | Path, console: TextIO | None = None, poll_s: float = POLL_S) -> int:
+    """Follow the run directory's job to its end, streaming rank 0's log; returns its status.
+    Without `console`, the lines are logged on stdout (launcher/log.py: --quiet keeps a failed
+    job's summary and report, and no copy of rank 0's log)."""
     run_dir = Path(run_dir)
     job_id = job_id_of(run_dir)
-    log = LogFollower(run_dir / worker_log(0), console)
+    follower = LogFollower(run_dir / worker_log(0), console or log_console())
     seen = None
     try:
         while True:
@@ -300,7 +308,7 @@ def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = PO
                     if info.state in HELD else ""
                 _say(console, f"job {job_id} {_describe(info)}{note}")
             seen = info
-            log.poll(final=info.ended)
+            follower.poll(final=info.ended)
             if info.ended:
                 break
             time.sleep(poll_s)
@@ -308,13 +316,17 @@ def follow(run_dir: str | Path, console: TextIO = sys.stdout, poll_s: float = PO
         _say(console, f"stopped following job {job_id}; it keeps running: packrun status "
                       f"{run_dir} / packrun cancel {run_dir}")
         return 130
-    _say(console, _summary(info, run_dir))
+    _say(console, _summary(info, run_dir), logging.INFO if info.status == 0 else logging.ERROR)
     if info.status != 0:
-        console.write(_failure_report(info, run_dir))
+        report = _failure_report(info, run_dir)
+        if console is None:
+            log.error(report.rstrip("\n"), extra=STDOUT)
+        else:
+            console.write(report)
     return info.status
 
 
-def _say_requeue(console: TextIO, run_dir: Path, restarts: int) -> None:
+def _say_requeue(console: TextIO | None, run_dir: Path, restarts: int) -> None:
     """The job was requeued: why (failure.json of the attempt that ended) and which attempt of
     how many comes next."""
     from launcher.attempts import max_restarts
@@ -330,7 +342,10 @@ def _say_requeue(console: TextIO, run_dir: Path, restarts: int) -> None:
         _say(console, f"attempt {restarts + 1}")
 
 
-def _say(console: TextIO, text: str) -> None:
+def _say(console: TextIO | None, text: str, level: int = logging.INFO) -> None:
+    if console is None:
+        log.log(level, f"packrun: {text}", extra=STDOUT)
+        return
     console.write(f"packrun: {text}\n")
     console.flush()
 
@@ -401,7 +416,7 @@ def _failure_report(info: JobInfo, run_dir: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def submit_command(job: str, overrides: dict, *, wait: bool = False, out: str | None = None,
-                   console: TextIO = sys.stdout) -> int:
+                   console: TextIO | None = None) -> int:
     """`packrun submit`: check, render, sbatch, and with --wait follow the job to its end."""
     from launcher.check import check_before_launch
     from launcher.render import write_run_dir
@@ -410,7 +425,7 @@ def submit_command(job: str, overrides: dict, *, wait: bool = False, out: str | 
     spec = load_job(job, overrides)
     check_before_launch(spec, slurm=True, out=out)
     run_dir, _ = write_run_dir(spec, slurm=True, out=out)
-    _say(console, f"run directory {run_dir}")
+    print(f"packrun: run directory {run_dir}", file=console or sys.stdout, flush=True)  # result
     job_id = submit(run_dir)
     _say(console, f"submitted Slurm job {job_id} ({spec.nodes} node(s) x {spec.cards_per_node} "
                   f"worker(s)); packrun status {run_dir}")

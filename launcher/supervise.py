@@ -12,9 +12,9 @@ after a grace period; nothing is left behind.
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,12 @@ import psutil
 
 from launcher import processes, ranks
 from launcher.failure import killed_by
+from launcher.log import console as log_console
+from launcher.log import get_logger
 from launcher.logtail import LogFollower
-from launcher.runfiles import EXIT_REQUEUE, LOGS, worker_exit, worker_log
+from launcher.runfiles import EXIT_REQUEUE, LAUNCHER_LOG, LOGS, worker_exit, worker_log
+
+log = get_logger(__name__)
 
 POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
 DISCOVER_EVERY = 5   # process-table scans and console updates every 0.25 s
@@ -63,7 +67,7 @@ class Supervisor:
                  console=None, grace_s: float = processes.GRACE_S):
         self.run_dir, self.cmd, self.env = Path(run_dir), list(cmd), env
         self.marker = (str(worker_script), str(self.run_dir))
-        self.console = console or sys.stdout
+        self.console = console or log_console()
         self.grace_s = grace_s
         self.workers: dict[int, Worker] = {}   # by pid
         self.others: dict[int, psutil.Process] = {}  # schedulers and launcher children
@@ -136,7 +140,8 @@ class Supervisor:
         for stale in logs.glob("worker_*.exit"):
             stale.unlink()
         follower = LogFollower(self.run_dir / worker_log(0), self.console)
-        with open(logs / "launcher.log", "ab") as launcher_log:
+        log.debug(f"running {shlex.join(self.cmd)} in {self.run_dir}")
+        with open(self.run_dir / LAUNCHER_LOG, "ab") as launcher_log:
             launcher = psutil.Popen(self.cmd, env=self.env, cwd=self.run_dir,
                                     stdout=launcher_log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

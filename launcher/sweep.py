@@ -32,10 +32,13 @@ from pathlib import Path
 from typing import IO
 
 from launcher.errors import UserError
+from launcher.log import STDERR, get_logger
 from launcher.paths import REPO
 from launcher.rundir import write_atomic
 from launcher.runfiles import JOB_JSON, LOGS
 from launcher.spec import JobSpec, build_spec, read_job_file, spec_to_json
+
+log = get_logger(__name__)
 
 SWEEP_JSON = "sweep.json"
 SWEEP_TABLE = "sweep"          # the job file's [sweep] table: key = [values]
@@ -391,7 +394,7 @@ def point_command(how: str, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "launcher.cli", cmd, "--resume", str(run_dir)]
 
 
-def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], int | None]:
+def run_local(sweep: dict, parallel: int) -> tuple[dict[int, int], int | None]:
     """Run the points, `parallel` at a time; ({index: exit status}, the signal that stopped
     the sweep or None). One at a time, a point's
     console is this console; several at a time, each point's goes to its logs/console.out and
@@ -410,7 +413,7 @@ def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], in
         while todo or running:
             while todo and len(running) < parallel and got["signal"] is None:
                 p = todo.pop(0)
-                log(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} started")
+                log.info(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} started")
                 os.utime(p["path"] / JOB_JSON)  # a run's start time (packrun ls) is job.json's
                 out: IO[bytes] | None = (None if parallel == 1
                                          else open(p["path"] / CONSOLE_LOG, "ab"))
@@ -430,12 +433,13 @@ def run_local(sweep: dict, parallel: int, log=print) -> tuple[dict[int, int], in
                 del running[index]
                 point = sweep["points"][index]
                 state = "finished" if rc == 0 else f"failed (exit {rc})"
-                log(f"packrun sweep: point {index + 1}/{n} {point['dir']} {state} in "
-                    f"{time.monotonic() - t0:.0f} s")
+                log.info(f"packrun sweep: point {index + 1}/{n} {point['dir']} {state} in "
+                         f"{time.monotonic() - t0:.0f} s")
             time.sleep(0.2)
         if got["signal"] is not None:
             for p in todo:
-                log(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} not started (stopped)")
+                log.info(f"packrun sweep: point {p['index'] + 1}/{n} {p['dir']} not started "
+                         "(stopped)")
     return results, got["signal"]
 
 
@@ -457,7 +461,7 @@ def _how(launcher, workers, slurm: bool) -> tuple[str, dict]:
 def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
                   points_file: str | None, *, launcher=None, workers=None,
                   parallel: int | None = None,
-                  slurm: bool = False, wait: bool = False, log=print) -> int:
+                  slurm: bool = False, wait: bool = False) -> int:
     """`packrun sweep`: plan (every point checked), write the sweep directory, run or submit."""
     how, extra = _how(launcher, workers, slurm)
     if wait and not slurm:
@@ -474,25 +478,25 @@ def sweep_command(job: str | None, overrides: dict, grid_items: list[str],
     sweep = read_sweep(sweep_dir)
     what = {"debug": "debug runs", "run": f"{plan.points[0].spec.launcher} launches",
             "slurm": "one Slurm job array"}[how]
-    log(f"packrun sweep: {len(plan.points)} point(s) over {', '.join(plan.keys)} as {what}; "
-        f"sweep directory {sweep_dir}")
+    log.info(f"packrun sweep: {len(plan.points)} point(s) over {', '.join(plan.keys)} as {what}; "
+             f"sweep directory {sweep_dir}")
     from launcher.sweep_report import summary_text
     if how == "slurm":
         from launcher import sweep_slurm
         sweep_slurm.write_array_script(plan, sweep_dir)
         job_id = sweep_slurm.submit_array(sweep_dir)
-        log(f"packrun sweep: submitted Slurm job array {job_id} ({len(plan.points)} task(s), "
-            f"{plan.parallel} at a time); packrun ls {sweep_dir.parent} / "
-            f"packrun cancel {sweep_dir}")
+        log.info(f"packrun sweep: submitted Slurm job array {job_id} ({len(plan.points)} task(s), "
+                 f"{plan.parallel} at a time); packrun ls {sweep_dir.parent} / "
+                 f"packrun cancel {sweep_dir}")
         if not wait:
             return 0
-        rc = sweep_slurm.follow_array(sweep_dir, log=log)
+        rc = sweep_slurm.follow_array(sweep_dir)
     else:
-        results, stopped_by = run_local(sweep, plan.parallel, log=log)
+        results, stopped_by = run_local(sweep, plan.parallel)
         rc = 0 if len(results) == len(plan.points) and not any(results.values()) else 1
         if stopped_by is not None:
             rc = 128 + stopped_by
-    log("\n" + summary_text(sweep_dir))
+    print("\n" + summary_text(sweep_dir), flush=True)  # the result: also under --quiet
     return rc
 
 
@@ -511,8 +515,8 @@ def render_sweep_command(job: str, overrides: dict, grid_items: list[str],
         from launcher import sweep_slurm
         sweep_slurm.check_uniform(plan)
     sweep_dir = write_sweep(plan)
-    print(f"packrun: rendered sweep {sweep_dir}: {len(plan.points)} point(s) over "
-          f"{', '.join(plan.keys)}", file=sys.stderr)
+    log.info(f"packrun: rendered sweep {sweep_dir}: {len(plan.points)} point(s) over "
+             f"{', '.join(plan.keys)}", extra=STDERR)
     if how == "slurm":
         from launcher import sweep_slurm
         script = sweep_slurm.write_array_script(plan, sweep_dir)

@@ -15,9 +15,12 @@ from pathlib import Path
 
 from launcher import slurm
 from launcher.errors import UserError
+from launcher.log import get_logger
 from launcher.rundir import write_atomic
 from launcher.runfiles import JOB_JSON, SLURM_JOB_ID
 from launcher.sweep import ARRAY_SBATCH, Plan, read_sweep
+
+log = get_logger(__name__)
 
 POINT_SCRIPT = "job.sbatch"
 # A point's own #SBATCH lines that the array replaces (its output, its name).
@@ -126,7 +129,7 @@ def _poll(array_id: str) -> dict[int, dict] | None:
             time.sleep(2 * slurm.POLL_S)
 
 
-def follow_array(sweep_dir: str | Path, log=print, poll_s: float = 2 * slurm.POLL_S) -> int:
+def follow_array(sweep_dir: str | Path, poll_s: float = 2 * slurm.POLL_S) -> int:
     """Follow every task of the sweep's array to its end, saying when each changes state
     (requeues included); 0 when every task COMPLETED."""
     sweep = read_sweep(sweep_dir)
@@ -146,20 +149,20 @@ def follow_array(sweep_dir: str | Path, log=print, poll_s: float = 2 * slurm.POL
                 if seen.get(t) != key:
                     seen[t] = key
                     again = f", requeued {info['restarts']} time(s)" if info["restarts"] else ""
-                    log(f"packrun sweep: task {t} (point {t + 1}/{n} {points[t]['dir']}) "
-                        f"{info['state']} (job {info['job_id']}{again})")
+                    log.info(f"packrun sweep: task {t} (point {t + 1}/{n} {points[t]['dir']}) "
+                             f"{info['state']} (job {info['job_id']}{again})")
             if len(tasks) >= n and all(tasks[t]["state"] in slurm.ENDED for t in points):
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        log(f"packrun sweep: stopped following job array {array_id}; it keeps running: "
-            f"packrun ls {sweep['path'].parent} / packrun cancel {sweep['path']}")
+        log.info(f"packrun sweep: stopped following job array {array_id}; it keeps running: "
+                 f"packrun ls {sweep['path'].parent} / packrun cancel {sweep['path']}")
         return 130
     states = [tasks.get(t, {}).get("state", "UNKNOWN") for t in sorted(points)]
     done = sum(s == "COMPLETED" for s in states)
-    log(f"packrun sweep: job array {array_id}: {done} of {n} task(s) COMPLETED"
-        + ("" if done == n else "; " + ", ".join(
-            f"task {t} {s}" for t, s in enumerate(states) if s != "COMPLETED")))
+    log.info(f"packrun sweep: job array {array_id}: {done} of {n} task(s) COMPLETED"
+             + ("" if done == n else "; " + ", ".join(
+                 f"task {t} {s}" for t, s in enumerate(states) if s != "COMPLETED")))
     return 0 if done == n else 1
 
 

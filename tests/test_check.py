@@ -210,12 +210,13 @@ def test_run_checks_first_and_lists_every_problem(tmp_path, data):
     assert not (tmp_path / "runs").exists()
 
 
-def test_check_before_launch_logs_warnings_and_passes(tmp_path, data):
+def test_check_before_launch_logs_warnings_and_passes(tmp_path, data, capsys):
     spec = load_job(job(tmp_path, data, image_check="none"))
-    logged = []
-    assert check.check_before_launch(spec, log=logged.append) is None
-    assert logged == ["packrun: warning: images: image_check = \"none\": no image is decoded "
-                      "before training; a bad file fails the run when it is read"]
+    assert check.check_before_launch(spec) is None
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err == ("packrun: warning: images: image_check = \"none\": no image is decoded "
+                        "before training; a bad file fails the run when it is read\n")
 
 
 def test_finding_line():

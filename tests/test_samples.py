@@ -74,22 +74,21 @@ def test_ctrl_c_during_the_scan_is_a_clean_error(data, tmp_path, monkeypatch):
     spec = load_job(small_job(tmp_path, data, image_check="all"))
     with pytest.raises(UserError, match=r"interrupted \(Ctrl-C\) while checking the data; "
                                         "nothing was started"):
-        preflight.preflight(spec, log=lambda msg: None)
+        preflight.preflight(spec)
     from launcher import check
     found = list(check.findings(spec, check.Options(images="all"), network=False))
     assert any("interrupted (Ctrl-C)" in f.text and f.level == check.ERROR for f in found)
 
 
 @pytest.mark.unit
-def test_fixed_feature_without_pretrained_warns_loudly(data, tmp_path):
+def test_fixed_feature_without_pretrained_warns_loudly(data, tmp_path, capsys):
     job = small_job(tmp_path, data, mode="fixed_feature")
     r = subprocess.run([sys.executable, "-m", "launcher.cli", "check", str(job), "--quick"],
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert "warning job: mode = \"fixed_feature\" with pretrained = \"\": the backbone stays " \
            "at its RANDOM initial weights" in r.stdout
-    logged = []
-    preflight.preflight(load_job(job), log=logged.append)
-    assert any(m.startswith("packrun: WARNING: mode = \"fixed_feature\"") for m in logged)
+    preflight.preflight(load_job(job))
+    assert capsys.readouterr().err.startswith("packrun: WARNING: mode = \"fixed_feature\"")
 
 
 @pytest.mark.e2e
