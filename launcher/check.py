@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 from launcher import cores, preflight, render
 from launcher.errors import EXIT_USER_ERROR, UserError
 from launcher.log import STDERR, get_logger
+from launcher.runfiles import RANK_TABLE_JSON
 from launcher.spec import JobSpec, load_job, path_problems
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -213,7 +214,7 @@ def check_launch(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     how = "Slurm (msrun on every node)" if opts.slurm else spec.launcher
     yield Finding(OK, "launch", f"{how}, {spec.nodes} node(s) x {spec.cards_per_node} worker(s): "
                   f"renders {', '.join(sorted(artifacts))}")
-    if "rank_table.json" in artifacts:
+    if RANK_TABLE_JSON in artifacts:
         if spec.rank_table_file:
             yield Finding(OK, "rank table", f"rank_table_file {spec.rank_table_file}: "
                           f"{spec.nodes * spec.cards_per_node} device(s) on {spec.nodes} "

@@ -19,7 +19,9 @@ from launcher.runfiles import (
     ATTEMPT_ENV,
     CONSOLE_TTY_ENV,
     EXIT_REQUEUE,
+    JOB_SBATCH,
     LAST_CKPT,
+    LAUNCH_SCRIPTS,
     PREEMPT_FLAG,
     worker_exit,
     worker_log,
@@ -95,7 +97,7 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
 
 
 # Files a run directory made by `packrun run`, `render` or `submit` holds and a debug run's lacks.
-LAUNCH_FILES = ("job.sbatch", "msrun.sh", "mpirun.sh", "rank_table.sh")
+LAUNCH_FILES = (JOB_SBATCH, *LAUNCH_SCRIPTS.values())
 
 
 def debug_resume(resume: str) -> int:
@@ -103,7 +105,7 @@ def debug_resume(resume: str) -> int:
     continues from RUN_DIR/last.ckpt (the last completed epoch)."""
     run_dir, spec = resume_target(resume)
     launch = next((f for f in LAUNCH_FILES if (run_dir / f).exists()), None)
-    if launch == "job.sbatch":
+    if launch == JOB_SBATCH:
         raise UserError(f"{run_dir} holds job.sbatch: it is a Slurm run; let Slurm requeue it "
                         "(scontrol requeue JOBID) rather than resume it as a one-worker debug run")
     if launch:

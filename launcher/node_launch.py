@@ -24,7 +24,13 @@ from launcher import attempts
 from launcher.errors import UserError
 from launcher.log import STDERR, get_logger
 from launcher.processes import exit_code, forward_signals, spawn
-from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, PREEMPT_FLAG
+from launcher.runfiles import (
+    ATTEMPT_ENV,
+    EXIT_REQUEUE,
+    JOB_SBATCH,
+    LAUNCH_SCRIPTS,
+    PREEMPT_FLAG,
+)
 from launcher.runlock import acquire
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import JobSpec, spec_from_json
@@ -35,7 +41,7 @@ PORT_BASE = 20000  # derived ports: PORT_BASE .. 2 * PORT_BASE - 1
 
 
 def check_run_dir(run_dir: Path, spec: JobSpec) -> None:
-    if spec.launcher != "msrun" or not (run_dir / "job.sbatch").is_file():
+    if spec.launcher != "msrun" or not (run_dir / JOB_SBATCH).is_file():
         raise UserError(f"{run_dir} is not a Slurm-style msrun render; node-launch starts "
                         "msrun.sh of `packrun render JOB --slurm --launcher=msrun` (its msrun.sh "
                         "takes the node rank and master from the environment)")
@@ -104,7 +110,8 @@ def launch_env(rank: int, addr: str, port: int) -> dict[str, str]:
 def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None) -> int:
     """Run msrun.sh with `env`, forwarding signals; its exit status (`received["signal"]`: the
     signal that stopped it, when `received` is given)."""
-    proc = spawn(["bash", str(run_dir / "msrun.sh")], env=env, cwd=run_dir, stdout=None)
+    script = run_dir / LAUNCH_SCRIPTS["msrun"]
+    proc = spawn(["bash", str(script)], env=env, cwd=run_dir, stdout=None)
     old_usr1 = signal.signal(signal.SIGUSR1, lambda *_: (run_dir / PREEMPT_FLAG).touch())
     try:
         with forward_signals([proc]) as got:

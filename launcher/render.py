@@ -34,7 +34,16 @@ from launcher.log import STDERR, get_logger
 from launcher.paths import REPO, TEMPLATES, WORKER_SCRIPT
 from launcher.processes import GRACE_S
 from launcher.rundir import create_run_dir, write_atomic
-from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, RUN_LOCK, template_names
+from launcher.runfiles import (
+    EXIT_REQUEUE,
+    JOB_JSON,
+    JOB_SBATCH,
+    LAUNCH_SCRIPTS,
+    LOGS,
+    RANK_TABLE_JSON,
+    RUN_LOCK,
+    template_names,
+)
 from launcher.spec import JobSpec, load_job, path_problems, spec_to_json
 
 log = get_logger(__name__)
@@ -255,16 +264,16 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     templates = _environment(spec.template_dir)
     out: dict[str, str] = {}
     if existing and (spec.launcher == "rank_table" or spec.device == "Ascend"):
-        out["rank_table.json"] = existing[0]
+        out[RANK_TABLE_JSON] = existing[0]
     if spec.launcher == "msrun":
-        ctx["rank_table_file"] = "rank_table.json" in out
-        out["msrun.sh"] = templates.get_template("msrun.sh.j2").render(ctx)
+        ctx["rank_table_file"] = RANK_TABLE_JSON in out
+        out[LAUNCH_SCRIPTS["msrun"]] = templates.get_template("msrun.sh.j2").render(ctx)
         out["bin/python"] = templates.get_template("python_shim.j2").render(ctx)
         if slurm:
             gres = spec.gres or (f"gpu:{spec.cards_per_node}" if spec.device == "GPU" else "")
             whole_node = spec.device != "CPU"  # its cards, cores and memory are the job's
             cpus = spec.cpus_per_task or (0 if whole_node else spec.cards_per_node)
-            out["job.sbatch"] = templates.get_template("job.sbatch.j2").render(
+            out[JOB_SBATCH] = templates.get_template("job.sbatch.j2").render(
                 ctx, nodelist=shellsafe.sbatch(spec.hosts), gres=gres, partition=spec.partition,
                 account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
                 cpus_per_task=cpus, exclusive=whole_node,
@@ -275,7 +284,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
     elif spec.launcher == "rank_table":
         if not existing:
             try:
-                out["rank_table.json"] = ranktable.to_json(_rank_table(spec, hosts, devices))
+                out[RANK_TABLE_JSON] = ranktable.to_json(_rank_table(spec, hosts, devices))
             except UserError as e:
                 if warn is None or spec.device_ips or Path(spec.hccn_conf).exists():
                     raise
@@ -283,8 +292,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                      "launch (packrun rank-table, see the command below)")
         if existing:
             table: dict | list = existing[1]
-        elif "rank_table.json" in out:
-            table = json.loads(out["rank_table.json"])
+        elif RANK_TABLE_JSON in out:
+            table = json.loads(out[RANK_TABLE_JSON])
         else:  # (not rendered: the slots the table will have, from the devices)
             cards = devices if devices is not None else list(range(spec.cards_per_node))
             table = [(host, [(d, i * len(cards) + j) for j, d in enumerate(cards)])
@@ -308,10 +317,10 @@ def next_command(spec: JobSpec, run_dir: Path, slurm: bool, rank_table: bool = T
     `rank_table` False: rank_table.json is still to be written (no hccn.conf at render time)."""
     d = Path(run_dir)
     if slurm:
-        return f"sbatch {shlex.quote(str(d / 'job.sbatch'))}"
+        return f"sbatch {shlex.quote(str(d / JOB_SBATCH))}"
     script = shlex.quote(str(d / f"{spec.launcher}.sh"))
     if spec.launcher == "rank_table" and not rank_table:
-        table = shlex.quote(str(d / "rank_table.json"))
+        table = shlex.quote(str(d / RANK_TABLE_JSON))
         return (f"packrun rank-table --devices=0-{spec.cards_per_node - 1} --out={table} && "
                 f"bash {script}   # on the server (hccn.conf there)")
     if spec.nodes == 1:
@@ -333,7 +342,7 @@ def write_run_dir(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
         artifacts = render_artifacts(spec, run_dir, slurm=slurm, python=python, repo=repo,
                                      warn=warn)
     except UserError:  # leave no empty run directory behind
-        (run_dir / "logs").rmdir()
+        (run_dir / LOGS).rmdir()
         run_dir.rmdir()
         raise
     write_atomic(run_dir / JOB_JSON, spec_to_json(spec))
@@ -341,7 +350,7 @@ def write_run_dir(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
         path = run_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text, 0o755 if text.startswith("#!") else None)
-    return run_dir, next_command(spec, run_dir, slurm, "rank_table.json" in artifacts)
+    return run_dir, next_command(spec, run_dir, slurm, RANK_TABLE_JSON in artifacts)
 
 
 def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str | None = None,

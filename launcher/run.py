@@ -19,14 +19,20 @@ from launcher.logtail import tail
 from launcher.paths import WORKER_SCRIPT
 from launcher.render import write_run_dir
 from launcher.resume import resume_target
-from launcher.runfiles import ATTEMPT_ENV, EXIT_REQUEUE, LAUNCHER_LOG, PREEMPT_FLAG, worker_log
+from launcher.runfiles import (
+    ATTEMPT_ENV,
+    EXIT_REQUEUE,
+    LAUNCH_SCRIPTS,
+    LAUNCHER_LOG,
+    PREEMPT_FLAG,
+    worker_log,
+)
 from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job
 from launcher.supervise import Supervisor
 
 log = get_logger(__name__)
 
-LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
 
 
 def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:

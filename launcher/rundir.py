@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.runfiles import JOB_JSON
+from launcher.runfiles import JOB_JSON, LOGS
 from launcher.spec import JobSpec, check_output_outside_data, spec_to_json
 
 
@@ -41,7 +41,7 @@ def create_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:
         except PermissionError:
             raise UserError(f"cannot create a run directory in {base}: permission denied; set "
                             "output_dir (or --out) to a writable directory") from None
-    (path / "logs").mkdir()
+    (path / LOGS).mkdir()
     return path
 
 

@@ -15,6 +15,11 @@ CLASSES_JSON = "classes.json"    # class names in label order (export, predict)
 LOGS = "logs"                    # logs/worker_<rank>.log, logs/scheduler.log, ...
 LAUNCHER_LOG = f"{LOGS}/launcher.log"  # `packrun run`: the launch script's own output
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
+# What `packrun render` writes to start the job: the batch script (Slurm), the launch script of
+# one machine for each launcher, and the HCCL rank table.
+JOB_SBATCH = "job.sbatch"
+LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
+RANK_TABLE_JSON = "rank_table.json"
 # Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after
 # the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
 # it resumes. Removed by the launcher when the job starts again.

@@ -19,10 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.errors import UserError
-from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, LOGS, METRICS, SLURM_JOB_ID
+from launcher.runfiles import (
+    EXIT_REQUEUE,
+    JOB_JSON,
+    JOB_SBATCH,
+    LAUNCH_SCRIPTS,
+    LOGS,
+    METRICS,
+    SLURM_JOB_ID,
+)
 
 SWEEP_JSON = "sweep.json"  # (launcher/sweep.py; not imported: ls stays light)
-LAUNCH_FILES = ("msrun.sh", "mpirun.sh", "rank_table.sh")
+LAUNCH_FILES = tuple(LAUNCH_SCRIPTS.values())
 SRUN_EXIT = re.compile(rb"packrun: srun exited with status (\d+)")
 # squeue states, by what ls calls them
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
@@ -83,7 +91,7 @@ def _read_state(run_dir: Path, sched: str | None = None, live: bool = False) -> 
         return RunState(run_dir, run_dir.name, "?", "corrupt", detail=f"corrupt {JOB_JSON}")
     world = int(spec.get("nodes", 1)) * int(spec.get("cards_per_node", 1))
     job_id = (_read_text(run_dir / SLURM_JOB_ID) or "").strip()
-    if job_id or (run_dir / "job.sbatch").exists():
+    if job_id or (run_dir / JOB_SBATCH).exists():
         kind = "Slurm"
     elif any((run_dir / f).exists() for f in LAUNCH_FILES):
         kind = "run"

@@ -31,7 +31,15 @@ from launcher.log import console as log_console
 from launcher.logtail import LogFollower, tail_lines
 from launcher.metrics import best_row, read_metrics
 from launcher.rundir import write_atomic
-from launcher.runfiles import EXIT_REQUEUE, LAST_CKPT, LOGS, SLURM_JOB_ID, worker_exit, worker_log
+from launcher.runfiles import (
+    EXIT_REQUEUE,
+    JOB_SBATCH,
+    LAST_CKPT,
+    LOGS,
+    SLURM_JOB_ID,
+    worker_exit,
+    worker_log,
+)
 from launcher.spec import spec_from_json
 
 log = get_logger(__name__)
@@ -201,7 +209,7 @@ def submit(run_dir: Path) -> str:
     to, so a requeued job keeps the output of its earlier runs. The job gets the environment
     `packrun run` gives its workers (sbatch passes it on), its progress lines for a log file."""
     env = worker_env() | {"PACKRUN_CONSOLE_TTY": "0"}
-    out = _slurm(["sbatch", "--parsable", "--open-mode=append", str(run_dir / "job.sbatch")],
+    out = _slurm(["sbatch", "--parsable", "--open-mode=append", str(run_dir / JOB_SBATCH)],
                  cwd=run_dir, env=env)
     job_id = out.strip().split(";")[0]
     if not job_id.isdigit():

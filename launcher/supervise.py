@@ -107,7 +107,7 @@ class Supervisor:
             if w.exit_code not in (0, EXIT_REQUEUE):
                 failed.append(w)
         if len(failed) > 1:
-            reported = _msrun_failed_pids(self.run_dir / LOGS / "launcher.log")
+            reported = _msrun_failed_pids(self.run_dir / LAUNCHER_LOG)
             failed.sort(key=lambda w: (w.exit_code is None, w.proc.pid not in reported, w.rank))
         return failed[0] if failed else None
 
@@ -179,7 +179,7 @@ class Supervisor:
             return None
         deadline = time.monotonic() + wait_s
         while True:
-            sig = killed_by([self.run_dir / LOGS / "launcher.log"], w.proc.pid)
+            sig = killed_by([self.run_dir / LAUNCHER_LOG], w.proc.pid)
             if sig is not None or time.monotonic() >= deadline:
                 return sig
             time.sleep(0.1)

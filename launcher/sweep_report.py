@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.errors import UserError
+from launcher.runfiles import SLURM_JOB_ID
 from launcher.runs_ls import (
     RunState,
     _sweep_state,
@@ -96,7 +97,7 @@ def _sweep(sweep_dir: str | Path) -> tuple[dict, list[Row]]:
 
     doc = read_sweep(sweep_dir)
     d = doc["path"]
-    ids = {p.read_text().strip() for p in [d / "slurm_job_id", *d.glob("*/slurm_job_id")]
+    ids = {p.read_text().strip() for p in [d / SLURM_JOB_ID, *d.glob(f"*/{SLURM_JOB_ID}")]
            if p.is_file()}
     agg = _sweep_state(d, squeue_states(ids), live_run_dirs())
     by_name = {st.path.name: st for st in (agg.points if agg else [])}

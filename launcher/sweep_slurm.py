@@ -17,12 +17,12 @@ from launcher import slurm
 from launcher.errors import UserError
 from launcher.log import get_logger
 from launcher.rundir import write_atomic
-from launcher.runfiles import JOB_JSON, SLURM_JOB_ID
+from launcher.runfiles import JOB_JSON, JOB_SBATCH, SLURM_JOB_ID
 from launcher.sweep import ARRAY_SBATCH, Plan, read_sweep
 
 log = get_logger(__name__)
 
-POINT_SCRIPT = "job.sbatch"
+POINT_SCRIPT = JOB_SBATCH
 # A point's own #SBATCH lines that the array replaces (its output, its name).
 PER_POINT = re.compile(r"#SBATCH --(output|job-name)=")
 

@@ -98,3 +98,16 @@ def test_install_and_ci_scripts_pass_shellcheck():
     r = subprocess.run(["shellcheck", "-x", str(ROOT / "install.sh"), str(ROOT / ".ci" / "run")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_layout_table_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for row in re.findall(r"^\| (`(?:launcher|src)/[^|]*)\|", table, re.M):
+        folder = row.split("/", 1)[0].strip("`")
+        listed |= {f"{folder}/{name}" for name in re.findall(r"`(?:\w+/)?(\w+\.py)`", row)}
+    modules = {f"{p.parent.name}/{p.name}" for folder in ("launcher", "src")
+               for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+    assert sorted(modules - listed) == [], "README's layout table misses these modules"
+    assert sorted(listed - modules) == [], "README's layout table names modules that do not exist"
