@@ -260,7 +260,8 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
                site_env=spec.env,
                bind_cores=spec.bind_cores, rank_table_file=bool(existing),
-               multi_node=spec.nodes > 1, grace_s=GRACE_S, exit_requeue=EXIT_REQUEUE)
+               multi_node=spec.nodes > 1, grace_s=GRACE_S, exit_requeue=EXIT_REQUEUE,
+               files=template_names())
     templates = _environment(spec.template_dir)
     out: dict[str, str] = {}
     if existing and (spec.launcher == "rank_table" or spec.device == "Ascend"):
@@ -280,7 +281,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 signal_before_s=spec.signal_before_s, run_lock=RUN_LOCK,
                 exit_user_error=EXIT_USER_ERROR,
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra],
-                files=template_names(), max_restarts=max_restarts(spec, "slurm"))
+                max_restarts=max_restarts(spec, "slurm"))
     elif spec.launcher == "rank_table":
         if not existing:
             try:

@@ -14,6 +14,12 @@ LAST_POINT = "last.json"         # {"epoch": epochs done, "step": steps of the n
 CLASSES_JSON = "classes.json"    # class names in label order (export, predict)
 LOGS = "logs"                    # logs/worker_<rank>.log, logs/scheduler.log, ...
 LAUNCHER_LOG = f"{LOGS}/launcher.log"  # `packrun run`: the launch script's own output
+WORKER_LOG_PREFIX = f"{LOGS}/worker_"  # + <rank>.log / .exit / .pid / .error.json
+SCHEDULER_LOG = f"{LOGS}/scheduler.log"  # MindSpore's scheduler process (msrun, mpirun on CPU)
+ASCEND_LOG_PREFIX = f"{LOGS}/ascend/rank_"  # + <rank>/: CANN's plog of each rank
+MPIRUN_OUTPUT = f"{LOGS}/mpirun"  # Open MPI's --output-filename: <it>/1/rank.<rank>/stdout
+NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per node (srun %n)
+RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 # What `packrun render` writes to start the job: the batch script (Slurm), the launch script of
 # one machine for each launcher, and the HCCL rank table.
@@ -50,13 +56,13 @@ CONSOLE_TTY_ENV = "PACKRUN_CONSOLE_TTY"
 
 
 def worker_log(rank: int) -> str:
-    return f"{LOGS}/worker_{rank}.log"
+    return f"{WORKER_LOG_PREFIX}{rank}.log"
 
 
 def worker_exit(rank: int) -> str:
     """Written by each worker as it exits: its exit status. A worker whose process is gone
     without this file was killed (signal, OOM killer, node loss)."""
-    return f"{LOGS}/worker_{rank}.exit"
+    return f"{WORKER_LOG_PREFIX}{rank}.exit"
 
 
 def node_lock(node_rank: int) -> str:
@@ -67,7 +73,7 @@ def node_lock(node_rank: int) -> str:
 
 def worker_error(rank: int) -> str:
     """Written by a worker that dies of an exception: type, message, traceback, epoch, step."""
-    return f"{LOGS}/worker_{rank}.error.json"
+    return f"{WORKER_LOG_PREFIX}{rank}.error.json"
 
 
 def attempt_logs(attempt: int) -> str:
@@ -78,11 +84,15 @@ def attempt_logs(attempt: int) -> str:
 def template_names() -> dict:
     """The protocol's names as the launch templates receive them (render context `files`)."""
     return dict(preempt_flag=PREEMPT_FLAG, exit_requeue=EXIT_REQUEUE, logs=LOGS,
-                worker_exit_glob=f"{LOGS}/worker_*.exit", rank0_exit=worker_exit(0),
-                attempt_env=ATTEMPT_ENV)
+                worker_exit_glob=f"{WORKER_LOG_PREFIX}*.exit", rank0_exit=worker_exit(0),
+                attempt_env=ATTEMPT_ENV, worker_log_prefix=WORKER_LOG_PREFIX,
+                scheduler_log=SCHEDULER_LOG, ascend_log_prefix=ASCEND_LOG_PREFIX,
+                mpirun_output=MPIRUN_OUTPUT, node_output=NODE_OUTPUT, ranks_dir=RANKS_DIR,
+                msrun_sh=LAUNCH_SCRIPTS["msrun"], rank_table_json=RANK_TABLE_JSON,
+                run_lock=RUN_LOCK)
 
 
 def worker_pid(rank: int) -> str:
     """Written by each worker as it starts: its pid, which launchers' logs name (msrun: "Worker
     process PID exit with exception. Error code: -9"), so a killed rank is found with its signal."""
-    return f"{LOGS}/worker_{rank}.pid"
+    return f"{WORKER_LOG_PREFIX}{rank}.pid"

@@ -19,6 +19,7 @@ import pytest
 from launcher import render, rundir
 from launcher.cli import Commands
 from launcher.errors import UserError
+from launcher.paths import TEMPLATES
 from launcher.render import next_command, render_artifacts, write_run_dir
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.spec import load_job, spec_from_json
@@ -461,3 +462,28 @@ def test_one_server_rank_table_detects_this_servers_address(make_job, hccn_conf,
     spec = spec_for(make_job, hccn_conf, ASCEND8 | dict(launcher="rank_table"))
     table = json.loads(render_artifacts(spec, RUN_DIR)["rank_table.json"])
     assert table["server_list"][0]["server_id"] == "10.9.8.7"
+
+
+def test_templates_take_the_run_directory_protocol_from_runfiles():
+    """Exit statuses, flag files and log names reach the launch templates as `files.*`
+    (runfiles.template_names()); none is spelt out in a template's code (comments may name
+    them). A renamed log or flag then changes in one place."""
+    from launcher import runfiles
+    names = [runfiles.PREEMPT_FLAG, runfiles.RUN_LOCK, runfiles.RANK_TABLE_JSON,
+             runfiles.WORKER_LOG_PREFIX, runfiles.SCHEDULER_LOG, runfiles.ASCEND_LOG_PREFIX,
+             runfiles.MPIRUN_OUTPUT, f"{runfiles.LOGS}/", f"/{runfiles.RANKS_DIR}/",
+             "msrun-node"]
+    found = []
+    for path in sorted(TEMPLATES.glob("*.j2")):
+        if path.name == "report.html.j2":  # the report's prose, not a launch script
+            continue
+        code = re.sub(r"\{#.*?#\}", "", path.read_text(), flags=re.S)
+        for n, line in enumerate(code.splitlines(), 1):
+            if line.lstrip().startswith("#") and not line.startswith(("#!", "#SBATCH")):
+                continue  # a comment of the rendered script
+            line = re.sub(r"\{\{.*?\}\}", "", line)
+            found += [f"{path.name}: {name!r} in {line.strip()!r}" for name in names
+                      if name in line]
+            if re.search(rf"\b{runfiles.EXIT_REQUEUE}\b", line):
+                found.append(f"{path.name}: exit status {runfiles.EXIT_REQUEUE} in {line.strip()!r}")
+    assert found == []
