@@ -130,7 +130,6 @@ class Commands:
         sys.exit(logs_command(run_dir, follow=flag("follow", follow), ranks=ranks, grep=grep))
 
     # --- rendering and launch artifacts (launcher/render.py, launcher/ranktable.py) ----------
-    # (commands render / rank_table / merge_rank_tables are added below this line)
 
     @_user_errors_exit_2
     def render(self, job, slurm=False, out=None, print=False, sweep=False, grid=None,
@@ -138,8 +137,8 @@ class Commands:
         """Write a run directory with every launch artifact for JOB, and print the command to run
         next. Nothing is started: this is the dry run of a launch.
 
-        Job keys are flags: packrun render jobs/x.toml --launcher=msrun --device=Ascend
-        --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
+        Job keys are flags: packrun render jobs/canidae_finetune.toml --launcher=msrun
+        --device=Ascend --nodes=2 --cards_per_node=8 --hosts='10.0.0.[1-2]' --master_port=8118
         --slurm adds job.sbatch (msrun on every node via srun); --out=DIR creates the run
         directory in DIR instead of output_dir; --print shows the artifacts instead of writing.
         Data folders, checkpoint and hccn.conf need not exist here (warnings: they must exist
@@ -192,9 +191,9 @@ class Commands:
         tools, and that the pretrained checkpoint fits the network after head filtering.
         Prints one finding per line (ok / warning / error with the fix); exit 0, or 2 on errors.
 
-        Job keys are flags: packrun check jobs/x.toml --launcher=rank_table --device=Ascend
-        --cards_per_node=8. --all_images decodes every image (default: a sample of 200, or
-        what the job's image_check says when it is "all" or "none");
+        Job keys are flags: packrun check jobs/canidae_finetune.toml --launcher=rank_table
+        --device=Ascend --cards_per_node=8. --all_images decodes every image (default: a sample
+        of 200, or what the job's image_check says when it is "all" or "none");
         --quick skips the network build (the part that imports MindSpore), as `run` does, and
         reports missing data folders, checkpoint or hccn.conf as warnings (as `render` does);
         --slurm checks for `packrun submit` (job.sbatch, sbatch).
@@ -267,7 +266,7 @@ class Commands:
         """Submit JOB to Slurm: render job.sbatch into a new run directory, sbatch it, record
         and print the job id.
 
-        Job keys are flags: packrun submit jobs/x.toml --nodes=2 --cards_per_node=8
+        Job keys are flags: packrun submit jobs/canidae_finetune.toml --nodes=2 --cards_per_node=8
         --partition=p --account=a --time=4:00:00 --gres=gpu:8 --qos=normal
         --wait follows the job to its end (rank 0's log on the console) and exits with its
         status: 0 when COMPLETED, non-zero for FAILED / CANCELLED / TIMEOUT / ... (printed).

@@ -2,6 +2,7 @@
 names, the command's own flags, a pointer to `packrun keys`; no pager, no fire banner, exit 0.
 And a command's on/off flags read text as the spec reads bools (`--wait=false` is off)."""
 
+import re
 import inspect
 import os
 import pty
@@ -140,3 +141,9 @@ def test_a_bool_flag_with_a_typo_is_a_user_error(capsys):
     assert e.value.code == 2
     assert "--quick='ture': give --quick (on) or --quick=false" in capsys.readouterr().err
     assert cli.flag("x", "FALSE") is False
+
+
+def test_every_job_file_the_help_names_exists():
+    from launcher.paths import REPO
+    named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", (REPO / "launcher" / "cli.py").read_text()))
+    assert named and sorted(n for n in named if not (REPO / n).is_file()) == []
