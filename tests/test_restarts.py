@@ -240,7 +240,7 @@ def test_bad_input_is_not_retried(job):
     run_dir = run_dir_of(r.stdout)
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["exit_code"], record["action"], record["attempt"]) == (2, "not retryable", 1)
-    assert "attempt 1 failed: rank 0 on " in r.stdout and "not retried" in r.stdout
+    assert "attempt 1 failed: rank 0 on " in r.stderr and "not retried" in r.stderr  # a failure
     assert not (run_dir / attempt_logs(2)).exists()
     assert json.loads((run_dir / "logs" / "worker_0.error.json").read_text())["type"] == \
         "UserError"
