@@ -1,8 +1,9 @@
 """A catalogue of bad input through the real CLI (with tests/test_bad_input.py): job files, flags,
 data folders, images, checkpoints, hccn.conf, rank tables, device ids, ports, nodes and cards,
 launcher tools, run directories. Each case: exit status 2, no traceback, stderr names the
-culprit and the fix, and nothing is started or written. Only the three checkpoint cases import
-MindSpore (`packrun check` builds the network); the rest take about a second each."""
+culprit and the fix, and nothing is started or written. Only the three checkpoint cases and the
+resume cases the worker reports import MindSpore (`packrun check` builds the network: the e2e
+tier); the rest take about a second each."""
 
 import json
 import os
@@ -324,7 +325,17 @@ def busy_port():
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", CASES, ids=list(CASES))
+# The cases whose command builds the network or starts the worker (MindSpore, seconds each) are
+# in the e2e tier; the rest are unit.
+NETWORK_CASES = {"checkpoint of another arch", "checkpoint that is not one",
+                 "head that is not a cell"}
+
+
+def tier(name: str):
+    return pytest.mark.e2e if name in NETWORK_CASES or CASES[name].worker else pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, id=name, marks=tier(name)) for name in CASES])
 def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port, request):
     case = CASES[name]
     job = small_job(tmp_path, data, "bad")

@@ -13,6 +13,8 @@ from src.resnet import resnet18, resnet50
 
 from tests.test_resnet import FIXTURE
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def modelzoo_training_ckpt(tmp_path_factory):

@@ -68,6 +68,7 @@ def single_process_accuracy(run_dir: Path) -> float:
     return evaluate(net, val).accuracy
 
 
+@pytest.mark.unit
 def test_shards_are_disjoint_equal_and_change_per_epoch():
     for n, world in [(48, 2), (49, 2), (1000, 8), (7, 3)]:
         shards = [shard_indices(n, world, r, seed=1, epoch=3) for r in range(world)]
@@ -80,6 +81,7 @@ def test_shards_are_disjoint_equal_and_change_per_epoch():
         assert sorted(i for s in evals for i in s) == list(range(n))   # eval: every image once
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
 def test_two_worker_run(job, launcher):
     r = packrun("run", job, f"--launcher={launcher}", "--workers=2", f"--name=dp_{launcher}")
@@ -113,6 +115,7 @@ def test_two_worker_run(job, launcher):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.e2e
 def test_sharded_evaluation_equals_single_process(job):
     r = packrun("run", job, "--workers=2", "--eval_mode=sharded", "--epochs=1", "--name=dp_shev")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -152,6 +155,7 @@ def _read(path: Path) -> str:
         return ""
 
 
+@pytest.mark.e2e
 def test_kill_9_of_one_rank_takes_the_job_down(job):
     proc = _start(job, "--epochs=50", "--name=dp_kill")
     run_dir, pids = _wait_for_workers(job.parent / "runs", "dp_kill")
@@ -165,6 +169,7 @@ def test_kill_9_of_one_rank_takes_the_job_down(job):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     import mindspore as ms
     proc = _start(job, "--epochs=50", "--name=dp_term")
@@ -180,6 +185,7 @@ def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     assert "end_point.weight" in ms.load_checkpoint(str(run_dir / "best.ckpt"))
 
 
+@pytest.mark.unit
 def test_busy_explicit_port_is_an_error_before_start(job):
     with socket.socket() as s:
         s.bind(("", 0))

@@ -13,6 +13,8 @@ import pytest
 from launcher.spec import spec_from_json
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -33,6 +33,8 @@ from launcher import ranks
 from launcher.runfiles import SLURM_JOB_ID
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 
+pytestmark = pytest.mark.cluster
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "cluster"
 WORKER = str(REPO / "src" / "train.py")

@@ -8,6 +8,8 @@ import pytest
 from launcher.errors import UserError
 from launcher.nodelist import expand
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,6 +13,8 @@ from launcher.ranktable import (build_rank_table, group_warning, merge_command,
                                 merge_rank_tables, parse_devices, rank_table_command,
                                 read_hccn_conf, to_json)
 
+pytestmark = pytest.mark.unit
+
 # What hccl_tools.py writes for `--device_num "[0,2)" --server_ip 10.0.0.1`, typed by hand.
 EXPECTED_ONE_SERVER = """{
     "version": "1.0",

@@ -23,6 +23,8 @@ from launcher.render import next_command, render_artifacts, write_run_dir
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.spec import load_job, spec_from_json
 
+pytestmark = pytest.mark.unit
+
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PACKRUN_UPDATE_GOLDEN") == "1"
 # Fixed machine-independent paths for goldens.

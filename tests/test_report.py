@@ -47,6 +47,7 @@ def finished_run(tmp_path_factory, digits_2class):
     return r.stdout, run_dir
 
 
+@pytest.mark.e2e
 def test_a_finished_run_has_its_pictures(finished_run):
     stdout, run_dir = finished_run
     assert "pictures: curves.png, predictions.png, confusion.png in " in stdout
@@ -59,6 +60,7 @@ def test_a_finished_run_has_its_pictures(finished_run):
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, tmp_path, capsys):
     from launcher.spec import spec_from_json
     from src.run_pictures import make_run_pictures
@@ -115,6 +117,7 @@ def embedded(page: Page) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.e2e
 def test_report_of_a_run_embeds_every_picture_and_its_epochs(finished_run):
     _, run_dir = finished_run
     r = packrun("report", run_dir)
@@ -169,6 +172,7 @@ def three_runs(tmp_path):
             fake_run(tmp_path, "demo_scratch", [0.5, 0.6])]
 
 
+@pytest.mark.unit
 def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     labels = ["fine-tune", "fixed feature", "from scratch"]
     out = write_report(three_runs, tmp_path / "cmp.html", labels=labels)
@@ -198,6 +202,7 @@ def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     assert "96.5" in text and "80.0 img/s ETA epoch 5 s" not in text
 
 
+@pytest.mark.unit
 def test_comparison_names_a_best_accuracy_the_run_did_not_keep(tmp_path):
     spike = fake_run(tmp_path, "scratch", [0.5, 0.75, 0.5, 0.5])
     steady = fake_run(tmp_path, "finetune", [0.8, 0.9, 0.92, 0.93])
@@ -207,6 +212,7 @@ def test_comparison_names_a_best_accuracy_the_run_did_not_keep(tmp_path):
         "accuracy not kept to the end: scratch (best 0.7500 at epoch 2)." in text
 
 
+@pytest.mark.unit
 def test_workers_table_takes_each_ranks_state_from_its_exit_file(tmp_path):
     run_dir = fake_run(tmp_path, "dp", [0.8, 0.9])
     logs = run_dir / "logs"
@@ -228,6 +234,7 @@ def test_workers_table_takes_each_ranks_state_from_its_exit_file(tmp_path):
     assert "failed (exit 1)" in text and "running, or killed (no exit file yet)" in text
 
 
+@pytest.mark.unit
 def test_key_descriptions_render_their_markdown(tmp_path):
     html = write_report([fake_run(tmp_path, "md", [0.5])], tmp_path / "r.html").read_text()
     assert "<code>finetune</code> trains every parameter" in html
@@ -235,6 +242,7 @@ def test_key_descriptions_render_their_markdown(tmp_path):
     assert "`" not in spec_part
 
 
+@pytest.mark.unit
 def test_a_partial_freeze_run_shows_its_stage(tmp_path):
     runs = [fake_run(tmp_path, "demo_freeze", [0.7, 0.8], freeze="layer2", head_lr_mult=10.0),
             fake_run(tmp_path, "demo", [0.5, 0.6])]
@@ -243,6 +251,7 @@ def test_a_partial_freeze_run_shows_its_stage(tmp_path):
     assert "head_lr_mult 10.0" in text and "label_smoothing 0.0" in text
 
 
+@pytest.mark.unit
 def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):
     a = fake_run(tmp_path / "a", "same", [0.5])
     b = fake_run(tmp_path / "b", "same", [0.6])
@@ -251,6 +260,7 @@ def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):
     assert "same-20250101-000000" in text and "same-20250101-000001" in text
 
 
+@pytest.mark.unit
 def test_report_of_a_run_that_has_not_finished_an_epoch(tmp_path):
     run_dir = fake_run(tmp_path, "young", [0.5])
     (run_dir / "metrics.jsonl").unlink()
@@ -260,6 +270,7 @@ def test_report_of_a_run_that_has_not_finished_an_epoch(tmp_path):
     assert "Not in the run directory: curves.png, predictions.png, confusion.png" in text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing", "does not exist; pass the directory `packrun debug` printed"),
     (lambda d: d, "is not a packrun run directory (it has no job.json)"),
@@ -271,11 +282,13 @@ def test_report_on_something_that_is_not_a_run_dir_exits_2(tmp_path, make, messa
     assert str(target) in r.stderr and message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.unit
 def test_report_without_run_dirs_exits_2():
     r = packrun("report")
     assert r.returncode == 2 and "give at least one run directory" in r.stderr
 
 
+@pytest.mark.unit
 def test_report_does_not_import_mindspore(three_runs, tmp_path):
     code = ("import sys; from launcher.report import write_report; "
             f"write_report({[str(d) for d in three_runs]!r}, {str(tmp_path / 'r.html')!r}); "
@@ -307,6 +320,7 @@ def screenshot(html: Path, png: Path) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB"))
 
 
+@pytest.mark.e2e
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, run_dir = finished_run
     report = write_report([run_dir], tmp_path / "report.html")

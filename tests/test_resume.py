@@ -26,6 +26,8 @@ import pytest
 from tests.data_fixtures import digits_2class, write_job  # noqa: F401
 from tests.test_debug_run import packrun, run_dir_of
 
+pytestmark = pytest.mark.e2e
+
 EPOCHS, KILL_IN_EPOCH = 5, 3
 
 

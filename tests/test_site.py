@@ -46,6 +46,7 @@ def site_job(make_job, **keys):
 
 # --- the keys ---------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_toml_lists_and_tables_round_trip_through_job_json(make_job, tmp_path):
     job = make_job()
     with open(job, "a") as f:
@@ -60,6 +61,7 @@ def test_toml_lists_and_tables_round_trip_through_job_json(make_job, tmp_path):
     assert json.loads((run_dir / "job.json").read_text())["spec"]["env"]["HCCL_BUFFSIZE"] == "200"
 
 
+@pytest.mark.unit
 def test_cli_values_from_fire(make_job):
     spec = load_job(make_job(), {"env_setup": "module load x", "env": {"A": 1},
                                  "sbatch_extra": ["--exclusive"]})
@@ -67,6 +69,7 @@ def test_cli_values_from_fire(make_job):
     assert spec.sbatch_extra == ("--exclusive",)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("keys, message", [
     ({"env_setup": ["a\nb"]}, r"key 'env_setup': 'a\\nb' holds a newline; give one line"),
     ({"env_setup": ["ok", 3]}, r"key 'env_setup' must be a list of strings; entry int 3"),
@@ -83,6 +86,7 @@ def test_bad_site_values_are_named(make_job, keys, message):
         load_job(make_job(), keys)
 
 
+@pytest.mark.unit
 def test_tables_only_for_table_keys(make_job):
     job = make_job()
     with open(job, "a") as f:
@@ -94,6 +98,7 @@ def test_tables_only_for_table_keys(make_job):
 
 # --- rendering --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_site_lines_are_verbatim_and_env_is_quoted_in_every_launch_script(make_job):
     for launcher, device, script in [("msrun", "CPU", "msrun.sh"), ("mpirun", "CPU", "mpirun.sh"),
                                      ("mpirun", "CPU", "mpi_task.sh"),
@@ -106,6 +111,7 @@ def test_site_lines_are_verbatim_and_env_is_quoted_in_every_launch_script(make_j
         assert "export SITE_VAR=\"a b'c \\$HOME\"" in block, script  # shellsafe.sh
 
 
+@pytest.mark.unit
 def test_sbatch_extra_lines_join_the_header(make_job):
     spec = load_job(make_job(), {"sbatch_extra": ["--exclusive", "--constraint=a100&ib"]})
     sbatch = render_artifacts(spec, "/runs/x", slurm=True)["job.sbatch"]
@@ -114,11 +120,13 @@ def test_sbatch_extra_lines_join_the_header(make_job):
     assert "site #SBATCH options (sbatch_extra: verbatim" in header
 
 
+@pytest.mark.unit
 def test_no_site_keys_no_site_block(make_job):
     art = render_artifacts(load_job(make_job()), "/runs/x", slurm=True)
     assert not any("site" in text for text in art.values())
 
 
+@pytest.mark.unit
 def test_typical_ascend_setup_passes_shellcheck(make_job, tmp_path):
     if not shutil.which("shellcheck"):
         if os.environ.get("CI") == "true":
@@ -155,6 +163,7 @@ def stubs(tmp_path):
     return bin_dir / "python", env
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("launcher, device, keys", [
     ("msrun", "CPU", {"master_port": 8118}),
     ("mpirun", "GPU", {}),
@@ -176,6 +185,7 @@ def test_env_setup_runs_in_order_before_the_launch(make_job, stubs, launcher, de
 
 # --- template_dir -----------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_a_site_override_of_one_template_is_used_and_the_rest_inherited(make_job, tmp_path):
     site = tmp_path / "site"
     assert templates_command("job.sbatch.j2", str(site)).startswith("packrun: copied")
@@ -196,6 +206,7 @@ def test_a_site_override_of_one_template_is_used_and_the_rest_inherited(make_job
     assert "job.sbatch.j2   (overridden in" in templates_command(template_dir=str(site))
 
 
+@pytest.mark.unit
 def test_a_template_dir_that_vanished_after_the_render_is_named(make_job, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -205,6 +216,7 @@ def test_a_template_dir_that_vanished_after_the_render_is_named(make_job, tmp_pa
         render_artifacts(spec, "/runs/x")
 
 
+@pytest.mark.unit
 def test_every_launch_template_states_its_variables(capsys):
     names = [p.name for p in launch_templates()]
     assert {"msrun.sh.j2", "job.sbatch.j2", "site_setup.sh.j2"} <= set(names)
@@ -217,6 +229,7 @@ def test_every_launch_template_states_its_variables(capsys):
 
 # --- node-launch --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_node_launch_outside_slurm_takes_flags_and_passes_the_exit_code(make_job, stubs,
                                                                         monkeypatch):
     python, env = stubs
@@ -240,6 +253,7 @@ def test_node_launch_outside_slurm_takes_flags_and_passes_the_exit_code(make_job
         node_launch.node_launch_command(str(plain), 0, "127.0.0.1", 8118)
 
 
+@pytest.mark.unit
 def test_node_launch_forwards_signals(make_job, stubs):
     python, env = stubs
     run_dir, _ = write_run_dir(load_job(make_job(), {"bind_cores": False}), slurm=True,
@@ -261,6 +275,7 @@ def test_node_launch_forwards_signals(make_job, stubs):
         proc.kill()
 
 
+@pytest.mark.unit
 def test_node_launch_reads_slurm_and_derives_the_port():
     env = SlurmEnvironment({"SLURM_JOB_ID": "41234", "SLURM_NODEID": "1",
                                   "SLURM_LOCALID": "0", "SLURM_JOB_NUM_NODES": "2",
@@ -277,6 +292,7 @@ def test_node_launch_reads_slurm_and_derives_the_port():
         node_launch.check_allocation(spec.replace(nodes=1), env)
 
 
+@pytest.mark.cluster
 def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class,  # noqa: F811
                                                      tmp_path):
     job = write_job(

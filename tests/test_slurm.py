@@ -76,6 +76,7 @@ def job_file(tmp_path_factory, digits_2class):
 # Without a cluster
 # =============================================================================================
 
+@pytest.mark.unit
 @pytest.mark.parametrize("state, exit_code, sig, status", [
     ("COMPLETED", 0, 0, 0),
     ("FAILED", 1, 0, 1),
@@ -89,6 +90,7 @@ def test_exit_status_of_a_job(state, exit_code, sig, status):
     assert info.ended and info.status == status
 
 
+@pytest.mark.unit
 def test_job_info_reads_scontrol(tmp_path, monkeypatch):
     line = ("JobId=4 JobName=tiny UserId=root(0) JobState=RUNNING Reason=None Requeue=1 "
             "Restarts=1 BatchFlag=1 ExitCode=0:0 RunTime=00:00:52 AllocNode:Sid=localhost:1 "
@@ -100,6 +102,7 @@ def test_job_info_reads_scontrol(tmp_path, monkeypatch):
     assert not info.ended
 
 
+@pytest.mark.unit
 def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
     monkeypatch.setenv("PATH", fake_tools(
         tmp_path, scontrol="echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1",
@@ -120,6 +123,7 @@ def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
         "of it (no accounting on this cluster?)", "epoch 2/3, best acc so far 0.75 (epoch 1)"]
 
 
+@pytest.mark.unit
 def test_log_follower_prints_whole_lines_and_restarts_with_a_rewritten_log(tmp_path):
     log, console = tmp_path / "worker_0.log", io.StringIO()
     follower = slurm.LogFollower(log, console)
@@ -136,6 +140,7 @@ def test_log_follower_prints_whole_lines_and_restarts_with_a_rewritten_log(tmp_p
     assert console.getvalue().endswith(f"packrun: {log} started again\nresuming\n")
 
 
+@pytest.mark.unit
 def test_follow_stays_with_a_requeued_job_until_it_ends(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("7\n")
     (tmp_path / "logs").mkdir()
@@ -166,6 +171,7 @@ def test_follow_stays_with_a_requeued_job_until_it_ends(tmp_path, monkeypatch):
                         "time(s)\n")
 
 
+@pytest.mark.unit
 def test_follow_names_the_logs_and_shows_the_failing_one(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("8\n")
     (tmp_path / "logs").mkdir()
@@ -186,6 +192,7 @@ def test_follow_names_the_logs_and_shows_the_failing_one(tmp_path, monkeypatch):
     assert tail.splitlines()[-1] == "ValueError: bad batch" and len(tail.splitlines()) == 20
 
 
+@pytest.mark.unit
 def test_follow_rides_out_an_unreachable_slurmctld(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("9\n")
     answers = [slurm.SlurmUnreachable("down"), slurm.SlurmUnreachable("down"),
@@ -257,6 +264,7 @@ def run_batch_script(job_file, tmp_path, workers: str, *, requeue=True, send_usr
     return proc.returncode, out.read_text(), calls.read_text() if calls.exists() else ""
 
 
+@pytest.mark.unit
 def test_the_batch_script_requeues_a_job_whose_workers_stopped_on_request(job_file, tmp_path):
     started = time.monotonic()
     rc, out, calls = run_batch_script(job_file, tmp_path, "stop-on-request", teardown_s=60)
@@ -267,12 +275,14 @@ def test_the_batch_script_requeues_a_job_whose_workers_stopped_on_request(job_fi
     assert calls == "requeue 99\n"
 
 
+@pytest.mark.unit
 def test_the_batch_script_without_requeue_ends_with_status_75(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "stop-on-request", requeue=False)
     assert rc == 75 and calls == "", out
     assert "resume with: packrun run --resume " in out
 
 
+@pytest.mark.unit
 def test_a_failure_is_not_taken_for_a_stop_on_request(job_file, tmp_path):
     # a request and exit statuses from an earlier run are removed when the job starts
     rc, out, calls = run_batch_script(job_file, tmp_path, "fail", send_usr1=False, stale=True,
@@ -282,6 +292,7 @@ def test_a_failure_is_not_taken_for_a_stop_on_request(job_file, tmp_path):
     assert "packrun: attempt 1 failed: the launch on vm exited with status 1; giving up" in out
 
 
+@pytest.mark.unit
 def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False)
     assert rc == 0 and calls == "requeue 99\n", out
@@ -296,6 +307,7 @@ def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_pa
     assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
 
 
+@pytest.mark.unit
 def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False,
                                       restart_count=3)
@@ -303,6 +315,7 @@ def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
     assert "packrun: attempt 4 failed: rank 1 on vm exited with status 1; giving up" in out
 
 
+@pytest.mark.unit
 def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
     r = packrun("submit", job_file, f"--out={tmp_path / 'runs'}", env=fake_tools(tmp_path))
     assert r.returncode == 2, shown(r)
@@ -313,6 +326,7 @@ def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.unit
 def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, job_file):
     seen = tmp_path / "sbatch.seen"
     env = fake_tools(tmp_path, sbatch=f'echo "$* | $PYTHONUNBUFFERED $PACKRUN_CONSOLE_TTY '
@@ -328,6 +342,7 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
     assert env_seen.split()[:2] == ["1", "0"] and str(REPO) in env_seen  # unbuffered, no tty
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("stderr, hint", [
     ("sbatch: error: Batch job submission failed: Invalid partition name specified", False),
     ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
@@ -342,6 +357,7 @@ def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hi
     assert ("is SLURM_CONF set and slurmctld running?" in r.stderr) == hint, r.stderr
 
 
+@pytest.mark.unit
 def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
     r = packrun("status", tmp_path)   # status also serves local runs: it needs job.json
     assert r.returncode == 2
@@ -354,6 +370,7 @@ def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
     assert r.returncode == 2 and "run directory" in r.stderr and "not found" in r.stderr
 
 
+@pytest.mark.unit
 def test_a_missing_slurm_conf_is_named_at_once(tmp_path):
     (tmp_path / SLURM_JOB_ID).write_text("3\n")
     missing = tmp_path / "missing.conf"
@@ -432,6 +449,7 @@ def processes_of(run_dir: Path) -> list[str]:
     return found
 
 
+@pytest.mark.cluster
 def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     r = packrun("submit", job_file, "--wait")
     assert r.returncode == 0, shown(r)
@@ -452,6 +470,7 @@ def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     assert "epoch 1/1, best acc so far " in s.stdout
 
 
+@pytest.mark.cluster
 def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     r = packrun("submit", job_file, "--wait", "--head=fc")  # no such cell: the workers fail
     assert r.returncode not in (0, 2), shown(r)             # the job's status, not a usage error
@@ -464,6 +483,7 @@ def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     assert re.search(r"^packrun: error: .*'head'", tail[1], re.M), shown(r)
 
 
+@pytest.mark.cluster
 def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     r = packrun("submit", job_file, "--epochs=3")
     assert r.returncode == 0, shown(r)
@@ -481,6 +501,7 @@ def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     wait_for(lambda: not processes_of(run_dir), 30, f"no process left in {run_dir}")
 
 
+@pytest.mark.cluster
 def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanup, job_file,
                                                                           tmp_path):
     out = tmp_path / "submit.out"
@@ -510,6 +531,7 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
     assert (run_dir / "best.ckpt").is_file() and not (run_dir / PREEMPT_FLAG).exists()
 
 
+@pytest.mark.cluster
 def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     # rank 1 SIGKILLs itself in epoch 2 of the first attempt (test-only fault injection)
     env = dict(os.environ, PACKRUN_TEST_FAULT="kill:rank=1:epoch=2:step=1")
@@ -535,6 +557,7 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 
 
+@pytest.mark.cluster
 def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
     out = tmp_path / "env.out"
     script = tmp_path / "env.sbatch"

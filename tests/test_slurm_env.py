@@ -6,6 +6,8 @@ import pytest
 from launcher.errors import UserError
 from launcher.slurm_env import SlurmEnvironment
 
+pytestmark = pytest.mark.unit
+
 TASK = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[01-02]", "SLURM_JOB_NUM_NODES": "2",
         "SLURM_NODEID": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}
 

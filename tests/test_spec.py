@@ -10,6 +10,8 @@ from launcher.spec import JobSpec, build_spec, load_job, reference_markdown, spe
     spec_to_json
 from tests.data_fixtures import digits_2class, tiny_job, write_job  # noqa: F401
 
+pytestmark = pytest.mark.unit
+
 
 def test_job_file_and_overrides_resolve(tiny_job):
     spec = load_job(tiny_job, {"epochs": 5, "lr": "0.5", "sink_mode": "false", "name": 2024})
