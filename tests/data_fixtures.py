@@ -124,11 +124,17 @@ def packrun_env(env: Mapping[str, str] | None = None,
 
 def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
             env_extra: Mapping[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+            timeout: float = 900) -> subprocess.CompletedProcess:
     """Run this checkout's CLI: `python -m launcher.cli ARGS...` in a subprocess, from `cwd`
     (default: the checkout), in `packrun_env(env, env_extra)`, output captured as text."""
     return subprocess.run(packrun_argv(*args), cwd=cwd, env=packrun_env(env, env_extra),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def shown(result: subprocess.CompletedProcess) -> str:
+    """A finished command's status and the ends of its output, for an assertion's message."""
+    return (f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n"
+            f"{result.stderr[-4000:]}")
 
 
 def run_dir_of(output: str | subprocess.CompletedProcess, which: int = -1) -> Path:
@@ -164,3 +170,10 @@ def processes_of(run_dir: Path) -> list[str]:
         if str(run_dir) in text:
             found.append(text)
     return found
+
+
+def params(ckpt: Path) -> dict:
+    """A checkpoint's parameters as numpy arrays, without the epoch / val_acc records."""
+    import mindspore as ms  # (here, not at the top: the unit tier loads this module too)
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items()
+            if k not in ("epoch", "val_acc")}

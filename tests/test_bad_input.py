@@ -6,8 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-from tests.test_debug_run import packrun
+from tests.data_fixtures import packrun, small_job
 
 
 def job(tmp_path, data, **extra):

@@ -15,8 +15,7 @@ from launcher.check import ERROR, OK, WARNING, Finding, Options
 from launcher.spec import load_job
 from src.checkpoint import check_fit
 from src.resnet import ARCHS
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-from tests.test_debug_run import packrun
+from tests.data_fixtures import packrun, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -50,12 +49,12 @@ def test_check_fit_drops_the_head_and_names_mismatches_and_gaps():
     bad = {"conv.weight": (8, 3, 7, 7), "head.weight": (2, 8)}
     fit = check_fit(bad, net, heads)
     assert fit.problems("x.ckpt", "resnet18") == [
-        "checkpoint x.ckpt does not fit the network (arch = 'resnet18'): 1 shape mismatch(es), "
-        "first: conv.weight: file (8, 3, 7, 7), network (8, 3, 3, 3). Is the checkpoint for "
-        "another arch?",
-        "checkpoint x.ckpt lacks 1 backbone parameter(s) of the network (arch = 'resnet18'), "
-        "first: bn.moving_mean. Use a checkpoint of the same arch, or pretrained = \"\" to train "
-        "from scratch"]
+        ("checkpoint x.ckpt does not fit the network (arch = 'resnet18'): 1 shape mismatch(es), "
+         "first: conv.weight: file (8, 3, 7, 7), network (8, 3, 3, 3). Is the checkpoint for "
+         "another arch?"),
+        ("checkpoint x.ckpt lacks 1 backbone parameter(s) of the network (arch = 'resnet18'), "
+         "first: bn.moving_mean. Use a checkpoint of the same arch, or pretrained = \"\" to train "
+         "from scratch")]
 
 
 @pytest.mark.e2e
@@ -226,8 +225,8 @@ def test_check_before_launch_logs_warnings_and_passes(tmp_path, data):
     spec = load_job(job(tmp_path, data, image_check="none"))
     logged = []
     assert check.check_before_launch(spec, log=logged.append) is None
-    assert logged == ["packrun: warning: images: image_check = \"none\": no image is decoded "
-                      "before training; a bad file fails the run when it is read"]
+    assert logged == [("packrun: warning: images: image_check = \"none\": no image is decoded "
+                       "before training; a bad file fails the run when it is read")]
 
 
 @pytest.mark.unit

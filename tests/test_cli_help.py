@@ -6,7 +6,6 @@ import inspect
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import fire
@@ -15,6 +14,7 @@ import pytest
 from launcher import cli
 from launcher.cli import Commands
 from launcher.cli_help import commands
+from tests.data_fixtures import packrun, packrun_argv, packrun_env
 
 pytestmark = pytest.mark.unit
 
@@ -27,10 +27,9 @@ def packrun_on_a_tty(*args, tmp_path):
     leaves a mark if it is ever started."""
     mark = tmp_path / "pager-ran"
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PAGER": f"touch {mark}; cat",
-           "TERM": "xterm"}
-    p = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], stdout=slave,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    env = packrun_env(env_extra={"PAGER": f"touch {mark}; cat", "TERM": "xterm"})
+    p = subprocess.Popen(packrun_argv(*args), stdout=slave, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
     os.close(slave)
     out = b""
     while True:
@@ -86,16 +85,13 @@ def test_help_wins_over_missing_job_and_underscored_names_still_work(tmp_path):
         assert rc == 0 and "give a job file" not in err and out.startswith("usage: packrun "), argv
     rc, out, _, _ = packrun_on_a_tty("show_batch", "--help", tmp_path=tmp_path)
     assert out.startswith("usage: packrun show-batch")
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "rank_table", "--devices=0",
-                        "--server_ip=10.0.0.1", "--device_ips=10.1.0.1",
-                        f"--out={tmp_path / 't.json'}"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    r = packrun("rank_table", "--devices=0", "--server_ip=10.0.0.1", "--device_ips=10.1.0.1",
+                f"--out={tmp_path / 't.json'}", timeout=60)
     assert r.returncode == 0 and (tmp_path / "t.json").exists(), r.stderr
 
 
 def test_unknown_command_exits_2_naming_the_commands(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "sumbit"], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    r = packrun("sumbit", timeout=60)
     assert r.returncode == 2 and "unknown command 'sumbit'" in r.stderr
     assert "submit" in r.stderr and "Traceback" not in r.stderr
 

@@ -6,8 +6,14 @@ import sys
 
 import pytest
 
-from launcher.cores import (format_cpulist, msrun_bind, msrun_can_bind, parse_cpulist,
-                            physical_devices, split_cores)
+from launcher.cores import (
+    format_cpulist,
+    msrun_bind,
+    msrun_can_bind,
+    parse_cpulist,
+    physical_devices,
+    split_cores,
+)
 from launcher.errors import UserError
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import psutil
 import pytest
 
 from src.dataset import shard_indices
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_debug_run import packrun, run_dir_of
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None and os.environ.get("CI") != "true",
                                 reason="Open MPI (apt-get install openmpi-bin) is not installed")
@@ -26,11 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None and os.environ.ge
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("dp")
-    return write_job(d / "dp.toml", name="dp", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=2, lr=0.02, device="CPU",
-                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                     num_parallel_workers=1)
+    return write_tiny_job(d / "dp.toml", digits_2class, epochs=2, lr=0.02,
+                          num_parallel_workers=1)
 
 
 def leftovers(run_dir: Path) -> list[str]:
@@ -125,8 +120,9 @@ def test_sharded_evaluation_equals_single_process(job):
 
 
 def _start(job, *flags):
-    return subprocess.Popen([sys.executable, "-m", "launcher.cli", "run", str(job), "--workers=2",
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(packrun_argv("run", job, "--workers=2", *flags), cwd=REPO,
+                            env=packrun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _wait_for_workers(run_root: Path, name: str, timeout=120) -> tuple[Path, dict[int, int]]:
@@ -161,7 +157,7 @@ def test_kill_9_of_one_rank_takes_the_job_down(job):
     run_dir, pids = _wait_for_workers(job.parent / "runs", "dp_kill")
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert time.monotonic() - t0 < 30
     assert proc.returncode != 0
     assert "rank 1 was killed" in err

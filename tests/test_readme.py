@@ -79,7 +79,7 @@ def _install_without_venv_support(tmp_path: Path):
     repo.mkdir()
     shutil.copy(ROOT / "install.sh", repo / "install.sh")
     fake = tmp_path / "python3"
-    fake.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails, as without python3-venv
+    fake.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails (no python3-venv)
     fake.chmod(0o755)
     cmd = ["bash", str(repo / "install.sh")]
     if os.geteuid() == 0:
@@ -98,3 +98,24 @@ def test_install_and_ci_scripts_pass_shellcheck():
     r = subprocess.run(["shellcheck", "-x", str(ROOT / "install.sh"), str(ROOT / ".ci" / "run")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_readme_tier_commands_name_the_registered_markers():
+    """The markers setup.cfg registers, tests/conftest.py enforces and README's "Run the tests"
+    commands select are one set; every tier has a command."""
+    import configparser
+
+    from tests.conftest import TIERS
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    registered = {line.split(":", 1)[0].strip()
+                  for line in cfg["tool:pytest"]["markers"].strip().splitlines()}
+    assert registered == set(TIERS)
+    assert "--strict-markers" in cfg["tool:pytest"]["addopts"]
+    section = (ROOT / "README.md").read_text().split("**Run the tests.**", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    assert all(c.startswith(".venv/bin/python -m pytest -m ") for c in commands), commands
+    selected = [re.search(r'pytest -m ("[^"]+"|\S+)', c).group(1).strip('"') for c in commands]
+    named = {w for expr in selected for w in re.findall(r"\w+", expr)} - {"not", "and", "or"}
+    assert named == registered, (named, registered)

@@ -343,7 +343,7 @@ def test_render_starts_no_process(make_job, hccn_conf, monkeypatch, capsys):
     monkeypatch.setattr(subprocess, "Popen", refuse)
     for name in ("fork", "system", "posix_spawn", "posix_spawnp", "execv", "execve"):
         monkeypatch.setattr(os, name, refuse)
-    for case, (keys, slurm) in CASES.items():
+    for _case, (keys, slurm) in CASES.items():
         spec = spec_for(make_job, hccn_conf, keys)
         write_run_dir(spec, slurm=slurm)
     render.render_command(str(make_job(**ASCEND8)), {}, print_only=True)

@@ -21,14 +21,9 @@ from PIL import Image
 from launcher.report import write_report
 from launcher.spec import build_spec, spec_to_json
 from src import visualize
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import packrun, run_dir_of, write_tiny_job
 
 PICTURES = ("curves.png", "predictions.png", "confusion.png")
-
-
-def packrun(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 # --- a real run: resnet18, 32 px, 2 classes of digits, 2 epochs -----------------------------------
@@ -36,14 +31,10 @@ def packrun(*args, cwd=None):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("pictures")
-    job = write_job(d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-                    train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                    image_size=32, batch_size=8, epochs=2, lr=0.01, device="CPU",
-                    output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                    num_parallel_workers=2)
+    job = write_tiny_job(d / "tiny.toml", digits_2class, epochs=2)
     r = packrun("debug", job)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    run_dir = Path(r.stdout.split("packrun: run directory ")[-1].strip())
+    run_dir = run_dir_of(r)
     return r.stdout, run_dir
 
 
@@ -81,7 +72,7 @@ def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, 
 
 class Page(HTMLParser):
     """Checks nesting (every non-void element closed in order) and collects the pictures."""
-    VOID = {"meta", "img", "br", "hr", "link", "input"}
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input"})
 
     def __init__(self, text):
         super().__init__()

@@ -26,10 +26,15 @@ from launcher.runfiles import PREEMPT_FLAG, worker_exit
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import build_spec, load_job, read_job_file, spec_from_json
 from launcher.templates_cmd import describe, launch_templates, templates_command
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_slurm import cluster, processes_of, wait_for  # noqa: F401
+from tests.data_fixtures import (
+    REPO,
+    packrun_argv,
+    packrun_env,
+    processes_of,
+    wait_for,
+    write_tiny_job,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 ASCEND_SETUP = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 # Three setup lines: order, a variable one line sets and the next reads, an unset variable read
 # (vendor scripts do that; the block turns `set -u` off around them).
@@ -76,10 +81,10 @@ def test_cli_values_from_fire(make_job):
     ({"env": {"1X": "v"}}, r"key 'env': '1X' is not a variable name"),
     ({"env": {"X": "a\rb"}}, r"key 'env': 'a\\rb' holds a newline"),
     ({"env": {"X": True}}, r"key 'env': X is bool True; values are strings"),
-    ({"sbatch_extra": ["exclusive"]}, r"key 'sbatch_extra': 'exclusive' is not an sbatch option "
-                                      r"starting with --"),
-    ({"template_dir": "/no/such/dir"}, r"key 'template_dir': /no/such/dir does not exist; give "
-                                       r"a directory holding templates"),
+    ({"sbatch_extra": ["exclusive"]}, (r"key 'sbatch_extra': 'exclusive' is not an sbatch option "
+                                       r"starting with --")),
+    ({"template_dir": "/no/such/dir"}, (r"key 'template_dir': /no/such/dir does not exist; give "
+                                        r"a directory holding templates")),
 ])
 def test_bad_site_values_are_named(make_job, keys, message):
     with pytest.raises(UserError, match=message):
@@ -173,7 +178,7 @@ def test_env_setup_runs_in_order_before_the_launch(make_job, stubs, launcher, de
     python, env = stubs
     # (bind_cores off: the stub interpreter would also stand in for the launch's core split)
     spec = site_job(make_job, launcher=launcher, device=device, bind_cores=False, **keys)
-    run_dir, command = write_run_dir(spec, python=str(python))
+    _run_dir, command = write_run_dir(spec, python=str(python))
     r = subprocess.run(command.split("   #")[0], shell=True, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -260,9 +265,9 @@ def test_node_launch_forwards_signals(make_job, stubs):
                                python=str(python))  # (the stub stands in for msrun only)
     env = {k: v for k, v in env.items() if not k.startswith("SLURM_")} | {"STUB_SLEEP": "60",
                                                                          "SITE_VAR": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "node-launch", str(run_dir),
-                             "--node_rank=0", "--master_addr=127.0.0.1", "--master_port=8118"],
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen(packrun_argv("node-launch", run_dir, "--node_rank=0",
+                                         "--master_addr=127.0.0.1", "--master_port=8118"),
+                            cwd=REPO, env=packrun_env(env))
     try:
         wait_for(lambda: Path(env["SITE_LOG"]).exists(), 30, "the stub launch")
         proc.send_signal(signal.SIGUSR1)                  # stop after this step, please
@@ -293,13 +298,9 @@ def test_node_launch_reads_slurm_and_derives_the_port():
 
 
 @pytest.mark.cluster
-def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class,  # noqa: F811
-                                                     tmp_path):
-    job = write_job(
-        tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, cards_per_node=2)
+def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class, tmp_path):
+    job = write_tiny_job(tmp_path / "tiny.toml", digits_2class, output_dir=None,
+                         cards_per_node=2)
     setup_log = tmp_path / "setup.log"
     spec = load_job(job, {"env_setup": [f'echo "setup on $(hostname)" >> {setup_log}']})
     run_dir, _ = write_run_dir(spec, slurm=True, out=str(tmp_path / "runs"))

@@ -12,12 +12,10 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,26 +25,17 @@ from launcher.render import write_run_dir
 from launcher.runfiles import PREEMPT_FLAG, SLURM_JOB_ID, worker_exit
 from launcher.slurm import JobInfo
 from launcher.spec import load_job, spec_to_json
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
-START_CLUSTER = "bash tests/cluster/slurm_up.sh && source /tmp/packrun-slurm/env.sh"
-
-
-def packrun(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def shown(result) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n" \
-           f"{result.stderr[-4000:]}"
-
-
-def run_dir_of(text: str) -> Path:
-    found = re.findall(r"^packrun: run directory (\S+)$", text, re.M)
-    assert found, text[-3000:]
-    return Path(found[0])
+from tests.data_fixtures import (
+    REPO,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    processes_of,
+    run_dir_of,
+    shown,
+    wait_for,
+    write_tiny_job,
+)
 
 
 def fake_tools(tmp_path, **scripts) -> dict:
@@ -64,12 +53,7 @@ def fake_tools(tmp_path, **scripts) -> dict:
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("slurmjobs")
-    return write_job(
-        d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, output_dir=str(d / "runs"), nodes=1,
-        cards_per_node=2)
+    return write_tiny_job(d / "tiny.toml", digits_2class, nodes=1, cards_per_node=2)
 
 
 # =============================================================================================
@@ -119,8 +103,8 @@ def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
     (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": 0.75}\n'
                                            '{"epoch": 2, "val_acc": 0.5}\n')
     assert slurm.status(run_dir).splitlines() == [
-        "job 12: ended; slurmctld forgets finished jobs after MinJobAge and sacct has no record "
-        "of it (no accounting on this cluster?)", "epoch 2/3, best acc so far 0.75 (epoch 1)"]
+        ("job 12: ended; slurmctld forgets finished jobs after MinJobAge and sacct has no record "
+         "of it (no accounting on this cluster?)"), "epoch 2/3, best acc so far 0.75 (epoch 1)"]
 
 
 @pytest.mark.unit
@@ -345,8 +329,8 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
 @pytest.mark.unit
 @pytest.mark.parametrize("stderr, hint", [
     ("sbatch: error: Batch job submission failed: Invalid partition name specified", False),
-    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
-     "failure)", True),
+    (("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
+      "failure)"), True),
 ])
 def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hint):
     env = fake_tools(tmp_path, sbatch=f"echo '{stderr}' >&2; exit 1")
@@ -384,31 +368,6 @@ def test_a_missing_slurm_conf_is_named_at_once(tmp_path):
 # On a real cluster
 # =============================================================================================
 
-def _cluster_problem() -> str | None:
-    if not shutil.which("scontrol"):
-        return "Slurm's commands are not installed (apt-get install slurm-client)"
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not Path(conf).is_file():
-        return f"SLURM_CONF is {conf}, which is not a file"
-    try:
-        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "`scontrol ping` gave no answer in 30 s"
-    if r.returncode != 0 or " is UP" not in r.stdout:
-        said = (r.stdout + r.stderr).strip().splitlines()
-        return f"no Slurm cluster answers `scontrol ping` ({said[-1] if said else 'no output'})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    problem = _cluster_problem()
-    if problem and os.environ.get("CI") == "true":
-        pytest.fail(f"{problem}; CI must start one first (.ci/run: {START_CLUSTER})")
-    if problem:
-        pytest.skip(f"{problem}; start one: {START_CLUSTER}")
-
-
 @pytest.fixture
 def cleanup(cluster, job_file):
     """Leaves nothing running: kills the test's `packrun submit --wait` processes and cancels
@@ -426,27 +385,6 @@ def cleanup(cluster, job_file):
         wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"],
                                             capture_output=True, text=True).stdout.strip(),
                  60, "jobs to leave the queue")
-
-
-def wait_for(condition, timeout_s: float, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.25)
-
-
-def processes_of(run_dir: Path) -> list[str]:
-    """Command lines of live processes that name the run directory."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(run_dir) in text:
-            found.append(text)
-    return found
 
 
 @pytest.mark.cluster
@@ -506,8 +444,8 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
                                                                           tmp_path):
     out = tmp_path / "submit.out"
     with open(out, "w") as console:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "submit", str(job_file),
-                                 "--wait", "--epochs=3"], cwd=REPO, stdout=console,
+        proc = subprocess.Popen(packrun_argv("submit", job_file, "--wait", "--epochs=3"),
+                                cwd=REPO, env=packrun_env(), stdout=console,
                                 stderr=subprocess.STDOUT, text=True)
     cleanup.append(proc)
     wait_for(lambda: "packrun: submitted Slurm job" in out.read_text(), 120, "the submission")
@@ -552,7 +490,8 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]   # epoch 1 not rerun
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted")
-    assert "PACKRUN_TEST_FAULT: kill" in (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
+    assert "PACKRUN_TEST_FAULT: kill" in \
+        (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
     s = packrun("status", run_dir)
     assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 

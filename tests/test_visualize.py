@@ -1,7 +1,6 @@
 """The pictures (src/visualize.py), `packrun show-batch`, and the training progress line."""
 
 import io
-import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +9,7 @@ from PIL import Image
 
 from src import visualize
 from src.visualize import Curve
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import packrun, write_tiny_job
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -37,7 +36,8 @@ def test_grid_shape_follows_the_batch(n, shape):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63), (61, 56)])
+@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63),
+                                      (61, 56)])
 def test_a_sample_grid_has_no_empty_cell(n, count):
     assert visualize.full_grid_count(n) == count
     rows, cols = visualize.grid_shape(count)
@@ -228,17 +228,9 @@ def test_save_png_replaces_atomically_and_leaves_no_temp_files(tmp_path):
 
 # --- packrun show-batch ------------------------------------------------------------------------
 
-def packrun(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture
 def job(tmp_path, digits_2class):
-    return write_job(tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=1, output_dir=str(tmp_path / "runs"),
-                     min_crop_scale=0.5, hflip=False, num_parallel_workers=2)
+    return write_tiny_job(tmp_path / "tiny.toml", digits_2class, lr=None, device=None)
 
 
 @pytest.mark.e2e
