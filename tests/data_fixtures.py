@@ -137,15 +137,15 @@ def shown(result: subprocess.CompletedProcess) -> str:
             f"{result.stderr[-4000:]}")
 
 
-def run_dir_of(output: str | subprocess.CompletedProcess, which: int = -1) -> Path:
-    """The run directory a packrun command printed ("packrun: run directory DIR"; the last
-    one, or `which`), from its result (stdout) or its console text."""
+def run_dir_of(output: str | subprocess.CompletedProcess) -> Path:
+    """The (last) run directory a packrun command printed ("packrun: run directory DIR"), from
+    its result (stdout) or its console text."""
     text = output if isinstance(output, str) else output.stdout
     shown = text if isinstance(output, str) else output.stdout + output.stderr
     found = [line.split("packrun: run directory ", 1)[1] for line in text.splitlines()
              if line.startswith("packrun: run directory ")]
     assert found, shown[-3000:]
-    return Path(found[which])
+    return Path(found[-1])
 
 
 def wait_for(condition, timeout_s: float, what: str = "condition", every: float = 0.2):

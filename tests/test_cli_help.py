@@ -6,7 +6,6 @@ import inspect
 import os
 import pty
 import subprocess
-from pathlib import Path
 
 import fire
 import pytest
@@ -14,11 +13,10 @@ import pytest
 from launcher import cli
 from launcher.cli import Commands
 from launcher.cli_help import commands
-from tests.data_fixtures import packrun, packrun_argv, packrun_env
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMES = list(commands(Commands))
 
 
@@ -46,7 +44,7 @@ def packrun_on_a_tty(*args, tmp_path):
 
 
 def test_command_names_are_the_readmes():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for name in ("show-batch", "merge-rank-tables", "node-launch", "rank-table"):
         assert name in NAMES and f"packrun {name}" in readme
     assert not [n for n in NAMES if "_" in n]

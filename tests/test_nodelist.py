@@ -1,16 +1,15 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from launcher.errors import UserError
 from launcher.nodelist import expand
+from tests.data_fixtures import REPO
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("expr, hosts", [

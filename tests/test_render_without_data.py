@@ -2,26 +2,24 @@
 cluster's data: missing data folders, checkpoint and hccn.conf are warnings in `render` and
 `check --quick`, errors in `run`, `debug`, `submit` and a full `check`."""
 
-from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import packrun, write_job
+from tests.data_fixtures import REPO, packrun, write_job
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # A fresh clone's shell: only the system PATH (no venv, no packrun script).
-FRESH_SHELL = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+FRESH_SHELL = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
 
 
 @pytest.fixture
 def no_data_job(tmp_path):
     """The tutorial's job file as a fresh clone has it: relative paths to data that is not here."""
     job = tmp_path / "canidae_finetune.toml"
-    job.write_text((ROOT / "jobs" / "canidae_finetune.toml").read_text())
+    job.write_text((REPO / "jobs" / "canidae_finetune.toml").read_text())
     return job
 
 
