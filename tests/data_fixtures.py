@@ -24,6 +24,9 @@ from launcher.digits import export_digits
 
 # The checkout under test (tests/..).
 REPO = Path(__file__).resolve().parents[1]
+# A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
+# parameters in definition order), kept in the repo so the tests need nothing beside it.
+MODELZOO_RESNET50 = REPO / "tests" / "fixtures" / "modelzoo_resnet50_1001.json"
 
 # ---------------------------------------------------------------------------------------------
 # Job files and data
@@ -104,6 +107,12 @@ def make_job(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Running things
 # ---------------------------------------------------------------------------------------------
+
+# A stand-in for an interpreter or launcher (msrun, python) in rendered launch scripts: logs
+# "launch $SITE_VAR $FROM_SETUP ARGS" to $SITE_LOG, sleeps $STUB_SLEEP s, exits $STUB_EXIT.
+STUB_LAUNCHER = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_LOG"\n'
+                 'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
+
 
 def packrun_argv(*args) -> list[str]:
     """`python -m launcher.cli ARGS...` with this interpreter."""

@@ -11,16 +11,16 @@ import pytest
 from launcher.errors import UserError
 from src.checkpoint import freeze_backbone, load_pretrained, save_atomic
 from src.resnet import resnet18, resnet50
-from tests.test_resnet import FIXTURE
+from tests.data_fixtures import MODELZOO_RESNET50
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.e2e  # every test builds a full ResNet (seconds of CPU each)
 
 
 @pytest.fixture(scope="module")
 def modelzoo_training_ckpt(tmp_path_factory):
     """What a user's resnet50.ckpt saved from Model Zoo training holds: every network parameter
     (1001-class head), `moments.<p>` for each trainable one, and scalar counters."""
-    params = json.loads(FIXTURE.read_text())["parameters"]
+    params = json.loads(MODELZOO_RESNET50.read_text())["parameters"]
     rng = np.random.default_rng(0)
     entries, values = [], {}
     for p in params:

@@ -1,10 +1,10 @@
 """src/resnet.py: Model Zoo parameter names, forward shapes, and the im2col CPU convolution.
 
-Sizes are small (32 px, batch 2) so the file runs in well under a minute on 2 CPU cores.
+Sizes are small (32 px, batch 2) so the file runs in well under a minute on 2 CPU cores. Tests
+that build a full network or compile a graph are in the e2e tier; the argument checks are unit.
 """
 
 import json
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -12,10 +12,8 @@ import pytest
 from mindspore import nn, ops
 
 from src.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
+from tests.data_fixtures import MODELZOO_RESNET50
 
-# A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
-# parameters in definition order), kept in the repo so the tests need nothing beside it.
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "modelzoo_resnet50_1001.json"
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
 
@@ -54,9 +52,9 @@ def param_specs(net):
 
 # --- Model Zoo layout -------------------------------------------------------------------------
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_resnet50_parameters_match_model_zoo_names_shapes_and_order():
-    expected = json.loads(FIXTURE.read_text())["parameters"]
+    expected = json.loads(MODELZOO_RESNET50.read_text())["parameters"]
     assert len(expected) == 267
     net = resnet50(1001)
     actual = [{"name": p.name, "shape": list(p.shape), "trainable": p.requires_grad}
@@ -65,7 +63,7 @@ def test_resnet50_parameters_match_model_zoo_names_shapes_and_order():
     assert [name for name, _ in net.parameters_and_names()] == [p["name"] for p in expected]
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_resnet18_uses_model_zoo_basic_block_names():
     names = [name for name, _ in resnet18(10).parameters_and_names()]
     assert names[:10] == ["conv1.weight", "bn1.moving_mean", "bn1.moving_variance", "bn1.gamma",
@@ -95,7 +93,7 @@ def test_native_forward_shape_at_64px(pynative):
     assert net(images(batch=1, size=64)).shape == (1, 7)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_resnet18_stem_pool_equals_model_zoo_pad_then_valid_pool(pynative):
     relu_out = ops.relu(images(size=16, channels=4))
     model_zoo = nn.MaxPool2d(3, 2, pad_mode="valid")(
@@ -127,7 +125,7 @@ def test_unknown_arch_is_rejected():
         build_resnet("resnet152", 10, cpu_conv=False)
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_fresh_head_is_deterministic_given_set_seed():
     def head(seed):
         ms.set_seed(seed)
@@ -235,7 +233,7 @@ def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, s
         assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
-@pytest.mark.unit
+@pytest.mark.e2e
 def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
     # Guards the asymmetric 'same' padding: ops.pad's gradient goes wrong from the 2nd call.
     previous = ms.get_context("mode")

@@ -298,9 +298,9 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     from launcher import node_launch
     from launcher.render import write_run_dir
     from launcher.spec import load_job
-    from tests.test_site import STUB
+    from tests.data_fixtures import STUB_LAUNCHER
     python = tmp_path / "stub-python"
-    python.write_text(STUB)
+    python.write_text(STUB_LAUNCHER)
     python.chmod(0o755)
     for k in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(k)

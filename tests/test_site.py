@@ -28,6 +28,7 @@ from launcher.spec import build_spec, load_job, read_job_file, spec_from_json
 from launcher.templates_cmd import describe, launch_templates, templates_command
 from tests.data_fixtures import (
     REPO,
+    STUB_LAUNCHER,
     packrun_argv,
     packrun_env,
     processes_of,
@@ -41,8 +42,6 @@ ASCEND_SETUP = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 SETUP = ['echo "setup 1" >> "$SITE_LOG"', "export FROM_SETUP=yes",
          'echo "setup 2 $FROM_SETUP ${NOT_SET_ANYWHERE:-}$NOT_SET_EITHER" >> "$SITE_LOG"']
 SITE_ENV = {"SITE_VAR": "a b'c $HOME"}
-STUB = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_LOG"\n'
-        'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
 
 
 def site_job(make_job, **keys):
@@ -160,7 +159,7 @@ def stubs(tmp_path):
     bin_dir = tmp_path / "stub-bin"
     bin_dir.mkdir()
     for name in ("python", "mpirun"):
-        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).write_text(STUB_LAUNCHER)
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
                SITE_LOG=str(tmp_path / "site.log"))
