@@ -1,25 +1,68 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and the test tiers.
+
+Every test belongs to exactly one tier (README, "Run the tests"; setup.cfg registers them):
+  unit     no MindSpore training, no daemons, no real workers: `python -m pytest -m unit`
+  e2e      real workers, MindSpore training, real launchers (msrun, mpirun), and full-size
+           networks built or compiled (seconds per test)
+  cluster  Slurm daemons or the two-host network-namespace cluster
+A file sets `pytestmark = pytest.mark.<tier>`; a file that mixes tiers marks each test instead.
+A test with no tier, or with two, stops the run at collection.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from tests.data_fixtures import write_job
+# The helpers and fixtures of tests/data_fixtures.py (digits_2class, tiny_job, data, make_job)
+# for every test module, without an import.
+pytest_plugins = ["tests.data_fixtures"]
+
+TIERS = ("unit", "e2e", "cluster")
 
 
-# --- job files (launcher tests: render, rank tables) ----------------------------------------
-# `make_job(name="demo", **keys)` writes <tmp>/<name>.toml whose train_dir / val_dir exist (two
-# empty class folders each) and whose output_dir is <tmp>/runs, and returns its path; `keys`
-# add or override job keys (Python str / int / float / bool values).
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one of the markers "
+                                f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))
 
-@pytest.fixture
-def make_job(tmp_path):
-    def make(name: str = "demo", **keys):
-        data = tmp_path / "data"
-        for split in ("train", "val"):
-            for cls in ("cat", "dog"):
-                (data / split / cls).mkdir(parents=True, exist_ok=True)
-        values = {"name": name, "train_dir": str(data / "train"), "val_dir": str(data / "val"),
-                  "output_dir": str(tmp_path / "runs")} | keys
-        return write_job(tmp_path / f"{name}.toml", **values)
-    return make
+
+# --- the single-node Slurm test cluster (tests/cluster/slurm_up.sh) ---------------------------
+# tests/test_multinode.py has a `cluster` of its own: the two-host network-namespace cluster.
+
+START_CLUSTER = "bash tests/cluster/slurm_up.sh && source /tmp/packrun-slurm/env.sh"
+
+
+def _slurm_problem() -> str | None:
+    if not shutil.which("scontrol"):
+        return "Slurm's commands are not installed (apt-get install slurm-client)"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return f"SLURM_CONF is {conf}, which is not a file"
+    try:
+        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`scontrol ping` gave no answer in 30 s"
+    if r.returncode != 0 or " is UP" not in r.stdout:
+        said = (r.stdout + r.stderr).strip().splitlines()
+        return f"no Slurm cluster answers `scontrol ping` ({said[-1] if said else 'no output'})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Slurm cluster that answers; skips the test without one (fails it in CI)."""
+    problem = _slurm_problem()
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"{problem}; CI must start one first (.ci/run: {START_CLUSTER})")
+    if problem:
+        pytest.skip(f"{problem}; start one: {START_CLUSTER}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
+import pytest
 
 from launcher.metrics import metrics_text, read_metrics
 from launcher.rundir import write_atomic
@@ -66,6 +67,7 @@ def ckpt_temps(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.glob(".state.tmp*"))
 
 
+@pytest.mark.e2e
 def test_kill_during_saves_leaves_a_valid_version_and_no_growing_temps(tmp_path):
     zeros = [{"name": n, "data": ms.Tensor(np.zeros(s, np.float32))} for n, s in PARAMS.items()]
     save_atomic(zeros, tmp_path / "state.ckpt", append_dict={"version": 0})
@@ -97,6 +99,7 @@ def test_kill_during_saves_leaves_a_valid_version_and_no_growing_temps(tmp_path)
     assert ckpt_temps(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()

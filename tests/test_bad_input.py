@@ -6,8 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-from tests.test_debug_run import packrun
+from tests.data_fixtures import packrun, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -50,6 +49,7 @@ CASES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_input_exits_2_with_a_message(tmp_path, data, case):
     make, flags, expect = CASES[case]
@@ -61,12 +61,14 @@ def test_bad_input_exits_2_with_a_message(tmp_path, data, case):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.unit
 def test_corrupt_jpeg_names_the_file(tmp_path, data):
     victim = corrupt_jpeg(data)
     r = packrun("debug", job(tmp_path, data))
     assert f"image {victim} cannot be decoded" in r.stderr
 
 
+@pytest.mark.e2e
 def test_checkpoint_that_does_not_fit_names_the_parameter(tmp_path, data):
     from src.resnet import resnet18
     net = resnet18(2)

@@ -1,13 +1,13 @@
 """A catalogue of bad input through the real CLI (with tests/test_bad_input.py): job files, flags,
 data folders, images, checkpoints, hccn.conf, rank tables, device ids, ports, nodes and cards,
 launcher tools, run directories. Each case: exit status 2, no traceback, stderr names the
-culprit and the fix, and nothing is started or written. Only the three checkpoint cases import
-MindSpore (`packrun check` builds the network); the rest take about a second each."""
+culprit and the fix, and nothing is started or written. Only the three checkpoint cases and the
+resume cases the worker reports import MindSpore (`packrun check` builds the network: the e2e
+tier); the rest take about a second each."""
 
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import pytest
 
 from launcher.spec import load_job, spec_to_json
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
+from tests.data_fixtures import packrun, small_job
 
 PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun
 ASCEND_RT = ["--device=Ascend", "--launcher=rank_table", "--cards_per_node=2"]
@@ -179,12 +179,12 @@ CASES = {
     # --- data and images -----------------------------------------------------------------------
     "batch_size larger than the split": Case(
         ["check", "{job}", "--quick", "--batch_size=49"],
-        ["batch_size 49 is larger than the training split (48 images in {d}/train: 48 per "
-         "worker)", "Set batch_size <= 48"], data_entries),
+        [("batch_size 49 is larger than the training split (48 images in {d}/train: 48 per "
+          "worker)"), "Set batch_size <= 48"], data_entries),
     "batch_size larger than a worker's shard": Case(
         ["run", "{job}", "--workers=2", "--batch_size=25"],
-        ["batch_size 25 is larger than the training split (48 images in {d}/train / 2 workers: "
-         "24 per worker)", "or use fewer workers"]),
+        [("batch_size 25 is larger than the training split (48 images in {d}/train / 2 workers: "
+          "24 per worker)"), "or use fewer workers"]),
     "debug with a batch larger than the split": Case(
         ["debug", "{job}", "--batch_size=100"], ["batch_size 100 is larger than the training"]),
     "empty train dir": Case(
@@ -324,7 +324,17 @@ def busy_port():
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", CASES, ids=list(CASES))
+# The cases whose command builds the network or starts the worker (MindSpore, seconds each) are
+# in the e2e tier; the rest are unit.
+NETWORK_CASES = {"checkpoint of another arch", "checkpoint that is not one",
+                 "head that is not a cell"}
+
+
+def tier(name: str):
+    return pytest.mark.e2e if name in NETWORK_CASES or CASES[name].worker else pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, id=name, marks=tier(name)) for name in CASES])
 def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port, request):
     case = CASES[name]
     job = small_job(tmp_path, data, "bad")
@@ -334,9 +344,7 @@ def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port
     if "{ckpt}" in " ".join(case.args):
         places["ckpt"] = request.getfixturevalue("resnet18_ckpt")
     env = os.environ | ({"PATH": case.path} if case.path else {})
-    r = subprocess.run([sys.executable, "-m", "launcher.cli",
-                        *(a.format(**places) for a in case.args)],
-                       capture_output=True, text=True, timeout=120, env=env)
+    r = packrun(*(a.format(**places) for a in case.args), env=env, timeout=120)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
     said = r.stdout + r.stderr if case.worker else r.stderr

@@ -15,8 +15,7 @@ from launcher.check import ERROR, OK, WARNING, Finding, Options
 from launcher.spec import load_job
 from src.checkpoint import check_fit
 from src.resnet import ARCHS
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-from tests.test_debug_run import packrun
+from tests.data_fixtures import packrun, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -34,6 +33,7 @@ def resnet18_ckpt(path: Path, num_classes=2) -> Path:
 
 # --- the pure parts ----------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_check_fit_drops_the_head_and_names_mismatches_and_gaps():
     net = {"conv.weight": (8, 3, 3, 3), "bn.moving_mean": (8,), "head.weight": (2, 8),
            "head.bias": (2,)}
@@ -49,14 +49,15 @@ def test_check_fit_drops_the_head_and_names_mismatches_and_gaps():
     bad = {"conv.weight": (8, 3, 7, 7), "head.weight": (2, 8)}
     fit = check_fit(bad, net, heads)
     assert fit.problems("x.ckpt", "resnet18") == [
-        "checkpoint x.ckpt does not fit the network (arch = 'resnet18'): 1 shape mismatch(es), "
-        "first: conv.weight: file (8, 3, 7, 7), network (8, 3, 3, 3). Is the checkpoint for "
-        "another arch?",
-        "checkpoint x.ckpt lacks 1 backbone parameter(s) of the network (arch = 'resnet18'), "
-        "first: bn.moving_mean. Use a checkpoint of the same arch, or pretrained = \"\" to train "
-        "from scratch"]
+        ("checkpoint x.ckpt does not fit the network (arch = 'resnet18'): 1 shape mismatch(es), "
+         "first: conv.weight: file (8, 3, 7, 7), network (8, 3, 3, 3). Is the checkpoint for "
+         "another arch?"),
+        ("checkpoint x.ckpt lacks 1 backbone parameter(s) of the network (arch = 'resnet18'), "
+         "first: bn.moving_mean. Use a checkpoint of the same arch, or pretrained = \"\" to train "
+         "from scratch")]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("arch", sorted(check.ARCH_SIZES))
 def test_arch_sizes_are_those_of_the_networks(arch):
     net = ARCHS[arch](3)
@@ -65,6 +66,7 @@ def test_arch_sizes_are_those_of_the_networks(arch):
     assert sum(p.size for p in net.get_parameters()) == backbone + (features + 1) * 3
 
 
+@pytest.mark.unit
 def test_checkpoint_estimate_matches_the_files_a_run_writes(tmp_path, make_job):
     """best.ckpt + 2 x last.ckpt (the old one and its replacement while it is saved)."""
     from mindspore import nn
@@ -81,6 +83,7 @@ def test_checkpoint_estimate_matches_the_files_a_run_writes(tmp_path, make_job):
 
 # --- findings, in process -------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_devices_against_the_cards_this_machine_shows(tmp_path, make_job):
     dev = tmp_path / "dev"
     dev.mkdir()
@@ -101,6 +104,7 @@ def test_devices_against_the_cards_this_machine_shows(tmp_path, make_job):
     assert f.level == OK
 
 
+@pytest.mark.unit
 def test_output_dir_that_is_a_file_or_too_small(tmp_path, make_job, monkeypatch):
     spec = load_job(make_job(arch="resnet18"))
     (tmp_path / "file").write_text("x")
@@ -113,6 +117,7 @@ def test_output_dir_that_is_a_file_or_too_small(tmp_path, make_job, monkeypatch)
     assert "free space or set output_dir to a larger disk" in f.text
 
 
+@pytest.mark.unit
 def test_port(make_job):
     spec = load_job(make_job())
     with socket.socket() as s:
@@ -125,6 +130,7 @@ def test_port(make_job):
         assert f.level == WARNING and "not checked from here" in f.text
 
 
+@pytest.mark.unit
 def test_tools(make_job, monkeypatch):
     spec = load_job(make_job(launcher="mpirun"))
     monkeypatch.setattr(check.shutil, "which", lambda tool: None)
@@ -137,6 +143,7 @@ def test_tools(make_job, monkeypatch):
     assert "MindSpore is not installed" in next(check.check_tools(spec, Options())).text
 
 
+@pytest.mark.unit
 def test_a_sample_of_images_by_default_every_image_with_all(tmp_path, data):
     """250 images: the default decodes a seeded sample of 200, --all_images every one."""
     source = next((data / "train" / "digit_0").iterdir())
@@ -157,6 +164,7 @@ def test_a_sample_of_images_by_default_every_image_with_all(tmp_path, data):
 
 # --- the command ---------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     ckpt = resnet18_ckpt(tmp_path / "pre.ckpt", num_classes=10)
     r = packrun("check", job(tmp_path, data, pretrained=str(ckpt)))
@@ -173,6 +181,7 @@ def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.e2e
 def test_check_lists_every_problem_at_once(tmp_path, data):
     broken = [sorted((data / "val" / c).iterdir())[0] for c in ("digit_0", "digit_1")]
     for b in broken:
@@ -194,6 +203,7 @@ def test_check_lists_every_problem_at_once(tmp_path, data):
     assert r.stderr.splitlines()[-1].startswith("packrun check: 4 error(s)")
 
 
+@pytest.mark.unit
 def test_run_checks_first_and_lists_every_problem(tmp_path, data):
     victim = sorted((data / "train" / "digit_1").iterdir())[0]
     victim.write_text("not an image")
@@ -210,6 +220,7 @@ def test_run_checks_first_and_lists_every_problem(tmp_path, data):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.unit
 def test_check_before_launch_logs_warnings_and_passes(tmp_path, data, capsys):
     spec = load_job(job(tmp_path, data, image_check="none"))
     assert check.check_before_launch(spec) is None
@@ -219,5 +230,6 @@ def test_check_before_launch_logs_warnings_and_passes(tmp_path, data, capsys):
                         "before training; a bad file fails the run when it is read\n")
 
 
+@pytest.mark.unit
 def test_finding_line():
     assert str(Finding(ERROR, "port", "busy")) == "error   port: busy"

@@ -2,6 +2,7 @@
 checkpoint, the load report, mismatches named, and freezing."""
 
 import json
+import re
 
 import mindspore as ms
 import numpy as np
@@ -10,15 +11,16 @@ import pytest
 from launcher.errors import UserError
 from src.checkpoint import freeze_backbone, load_pretrained, save_atomic
 from src.resnet import resnet18, resnet50
+from tests.data_fixtures import MODELZOO_RESNET50
 
-from tests.test_resnet import FIXTURE
+pytestmark = pytest.mark.e2e  # every test builds a full ResNet (seconds of CPU each)
 
 
 @pytest.fixture(scope="module")
 def modelzoo_training_ckpt(tmp_path_factory):
     """What a user's resnet50.ckpt saved from Model Zoo training holds: every network parameter
     (1001-class head), `moments.<p>` for each trainable one, and scalar counters."""
-    params = json.loads(FIXTURE.read_text())["parameters"]
+    params = json.loads(MODELZOO_RESNET50.read_text())["parameters"]
     rng = np.random.default_rng(0)
     entries, values = [], {}
     for p in params:
@@ -83,16 +85,16 @@ def test_missing_backbone_parameters_are_an_error(tmp_path):
                if p.name != "layer2.0.conv1.weight"]
     path = tmp_path / "partial.ckpt"
     ms.save_checkpoint(entries, str(path))
-    with pytest.raises(UserError, match="lacks 1 backbone parameter.*layer2.0.conv1.weight"):
+    with pytest.raises(UserError, match=r"lacks 1 backbone parameter.*layer2.0.conv1.weight"):
         load_pretrained(resnet18(2), path, "end_point")
 
 
 def test_unreadable_checkpoint_and_unknown_head(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="junk.ckpt cannot be read"):
+    with pytest.raises(UserError, match=re.escape("junk.ckpt cannot be read")):
         load_pretrained(resnet18(2), junk, "end_point")
-    with pytest.raises(UserError, match="'fc'.*classifier cells are: end_point"):
+    with pytest.raises(UserError, match=r"'fc'.*classifier cells are: end_point"):
         freeze_backbone(resnet18(2), "fc")
 
 

@@ -2,13 +2,11 @@
 names, the command's own flags, a pointer to `packrun keys`; no pager, no fire banner, exit 0.
 And a command's on/off flags read text as the spec reads bools (`--wait=false` is off)."""
 
-import re
 import inspect
 import os
 import pty
+import re
 import subprocess
-import sys
-from pathlib import Path
 
 import fire
 import pytest
@@ -16,10 +14,10 @@ import pytest
 from launcher import cli
 from launcher.cli import Commands
 from launcher.cli_help import commands
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMES = list(commands(Commands))
 
 
@@ -28,10 +26,9 @@ def packrun_on_a_tty(*args, tmp_path):
     leaves a mark if it is ever started."""
     mark = tmp_path / "pager-ran"
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PAGER": f"touch {mark}; cat",
-           "TERM": "xterm"}
-    p = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], stdout=slave,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    env = packrun_env(env_extra={"PAGER": f"touch {mark}; cat", "TERM": "xterm"})
+    p = subprocess.Popen(packrun_argv(*args), stdout=slave, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, env=env, cwd=tmp_path)
     os.close(slave)
     out = b""
     while True:
@@ -48,7 +45,7 @@ def packrun_on_a_tty(*args, tmp_path):
 
 
 def test_command_names_are_the_readmes():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for name in ("show-batch", "merge-rank-tables", "node-launch", "rank-table"):
         assert name in NAMES and f"packrun {name}" in readme
     assert not [n for n in NAMES if "_" in n]
@@ -87,16 +84,13 @@ def test_help_wins_over_missing_job_and_underscored_names_still_work(tmp_path):
         assert rc == 0 and "give a job file" not in err and out.startswith("usage: packrun "), argv
     rc, out, _, _ = packrun_on_a_tty("show_batch", "--help", tmp_path=tmp_path)
     assert out.startswith("usage: packrun show-batch")
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "rank_table", "--devices=0",
-                        "--server_ip=10.0.0.1", "--device_ips=10.1.0.1",
-                        f"--out={tmp_path / 't.json'}"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    r = packrun("rank_table", "--devices=0", "--server_ip=10.0.0.1", "--device_ips=10.1.0.1",
+                f"--out={tmp_path / 't.json'}", timeout=60)
     assert r.returncode == 0 and (tmp_path / "t.json").exists(), r.stderr
 
 
 def test_unknown_command_exits_2_naming_the_commands(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "sumbit"], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    r = packrun("sumbit", timeout=60)
     assert r.returncode == 2 and "unknown command 'sumbit'" in r.stderr
     assert "submit" in r.stderr and "Traceback" not in r.stderr
 

@@ -326,8 +326,8 @@ def test_a_good_table_is_used_as_it_is(make_job, tmp_path):
     assert art["rank_table.json"] == text
     assert "RANK_IDS=(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)" in art["rank_table.sh"]
     missing = make_job(**ASCEND8, rank_table_file=str(tmp_path / "none.json"))
-    with pytest.raises(UserError, match="key 'rank_table_file'.* does not exist; give the rank "
-                                        "table file"):
+    with pytest.raises(UserError, match=r"key 'rank_table_file'.* does not exist; give the rank "
+                                        r"table file"):
         load_job(missing)
 
 
@@ -335,8 +335,8 @@ def test_a_server_finds_its_own_place_in_the_table(tmp_path):
     from launcher.ranktable import local_server_index
     table = {"server_list": [{"server_id": "192.0.2.1"}, {"server_id": "127.0.0.1"}]}
     assert local_server_index(table, "t.json") == 1
-    with pytest.raises(UserError, match="none of its server ids .* is an address of this "
-                                        "machine"):
+    with pytest.raises(UserError, match=r"none of its server ids .* is an address of this "
+                                        r"machine"):
         local_server_index({"server_list": [{"server_id": "192.0.2.1"}]}, "t.json")
 
 
@@ -363,7 +363,8 @@ def test_devices_pick_the_cards_everywhere(make_job, tmp_path):
     (dict(device="Ascend", cards_per_node=8, devices="4-7"),
      "key 'devices' is '4-7': 4 card(s), but cards_per_node = 8"),
     (dict(device="Ascend", devices="7-4"), "key 'devices': range 7-4 runs backwards"),
-    (dict(device="GPU", cards_per_node=2, devices="1,1"), "key 'devices': device 1 is listed twice"),
+    (dict(device="GPU", cards_per_node=2, devices="1,1"),
+     "key 'devices': device 1 is listed twice"),
     (dict(devices="0"), "key 'devices' selects GPU/Ascend cards; device is 'CPU'"),
 ])
 def test_bad_devices(make_job, keys, message):

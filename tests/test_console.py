@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from launcher.console import ChatterFilter, filter_lines, is_chatter
-from launcher.processes import run_streaming
 from launcher.logtail import LogFollower
+from launcher.processes import run_streaming
 
 pytestmark = pytest.mark.unit
 

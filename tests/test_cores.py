@@ -6,8 +6,14 @@ import sys
 
 import pytest
 
-from launcher.cores import (format_cpulist, msrun_bind, msrun_can_bind, parse_cpulist,
-                            physical_devices, split_cores)
+from launcher.cores import (
+    format_cpulist,
+    msrun_bind,
+    msrun_can_bind,
+    parse_cpulist,
+    physical_devices,
+    split_cores,
+)
 from launcher.errors import UserError
 
 pytestmark = pytest.mark.unit
@@ -83,8 +89,9 @@ def test_msrun_binds_only_where_it_can_read_the_cpuset(tmp_path, monkeypatch):
 
 
 def test_the_launch_time_command(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "launcher.cores", *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "launcher.cores", *a],
+                              capture_output=True, text=True, timeout=60)
     ok = run("1")
     assert ok.returncode == 0 and parse_cpulist(ok.stdout.strip())
     per = run("1", "--per")

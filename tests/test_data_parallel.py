@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import psutil
 import pytest
 
 from src.dataset import shard_indices
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_debug_run import packrun, run_dir_of
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None and os.environ.get("CI") != "true",
                                 reason="Open MPI (apt-get install openmpi-bin) is not installed")
@@ -26,11 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None and os.environ.ge
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("dp")
-    return write_job(d / "dp.toml", name="dp", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=2, lr=0.02, device="CPU",
-                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                     num_parallel_workers=1)
+    return write_tiny_job(d / "dp.toml", digits_2class, epochs=2, lr=0.02,
+                          num_parallel_workers=1)
 
 
 def leftovers(run_dir: Path) -> list[str]:
@@ -68,6 +63,7 @@ def single_process_accuracy(run_dir: Path) -> float:
     return evaluate(net, val).accuracy
 
 
+@pytest.mark.unit
 def test_shards_are_disjoint_equal_and_change_per_epoch():
     for n, world in [(48, 2), (49, 2), (1000, 8), (7, 3)]:
         shards = [shard_indices(n, world, r, seed=1, epoch=3) for r in range(world)]
@@ -80,6 +76,7 @@ def test_shards_are_disjoint_equal_and_change_per_epoch():
         assert sorted(i for s in evals for i in s) == list(range(n))   # eval: every image once
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
 def test_two_worker_run(job, launcher):
     r = packrun("run", job, f"--launcher={launcher}", "--workers=2", f"--name=dp_{launcher}")
@@ -113,6 +110,7 @@ def test_two_worker_run(job, launcher):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.e2e
 def test_sharded_evaluation_equals_single_process(job):
     r = packrun("run", job, "--workers=2", "--eval_mode=sharded", "--epochs=1", "--name=dp_shev")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -122,8 +120,9 @@ def test_sharded_evaluation_equals_single_process(job):
 
 
 def _start(job, *flags):
-    return subprocess.Popen([sys.executable, "-m", "launcher.cli", "run", str(job), "--workers=2",
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(packrun_argv("run", job, "--workers=2", *flags), cwd=REPO,
+                            env=packrun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _wait_for_workers(run_root: Path, name: str, timeout=120) -> tuple[Path, dict[int, int]]:
@@ -152,12 +151,13 @@ def _read(path: Path) -> str:
         return ""
 
 
+@pytest.mark.e2e
 def test_kill_9_of_one_rank_takes_the_job_down(job):
     proc = _start(job, "--epochs=50", "--name=dp_kill")
     run_dir, pids = _wait_for_workers(job.parent / "runs", "dp_kill")
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert time.monotonic() - t0 < 30
     assert proc.returncode != 0
     assert "rank 1 was killed" in err
@@ -165,6 +165,7 @@ def test_kill_9_of_one_rank_takes_the_job_down(job):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     import mindspore as ms
     proc = _start(job, "--epochs=50", "--name=dp_term")
@@ -180,6 +181,7 @@ def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     assert "end_point.weight" in ms.load_checkpoint(str(run_dir / "best.ckpt"))
 
 
+@pytest.mark.unit
 def test_busy_explicit_port_is_an_error_before_start(job):
     with socket.socket() as s:
         s.bind(("", 0))

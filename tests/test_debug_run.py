@@ -1,9 +1,6 @@
 """End to end: `packrun debug` on tiny real JPEGs (resnet18, 32 px) in a real worker process."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -11,39 +8,15 @@ import numpy as np
 import pytest
 
 from launcher.spec import spec_from_json
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import packrun, params, run_dir_of, write_tiny_job
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def packrun(*args, cwd=None, timeout=600):
-    """This checkout's CLI, from any cwd (with cwd elsewhere, `-m launcher.cli` would otherwise
-    import an installed packrun first)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def run_dir_of(result) -> Path:
-    lines = [l for l in result.stdout.splitlines() if l.startswith("packrun: run directory ")]
-    assert lines, result.stdout + result.stderr
-    return Path(lines[-1].split("packrun: run directory ", 1)[1])
-
-
-def params(ckpt: Path) -> dict:
-    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items()
-            if k not in ("epoch", "val_acc")}
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def job_dir(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("debugjobs")
-    write_job(d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-              train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-              image_size=32, batch_size=8, epochs=3, lr=0.02, device="CPU",
-              output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-              num_parallel_workers=2)
+    write_tiny_job(d / "tiny.toml", digits_2class, epochs=3, lr=0.02)
     return d
 
 

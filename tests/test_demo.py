@@ -2,11 +2,11 @@
 
 import math
 import re
+from itertools import pairwise
 
 import pytest
 
-from tests.test_debug_run import packrun
-
+from tests.data_fixtures import packrun
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def test_demo_source_recipe_trains_with_finite_falling_loss(tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     losses = [row["train_loss"] for row in read_metrics(run_dir)]
     assert len(losses) == 6 and all(math.isfinite(x) for x in losses), losses
-    assert all(b < a for a, b in zip(losses, losses[1:-1])), losses  # falls (the last may tie)
+    assert all(b < a for a, b in pairwise(losses[:-1])), losses  # falls (the last may tie)
     assert max(row["val_acc"] for row in read_metrics(run_dir)) > 0.95
 
 

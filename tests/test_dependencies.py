@@ -6,20 +6,20 @@ import configparser
 import re
 import sys
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 import pytest
 
+from tests.data_fixtures import REPO
+
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 OWN = {"launcher", "src", "tests"}
 
 
 def imported_top_level_modules() -> set[str]:
     names = set()
     for folder in ("launcher", "src"):
-        for path in (ROOT / folder).rglob("*.py"):
+        for path in (REPO / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     names.update(a.name.split(".")[0] for a in node.names)
@@ -32,7 +32,7 @@ def declared() -> set[str]:
     """install_requires and the optional extras (onnx: `packrun[onnx]`, imported only by the
     commands that need it, with a message naming the extra when it is missing)."""
     cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
+    cfg.read(REPO / "setup.cfg")
     reqs = cfg["options"]["install_requires"].split("\n")
     reqs += cfg["options.extras_require"]["onnx"].split("\n")
     return {re.split(r"[<>=!~ \[]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")

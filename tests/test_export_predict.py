@@ -5,33 +5,19 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_debug_run import packrun, run_dir_of
+from tests.data_fixtures import REPO, packrun, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parent.parent
-
-
-def packrun_env(*args, env_extra=None, timeout=600):
-    env = dict(os.environ) | (env_extra or {})
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("exportrun")
-    job = write_job(d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-                    train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                    image_size=32, batch_size=8, epochs=2, lr=0.02, device="CPU",
-                    output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                    num_parallel_workers=2)
+    job = write_tiny_job(d / "tiny.toml", digits_2class, epochs=2, lr=0.02)
     r = packrun("debug", job)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return run_dir_of(r)
@@ -127,9 +113,9 @@ def test_a_run_directory_without_best_ckpt(run, tmp_path):
         r = packrun(*args)
         assert r.returncode == 2, r.stdout + r.stderr
         assert r.stderr.strip().splitlines() == [
-            f"packrun: error: {empty} has no best.ckpt: no epoch has been evaluated yet (or "
-            "the run failed before); wait for the run, or give --checkpoint=last or "
-            "--checkpoint=PATH"], args
+            (f"packrun: error: {empty} has no best.ckpt: no epoch has been evaluated yet (or "
+             "the run failed before); wait for the run, or give --checkpoint=last or "
+             "--checkpoint=PATH")], args
     assert not list(empty.glob("*.mindir*"))
     r = packrun("export", tmp_path)
     assert r.returncode == 2 and "is not a run directory (no job.json)" in r.stderr
@@ -141,12 +127,12 @@ def test_without_onnx_installed_the_message_says_how_to_get_it(run, exported, tm
         (stubs / name).mkdir(parents=True)
         (stubs / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
     env = {"PYTHONPATH": os.pathsep.join([str(stubs), str(REPO)])}
-    r = packrun_env("export", run, "--format=ONNX", f"--out={tmp_path / 'm.onnx'}", env_extra=env)
+    r = packrun("export", run, "--format=ONNX", f"--out={tmp_path / 'm.onnx'}", env_extra=env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "ONNX needs the optional packages onnx and onnxruntime" in r.stderr
     assert "pip install 'packrun[onnx]'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m.onnx").exists()
-    r = packrun_env("predict", exported["ONNX"], run, env_extra=env)
+    r = packrun("predict", exported["ONNX"], run, env_extra=env)
     assert r.returncode == 2 and "needs onnxruntime: pip install 'packrun[onnx]'" in r.stderr
 
 

@@ -4,17 +4,13 @@ typed, seeds of any size, a full disk while saving."""
 from __future__ import annotations
 
 import errno
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from launcher.cliargs import keep_text
 from launcher.errors import UserError
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.data_fixtures import packrun, small_job
 
 
 @pytest.mark.unit
@@ -22,9 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
                                    "None", "True", "{'a': 1}"])
 def test_string_keys_keep_the_text_as_typed(typed, data, tmp_path):
     job = small_job(tmp_path, data)
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "render", str(job), "--print",
-                        f"--name={typed}"], capture_output=True, text=True, timeout=120,
-                       cwd=REPO)
+    r = packrun("render", job, "--print", f"--name={typed}", timeout=120)
     if any(c in typed for c in "[]{}' ,"):  # not a valid name: refused, naming it as typed
         assert r.returncode == 2 and f"key 'name' is {typed!r}" in r.stderr, r.stderr
         return

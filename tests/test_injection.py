@@ -22,8 +22,6 @@ from launcher import render, shellsafe
 from launcher.errors import UserError
 from launcher.spec import JobSpec, build_spec
 
-pytestmark = pytest.mark.unit
-
 MARK = "PWNED"
 
 
@@ -142,7 +140,16 @@ def lint(paths: list[Path]) -> None:
             assert r.returncode == 0, f"shellcheck:\n{r.stdout}{r.stderr}"
 
 
-@pytest.mark.parametrize("key", [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"])
+# Keys whose hostile values render (quoted), so that every launch script of every variant runs
+# with the stubs for each payload: a minute of CPU per key, the e2e tier. The keys whose hostile
+# values are refused at validation take a second: unit.
+RENDERS_HOSTILE = {"train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
+                   "env", "sbatch_extra"}
+
+
+@pytest.mark.parametrize("key", [
+    pytest.param(key, marks=pytest.mark.e2e if key in RENDERS_HOSTILE else pytest.mark.unit)
+    for key in [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"]])
 def test_hostile_value_is_refused_or_inert(key, tmp_path, stubs):
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
@@ -184,6 +191,7 @@ def test_hostile_value_is_refused_or_inert(key, tmp_path, stubs):
         assert rendered, f"{key}: free text is quoted, so some hostile value must render"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", FREE_KEYS)
 def test_every_string_key_has_a_rule(key):
     """A string key reaches scripts quoted (paths) or bare under a grammar: no third kind."""
@@ -192,6 +200,7 @@ def test_every_string_key_has_a_rule(key):
         f"{key}: declare a grammar (launcher/spec.py) or make it a path"
 
 
+@pytest.mark.unit
 def test_every_template_value_passes_the_guard(tmp_path):
     """The guard is the templates' finalize: a bare value that is not a plain word cannot be
     written, in any template, packrun's or a site's."""
@@ -216,6 +225,7 @@ def test_every_template_value_passes_the_guard(tmp_path):
         render.render_artifacts(spec, "/runs/a b")
 
 
+@pytest.mark.unit
 def test_quoting_round_trips_through_bash(tmp_path):
     for text in ["plain", "a b", "$(touch x)", "`x`", "a'b", 'a"b', "a\\b", "\\$", "{{ }}",
                  "}", "~root", "*", "!x", "é ü"]:
@@ -225,6 +235,7 @@ def test_quoting_round_trips_through_bash(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_the_variants_render_every_template(tmp_path):
     """The hostile test above covers every launch template: each is rendered by a variant."""
     seen = set()

@@ -16,7 +16,7 @@ from launcher import log as console_log
 from launcher.log import STDERR, STDOUT, console, get_logger, set_level, take_level_flags
 from launcher.runfiles import SLURM_JOB_ID
 from launcher.spec import load_job, spec_to_json
-from tests.test_debug_run import packrun
+from tests.data_fixtures import packrun
 
 pytestmark = pytest.mark.unit
 
@@ -132,15 +132,10 @@ def test_verbose_shows_every_slurm_command(make_job, tmp_path):
     (bin_dir / "scontrol").chmod(0o755)
     (bin_dir / "sacct").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "sacct").chmod(0o755)
-    old = dict(os.environ)
-    os.environ.pop("SLURM_CONF", None)
-    os.environ["PATH"] = f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin"
-    try:
-        r = packrun("status", run_dir, "--verbose")
-        quiet = packrun("status", run_dir, "--quiet")
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env["PATH"] = f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin"
+    r = packrun("status", run_dir, "--verbose", env=env)
+    quiet = packrun("status", run_dir, "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     assert re.search(r"^packrun: debug: running scontrol .*\b12\b", r.stderr, re.M), r.stderr
     assert "RUNNING" in r.stdout

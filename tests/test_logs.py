@@ -14,14 +14,7 @@ import pytest
 from launcher.logs_cmd import logs_command
 from launcher.logtail import console_text
 from launcher.spec import build_spec, spec_to_json
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def packrun(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+from tests.data_fixtures import packrun, write_tiny_job
 
 
 def run_dir(tmp_path: Path, world: int = 2) -> Path:
@@ -111,11 +104,7 @@ def test_follow_prints_new_lines_until_the_run_ends(tmp_path):
 
 @pytest.mark.e2e
 def test_logs_of_a_two_worker_run_show_every_line_once(tmp_path, digits_2class):
-    job = write_job(
-        tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, output_dir=str(tmp_path / "runs"))
+    job = write_tiny_job(tmp_path / "tiny.toml", digits_2class)
     r = packrun("run", job, "--launcher=msrun", "--workers=2", timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     d = next((tmp_path / "runs").glob("tiny-*"))

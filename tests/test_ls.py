@@ -19,22 +19,16 @@ import pytest
 
 from launcher.runs_ls import scan
 from launcher.spec import build_spec, spec_to_json
-from tests.data_fixtures import digits_2class, tiny_job, write_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def packrun(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
 
 def make_run(root: Path, name: str, *, age_s: float, world=1, epochs=3, metrics=(),
              exits=None, launch=None, job_id=None, log=True) -> Path:
     d = root / name
     (d / "logs").mkdir(parents=True)
-    spec = build_spec({"name": name.split("-")[0].replace("=", "_"), "train_dir": str(root), "val_dir": str(root),
-                       "epochs": epochs, "cards_per_node": world}, check_paths=False)
+    spec = build_spec({"name": name.split("-")[0].replace("=", "_"), "train_dir": str(root),
+                       "val_dir": str(root), "epochs": epochs, "cards_per_node": world},
+                      check_paths=False)
     (d / "job.json").write_text(spec_to_json(spec))
     for e, acc in enumerate(metrics, start=1):
         with open(d / "metrics.jsonl", "a") as f:
@@ -139,11 +133,7 @@ def test_ls_prints_a_table_and_names_a_missing_directory(tmp_path, fake_squeue):
 @pytest.mark.e2e
 def test_ls_over_real_runs_completed_failed_running_and_a_sweep(tmp_path, digits_2class):
     runs = tmp_path / "runs"
-    job = write_job(
-        tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, output_dir=str(runs))
+    job = write_tiny_job(tmp_path / "tiny.toml", digits_2class)  # runs to `runs`
     assert packrun("debug", job, "--name=good").returncode == 0
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
@@ -152,8 +142,8 @@ def test_ls_over_real_runs_completed_failed_running_and_a_sweep(tmp_path, digits
     sw = packrun("sweep", job, "--grid", "seed=1,2", timeout=900)
     assert sw.returncode == 0, sw.stdout[-2000:] + sw.stderr[-2000:]
     background = subprocess.Popen(
-        [sys.executable, "-m", "launcher.cli", "debug", job, "--name=slow", "--epochs=50"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        packrun_argv("debug", job, "--name=slow", "--epochs=50"), cwd=REPO, env=packrun_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while not list(runs.glob("slow-*/logs/worker_0.log")):

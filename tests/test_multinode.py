@@ -21,7 +21,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,9 +30,18 @@ import pytest
 
 from launcher import ranks
 from launcher.runfiles import SLURM_JOB_ID
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import (
+    REPO,
+    packrun_argv,
+    packrun_env,
+    run_dir_of,
+    wait_for,
+    write_tiny_job,
+)
+from tests.data_fixtures import packrun as checkout_packrun
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.cluster
+
 CLUSTER = REPO / "tests" / "cluster"
 WORKER = str(REPO / "src" / "train.py")
 STATE = Path(os.environ.get("PACKRUN_NETNS_DIR", "/tmp/packrun-netns"))
@@ -137,11 +145,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("multinode")
-    return write_job(d / "mn.toml", name="mn", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=1, lr=0.02, device="CPU",
-                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                     num_parallel_workers=1)
+    return write_tiny_job(d / "mn.toml", digits_2class, lr=0.02, num_parallel_workers=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +153,8 @@ def job(tmp_path_factory, digits_2class):
 # ---------------------------------------------------------------------------------------------
 
 def packrun(cluster: Cluster, *args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=cluster.subprocess_env())
+    """The shared packrun(), pointed at this cluster's Slurm."""
+    return checkout_packrun(*args, env=cluster.subprocess_env(), timeout=timeout)
 
 
 def shown(text: str) -> str:
@@ -162,12 +165,6 @@ def render(cluster: Cluster, job: Path, *flags) -> Path:
     r = packrun(cluster, "render", job, *TWO_NODES, "--hosts=node1,node2", *flags)
     assert r.returncode == 0, r.stderr
     return Path(re.search(r"packrun: rendered (\S+)", r.stderr).group(1))
-
-
-def run_dir_of(text: str) -> Path:
-    found = re.findall(r"^packrun: run directory (\S+)$", text, re.M)
-    assert found, shown(text)
-    return Path(found[0])
 
 
 def workers(under: Path, cluster: Cluster) -> dict:
@@ -210,15 +207,6 @@ class Placement:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
-    return result
 
 
 def leftovers(cluster: Cluster, run_dir: Path) -> list[str]:
@@ -352,11 +340,11 @@ def _kill_worker_on_node2(cluster, under: Path) -> float:
 
 def test_killed_worker_on_node2_fails_the_submitted_job(cluster, job, tmp_path):
     with open(tmp_path / "submit.out", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "submit", str(job),
-                                 *TWO_NODES, "--wait", "--epochs=50", f"--out={tmp_path}",
-                                 "--max_restarts=0"],  # (Slurm jobs requeue by default)
+        proc = subprocess.Popen(packrun_argv("submit", job, *TWO_NODES, "--wait", "--epochs=50",
+                                             f"--out={tmp_path}",
+                                             "--max_restarts=0"),  # (Slurm jobs requeue by default)
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env=cluster.subprocess_env())
+                                env=packrun_env(cluster.subprocess_env()))
     try:
         killed = _kill_worker_on_node2(cluster, tmp_path)
         code = proc.wait(timeout=120)

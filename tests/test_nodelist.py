@@ -1,14 +1,15 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from launcher.errors import UserError
 from launcher.nodelist import expand
+from tests.data_fixtures import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.unit
+
 
 
 @pytest.mark.parametrize("expr, hosts", [

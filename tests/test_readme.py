@@ -11,20 +11,20 @@ from pathlib import Path
 import pytest
 
 from launcher.spec import reference_markdown
+from tests.data_fixtures import REPO
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- reference:start[^\n]*-->\n)(.*?)(<!-- reference:end -->)", re.S)
 
 
 def test_job_file_reference_matches_the_spec():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     m = BLOCK.search(readme)
     assert m, "README.md lost its reference:start/end markers"
     if os.environ.get("PACKRUN_UPDATE_README"):
         readme = BLOCK.sub(lambda m: m.group(1) + reference_markdown() + m.group(3), readme)
-        (ROOT / "README.md").write_text(readme)
+        (REPO / "README.md").write_text(readme)
         m = BLOCK.search(readme)
     assert m.group(2) == reference_markdown(), \
         "README's job-file reference is stale: PACKRUN_UPDATE_README=1 pytest tests/test_readme.py"
@@ -37,7 +37,7 @@ def _opening_commands(readme: str) -> list[str]:
 
 
 def test_readme_opens_with_demo_and_test_commands_and_ci_runs_the_quoted_test_command():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     demo, tests = _opening_commands(readme)
     # 1: install into .venv (no pip into the PEP 668 system Python), then the demo from .venv
     assert demo == "bash install.sh && .venv/bin/packrun demo", demo
@@ -46,7 +46,7 @@ def test_readme_opens_with_demo_and_test_commands_and_ci_runs_the_quoted_test_co
     quoted = readme.split("the test command, which is", 1)[1].split("```bash\n", 1)[1]
     command = quoted.split("\n", 1)[0].strip()
     assert command.startswith(".venv/bin/python -m pytest"), command
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert command in ci, (command, ".ci/run must run it verbatim")
     # .ci/run installs the way command 1 does (plus the test extras), never with the system pip
     assert "bash install.sh --test" in ci
@@ -55,7 +55,7 @@ def test_readme_opens_with_demo_and_test_commands_and_ci_runs_the_quoted_test_co
 
 
 def test_install_script_makes_a_venv_from_the_system_python_and_never_pips_into_it():
-    text = (ROOT / "install.sh").read_text()
+    text = (REPO / "install.sh").read_text()
     code = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
     assert any(line.startswith('python="${PYTHON:-/usr/bin/python3}"') for line in code)
     assert '"$python" -m venv .venv' in code
@@ -77,9 +77,9 @@ def test_install_script_without_venv_support_and_not_root_says_what_to_do():
 def _install_without_venv_support(tmp_path: Path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    shutil.copy(ROOT / "install.sh", repo / "install.sh")
+    shutil.copy(REPO / "install.sh", repo / "install.sh")
     fake = tmp_path / "python3"
-    fake.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails, as without python3-venv
+    fake.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails (no python3-venv)
     fake.chmod(0o755)
     cmd = ["bash", str(repo / "install.sh")]
     if os.geteuid() == 0:
@@ -95,19 +95,40 @@ def _install_without_venv_support(tmp_path: Path):
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_install_and_ci_scripts_pass_shellcheck():
-    r = subprocess.run(["shellcheck", "-x", str(ROOT / "install.sh"), str(ROOT / ".ci" / "run")],
+    r = subprocess.run(["shellcheck", "-x", str(REPO / "install.sh"), str(REPO / ".ci" / "run")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_layout_table_names_every_module():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     table = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     listed = set()
     for row in re.findall(r"^\| (`(?:launcher|src)/[^|]*)\|", table, re.M):
         folder = row.split("/", 1)[0].strip("`")
         listed |= {f"{folder}/{name}" for name in re.findall(r"`(?:\w+/)?(\w+\.py)`", row)}
     modules = {f"{p.parent.name}/{p.name}" for folder in ("launcher", "src")
-               for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+               for p in (REPO / folder).glob("*.py") if p.name != "__init__.py"}
     assert sorted(modules - listed) == [], "README's layout table misses these modules"
     assert sorted(listed - modules) == [], "README's layout table names modules that do not exist"
+
+
+def test_readme_tier_commands_name_the_registered_markers():
+    """The markers setup.cfg registers, tests/conftest.py enforces and README's "Run the tests"
+    commands select are one set; every tier has a command."""
+    import configparser
+
+    from tests.conftest import TIERS
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    registered = {line.split(":", 1)[0].strip()
+                  for line in cfg["tool:pytest"]["markers"].strip().splitlines()}
+    assert registered == set(TIERS)
+    assert "--strict-markers" in cfg["tool:pytest"]["addopts"]
+    section = (REPO / "README.md").read_text().split("**Run the tests.**", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    assert all(c.startswith(".venv/bin/python -m pytest -m ") for c in commands), commands
+    selected = [re.search(r'pytest -m ("[^"]+"|\S+)', c).group(1).strip('"') for c in commands]
+    named = {w for expr in selected for w in re.findall(r"\w+", expr)} - {"not", "and", "or"}
+    assert named == registered, (named, registered)

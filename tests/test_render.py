@@ -24,6 +24,8 @@ from launcher.render import next_command, render_artifacts, write_run_dir
 from launcher.rundir import create_run_dir, write_atomic
 from launcher.spec import load_job, spec_from_json
 
+pytestmark = pytest.mark.unit
+
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PACKRUN_UPDATE_GOLDEN") == "1"
 # Fixed machine-independent paths for goldens.
@@ -342,7 +344,7 @@ def test_render_starts_no_process(make_job, hccn_conf, monkeypatch, capsys):
     monkeypatch.setattr(subprocess, "Popen", refuse)
     for name in ("fork", "system", "posix_spawn", "posix_spawnp", "execv", "execve"):
         monkeypatch.setattr(os, name, refuse)
-    for case, (keys, slurm) in CASES.items():
+    for _case, (keys, slurm) in CASES.items():
         spec = spec_for(make_job, hccn_conf, keys)
         write_run_dir(spec, slurm=slurm)
     render.render_command(str(make_job(**ASCEND8)), {}, print_only=True)
@@ -478,12 +480,12 @@ def test_templates_take_the_run_directory_protocol_from_runfiles():
         if path.name == "report.html.j2":  # the report's prose, not a launch script
             continue
         code = re.sub(r"\{#.*?#\}", "", path.read_text(), flags=re.S)
-        for n, line in enumerate(code.splitlines(), 1):
+        for line in code.splitlines():
             if line.lstrip().startswith("#") and not line.startswith(("#!", "#SBATCH")):
                 continue  # a comment of the rendered script
             line = re.sub(r"\{\{.*?\}\}", "", line)
             found += [f"{path.name}: {name!r} in {line.strip()!r}" for name in names
                       if name in line]
             if re.search(rf"\b{runfiles.EXIT_REQUEUE}\b", line):
-                found.append(f"{path.name}: exit status {runfiles.EXIT_REQUEUE} in {line.strip()!r}")
+                found.append(f"{path.name}: status {runfiles.EXIT_REQUEUE} in {line.strip()!r}")
     assert found == []

@@ -2,30 +2,24 @@
 cluster's data: missing data folders, checkpoint and hccn.conf are warnings in `render` and
 `check --quick`, errors in `run`, `debug`, `submit` and a full `check`."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import write_job
+from tests.data_fixtures import REPO, packrun, write_job
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def packrun(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+# A fresh clone's shell: only the system PATH (no venv, no packrun script).
+FRESH_SHELL = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
 
 
 @pytest.fixture
 def no_data_job(tmp_path):
     """The tutorial's job file as a fresh clone has it: relative paths to data that is not here."""
     job = tmp_path / "canidae_finetune.toml"
-    job.write_text((ROOT / "jobs" / "canidae_finetune.toml").read_text())
+    job.write_text((REPO / "jobs" / "canidae_finetune.toml").read_text())
     return job
 
 
@@ -39,7 +33,7 @@ README_RENDERS = {
 
 @pytest.mark.parametrize("case", README_RENDERS, ids=list(README_RENDERS))
 def test_readme_renders_work_without_the_data(tmp_path, no_data_job, case):
-    r = packrun("render", no_data_job, *README_RENDERS[case], cwd=tmp_path)
+    r = packrun("render", no_data_job, *README_RENDERS[case], cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     for key, path in (("train_dir", "data/Canidae/train"), ("val_dir", "data/Canidae/val"),
@@ -55,7 +49,7 @@ def test_rank_table_render_without_hccn_conf_warns_and_says_how_to_write_the_tab
         tmp_path, no_data_job):
     conf = tmp_path / "no-hccn.conf"
     r = packrun("render", no_data_job, "--launcher=rank_table", "--cards_per_node=8",
-                f"--hccn_conf={conf}", cwd=tmp_path)
+                f"--hccn_conf={conf}", cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 0, r.stderr
     assert f"packrun: warning: hccn.conf {conf} not found" in r.stderr
     assert "rank_table.json is not rendered" in r.stderr
@@ -68,20 +62,21 @@ def test_rank_table_render_without_hccn_conf_warns_and_says_how_to_write_the_tab
 
 def test_check_quick_warns_and_full_check_errs(tmp_path, no_data_job):
     quick = packrun("check", no_data_job, "--quick", "--launcher=rank_table",
-                    "--cards_per_node=8", f"--hccn_conf={tmp_path / 'none.conf'}", cwd=tmp_path)
+                    "--cards_per_node=8", f"--hccn_conf={tmp_path / 'none.conf'}", cwd=tmp_path,
+                    env=FRESH_SHELL)
     assert quick.returncode == 0, quick.stdout + quick.stderr
     assert "warning paths: " in quick.stdout and "key 'train_dir'" in quick.stdout
     assert "warning launch: hccn.conf" in quick.stdout
     assert "0 error(s)" in quick.stdout
     # The full check (as before a run) refuses; it stops before building the network.
-    full = packrun("check", no_data_job, "--device=CPU", cwd=tmp_path)
+    full = packrun("check", no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
     assert full.returncode == 2, full.stdout + full.stderr
     assert "error   paths: " in full.stderr and "key 'pretrained'" in full.stderr
 
 
 @pytest.mark.parametrize("command", ["debug", "run", "submit"])
 def test_run_debug_and_submit_refuse_missing_data(tmp_path, no_data_job, command):
-    r = packrun(command, no_data_job, "--device=CPU", cwd=tmp_path)
+    r = packrun(command, no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"key 'train_dir': {tmp_path / 'data/Canidae/train'} does not exist" in r.stderr
     assert "Traceback" not in r.stderr
@@ -93,5 +88,5 @@ def test_job_with_data_renders_without_warnings(tmp_path):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
     job = write_job(tmp_path / "j.toml", train_dir="train", val_dir="val")
-    r = packrun("render", job, cwd=tmp_path)
+    r = packrun("render", job, cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -21,14 +21,9 @@ from PIL import Image
 from launcher.report import write_report
 from launcher.spec import build_spec, spec_to_json
 from src import visualize
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import packrun, run_dir_of, write_tiny_job
 
 PICTURES = ("curves.png", "predictions.png", "confusion.png")
-
-
-def packrun(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 # --- a real run: resnet18, 32 px, 2 classes of digits, 2 epochs -----------------------------------
@@ -36,17 +31,14 @@ def packrun(*args, cwd=None):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("pictures")
-    job = write_job(d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-                    train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                    image_size=32, batch_size=8, epochs=2, lr=0.01, device="CPU",
-                    output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-                    num_parallel_workers=2)
+    job = write_tiny_job(d / "tiny.toml", digits_2class, epochs=2)
     r = packrun("debug", job)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    run_dir = Path(r.stdout.split("packrun: run directory ")[-1].strip())
+    run_dir = run_dir_of(r)
     return r.stdout, run_dir
 
 
+@pytest.mark.e2e
 def test_a_finished_run_has_its_pictures(finished_run):
     stdout, run_dir = finished_run
     assert "pictures: curves.png, predictions.png, confusion.png in " in stdout
@@ -59,6 +51,7 @@ def test_a_finished_run_has_its_pictures(finished_run):
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, tmp_path, capsys):
     from launcher.spec import spec_from_json
     from src.run_pictures import make_run_pictures
@@ -79,7 +72,7 @@ def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, 
 
 class Page(HTMLParser):
     """Checks nesting (every non-void element closed in order) and collects the pictures."""
-    VOID = {"meta", "img", "br", "hr", "link", "input"}
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input"})
 
     def __init__(self, text):
         super().__init__()
@@ -115,6 +108,7 @@ def embedded(page: Page) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.e2e
 def test_report_of_a_run_embeds_every_picture_and_its_epochs(finished_run):
     _, run_dir = finished_run
     r = packrun("report", run_dir)
@@ -169,6 +163,7 @@ def three_runs(tmp_path):
             fake_run(tmp_path, "demo_scratch", [0.5, 0.6])]
 
 
+@pytest.mark.unit
 def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     labels = ["fine-tune", "fixed feature", "from scratch"]
     out = write_report(three_runs, tmp_path / "cmp.html", labels=labels)
@@ -198,6 +193,7 @@ def test_comparison_report_puts_the_runs_side_by_side(three_runs, tmp_path):
     assert "96.5" in text and "80.0 img/s ETA epoch 5 s" not in text
 
 
+@pytest.mark.unit
 def test_comparison_names_a_best_accuracy_the_run_did_not_keep(tmp_path):
     spike = fake_run(tmp_path, "scratch", [0.5, 0.75, 0.5, 0.5])
     steady = fake_run(tmp_path, "finetune", [0.8, 0.9, 0.92, 0.93])
@@ -207,6 +203,7 @@ def test_comparison_names_a_best_accuracy_the_run_did_not_keep(tmp_path):
         "accuracy not kept to the end: scratch (best 0.7500 at epoch 2)." in text
 
 
+@pytest.mark.unit
 def test_workers_table_takes_each_ranks_state_from_its_exit_file(tmp_path):
     run_dir = fake_run(tmp_path, "dp", [0.8, 0.9])
     logs = run_dir / "logs"
@@ -228,6 +225,7 @@ def test_workers_table_takes_each_ranks_state_from_its_exit_file(tmp_path):
     assert "failed (exit 1)" in text and "running, or killed (no exit file yet)" in text
 
 
+@pytest.mark.unit
 def test_key_descriptions_render_their_markdown(tmp_path):
     html = write_report([fake_run(tmp_path, "md", [0.5])], tmp_path / "r.html").read_text()
     assert "<code>finetune</code> trains every parameter" in html
@@ -235,6 +233,7 @@ def test_key_descriptions_render_their_markdown(tmp_path):
     assert "`" not in spec_part
 
 
+@pytest.mark.unit
 def test_a_partial_freeze_run_shows_its_stage(tmp_path):
     runs = [fake_run(tmp_path, "demo_freeze", [0.7, 0.8], freeze="layer2", head_lr_mult=10.0),
             fake_run(tmp_path, "demo", [0.5, 0.6])]
@@ -243,6 +242,7 @@ def test_a_partial_freeze_run_shows_its_stage(tmp_path):
     assert "head_lr_mult 10.0" in text and "label_smoothing 0.0" in text
 
 
+@pytest.mark.unit
 def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):
     a = fake_run(tmp_path / "a", "same", [0.5])
     b = fake_run(tmp_path / "b", "same", [0.6])
@@ -251,6 +251,7 @@ def test_runs_of_the_same_job_are_told_apart_by_directory(tmp_path):
     assert "same-20250101-000000" in text and "same-20250101-000001" in text
 
 
+@pytest.mark.unit
 def test_report_of_a_run_that_has_not_finished_an_epoch(tmp_path):
     run_dir = fake_run(tmp_path, "young", [0.5])
     (run_dir / "metrics.jsonl").unlink()
@@ -260,6 +261,7 @@ def test_report_of_a_run_that_has_not_finished_an_epoch(tmp_path):
     assert "Not in the run directory: curves.png, predictions.png, confusion.png" in text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing", "does not exist; pass the directory `packrun debug` printed"),
     (lambda d: d, "is not a packrun run directory (it has no job.json)"),
@@ -271,11 +273,13 @@ def test_report_on_something_that_is_not_a_run_dir_exits_2(tmp_path, make, messa
     assert str(target) in r.stderr and message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.unit
 def test_report_without_run_dirs_exits_2():
     r = packrun("report")
     assert r.returncode == 2 and "give at least one run directory" in r.stderr
 
 
+@pytest.mark.unit
 def test_report_does_not_import_mindspore(three_runs, tmp_path):
     code = ("import sys; from launcher.report import write_report; "
             f"write_report({[str(d) for d in three_runs]!r}, {str(tmp_path / 'r.html')!r}); "
@@ -307,6 +311,7 @@ def screenshot(html: Path, png: Path) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB"))
 
 
+@pytest.mark.e2e
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, run_dir = finished_run
     report = write_report([run_dir], tmp_path / "report.html")

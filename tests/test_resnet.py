@@ -1,10 +1,10 @@
 """src/resnet.py: Model Zoo parameter names, forward shapes, and the im2col CPU convolution.
 
-Sizes are small (32 px, batch 2) so the file runs in well under a minute on 2 CPU cores.
+Sizes are small (32 px, batch 2) so the file runs in well under a minute on 2 CPU cores. Tests
+that build a full network or compile a graph are in the e2e tier; the argument checks are unit.
 """
 
 import json
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -12,10 +12,8 @@ import pytest
 from mindspore import nn, ops
 
 from src.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
+from tests.data_fixtures import MODELZOO_RESNET50
 
-# A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
-# parameters in definition order), kept in the repo so the tests need nothing beside it.
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "modelzoo_resnet50_1001.json"
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
 
@@ -54,8 +52,9 @@ def param_specs(net):
 
 # --- Model Zoo layout -------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_resnet50_parameters_match_model_zoo_names_shapes_and_order():
-    expected = json.loads(FIXTURE.read_text())["parameters"]
+    expected = json.loads(MODELZOO_RESNET50.read_text())["parameters"]
     assert len(expected) == 267
     net = resnet50(1001)
     actual = [{"name": p.name, "shape": list(p.shape), "trainable": p.requires_grad}
@@ -64,6 +63,7 @@ def test_resnet50_parameters_match_model_zoo_names_shapes_and_order():
     assert [name for name, _ in net.parameters_and_names()] == [p["name"] for p in expected]
 
 
+@pytest.mark.e2e
 def test_resnet18_uses_model_zoo_basic_block_names():
     names = [name for name, _ in resnet18(10).parameters_and_names()]
     assert names[:10] == ["conv1.weight", "bn1.moving_mean", "bn1.moving_variance", "bn1.gamma",
@@ -76,6 +76,7 @@ def test_resnet18_uses_model_zoo_basic_block_names():
     assert len(names) == 102
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_forward_shape_at_32px(arch, pynative):
     net = build_resnet(arch, 10, cpu_conv=True)
@@ -85,12 +86,14 @@ def test_forward_shape_at_32px(arch, pynative):
     assert np.isfinite(out).all()
 
 
+@pytest.mark.e2e
 def test_native_forward_shape_at_64px(pynative):
     net = resnet18(7)
     net.set_train(False)
     assert net(images(batch=1, size=64)).shape == (1, 7)
 
 
+@pytest.mark.e2e
 def test_resnet18_stem_pool_equals_model_zoo_pad_then_valid_pool(pynative):
     relu_out = ops.relu(images(size=16, channels=4))
     model_zoo = nn.MaxPool2d(3, 2, pad_mode="valid")(
@@ -98,6 +101,7 @@ def test_resnet18_stem_pool_equals_model_zoo_pad_then_valid_pool(pynative):
     np.testing.assert_array_equal(resnet18(10).maxpool(relu_out).asnumpy(), model_zoo.asnumpy())
 
 
+@pytest.mark.e2e
 def test_cpu_conv_trains_in_graph_mode():
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -115,11 +119,13 @@ def test_cpu_conv_trains_in_graph_mode():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.unit
 def test_unknown_arch_is_rejected():
     with pytest.raises(ValueError, match="resnet152"):
         build_resnet("resnet152", 10, cpu_conv=False)
 
 
+@pytest.mark.e2e
 def test_fresh_head_is_deterministic_given_set_seed():
     def head(seed):
         ms.set_seed(seed)
@@ -134,6 +140,7 @@ def test_fresh_head_is_deterministic_given_set_seed():
 
 # --- cpu_conv network <-> native network ------------------------------------------------------
 
+@pytest.mark.e2e
 def test_cpu_conv_replaces_exactly_the_slow_convolutions():
     net = resnet50(10, cpu_conv=True)
     convs = [cell for _, cell in net.cells_and_names() if isinstance(cell, nn.Conv2d)]
@@ -145,6 +152,7 @@ def test_cpu_conv_replaces_exactly_the_slow_convolutions():
                    for _, cell in resnet50(10).cells_and_names())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_checkpoints_move_between_cpu_conv_and_native(arch, tmp_path, pynative):
     x = images()
@@ -198,6 +206,7 @@ CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cin,cout,kernel,stride,pad_mode,padding,size,has_bias", CONV_CASES)
 def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, stride, pad_mode,
                                                       padding, size, has_bias):
@@ -224,6 +233,7 @@ def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, s
         assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
+@pytest.mark.e2e
 def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
     # Guards the asymmetric 'same' padding: ops.pad's gradient goes wrong from the 2nd call.
     previous = ms.get_context("mode")
@@ -244,6 +254,7 @@ def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
         ms.set_context(mode=previous)
 
 
+@pytest.mark.unit
 def test_im2col_conv_rejects_grouped_convolution():
     with pytest.raises(ValueError, match="group"):
         Im2colConv2d(4, 4, 3, group=2)

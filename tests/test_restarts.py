@@ -8,36 +8,32 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from launcher import attempts, failure, runstate
-from launcher.runfiles import (FAULT_ENV, PREEMPT_FLAG, TRACE_ENV, attempt_logs, worker_error,
-                               worker_exit)
+from launcher.runfiles import (
+    FAULT_ENV,
+    PREEMPT_FLAG,
+    TRACE_ENV,
+    attempt_logs,
+    worker_error,
+    worker_exit,
+)
 from src.train import sink_chunks
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import (
+    REPO,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    run_dir_of,
+    shown,
+    write_tiny_job,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
-
-
-def packrun(*args, env: dict | None = None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          env=dict(os.environ, **(env or {})), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def shown(r) -> str:
-    return f"exit {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
-
-
-def run_dir_of(text: str) -> Path:
-    found = re.findall(r"^packrun: run directory (\S+)$", text, re.M)
-    assert found, text[-3000:]
-    return Path(found[-1])
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -62,12 +58,9 @@ def trained_steps(log: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("restarts")
-    return write_job(d / "restarts.toml", name="rs", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=EPOCHS, lr=0.02, momentum=0.8,
-                     lr_schedule="cosine", warmup_epochs=1, device="CPU",
-                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=True,
-                     num_parallel_workers=1)
+    return write_tiny_job(d / "restarts.toml", digits_2class, name="rs", epochs=EPOCHS,
+                          lr=0.02, momentum=0.8, lr_schedule="cosine", warmup_epochs=1,
+                          hflip=True, num_parallel_workers=1)
 
 
 # =============================================================================================
@@ -161,7 +154,7 @@ def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
 
 @pytest.fixture(scope="module")
 def debug_reference(job):
-    full = packrun("debug", job, "--name=full1", env={TRACE_ENV: "1"})
+    full = packrun("debug", job, "--name=full1", env_extra={TRACE_ENV: "1"})
     assert full.returncode == 0, shown(full)
     return run_dir_of(full.stdout)
 
@@ -177,7 +170,7 @@ def uninterrupted(job):
 def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job, uninterrupted):
     t0 = time.monotonic()
     r = packrun("run", job, "--workers=2", "--name=restarted", "--max_restarts=1",
-                env={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
+                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
     print(f"restarted run: {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
@@ -205,7 +198,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
 @pytest.mark.e2e
 def test_without_restarts_the_same_kill_ends_the_run(job):
     r = packrun("run", job, "--workers=2", "--name=norestart", "--epochs=2",
-                env={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
+                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
     assert r.returncode not in (0, 2), shown(r)
     run_dir = run_dir_of(r.stderr)
     record = json.loads((run_dir / "failure.json").read_text())
@@ -218,7 +211,7 @@ def test_without_restarts_the_same_kill_ends_the_run(job):
 @pytest.mark.e2e
 def test_a_raising_worker_leaves_error_json_and_is_restarted(job):
     r = packrun("debug", job, "--name=raises", "--epochs=2", "--max_restarts=1",
-                env={FAULT_ENV: "raise:rank=0:epoch=2:step=2"})
+                env_extra={FAULT_ENV: "raise:rank=0:epoch=2:step=2"})
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
     err = json.loads((run_dir / attempt_logs(1) / "worker_0.error.json").read_text())
@@ -235,7 +228,7 @@ def test_a_raising_worker_leaves_error_json_and_is_restarted(job):
 @pytest.mark.e2e
 def test_bad_input_is_not_retried(job):
     r = packrun("debug", job, "--name=badinput", "--epochs=2", "--max_restarts=3",
-                env={FAULT_ENV: "exit2:rank=0:epoch=1:step=2"})
+                env_extra={FAULT_ENV: "exit2:rank=0:epoch=1:step=2"})
     assert r.returncode == 2, shown(r)
     run_dir = run_dir_of(r.stdout)
     record = json.loads((run_dir / "failure.json").read_text())
@@ -250,8 +243,8 @@ def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subproce
     """Start packrun, create preempt.requested once `trained step <at>` is in `log`'s run's rank
     0 log; (the process, its run directory)."""
     out = log.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                            env=dict(os.environ, **env), stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(packrun_argv(*args), cwd=REPO, env=packrun_env(env_extra=env),
+                            stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         found = re.findall(r"run directory (\S+)", log.read_text())
@@ -287,7 +280,7 @@ def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp
     assert [row["epoch"] for row in rows(run_dir)] == [1]
     rs = runstate.run_state(run_dir)
     assert (rs.state, rs.epoch, rs.step) == ("stopped", 1, stopped_at)
-    resumed = packrun(mode, "--resume", run_dir, env=env)
+    resumed = packrun(mode, "--resume", run_dir, env_extra=env)
     assert resumed.returncode == 0, shown(resumed)
     log = (run_dir / "logs" / "worker_0.log").read_text()
     assert f"epoch 1 of {EPOCHS} done and {stopped_at} of {steps} steps of epoch 2" in log
@@ -305,9 +298,9 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     from launcher import node_launch
     from launcher.render import write_run_dir
     from launcher.spec import load_job
-    from tests.test_site import STUB
+    from tests.data_fixtures import STUB_LAUNCHER
     python = tmp_path / "stub-python"
-    python.write_text(STUB)
+    python.write_text(STUB_LAUNCHER)
     python.chmod(0o755)
     for k in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(k)
@@ -335,10 +328,9 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
 def test_a_users_sigterm_is_not_retried(job, tmp_path):
     out = tmp_path / "console.out"
     with open(out, "w") as console:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "debug", str(job),
-                                 "--name=sigterm", "--max_restarts=3"], cwd=REPO,
-                                env=dict(os.environ, **{TRACE_ENV: "1"}), stdout=console,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(packrun_argv("debug", job, "--name=sigterm", "--max_restarts=3"),
+                                cwd=REPO, env=packrun_env(env_extra={TRACE_ENV: "1"}),
+                                stdout=console, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while "trained step 1.1\n" not in out.read_text():
         assert time.monotonic() < deadline and proc.poll() is None, out.read_text()[-3000:]
@@ -353,7 +345,7 @@ def test_a_users_sigterm_is_not_retried(job, tmp_path):
 @pytest.mark.e2e
 def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
     env = {TRACE_ENV: "1", FAULT_ENV: "stop:rank=0:epoch=1:step=6"}   # creates the flag there
-    r = packrun("debug", job, "--name=stop_last", env=env)
+    r = packrun("debug", job, "--name=stop_last", env_extra=env)
     assert r.returncode == 75, shown(r)
     run_dir = run_dir_of(r.stdout)
     assert trained_steps(run_dir / "logs" / "worker_0.log") == [f"1.{i}" for i in range(1, 7)]
@@ -361,14 +353,14 @@ def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
         in r.stdout
     assert json.loads((run_dir / "last.json").read_text()) == {"epoch": 1, "step": 0}
     assert [row["epoch"] for row in rows(run_dir)] == [1]
-    resumed = packrun("debug", "--resume", run_dir, env={TRACE_ENV: "1"})
+    resumed = packrun("debug", "--resume", run_dir, env_extra={TRACE_ENV: "1"})
     assert resumed.returncode == 0, shown(resumed)
     again = trained_steps(run_dir / "logs" / "worker_0.log")
     assert again[0] == "2.1" and len(again) == (EPOCHS - 1) * 6
     assert digests(run_dir, 1) == digests(debug_reference, 1)
     # a request at the run's very last step: the run is complete
     end = packrun("debug", job, "--name=stop_end", "--epochs=1", "--warmup_epochs=0",
-                  env={FAULT_ENV: "stop:rank=0:epoch=1:step=6"})
+                  env_extra={FAULT_ENV: "stop:rank=0:epoch=1:step=6"})
     assert end.returncode == 0 and "End training, the best acc is: " in end.stdout, shown(end)
 
 

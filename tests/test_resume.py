@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_debug_run import packrun, run_dir_of
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, run_dir_of, write_tiny_job
+
+pytestmark = pytest.mark.e2e
 
 EPOCHS, KILL_IN_EPOCH = 5, 3
 
@@ -32,12 +32,8 @@ EPOCHS, KILL_IN_EPOCH = 5, 3
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("resume")
-    return write_job(d / "resume.toml", name="resume", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=EPOCHS, lr=0.02, momentum=0.8,
-                     lr_schedule="cosine", warmup_epochs=1, device="CPU",
-                     output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=True,
-                     num_parallel_workers=2)
+    return write_tiny_job(d / "resume.toml", digits_2class, epochs=EPOCHS, lr=0.02,
+                          momentum=0.8, lr_schedule="cosine", warmup_epochs=1, hflip=True)
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -72,8 +68,8 @@ def run_dir_in(console: Path) -> Path | None:
 def start_and_kill_in_epoch_3(job: Path, console: Path) -> tuple[Path, subprocess.Popen]:
     """Start a debug run and SIGKILL its worker's process group as soon as epoch 2 is saved."""
     with open(console, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "debug", str(job),
-                                 "--name=killed"], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(packrun_argv("debug", job, "--name=killed"), cwd=REPO,
+                                env=packrun_env(), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             run_dir = run_dir_in(console)

@@ -20,6 +20,7 @@ from launcher.render import write_run_dir
 from launcher.runfiles import PREEMPT_FLAG, RUN_LOCK
 from launcher.runlock import acquire
 from launcher.spec import load_job, spec_to_json
+from tests.data_fixtures import packrun
 
 pytestmark = pytest.mark.unit
 
@@ -97,9 +98,7 @@ def test_second_launch_of_a_busy_run_dir_exits_2(tmp_path, make_job, args, files
     proc = holder_process(rd)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-        r = subprocess.run([sys.executable, "-m", "launcher.cli",
-                            *(a.format(rd=rd) for a in args)], capture_output=True, text=True,
-                           timeout=120, env=env, cwd=Path(__file__).resolve().parents[1])
+        r = packrun(*(a.format(rd=rd) for a in args), env=env, timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

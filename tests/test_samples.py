@@ -15,9 +15,7 @@ from launcher import preflight
 from launcher.errors import UserError
 from launcher.samples import scan_split
 from launcher.spec import load_job
-from tests.data_fixtures import data, digits_2class, small_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.data_fixtures import REPO, packrun, small_job
 
 
 def odd_entries(d: Path, t: Path) -> None:
@@ -57,8 +55,7 @@ def test_the_rule(data, tmp_path):
 def test_check_reports_what_is_not_read(data, tmp_path):
     odd_entries(data, tmp_path)
     job = small_job(tmp_path, data)
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "check", str(job), "--quick"],
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    r = packrun("check", job, "--quick", timeout=300)
     assert r.returncode == 0, r.stderr
     assert "warning data: train_dir: 5 entries in class folders are not read: " in r.stdout
     assert "dangling.jpg (a broken symlink)" in r.stdout or "and 2 more" in r.stdout
@@ -83,8 +80,7 @@ def test_ctrl_c_during_the_scan_is_a_clean_error(data, tmp_path, monkeypatch):
 @pytest.mark.unit
 def test_fixed_feature_without_pretrained_warns_loudly(data, tmp_path, capsys):
     job = small_job(tmp_path, data, mode="fixed_feature")
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "check", str(job), "--quick"],
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    r = packrun("check", job, "--quick", timeout=300)
     assert "warning job: mode = \"fixed_feature\" with pretrained = \"\": the backbone stays " \
            "at its RANDOM initial weights" in r.stdout
     preflight.preflight(load_job(job))

@@ -26,18 +26,22 @@ from launcher.runfiles import PREEMPT_FLAG, worker_exit
 from launcher.slurm_env import SlurmEnvironment
 from launcher.spec import build_spec, load_job, read_job_file, spec_from_json
 from launcher.templates_cmd import describe, launch_templates, templates_command
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_slurm import cluster, processes_of, wait_for  # noqa: F401
+from tests.data_fixtures import (
+    REPO,
+    STUB_LAUNCHER,
+    packrun_argv,
+    packrun_env,
+    processes_of,
+    wait_for,
+    write_tiny_job,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 ASCEND_SETUP = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 # Three setup lines: order, a variable one line sets and the next reads, an unset variable read
 # (vendor scripts do that; the block turns `set -u` off around them).
 SETUP = ['echo "setup 1" >> "$SITE_LOG"', "export FROM_SETUP=yes",
          'echo "setup 2 $FROM_SETUP ${NOT_SET_ANYWHERE:-}$NOT_SET_EITHER" >> "$SITE_LOG"']
 SITE_ENV = {"SITE_VAR": "a b'c $HOME"}
-STUB = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_LOG"\n'
-        'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
 
 
 def site_job(make_job, **keys):
@@ -46,6 +50,7 @@ def site_job(make_job, **keys):
 
 # --- the keys ---------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_toml_lists_and_tables_round_trip_through_job_json(make_job, tmp_path):
     job = make_job()
     with open(job, "a") as f:
@@ -60,6 +65,7 @@ def test_toml_lists_and_tables_round_trip_through_job_json(make_job, tmp_path):
     assert json.loads((run_dir / "job.json").read_text())["spec"]["env"]["HCCL_BUFFSIZE"] == "200"
 
 
+@pytest.mark.unit
 def test_cli_values_from_fire(make_job):
     spec = load_job(make_job(), {"env_setup": "module load x", "env": {"A": 1},
                                  "sbatch_extra": ["--exclusive"]})
@@ -67,22 +73,24 @@ def test_cli_values_from_fire(make_job):
     assert spec.sbatch_extra == ("--exclusive",)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("keys, message", [
     ({"env_setup": ["a\nb"]}, r"key 'env_setup': 'a\\nb' holds a newline; give one line"),
     ({"env_setup": ["ok", 3]}, r"key 'env_setup' must be a list of strings; entry int 3"),
     ({"env": {"1X": "v"}}, r"key 'env': '1X' is not a variable name"),
     ({"env": {"X": "a\rb"}}, r"key 'env': 'a\\rb' holds a newline"),
     ({"env": {"X": True}}, r"key 'env': X is bool True; values are strings"),
-    ({"sbatch_extra": ["exclusive"]}, r"key 'sbatch_extra': 'exclusive' is not an sbatch option "
-                                      r"starting with --"),
-    ({"template_dir": "/no/such/dir"}, r"key 'template_dir': /no/such/dir does not exist; give "
-                                       r"a directory holding templates"),
+    ({"sbatch_extra": ["exclusive"]}, (r"key 'sbatch_extra': 'exclusive' is not an sbatch option "
+                                       r"starting with --")),
+    ({"template_dir": "/no/such/dir"}, (r"key 'template_dir': /no/such/dir does not exist; give "
+                                        r"a directory holding templates")),
 ])
 def test_bad_site_values_are_named(make_job, keys, message):
     with pytest.raises(UserError, match=message):
         load_job(make_job(), keys)
 
 
+@pytest.mark.unit
 def test_tables_only_for_table_keys(make_job):
     job = make_job()
     with open(job, "a") as f:
@@ -94,6 +102,7 @@ def test_tables_only_for_table_keys(make_job):
 
 # --- rendering --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_site_lines_are_verbatim_and_env_is_quoted_in_every_launch_script(make_job):
     for launcher, device, script in [("msrun", "CPU", "msrun.sh"), ("mpirun", "CPU", "mpirun.sh"),
                                      ("mpirun", "CPU", "mpi_task.sh"),
@@ -106,6 +115,7 @@ def test_site_lines_are_verbatim_and_env_is_quoted_in_every_launch_script(make_j
         assert "export SITE_VAR=\"a b'c \\$HOME\"" in block, script  # shellsafe.sh
 
 
+@pytest.mark.unit
 def test_sbatch_extra_lines_join_the_header(make_job):
     spec = load_job(make_job(), {"sbatch_extra": ["--exclusive", "--constraint=a100&ib"]})
     sbatch = render_artifacts(spec, "/runs/x", slurm=True)["job.sbatch"]
@@ -114,11 +124,13 @@ def test_sbatch_extra_lines_join_the_header(make_job):
     assert "site #SBATCH options (sbatch_extra: verbatim" in header
 
 
+@pytest.mark.unit
 def test_no_site_keys_no_site_block(make_job):
     art = render_artifacts(load_job(make_job()), "/runs/x", slurm=True)
     assert not any("site" in text for text in art.values())
 
 
+@pytest.mark.unit
 def test_typical_ascend_setup_passes_shellcheck(make_job, tmp_path):
     if not shutil.which("shellcheck"):
         if os.environ.get("CI") == "true":
@@ -147,7 +159,7 @@ def stubs(tmp_path):
     bin_dir = tmp_path / "stub-bin"
     bin_dir.mkdir()
     for name in ("python", "mpirun"):
-        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).write_text(STUB_LAUNCHER)
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
                SITE_LOG=str(tmp_path / "site.log"))
@@ -155,6 +167,7 @@ def stubs(tmp_path):
     return bin_dir / "python", env
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("launcher, device, keys", [
     ("msrun", "CPU", {"master_port": 8118}),
     ("mpirun", "GPU", {}),
@@ -164,7 +177,7 @@ def test_env_setup_runs_in_order_before_the_launch(make_job, stubs, launcher, de
     python, env = stubs
     # (bind_cores off: the stub interpreter would also stand in for the launch's core split)
     spec = site_job(make_job, launcher=launcher, device=device, bind_cores=False, **keys)
-    run_dir, command = write_run_dir(spec, python=str(python))
+    _run_dir, command = write_run_dir(spec, python=str(python))
     r = subprocess.run(command.split("   #")[0], shell=True, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -176,6 +189,7 @@ def test_env_setup_runs_in_order_before_the_launch(make_job, stubs, launcher, de
 
 # --- template_dir -----------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_a_site_override_of_one_template_is_used_and_the_rest_inherited(make_job, tmp_path):
     site = tmp_path / "site"
     assert templates_command("job.sbatch.j2", str(site)).startswith("packrun: copied")
@@ -196,6 +210,7 @@ def test_a_site_override_of_one_template_is_used_and_the_rest_inherited(make_job
     assert "job.sbatch.j2   (overridden in" in templates_command(template_dir=str(site))
 
 
+@pytest.mark.unit
 def test_a_template_dir_that_vanished_after_the_render_is_named(make_job, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -205,6 +220,7 @@ def test_a_template_dir_that_vanished_after_the_render_is_named(make_job, tmp_pa
         render_artifacts(spec, "/runs/x")
 
 
+@pytest.mark.unit
 def test_every_launch_template_states_its_variables(capsys):
     names = [p.name for p in launch_templates()]
     assert {"msrun.sh.j2", "job.sbatch.j2", "site_setup.sh.j2"} <= set(names)
@@ -217,6 +233,7 @@ def test_every_launch_template_states_its_variables(capsys):
 
 # --- node-launch --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_node_launch_outside_slurm_takes_flags_and_passes_the_exit_code(make_job, stubs,
                                                                         monkeypatch):
     python, env = stubs
@@ -240,15 +257,16 @@ def test_node_launch_outside_slurm_takes_flags_and_passes_the_exit_code(make_job
         node_launch.node_launch_command(str(plain), 0, "127.0.0.1", 8118)
 
 
+@pytest.mark.unit
 def test_node_launch_forwards_signals(make_job, stubs):
     python, env = stubs
     run_dir, _ = write_run_dir(load_job(make_job(), {"bind_cores": False}), slurm=True,
                                python=str(python))  # (the stub stands in for msrun only)
     env = {k: v for k, v in env.items() if not k.startswith("SLURM_")} | {"STUB_SLEEP": "60",
                                                                          "SITE_VAR": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "node-launch", str(run_dir),
-                             "--node_rank=0", "--master_addr=127.0.0.1", "--master_port=8118"],
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen(packrun_argv("node-launch", run_dir, "--node_rank=0",
+                                         "--master_addr=127.0.0.1", "--master_port=8118"),
+                            cwd=REPO, env=packrun_env(env))
     try:
         wait_for(lambda: Path(env["SITE_LOG"]).exists(), 30, "the stub launch")
         proc.send_signal(signal.SIGUSR1)                  # stop after this step, please
@@ -261,6 +279,7 @@ def test_node_launch_forwards_signals(make_job, stubs):
         proc.kill()
 
 
+@pytest.mark.unit
 def test_node_launch_reads_slurm_and_derives_the_port():
     env = SlurmEnvironment({"SLURM_JOB_ID": "41234", "SLURM_NODEID": "1",
                                   "SLURM_LOCALID": "0", "SLURM_JOB_NUM_NODES": "2",
@@ -277,13 +296,10 @@ def test_node_launch_reads_slurm_and_derives_the_port():
         node_launch.check_allocation(spec.replace(nodes=1), env)
 
 
-def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class,  # noqa: F811
-                                                     tmp_path):
-    job = write_job(
-        tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, cards_per_node=2)
+@pytest.mark.cluster
+def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class, tmp_path):
+    job = write_tiny_job(tmp_path / "tiny.toml", digits_2class, output_dir=None,
+                         cards_per_node=2)
     setup_log = tmp_path / "setup.log"
     spec = load_job(job, {"env_setup": [f'echo "setup on $(hostname)" >> {setup_log}']})
     run_dir, _ = write_run_dir(spec, slurm=True, out=str(tmp_path / "runs"))

@@ -12,12 +12,10 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,26 +26,17 @@ from launcher.render import write_run_dir
 from launcher.runfiles import PREEMPT_FLAG, SLURM_JOB_ID, worker_exit
 from launcher.slurm import JobInfo
 from launcher.spec import load_job, spec_to_json
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
-START_CLUSTER = "bash tests/cluster/slurm_up.sh && source /tmp/packrun-slurm/env.sh"
-
-
-def packrun(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def shown(result) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n" \
-           f"{result.stderr[-4000:]}"
-
-
-def run_dir_of(text: str) -> Path:
-    found = re.findall(r"^packrun: run directory (\S+)$", text, re.M)
-    assert found, text[-3000:]
-    return Path(found[0])
+from tests.data_fixtures import (
+    REPO,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    processes_of,
+    run_dir_of,
+    shown,
+    wait_for,
+    write_tiny_job,
+)
 
 
 def fake_tools(tmp_path, **scripts) -> dict:
@@ -65,18 +54,14 @@ def fake_tools(tmp_path, **scripts) -> dict:
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("slurmjobs")
-    return write_job(
-        d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, output_dir=str(d / "runs"), nodes=1,
-        cards_per_node=2)
+    return write_tiny_job(d / "tiny.toml", digits_2class, nodes=1, cards_per_node=2)
 
 
 # =============================================================================================
 # Without a cluster
 # =============================================================================================
 
+@pytest.mark.unit
 @pytest.mark.parametrize("state, exit_code, sig, status", [
     ("COMPLETED", 0, 0, 0),
     ("FAILED", 1, 0, 1),
@@ -90,6 +75,7 @@ def test_exit_status_of_a_job(state, exit_code, sig, status):
     assert info.ended and info.status == status
 
 
+@pytest.mark.unit
 def test_job_info_reads_scontrol(tmp_path, monkeypatch):
     line = ("JobId=4 JobName=tiny UserId=root(0) JobState=RUNNING Reason=None Requeue=1 "
             "Restarts=1 BatchFlag=1 ExitCode=0:0 RunTime=00:00:52 AllocNode:Sid=localhost:1 "
@@ -101,6 +87,7 @@ def test_job_info_reads_scontrol(tmp_path, monkeypatch):
     assert not info.ended
 
 
+@pytest.mark.unit
 def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
     monkeypatch.setenv("PATH", fake_tools(
         tmp_path, scontrol="echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1",
@@ -117,10 +104,11 @@ def test_a_job_slurmctld_forgot(tmp_path, monkeypatch, job_file):
     (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": 0.75}\n'
                                            '{"epoch": 2, "val_acc": 0.5}\n')
     assert slurm.status(run_dir).splitlines() == [
-        "job 12: ended; slurmctld forgets finished jobs after MinJobAge and sacct has no record "
-        "of it (no accounting on this cluster?)", "epoch 2/3, best acc so far 0.75 (epoch 1)"]
+        ("job 12: ended; slurmctld forgets finished jobs after MinJobAge and sacct has no record "
+         "of it (no accounting on this cluster?)"), "epoch 2/3, best acc so far 0.75 (epoch 1)"]
 
 
+@pytest.mark.unit
 def test_log_follower_prints_whole_lines_and_restarts_with_a_rewritten_log(tmp_path):
     log, console = tmp_path / "worker_0.log", io.StringIO()
     follower = LogFollower(log, console)
@@ -137,6 +125,7 @@ def test_log_follower_prints_whole_lines_and_restarts_with_a_rewritten_log(tmp_p
     assert console.getvalue().endswith(f"packrun: {log} started again\nresuming\n")
 
 
+@pytest.mark.unit
 def test_follow_stays_with_a_requeued_job_until_it_ends(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("7\n")
     (tmp_path / "logs").mkdir()
@@ -167,6 +156,7 @@ def test_follow_stays_with_a_requeued_job_until_it_ends(tmp_path, monkeypatch):
                         "time(s)\n")
 
 
+@pytest.mark.unit
 def test_follow_names_the_logs_and_shows_the_failing_one(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("8\n")
     (tmp_path / "logs").mkdir()
@@ -187,6 +177,7 @@ def test_follow_names_the_logs_and_shows_the_failing_one(tmp_path, monkeypatch):
     assert tail.splitlines()[-1] == "ValueError: bad batch" and len(tail.splitlines()) == 20
 
 
+@pytest.mark.unit
 def test_follow_rides_out_an_unreachable_slurmctld(tmp_path, monkeypatch):
     (tmp_path / SLURM_JOB_ID).write_text("9\n")
     answers = [slurm.SlurmUnreachable("down"), slurm.SlurmUnreachable("down"),
@@ -258,6 +249,7 @@ def run_batch_script(job_file, tmp_path, workers: str, *, requeue=True, send_usr
     return proc.returncode, out.read_text(), calls.read_text() if calls.exists() else ""
 
 
+@pytest.mark.unit
 def test_the_batch_script_requeues_a_job_whose_workers_stopped_on_request(job_file, tmp_path):
     started = time.monotonic()
     rc, out, calls = run_batch_script(job_file, tmp_path, "stop-on-request", teardown_s=60)
@@ -268,12 +260,14 @@ def test_the_batch_script_requeues_a_job_whose_workers_stopped_on_request(job_fi
     assert calls == "requeue 99\n"
 
 
+@pytest.mark.unit
 def test_the_batch_script_without_requeue_ends_with_status_75(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "stop-on-request", requeue=False)
     assert rc == 75 and calls == "", out
     assert "resume with: packrun run --resume " in out
 
 
+@pytest.mark.unit
 def test_a_failure_is_not_taken_for_a_stop_on_request(job_file, tmp_path):
     # a request and exit statuses from an earlier run are removed when the job starts
     rc, out, calls = run_batch_script(job_file, tmp_path, "fail", send_usr1=False, stale=True,
@@ -283,6 +277,7 @@ def test_a_failure_is_not_taken_for_a_stop_on_request(job_file, tmp_path):
     assert "packrun: attempt 1 failed: the launch on vm exited with status 1; giving up" in out
 
 
+@pytest.mark.unit
 def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False)
     assert rc == 0 and calls == "requeue 99\n", out
@@ -297,6 +292,7 @@ def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_pa
     assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
 
 
+@pytest.mark.unit
 def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
     rc, out, calls = run_batch_script(job_file, tmp_path, "rank1-fails", send_usr1=False,
                                       restart_count=3)
@@ -304,6 +300,7 @@ def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
     assert "packrun: attempt 4 failed: rank 1 on vm exited with status 1; giving up" in out
 
 
+@pytest.mark.unit
 def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
     r = packrun("submit", job_file, f"--out={tmp_path / 'runs'}", env=fake_tools(tmp_path))
     assert r.returncode == 2, shown(r)
@@ -314,6 +311,7 @@ def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.unit
 def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, job_file):
     seen = tmp_path / "sbatch.seen"
     env = fake_tools(tmp_path, sbatch=f'echo "$* | $PYTHONUNBUFFERED $PACKRUN_CONSOLE_TTY '
@@ -329,10 +327,11 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
     assert env_seen.split()[:2] == ["1", "0"] and str(REPO) in env_seen  # unbuffered, no tty
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("stderr, hint", [
     ("sbatch: error: Batch job submission failed: Invalid partition name specified", False),
-    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
-     "failure)", True),
+    (("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
+      "failure)"), True),
 ])
 def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hint):
     env = fake_tools(tmp_path, sbatch=f"echo '{stderr}' >&2; exit 1")
@@ -343,6 +342,7 @@ def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hi
     assert ("is SLURM_CONF set and slurmctld running?" in r.stderr) == hint, r.stderr
 
 
+@pytest.mark.unit
 def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
     r = packrun("status", tmp_path)   # status also serves local runs: it needs job.json
     assert r.returncode == 2
@@ -355,6 +355,7 @@ def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
     assert r.returncode == 2 and "run directory" in r.stderr and "not found" in r.stderr
 
 
+@pytest.mark.unit
 def test_a_missing_slurm_conf_is_named_at_once(tmp_path):
     (tmp_path / SLURM_JOB_ID).write_text("3\n")
     missing = tmp_path / "missing.conf"
@@ -367,31 +368,6 @@ def test_a_missing_slurm_conf_is_named_at_once(tmp_path):
 # =============================================================================================
 # On a real cluster
 # =============================================================================================
-
-def _cluster_problem() -> str | None:
-    if not shutil.which("scontrol"):
-        return "Slurm's commands are not installed (apt-get install slurm-client)"
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not Path(conf).is_file():
-        return f"SLURM_CONF is {conf}, which is not a file"
-    try:
-        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "`scontrol ping` gave no answer in 30 s"
-    if r.returncode != 0 or " is UP" not in r.stdout:
-        said = (r.stdout + r.stderr).strip().splitlines()
-        return f"no Slurm cluster answers `scontrol ping` ({said[-1] if said else 'no output'})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    problem = _cluster_problem()
-    if problem and os.environ.get("CI") == "true":
-        pytest.fail(f"{problem}; CI must start one first (.ci/run: {START_CLUSTER})")
-    if problem:
-        pytest.skip(f"{problem}; start one: {START_CLUSTER}")
-
 
 @pytest.fixture
 def cleanup(cluster, job_file):
@@ -412,27 +388,7 @@ def cleanup(cluster, job_file):
                  60, "jobs to leave the queue")
 
 
-def wait_for(condition, timeout_s: float, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.25)
-
-
-def processes_of(run_dir: Path) -> list[str]:
-    """Command lines of live processes that name the run directory."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(run_dir) in text:
-            found.append(text)
-    return found
-
-
+@pytest.mark.cluster
 def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     r = packrun("submit", job_file, "--wait")
     assert r.returncode == 0, shown(r)
@@ -453,6 +409,7 @@ def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     assert "epoch 1/1, best acc so far " in s.stdout
 
 
+@pytest.mark.cluster
 def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     r = packrun("submit", job_file, "--wait", "--head=fc")  # no such cell: the workers fail
     assert r.returncode not in (0, 2), shown(r)             # the job's status, not a usage error
@@ -465,6 +422,7 @@ def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     assert re.search(r"^packrun: error: .*'head'", tail[1], re.M), shown(r)
 
 
+@pytest.mark.cluster
 def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     r = packrun("submit", job_file, "--epochs=3")
     assert r.returncode == 0, shown(r)
@@ -482,12 +440,13 @@ def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     wait_for(lambda: not processes_of(run_dir), 30, f"no process left in {run_dir}")
 
 
+@pytest.mark.cluster
 def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanup, job_file,
                                                                           tmp_path):
     out = tmp_path / "submit.out"
     with open(out, "w") as console:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "submit", str(job_file),
-                                 "--wait", "--epochs=3"], cwd=REPO, stdout=console,
+        proc = subprocess.Popen(packrun_argv("submit", job_file, "--wait", "--epochs=3"),
+                                cwd=REPO, env=packrun_env(), stdout=console,
                                 stderr=subprocess.STDOUT, text=True)
     cleanup.append(proc)
     wait_for(lambda: "packrun: submitted Slurm job" in out.read_text(), 120, "the submission")
@@ -511,6 +470,7 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
     assert (run_dir / "best.ckpt").is_file() and not (run_dir / PREEMPT_FLAG).exists()
 
 
+@pytest.mark.cluster
 def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     # rank 1 SIGKILLs itself in epoch 2 of the first attempt (test-only fault injection)
     env = dict(os.environ, PACKRUN_TEST_FAULT="kill:rank=1:epoch=2:step=1")
@@ -531,11 +491,13 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]   # epoch 1 not rerun
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted")
-    assert "PACKRUN_TEST_FAULT: kill" in (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
+    assert "PACKRUN_TEST_FAULT: kill" in \
+        (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
     s = packrun("status", run_dir)
     assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 
 
+@pytest.mark.cluster
 def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
     out = tmp_path / "env.out"
     script = tmp_path / "env.sbatch"

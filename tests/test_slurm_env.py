@@ -6,6 +6,8 @@ import pytest
 from launcher.errors import UserError
 from launcher.slurm_env import SlurmEnvironment
 
+pytestmark = pytest.mark.unit
+
 TASK = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[01-02]", "SLURM_JOB_NUM_NODES": "2",
         "SLURM_NODEID": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2"}
 
@@ -54,9 +56,9 @@ def test_older_variable_names_are_understood():
 def test_missing_or_bad_variables_name_the_variable():
     with pytest.raises(UserError, match=r"SLURM_NODEID is not set: this is not running inside a "
                                         r"Slurm job"):
-        SlurmEnvironment({"SLURM_JOB_ID": "1"}).node_rank
+        _ = SlurmEnvironment({"SLURM_JOB_ID": "1"}).node_rank  # (the property raises)
     with pytest.raises(UserError, match=r"SLURM_PROCID is 'x'; Slurm sets it to a number"):
-        SlurmEnvironment(TASK | {"SLURM_PROCID": "x"}).global_rank
+        _ = SlurmEnvironment(TASK | {"SLURM_PROCID": "x"}).global_rank
 
 
 @pytest.mark.parametrize("nodelist, hosts", [
@@ -85,4 +87,4 @@ def test_a_failing_scontrol_falls_back_to_the_expander(fake_scontrol):
 
 def test_a_bad_nodelist_is_a_user_error(no_scontrol):
     with pytest.raises(UserError, match=r"hostlist 'node\[01-': '\[' is never closed"):
-        SlurmEnvironment(TASK | {"SLURM_JOB_NODELIST": "node[01-"}).hosts
+        _ = SlurmEnvironment(TASK | {"SLURM_JOB_NODELIST": "node[01-"}).hosts

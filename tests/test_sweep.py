@@ -9,7 +9,6 @@ to the test cluster (tests/cluster/slurm_up.sh) and cancel one.
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,19 +16,19 @@ import pytest
 
 from launcher.errors import UserError
 from launcher.metrics import best_row, read_metrics
-from launcher.sweep import (SWEEP_JSON, parse_grid, plan_sweep, read_points_file, read_sweep,
-                            repeated_flag)
-from tests.data_fixtures import digits_2class, tiny_job, write_job  # noqa: F401
+from launcher.sweep import (
+    SWEEP_JSON,
+    parse_grid,
+    plan_sweep,
+    read_points_file,
+    read_sweep,
+    repeated_flag,
+)
+from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = ["--grid", "lr=0.01,0.001", "--grid", "mode=finetune,fixed_feature"]
 DIRS = {"lr=0.01_mode=finetune", "lr=0.01_mode=fixed_feature", "lr=0.001_mode=finetune",
         "lr=0.001_mode=fixed_feature"}
-
-
-def packrun(*args, timeout=900, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def shown(r) -> str:
@@ -74,8 +73,7 @@ def check_summary(text: str, sweep_dir: Path) -> None:
         accs.append(float(best_acc))
     assert accs == sorted(accs, reverse=True)  # sorted by best accuracy
     first = next(iter(rows.values()))
-    assert " *" in text.splitlines()[[i for i, line in enumerate(text.splitlines())
-                                      if line.split()[:2] == first[:2]][0]]
+    assert " *" in next(line for line in text.splitlines() if line.split()[:2] == first[:2])
 
 
 # =============================================================================================
@@ -328,14 +326,6 @@ def test_a_failing_point_does_not_stop_the_others_and_shows_in_the_summary(tiny_
 # On the test Slurm cluster: one job array
 # =============================================================================================
 
-def _cluster_or_skip():
-    from tests.test_slurm import _cluster_problem
-    problem = _cluster_problem()
-    if problem:
-        pytest.skip(f"{problem}; start one: bash tests/cluster/slurm_up.sh && source "
-                    "/tmp/packrun-slurm/env.sh")
-
-
 def _tasks(array_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "-o", "show", "job", array_id], capture_output=True,
                          text=True).stdout
@@ -344,14 +334,8 @@ def _tasks(array_id: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def slurm_job(tmp_path, digits_2class):
-    _cluster_or_skip()
-    job = write_job(
-        tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-        train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-        image_size=32, batch_size=8, epochs=1, lr=0.01, device="CPU", min_crop_scale=0.5,
-        hflip=False, num_parallel_workers=2, output_dir=str(tmp_path / "runs"),
-        cards_per_node=1)
+def slurm_job(tmp_path, digits_2class, cluster):
+    job = write_tiny_job(tmp_path / "tiny.toml", digits_2class, cards_per_node=1)
     yield job
     ids = [f.read_text().strip() for f in (tmp_path / "runs").glob("*/slurm_job_id")]
     if ids:
@@ -407,9 +391,10 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
     through untouched; --wait follows both to COMPLETED."""
     out = tmp_path / "sweep.out"
     with open(out, "w") as console:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", "sweep", slurm_job,
-                                 "--grid", "seed=1,2", "--epochs=3", "--slurm", "--wait"],
-                                cwd=REPO, stdout=console, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(packrun_argv("sweep", slurm_job, "--grid", "seed=1,2",
+                                             "--epochs=3", "--slurm", "--wait"),
+                                cwd=REPO, env=packrun_env(), stdout=console,
+                                stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
         while "submitted Slurm job array" not in out.read_text():

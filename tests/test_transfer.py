@@ -10,8 +10,7 @@ import pytest
 from launcher.errors import UserError
 from launcher.spec import build_spec, load_job, spec_from_json, spec_to_json
 from src.stages import cache_bytes, frozen_stages, prefix_output_shape, stage_of
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
-from tests.test_debug_run import packrun, params, run_dir_of
+from tests.data_fixtures import packrun, params, run_dir_of, write_job, write_tiny_job
 
 BASE = {"train_dir": "/spec-only/train", "val_dir": "/spec-only/val"}  # (not a parent of cwd)
 
@@ -73,7 +72,7 @@ def test_a_command_line_freeze_replaces_the_job_files_mode_and_back(tmp_path):
     job2 = write_job(tmp_path / "k.toml", freeze="layer1", **BASE)
     s = load_job(job2, {"mode": "fixed_feature"}, check_paths=False)
     assert (s.mode, s.freeze) == ("fixed_feature", "all")
-    with pytest.raises(UserError, match="^command line: mode = 'finetune' and freeze = 'all'"):
+    with pytest.raises(UserError, match=r"^command line: mode = 'finetune' and freeze = 'all'"):
         load_job(job2, {"mode": "finetune", "freeze": "all"}, check_paths=False)
     bad = write_job(tmp_path / "bad.toml", mode="finetune", freeze="layer2", **BASE)
     with pytest.raises(UserError, match=r"bad\.toml: mode = 'finetune' and freeze = 'layer2'"):
@@ -100,8 +99,8 @@ def test_inconsistent_job_exits_2_with_one_line(tmp_path, digits_2class):
     r = packrun("render", job, "--print")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines() == [
-        f"packrun: error: {job}: mode = 'fixed_feature' and freeze = 'layer2' disagree "
-        "(freeze = 'layer2' is mode 'partial'); set only one of them"]
+        (f"packrun: error: {job}: mode = 'fixed_feature' and freeze = 'layer2' disagree "
+         "(freeze = 'layer2' is mode 'partial'); set only one of them")]
 
 
 # --- stages (pure) ------------------------------------------------------------------------------
@@ -228,11 +227,7 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("transferjobs")
-    write_job(d / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-              train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-              image_size=32, batch_size=8, epochs=2, lr=0.02, device="CPU",
-              output_dir=str(d / "runs"), min_crop_scale=0.5, hflip=False,
-              num_parallel_workers=2)
+    write_tiny_job(d / "tiny.toml", digits_2class, epochs=2, lr=0.02)
     return d
 
 
@@ -287,8 +282,9 @@ def test_freeze_layer2_changes_exactly_layer3_layer4_and_the_head(layer2_runs, p
 def test_partial_freeze_cache_equals_recomputing(layer2_runs):
     (cached_out, cached), (recomputed_out, recomputed) = layer2_runs["cached"], \
         layer2_runs["recomputed"]
-    assert "feature cache: will hold stem..layer2 output 128x4x4 float32 per image: 48 train " \
-        "images x 1 eval view(s) + 16 val images = 512.0 KiB (cache_max_gib = 4)" in cached_out.stdout
+    assert ("feature cache: will hold stem..layer2 output 128x4x4 float32 per image: 48 train "
+            "images x 1 eval view(s) + 16 val images = 512.0 KiB (cache_max_gib = 4)"
+            in cached_out.stdout)
     assert "note: feature cache would hold stem..layer2 output 128x4x4" in recomputed_out.stdout
     assert "over cache_max_gib = 0; recomputing the frozen prefix every step" in \
         recomputed_out.stdout

@@ -1,7 +1,6 @@
 """The pictures (src/visualize.py), `packrun show-batch`, and the training progress line."""
 
 import io
-import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +9,7 @@ from PIL import Image
 
 from src import visualize
 from src.visualize import Curve
-from tests.data_fixtures import digits_2class, write_job  # noqa: F401
+from tests.data_fixtures import packrun, write_tiny_job
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -29,19 +28,23 @@ def images(n, size=16, seed=0):
 
 # --- grids -----------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n, shape", [(24, (3, 8)), (8, (1, 8)), (5, (1, 5)), (9, (2, 8)),
                                       (1, (1, 1)), (10, (2, 5)), (12, (2, 6)), (32, (4, 8))])
 def test_grid_shape_follows_the_batch(n, shape):
     assert visualize.grid_shape(n) == shape
 
 
-@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63), (61, 56)])
+@pytest.mark.unit
+@pytest.mark.parametrize("n, count", [(10, 10), (11, 8), (9, 8), (24, 24), (7, 7), (63, 63),
+                                      (61, 56)])
 def test_a_sample_grid_has_no_empty_cell(n, count):
     assert visualize.full_grid_count(n) == count
     rows, cols = visualize.grid_shape(count)
     assert rows * cols == count
 
 
+@pytest.mark.unit
 def test_display_images_undo_the_pipelines_normalize():
     pixels = np.random.default_rng(1).integers(0, 256, (2, 4, 4, 3)).astype(np.float32)
     normalised = ((pixels - MEAN) / STD).transpose(0, 3, 1, 2)  # what the network gets: NCHW
@@ -50,6 +53,7 @@ def test_display_images_undo_the_pipelines_normalize():
     np.testing.assert_allclose(shown, pixels / 255.0, atol=1e-5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n, rows, cols", [(24, 3, 8), (5, 1, 5), (12, 2, 6)])
 def test_batch_grid_has_one_panel_per_image_titled_with_its_class(tmp_path, n, rows, cols):
     labels = [i % 3 for i in range(n)]
@@ -60,6 +64,7 @@ def test_batch_grid_has_one_panel_per_image_titled_with_its_class(tmp_path, n, r
     assert Image.open(path).size == panel_size(rows, cols)
 
 
+@pytest.mark.unit
 def test_a_huge_batch_shows_its_first_panels_and_says_so():
     fig = visualize.batch_grid(images(100, size=4), [0] * 100, ["a"])
     assert len(fig.axes) == visualize.MAX_PANELS
@@ -86,6 +91,7 @@ def is_blue(p):
     return (p[:, 2] > 150) & (p[:, 0] < 100) & (p[:, 1] < 100)
 
 
+@pytest.mark.unit
 def test_prediction_titles_are_blue_when_right_and_red_when_wrong(tmp_path):
     classes = ["dogs", "wolves"]
     labels = [0, 0, 1, 1, 0, 1]
@@ -113,6 +119,7 @@ ROWS = [{"epoch": 1, "train_loss": 0.9, "val_acc": 0.5},
         {"epoch": 4, "train_loss": 0.3, "val_acc": 0.8}]    # ties: the later epoch, as best.ckpt
 
 
+@pytest.mark.unit
 def test_curves_plot_loss_and_evaluated_accuracy_and_mark_the_best_epoch(tmp_path):
     curve = Curve.from_metrics("run", ROWS)
     assert curve.best_epoch == 4
@@ -127,6 +134,7 @@ def test_curves_plot_loss_and_evaluated_accuracy_and_mark_the_best_epoch(tmp_pat
     assert Image.open(visualize.save_png(fig, tmp_path / "c.png")).size == (1100, 450)
 
 
+@pytest.mark.unit
 def test_curves_of_several_runs_are_overlaid_with_a_legend():
     fig = visualize.curves_figure([Curve.from_metrics("fine-tune", ROWS),
                                    Curve.from_metrics("from scratch", ROWS[:2])])
@@ -138,6 +146,7 @@ def _overlap(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("runs", [1, 3])
 def test_curve_legends_sit_outside_the_data_and_epochs_are_whole_numbers(tmp_path, runs):
     rows = [{"epoch": 1, "train_loss": 0.9, "val_acc": 0.5},
@@ -159,11 +168,13 @@ def test_curve_legends_sit_outside_the_data_and_epochs_are_whole_numbers(tmp_pat
     assert fig.axes[1].get_legend() is not None
 
 
+@pytest.mark.unit
 def test_confusion_title_names_the_checkpoint():
     fig = visualize.confusion_figure([0, 1], [0, 0], ["a", "b"], title="run: best.ckpt (epoch 3)")
     assert fig.axes[0].get_title().startswith("run: best.ckpt (epoch 3)\nconfusion matrix: 2 ")
 
 
+@pytest.mark.unit
 def test_a_non_finite_loss_is_marked_not_silently_dropped():
     rows = [dict(r) for r in ROWS]
     rows[2]["train_loss"] = float("inf")
@@ -174,6 +185,7 @@ def test_a_non_finite_loss_is_marked_not_silently_dropped():
     assert "lr too high: loss not finite" in legend
 
 
+@pytest.mark.unit
 def test_confusion_matrix_counts_and_per_class_accuracy():
     labels = [0, 0, 0, 1, 1, 2]
     preds = [0, 0, 1, 1, 0, 2]
@@ -184,6 +196,7 @@ def test_confusion_matrix_counts_and_per_class_accuracy():
     assert np.isnan(acc[3])                                           # no images of class 3
 
 
+@pytest.mark.unit
 def test_confusion_figure_shows_counts_and_per_class_accuracy(tmp_path):
     fig = visualize.confusion_figure([0, 0, 0, 1], [0, 0, 1, 1], ["dogs", "wolves"])
     ax = fig.axes[0]
@@ -195,6 +208,7 @@ def test_confusion_figure_shows_counts_and_per_class_accuracy(tmp_path):
 
 # --- atomic writes -----------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_save_png_replaces_atomically_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "p.png"
     target.write_bytes(b"old")
@@ -214,19 +228,12 @@ def test_save_png_replaces_atomically_and_leaves_no_temp_files(tmp_path):
 
 # --- packrun show-batch ------------------------------------------------------------------------
 
-def packrun(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture
 def job(tmp_path, digits_2class):
-    return write_job(tmp_path / "tiny.toml", name="tiny", arch="resnet18", num_classes=2,
-                     train_dir=str(digits_2class / "train"), val_dir=str(digits_2class / "val"),
-                     image_size=32, batch_size=8, epochs=1, output_dir=str(tmp_path / "runs"),
-                     min_crop_scale=0.5, hflip=False, num_parallel_workers=2)
+    return write_tiny_job(tmp_path / "tiny.toml", digits_2class, lr=None, device=None)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("split, batch, rows, cols", [("train", 12, 2, 6), ("val", 5, 1, 5)])
 def test_show_batch_writes_a_grid_sized_to_the_batch(tmp_path, job, split, batch, rows, cols):
     out = tmp_path / f"{split}.png"
@@ -238,12 +245,14 @@ def test_show_batch_writes_a_grid_sized_to_the_batch(tmp_path, job, split, batch
     assert len(np.unique(png.reshape(-1, 3), axis=0)) > 50   # images drawn, not empty panels
 
 
+@pytest.mark.e2e
 def test_show_batch_defaults_to_the_current_directory(tmp_path, job):
     r = packrun("show-batch", job, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert Image.open(tmp_path / "tiny_train_batch.png").size == panel_size(1, 8, 2)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["--split=test"], "--split is 'test'; choose 'train'"),
     (["--batch_size=100"], "is larger than the training split"),
@@ -266,6 +275,7 @@ def progress(tty, monkeypatch, interval_s=0.0):
                     tty_interval_s=interval_s, out=out), out
 
 
+@pytest.mark.unit
 def test_progress_off_a_terminal_prints_plain_lines(monkeypatch):
     p, out = progress(False, monkeypatch)
     for done in range(1, 5):
@@ -278,6 +288,7 @@ def test_progress_off_a_terminal_prints_plain_lines(monkeypatch):
     assert lines[1] == "  epoch 1/3 step 2/4  loss 0.5000  8.0 img/s  ETA epoch 2 s, run 10 s"
 
 
+@pytest.mark.unit
 def test_progress_eta_leaves_out_the_slow_first_step(monkeypatch):
     """The first step compiles the graph (30 s of a 69 s run): the ETA must not scale it up."""
     from src.callbacks import Progress
@@ -293,6 +304,7 @@ def test_progress_eta_leaves_out_the_slow_first_step(monkeypatch):
     assert "ETA after the next step" in out.getvalue().splitlines()[-1]
 
 
+@pytest.mark.unit
 def test_progress_off_a_terminal_is_periodic(monkeypatch):
     p, out = progress(False, monkeypatch, interval_s=10.0)
     for done in range(1, 4):
@@ -300,6 +312,7 @@ def test_progress_off_a_terminal_is_periodic(monkeypatch):
     assert out.getvalue() == ""
 
 
+@pytest.mark.unit
 def test_progress_on_a_terminal_rewrites_one_line_and_ends_it_with_the_epoch(monkeypatch):
     p, out = progress(True, monkeypatch)
     for done in range(1, 5):
@@ -309,6 +322,7 @@ def test_progress_on_a_terminal_rewrites_one_line_and_ends_it_with_the_epoch(mon
     assert "step 4/4  loss 0.2500" in text.split("\r")[-1]
 
 
+@pytest.mark.unit
 def test_progress_reads_the_launchers_terminal_flag(monkeypatch):
     from src.callbacks import CONSOLE_TTY_ENV, Progress
     monkeypatch.setenv(CONSOLE_TTY_ENV, "1")
@@ -317,6 +331,7 @@ def test_progress_reads_the_launchers_terminal_flag(monkeypatch):
     assert not Progress(4, 8).tty
 
 
+@pytest.mark.unit
 def test_the_launcher_tells_the_worker_whether_its_console_is_a_terminal(monkeypatch):
     from launcher.local_run import worker_env
     from src.callbacks import CONSOLE_TTY_ENV
@@ -326,6 +341,7 @@ def test_the_launcher_tells_the_worker_whether_its_console_is_a_terminal(monkeyp
     assert worker_env({})[CONSOLE_TTY_ENV] == "0"
 
 
+@pytest.mark.unit
 def test_batch_title_names_the_split_and_its_transforms():
     from launcher.show_batch import batch_title
     from launcher.spec import build_spec
