@@ -31,6 +31,10 @@ def pytest_collection_modifyitems(config, items):
         tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
         if len(tiers) != 1:
             wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+        elif tiers == ["cluster"]:
+            # one Slurm node and one two-host cluster for all of them: under pytest-xdist
+            # (`-n 2 --dist loadgroup`, README's test command) they run on one worker, in turn
+            item.add_marker(pytest.mark.xdist_group("cluster"))
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers "
                                 f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))

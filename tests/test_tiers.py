@@ -18,9 +18,15 @@ class Item:
     def iter_markers(self):
         return iter(self.markers)
 
+    def add_marker(self, marker):
+        self.markers.append(marker.mark)
 
-def test_one_tier_each_passes():
-    pytest_collection_modifyitems(None, [Item(f"t.py::{t}", t, "parametrize") for t in TIERS])
+
+def test_one_tier_each_passes_and_the_cluster_tier_shares_one_xdist_group():
+    items = [Item(f"t.py::{t}", t, "parametrize") for t in TIERS]
+    pytest_collection_modifyitems(None, items)
+    groups = {i.nodeid: [m.args for m in i.markers if m.name == "xdist_group"] for i in items}
+    assert groups == {"t.py::unit": [], "t.py::e2e": [], "t.py::cluster": [("cluster",)]}
 
 
 @pytest.mark.parametrize("markers, said", [((), "no tier"), (("unit", "e2e"), "e2e, unit"),
