@@ -163,3 +163,17 @@ def test_following_a_slurm_job_obeys_quiet(tmp_path, monkeypatch, capsys, level,
     assert [line for line in shown if line not in out] == []
     if not shown:
         assert out == ""
+
+
+@pytest.mark.parametrize("level, copied", [("normal", True), ("quiet", False)])
+def test_debug_copies_the_workers_output_unless_quiet(tmp_path, monkeypatch, capsys, level,
+                                                      copied):
+    from launcher import local_run
+    worker = tmp_path / "worker.py"
+    worker.write_text("print('Epoch 1/1 from the worker')\n")
+    monkeypatch.setattr(local_run, "WORKER_SCRIPT", worker)
+    (tmp_path / "logs").mkdir()
+    set_level(level)
+    assert local_run._worker_once(tmp_path, 1).code == 0
+    assert ("Epoch 1/1 from the worker" in capsys.readouterr().out) == copied
+    assert "Epoch 1/1 from the worker" in (tmp_path / "logs" / "worker_0.log").read_text()
