@@ -25,6 +25,7 @@ pytest_plugins = ["tests.data_fixtures"]
 TIERS = ("unit", "e2e", "cluster")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     wrong = []
     for item in items:

@@ -1,6 +1,8 @@
 """The test tiers (tests/conftest.py): a test with no tier, or with two, stops the run at
 collection, naming it; one tier passes."""
 
+import re
+
 import pytest
 
 from tests.conftest import TIERS, pytest_collection_modifyitems
@@ -37,3 +39,30 @@ def test_no_tier_or_two_stop_collection_naming_the_test(markers, said):
             as e:
         pytest_collection_modifyitems(None, items)
     assert f"t.py::wrong: {said}" in str(e.value) and "t.py::fine" not in str(e.value)
+
+
+def test_under_xdist_loadgroup_every_cluster_test_runs_on_one_worker(tmp_path):
+    """README's test command (-n 2 --dist loadgroup) keeps the cluster tier on one worker:
+    they share one Slurm node and one two-host cluster. (pytest 9 broke xdist's groups; a
+    version that does so again fails here.)"""
+    import subprocess
+    import sys
+
+    from tests.data_fixtures import packrun_env  # this checkout's tests/ on PYTHONPATH
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\nfrom tests.conftest import pytest_collection_modifyitems  # noqa: F401\n")
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.cluster\n@pytest.mark.parametrize('i', range(6))\n"
+        "def test_c(i):\n    pass\n\n"
+        "@pytest.mark.unit\n@pytest.mark.parametrize('i', range(6))\n"
+        "def test_u(i):\n    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+                        "-p", "no:cacheprovider", "-p", "no:randomly", "-o",
+                        "markers=unit\n  cluster", str(tmp_path)],
+                       cwd=tmp_path, env=packrun_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    workers = {m.group(1) for m in re.finditer(r"^\[(gw\d)\] .* PASSED \S+::test_c\[", r.stdout,
+                                               re.M)}
+    assert len(workers) == 1, r.stdout
