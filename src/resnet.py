@@ -30,9 +30,13 @@ _MATMUL_TRANSPOSE_B = ops.MatMul(transpose_b=True)
 # Winograd F(m x m, 3x3) (Lavin & Gray 2015): B^T, G, A^T for output tiles of m = 2 and 4.
 # A 3x3 stride-1 convolution costs (m + 2)^2 / m^2 multiplications per output and input
 # channel instead of 9 (4 for m = 2, 2.25 for m = 4), plus linear input/output transforms.
-# Forward + backward of ResNet50's 3x3 convolutions, batch 8, 1 thread, side by side with
-# im2col (ms): 64ch 56px 307 -> 215 (m=4), 128ch 28px 266 -> 153 (m=4), 256ch 14px
-# 199 -> 121 (m=2; m=4 pads 14 to 16), 512ch 7px 188 -> 181 (m=2, a tie: im2col kept).
+# Per layer (forward + backward, batch 8, alternating with im2col) the gain depends on how
+# busy the machine is: with the other core loaded, 64ch 56px 307 -> 215 ms (m=4), 128ch
+# 28px 266 -> 153 (m=4), 256ch 14px 199 -> 121 (m=2; m=4 would pad 14 to 16), 512ch 7px
+# 188 -> 181 (a tie: im2col kept); in quieter moments m=4 only tied im2col at 56 and 28 px
+# and m=2 lost there. The whole ResNet50 train step (224 px, batch 8, 1 thread, 6
+# alternating rounds) is what decided: im2col 3.71 s, m=4 where exact 3.44 s, this rule
+# (m=4, else m=2) 3.05 s; resnet18 at 64 px, batch 32: 0.573 -> 0.480 s.
 _WINOGRAD = {
     2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
         [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
