@@ -306,7 +306,7 @@ class ResNet(nn.Cell):
         self.conv1 = _conv(3, 64, 7, 2, res_base, cpu_conv)
         self.bn1 = _bn(64, res_base)
         self.relu = ops.ReLU()
-        self.maxpool = _stem_pool(res_base)
+        self.maxpool = _stem_pool(res_base, cpu_conv)
         strides = (1, 2, 2, 2)
         stages = [_make_layer(block, num, cin, cout, stride, cpu_conv) for num, cin, cout, stride
                   in zip(layer_nums, in_channels, out_channels, strides)]
@@ -332,17 +332,33 @@ class ResNet(nn.Cell):
         return self.end_point(self.features(x))
 
 
-def _stem_pool(res_base):
+def _stem_pool(res_base, cpu_conv=False):
     """The 3x3/2 max-pool after the stem.
 
     The Model Zoo's ResNet18/34 zero-pads by 1 (``nn.Pad``) and then pools
     'valid'. Its input is a ReLU output (>= 0), so pooling with padding=1 is
     identical, and it runs 2.5x faster on CPU: ``nn.Pad`` alone took longer
-    than the pool. ResNet50/101 pool with pad_mode 'same'.
+    than the pool. On the CPU path, concatenating the zeros and pooling 'valid'
+    is faster still (forward + backward 25 -> 17 ms at 64 px, batch 32; 87 -> 43
+    ms at 224 px, batch 8): pad_mode 'pad' runs MaxPool3DWithArgmax on CPU.
+    ResNet50/101 pool with pad_mode 'same'.
     """
+    if res_base and cpu_conv:
+        return _ZeroPaddedMaxPool()
     if res_base:
         return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
     return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+
+
+class _ZeroPaddedMaxPool(nn.Cell):
+    """3x3/2 max-pool of a non-negative input with padding 1: zeros concatenated, 'valid'."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
+
+    def construct(self, x):
+        return self.pool(_zero_extend(_zero_extend(x, 2, 1, 1), 3, 1, 1))
 
 
 def _make_layer(block, layer_num, in_channel, out_channel, stride, cpu_conv):

@@ -1,4 +1,5 @@
-"""src/resnet.py: the Winograd path of Im2colConv2d (3x3 stride-1 convolutions on CPU).
+"""src/resnet.py's CPU fast path beyond im2col: Winograd for 3x3 stride-1 convolutions, and
+the ResNet18/34 stem pool with concatenated zero padding.
 
 Outputs and gradients must equal nn.Conv2d's on every tiling the ResNets meet (m = 4 on
 maps that are multiples of 4, m = 2 with zero-extension on the others), with the same
@@ -123,3 +124,35 @@ def test_resnet_shapes_take_the_winograd_path(monkeypatch):
         ms.set_context(mode=previous)
     assert sorted(set(calls)) == [((1, 64, 16, 16), 4), ((1, 128, 8, 8), 4)]
     assert len(calls) == 4 + 3  # layer1: 4 convs; layer2: 3 (the first is stride 2)
+
+
+class PoolGrad(nn.Cell):
+    """d/dx of pool(relu(x)), as the stem differentiates it."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+        self.grad = ops.GradOperation(sens_param=True)
+
+    def forward(self, x):
+        return self.pool(ops.relu(x))
+
+    def construct(self, x, dout):
+        return self.grad(self.forward)(x, dout)
+
+
+@pytest.mark.parametrize("size", [16, 15])
+def test_cpu_stem_pool_equals_the_native_one(mode, size):
+    import src.resnet as resnet
+
+    native, fast = resnet.resnet18(4).maxpool, resnet.resnet18(4, cpu_conv=True).maxpool
+    assert type(fast) is not type(native)  # the CPU path has its own pool
+    x = tensor((2, 4, size, size), 7)
+    expected = native(ops.relu(x))
+    assert fast(ops.relu(x)).shape == expected.shape
+    np.testing.assert_array_equal(fast(ops.relu(x)).asnumpy(), expected.asnumpy())
+    dout = tensor(expected.shape, 8)
+    want = PoolGrad(native)(x, dout).asnumpy()
+    grad = PoolGrad(fast)
+    for _ in range(2):
+        assert rel_err(grad(x, dout).asnumpy(), want) < 1e-5
