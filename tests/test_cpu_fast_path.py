@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
+from src import resnet
 from src.resnet import Im2colConv2d, _winograd_tile
 
 pytestmark = pytest.mark.unit
@@ -104,8 +105,6 @@ def test_other_padding_keeps_im2col():
 
 
 def test_resnet_shapes_take_the_winograd_path(monkeypatch):
-    import src.resnet as resnet
-
     calls = []
     real = resnet._winograd_conv
 
@@ -143,8 +142,6 @@ class PoolGrad(nn.Cell):
 
 @pytest.mark.parametrize("size", [16, 15])
 def test_cpu_stem_pool_equals_the_native_one(mode, size):
-    import src.resnet as resnet
-
     native, fast = resnet.resnet18(4).maxpool, resnet.resnet18(4, cpu_conv=True).maxpool
     assert type(fast) is not type(native)  # the CPU path has its own pool
     x = tensor((2, 4, size, size), 7)
