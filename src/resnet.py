@@ -33,11 +33,12 @@ _MATMUL_TRANSPOSE_B = ops.MatMul(transpose_b=True)
 # Per layer (forward + backward, batch 8, alternating with im2col) the gain depends on how
 # busy the machine is: with the other core loaded, 64ch 56px 307 -> 215 ms (m=4), 128ch
 # 28px 266 -> 153 (m=4), 256ch 14px 199 -> 121 (m=2; m=4 would pad 14 to 16), 512ch 7px
-# 188 -> 181 (a tie: im2col kept); in quieter moments m=4 only tied im2col at 56 and 28 px
+# 188 -> 181 (a tie; pinned to one core m=2 won, see _winograd_tile); in quieter moments m=4 only tied im2col at 56 and 28 px
 # and m=2 lost there. The whole ResNet50 train step (224 px, batch 8, runtime_num_threads=1
 # unpinned, 6 alternating rounds) is what decided: im2col 3.71 s, m=4 where exact 3.44 s,
 # this rule (m=4, else m=2) 3.05 s; resnet18 at 64 px, batch 32, pinned to one core:
-# 0.957 -> 0.813 s.
+# 0.957 -> 0.813 s. Extending it from maps >= 8 to maps >= 4 (pinned, alternating):
+# resnet50 3.129 -> 2.906 s, resnet18 at 64 px 0.596 -> 0.499 s.
 _WINOGRAD = {
     2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
         [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
@@ -53,10 +54,12 @@ _WINOGRAD = {
 def _winograd_tile(height, width):
     """Output tile size m for a 3x3 stride-1 conv on a height x width map, or 0 for im2col.
 
-    m = 4 where it tiles the map exactly, m = 2 otherwise; maps under 8x8 keep im2col
-    (7x7: a tie, and the tiles pad 49 outputs to 64).
+    m = 4 where it tiles the map exactly, m = 2 otherwise; maps under 4x4 keep im2col.
+    Forward + backward pinned to one core, alternating (ms): 512ch 7px batch 8, im2col
+    88.9, m=2 76.9; 256ch 4px batch 32, im2col 41.0, m=2 32.3, m=4 33.9; 512ch 2px batch 32,
+    im2col 30.5, m=2 35.7.
     """
-    if height < 8 or width < 8:
+    if height < 4 or width < 4:
         return 0
     return 4 if height % 4 == 0 and width % 4 == 0 else 2
 

@@ -51,9 +51,9 @@ def tensor(shape, seed):
 
 def test_tile_choice():
     assert _winograd_tile(56, 56) == _winograd_tile(28, 28) == _winograd_tile(16, 16) == 4
-    assert _winograd_tile(8, 8) == 4
-    assert _winograd_tile(14, 14) == _winograd_tile(9, 12) == _winograd_tile(13, 13) == 2
-    assert _winograd_tile(7, 7) == _winograd_tile(4, 4) == _winograd_tile(7, 16) == 0
+    assert _winograd_tile(8, 8) == _winograd_tile(4, 4) == _winograd_tile(4, 8) == 4
+    assert _winograd_tile(14, 14) == _winograd_tile(9, 12) == _winograd_tile(7, 7) == 2
+    assert _winograd_tile(2, 2) == _winograd_tile(3, 16) == _winograd_tile(1, 1) == 0
 
 
 CASES = [  # in, out, height, width, conv kwargs
@@ -63,6 +63,8 @@ CASES = [  # in, out, height, width, conv kwargs
     (8, 16, 9, 12, {"pad_mode": "same", "has_bias": True}),  # m = 2, zero-extended rows
     (8, 16, 13, 13, {"pad_mode": "same"}),                # m = 2, zero-extended both ways
     (256, 32, 8, 8, {"pad_mode": "same"}),                # m = 4, long channel sums
+    (8, 16, 4, 4, {"pad_mode": "pad", "padding": 1}),     # m = 4, one tile (resnet18 64 px)
+    (8, 16, 7, 7, {"pad_mode": "same"}),                  # m = 2, 7 -> 8 (ResNet50 layer4)
 ]
 
 
@@ -118,11 +120,12 @@ def test_resnet_shapes_take_the_winograd_path(monkeypatch):
     try:
         net = resnet.resnet18(10, cpu_conv=True)
         net.set_train(False)
-        net(tensor((1, 3, 64, 64), 3))  # maps 16 (layer1), 8 (layer2), 4, 2
+        net(tensor((1, 3, 64, 64), 3))  # maps 16 (layer1), 8 (layer2), 4 (layer3), 2
     finally:
         ms.set_context(mode=previous)
-    assert sorted(set(calls)) == [((1, 64, 16, 16), 4), ((1, 128, 8, 8), 4)]
-    assert len(calls) == 4 + 3  # layer1: 4 convs; layer2: 3 (the first is stride 2)
+    assert sorted(set(calls)) == [((1, 64, 16, 16), 4), ((1, 128, 8, 8), 4),
+                                  ((1, 256, 4, 4), 4)]
+    assert len(calls) == 4 + 3 + 3  # layer1: 4 convs; layer2, layer3: 3 (one is stride 2)
 
 
 class PoolGrad(nn.Cell):
