@@ -1,4 +1,4 @@
-"""Train-step speed of a ResNet on CPU: packrun's im2col path, native Conv2D, PyTorch eager.
+"""Train-step speed of a ResNet on CPU: packrun's CPU conv path, native Conv2D, PyTorch eager.
 
 Not a test: run it by hand, e.g.
 
@@ -19,10 +19,15 @@ $PACKRUN_TORCH_PYTHON, else under this one if it can import torch; without torch
 row is skipped. See benchmarks/TORCH_REFERENCE.md. Both frameworks get ``--threads``
 threads (default: the cores this process may run on).
 
+The "im2col" variant is packrun's default CPU path (``cpu_conv = "im2col"``): im2col +
+matmul, and Winograd F(4x4,3x3) / F(2x2,3x3) for the 3x3 stride-1 convolutions.
+
 FLOPs are counted from the network itself (2 per multiply-add of every conv and dense
-layer; the often-quoted "4.1 GFLOPs" of ResNet50 is multiply-adds), so the GFLOP/s
-column compares directly with the matmul roofline: the best GFLOP/s of float32 square
-matmuls of several sizes, each repeated, measured before and after the steps.
+layer as a direct convolution computes it; the often-quoted "4.1 GFLOPs" of ResNet50 is
+multiply-adds), so the GFLOP/s column compares with the matmul roofline: the best GFLOP/s
+of float32 square matmuls of several sizes, each repeated, measured before and after the
+steps. Winograd does fewer multiplications than that count, so the im2col row's GFLOP/s is
+direct-convolution-equivalent and its share of the roofline may pass 100%.
 """
 import argparse
 import importlib.util
