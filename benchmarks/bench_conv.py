@@ -44,7 +44,7 @@ import numpy as np
 from mindspore import nn, ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src.resnet import ARCHS, build_resnet  # noqa: E402
+from src.resnet import ARCHS, build_resnet
 
 SLOW_FIRST_STEP_S = 60.0
 # Small, so repeated steps on one random batch stay finite: at 0.01 the loss of
@@ -266,9 +266,12 @@ def main(argv=None):
         print(format_row(name, firsts[name], medians[name], args.batch, step_flops, roofline))
     sizes = ", ".join(f"{size}^3 {value:.0f}" for size, value in best.items())
     print(f"{'matmul':8} {'':12} {'':9} {'':8} {roofline:8.1f}    (best float32 matmul: {sizes})")
-    print(f"\nmedians of {args.rounds} x {args.steps} steps; spread of im2col steps: "
-          + (f"{min(min(c) for c in times['im2col']):.3f}-{max(max(c) for c in times['im2col']):.3f} s"
-             if "im2col" in times else "-"))
+    if "im2col" in times:
+        lo, hi = min(min(c) for c in times["im2col"]), max(max(c) for c in times["im2col"])
+        spread = f"{lo:.3f}-{hi:.3f} s"
+    else:
+        spread = "-"
+    print(f"\nmedians of {args.rounds} x {args.steps} steps; spread of im2col steps: {spread}")
     if {"native", "im2col"} <= medians.keys():
         print(f"im2col speed-up over native: {medians['native'] / medians['im2col']:.1f}x per step")
     if {TORCH, "im2col"} <= medians.keys():

@@ -33,8 +33,9 @@ _MATMUL_TRANSPOSE_B = ops.MatMul(transpose_b=True)
 # Per layer (forward + backward, batch 8, alternating with im2col) the gain depends on how
 # busy the machine is: with the other core loaded, 64ch 56px 307 -> 215 ms (m=4), 128ch
 # 28px 266 -> 153 (m=4), 256ch 14px 199 -> 121 (m=2; m=4 would pad 14 to 16), 512ch 7px
-# 188 -> 181 (a tie; pinned to one core m=2 won, see _winograd_tile); in quieter moments m=4 only tied im2col at 56 and 28 px
-# and m=2 lost there. The whole ResNet50 train step (224 px, batch 8, runtime_num_threads=1
+# 188 -> 181 (a tie; pinned to one core m=2 won, see _winograd_tile); in quieter moments m=4
+# only tied im2col at 56 and 28 px and m=2 lost there. The whole ResNet50 train step (224 px,
+# batch 8, runtime_num_threads=1
 # unpinned, 6 alternating rounds) is what decided: im2col 3.71 s, m=4 where exact 3.44 s,
 # this rule (m=4, else m=2) 3.05 s; resnet18 at 64 px, batch 32, pinned to one core:
 # 0.957 -> 0.813 s. Extending it from maps >= 8 to maps >= 4 (pinned, alternating):
