@@ -13,6 +13,7 @@ from mindspore import nn, ops
 
 from src import resnet
 from src.resnet import Im2colConv2d, _winograd_tile
+from tests.ms_helpers import ConvGrads, rel_err
 
 pytestmark = pytest.mark.unit
 
@@ -27,22 +28,7 @@ def mode(request):
     ms.set_context(mode=previous)
 
 
-class ConvGrads(nn.Cell):
-    """(d input, d weights) of a conv for a given output cotangent."""
 
-    def __init__(self, conv):
-        super().__init__()
-        self.conv = conv
-        self.weights = ms.ParameterTuple(conv.trainable_params())
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
-
-    def construct(self, x, dout):
-        return self.grad(self.conv, self.weights)(x, dout)
-
-
-def rel_err(actual, expected):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def tensor(shape, seed):

@@ -13,6 +13,7 @@ from mindspore import nn, ops
 
 from src.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
 from tests.data_fixtures import MODELZOO_RESNET50
+from tests.ms_helpers import ConvGrads, rel_err
 
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
@@ -40,10 +41,6 @@ def images(batch=2, size=32, channels=3, seed=0):
         (batch, channels, size, size), np.float32))
 
 
-def rel_err(actual, expected):
-    """max |actual - expected| relative to max |expected|."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def param_specs(net):
@@ -177,18 +174,6 @@ def test_checkpoints_move_between_cpu_conv_and_native(arch, tmp_path, pynative):
 
 
 # --- Im2colConv2d == nn.Conv2d ----------------------------------------------------------------
-
-class ConvGrads(nn.Cell):
-    """(d input, d weights) of a conv for a given output cotangent."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.conv = conv
-        self.weights = ms.ParameterTuple(conv.trainable_params())
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
-
-    def construct(self, x, dout):
-        return self.grad(self.conv, self.weights)(x, dout)
 
 
 CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
