@@ -185,3 +185,14 @@ def params(ckpt: Path) -> dict:
     import mindspore as ms  # (here, not at the top: the unit tier loads this module too)
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items()
             if k not in ("epoch", "val_acc")}
+
+
+@pytest.fixture(params=["graph", "pynative"])
+def mode(request):
+    """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE, then restore the previous
+    mode (MindSpore is imported only by the tests that take this fixture)."""
+    import mindspore as ms
+    previous = ms.get_context("mode")
+    ms.set_context(mode={"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[request.param])
+    yield request.param
+    ms.set_context(mode=previous)

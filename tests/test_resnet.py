@@ -15,17 +15,6 @@ from src.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
 from tests.data_fixtures import MODELZOO_RESNET50
 from tests.ms_helpers import ConvGrads, rel_err
 
-MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
-
-
-@pytest.fixture(params=sorted(MODES))
-def mode(request):
-    """Run the test in GRAPH_MODE and in PYNATIVE_MODE, then restore the previous mode."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=MODES[request.param])
-    yield request.param
-    ms.set_context(mode=previous)
-
 
 @pytest.fixture
 def pynative():
