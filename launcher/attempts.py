@@ -38,7 +38,7 @@ from launcher.runfiles import (
     PREEMPT_FLAG,
     RUN_STATE,
     attempt_logs,
-    worker_exit,
+    read_exit_status,
     worker_pid,
 )
 
@@ -204,7 +204,10 @@ def result_from_files(run_dir: Path, rc: int, world: int) -> Result:
     """What the ranks' exit and pid files and the launchers' logs say about a failed launch
     whose workers packrun did not watch (an srun step, a node-launch): the failing rank is the
     first with a failing status, else the killed one msrun names, else the first killed."""
-    codes = {rank: _exit_status(run_dir, rank) for rank in range(world)}
+    if every_rank_finished(run_dir, world):
+        log.warning(finished_anyway(f"the launch exited with status {rc}"))
+        return Result(0)
+    codes = {rank: read_exit_status(run_dir, rank) for rank in range(world)}
     failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
     if failing:
         r = failing[0]
@@ -248,11 +251,8 @@ def _batch_main(argv: list[str]) -> int:
     rc = int(argv[3])
     if rc == 0:
         result = Result(0)
-    elif every_rank_finished(run_dir, world):
-        log.warning(finished_anyway(f"srun exited with status {rc}"))
-        result = Result(0)
     elif (run_dir / PREEMPT_FLAG).exists() and any(
-            _exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):
+            read_exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):
         result = Result(EXIT_REQUEUE)  # stopped on request: the batch script requeues it
     else:
         result = result_from_files(run_dir, rc, world)
@@ -279,19 +279,12 @@ def every_rank_finished(run_dir: Path, world: int) -> bool:
     own status says. MindSpore's processes now and then crash while they shut down, after the
     worker wrote its exit file (seen: Open MPI reporting a rank's SIGSEGV at exit, 1 run in
     about 40); that is not a failed job, and retrying it would train again for nothing."""
-    return world > 0 and all(_exit_status(run_dir, r) == 0 for r in range(world))
+    return world > 0 and all(read_exit_status(run_dir, r) == 0 for r in range(world))
 
 
 def finished_anyway(what: str) -> str:
     return (f"packrun: warning: {what} after every rank had finished with exit status 0 (a "
             "crash while the processes shut down); the run's files are complete")
-
-
-def _exit_status(run_dir: Path, rank: int) -> int | None:
-    try:
-        return int((run_dir / worker_exit(rank)).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from launcher.logtail import console_text
 from launcher.metrics import best_row, read_metrics
 from launcher.paths import TEMPLATES
 from launcher.rundir import write_atomic
-from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, LOGS, worker_exit
+from launcher.runfiles import EXIT_REQUEUE, JOB_JSON, LOGS, read_exit_status
 from launcher.spec import JobSpec, spec_from_json
 from src.visualize import RUN_PICTURES, Curve, curves_figure
 
@@ -128,16 +128,11 @@ def read_rank_logs(run_dir: Path) -> list[RankLog]:
             images_per_s=float(rates[-1]) if rates else None,
             finished="End training, the best" in raw,
             tail="\n".join(console_text(raw).splitlines()[-LOG_TAIL_LINES:]),
-            exit_code=_read_exit(run_dir / worker_exit(int(suffix))),
+            exit_code=read_exit_status(run_dir, int(suffix)),
             digest=digests[-1] if digests else None))
     return sorted(ranks, key=lambda r: r.rank)
 
 
-def _read_exit(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def inline_markdown(text: str) -> Markup:

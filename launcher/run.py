@@ -29,7 +29,7 @@ from launcher.runfiles import (
 )
 from launcher.runlock import acquire
 from launcher.spec import JobSpec, load_job
-from launcher.supervise import Outcome, Supervisor
+from launcher.supervise import Supervisor
 
 log = get_logger(__name__)
 
@@ -70,12 +70,8 @@ def launch_once(run_dir: Path, spec: JobSpec, attempt: int) -> attempts.Result:
     log.info(f"packrun: following {run_dir / worker_log(0)} (rank 0)"
              + (f", attempt {attempt}" if attempt > 1 else ""))
     env = worker_env() | {ATTEMPT_ENV: str(attempt)}
-    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env).run()
-    if outcome.code not in (0, EXIT_REQUEUE) and outcome.failed_rank is None \
-            and not outcome.user_stop \
-            and attempts.every_rank_finished(run_dir, spec.nodes * spec.cards_per_node):
-        log.warning(attempts.finished_anyway(outcome.reason))
-        outcome = Outcome(0, workers_seen=outcome.workers_seen)
+    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env,
+                         world=spec.nodes * spec.cards_per_node).run()
     if outcome.code == EXIT_REQUEUE:
         log.info(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
     elif outcome.code != 0:

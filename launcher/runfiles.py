@@ -65,6 +65,15 @@ def worker_exit(rank: int) -> str:
     return f"{WORKER_LOG_PREFIX}{rank}.exit"
 
 
+def read_exit_status(run_dir, rank: int) -> int | None:
+    """The exit status rank `rank` left in its exit file, or None (none yet, killed, unreadable)."""
+    from pathlib import Path
+    try:
+        return int((Path(run_dir) / worker_exit(rank)).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def node_lock(node_rank: int) -> str:
     """The lock of one node's share of a run: RUN_LOCK on node 0 (where debug, run, the batch
     script and node-launch 0 run), run.node<N>.lock for node-launch on node N > 0."""

@@ -22,12 +22,12 @@ from typing import Sequence
 
 import psutil
 
-from launcher import processes, ranks
+from launcher import attempts, processes, ranks
 from launcher.failure import killed_by
 from launcher.log import console as log_console
 from launcher.log import get_logger
 from launcher.logtail import LogFollower
-from launcher.runfiles import EXIT_REQUEUE, LAUNCHER_LOG, LOGS, worker_exit, worker_log
+from launcher.runfiles import EXIT_REQUEUE, LAUNCHER_LOG, LOGS, read_exit_status, worker_log
 
 log = get_logger(__name__)
 
@@ -64,8 +64,9 @@ def _alive(p: psutil.Process) -> bool:
 
 class Supervisor:
     def __init__(self, run_dir: Path, cmd: Sequence[str], worker_script: Path, env: dict,
-                 console=None, grace_s: float = processes.GRACE_S):
+                 console=None, grace_s: float = processes.GRACE_S, world: int = 0):
         self.run_dir, self.cmd, self.env = Path(run_dir), list(cmd), env
+        self.world = world  # ranks the launch starts (0: unknown; their exit files decide)
         self.marker = (str(worker_script), str(self.run_dir))
         self.console = console or log_console()
         self.grace_s = grace_s
@@ -103,7 +104,7 @@ class Supervisor:
             if w.done or _alive(w.proc):
                 continue
             w.done = True
-            w.exit_code = _read_exit(self.run_dir / worker_exit(w.rank))
+            w.exit_code = read_exit_status(self.run_dir, w.rank)
             if w.exit_code not in (0, EXIT_REQUEUE):
                 failed.append(w)
         if len(failed) > 1:
@@ -197,6 +198,9 @@ class Supervisor:
         codes = {w.exit_code for w in self.workers.values()}
         if self.workers and codes == {EXIT_REQUEUE}:
             return Outcome(EXIT_REQUEUE, reason="stopped on request; start again to resume")
+        if rc != 0 and attempts.every_rank_finished(self.run_dir, self.world):
+            log.warning(attempts.finished_anyway(f"the launch script exited with status {rc}"))
+            return Outcome(0)
         if rc != 0:
             return Outcome(rc, reason=f"the launch script exited with status {rc}")
         if not self.workers:
@@ -224,11 +228,6 @@ def _msrun_failed_pids(launcher_log: Path) -> set[int]:
     return {int(m) for m in re.findall(r"Worker process (\d+) exit with exception", text)}
 
 
-def _read_exit(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _signal(p: psutil.Process, sig: int) -> None:
