@@ -4,6 +4,8 @@ A run directory is self-describing: everything `status`, `report`, resume and re
 read from it. Every writer and reader takes the names from here.
 """
 
+from pathlib import Path
+
 from launcher.errors import EXIT_USER_ERROR  # noqa: F401 (bad input: 2, never retried)
 
 JOB_JSON = "job.json"            # the resolved spec (launcher/spec.py)
@@ -65,9 +67,8 @@ def worker_exit(rank: int) -> str:
     return f"{WORKER_LOG_PREFIX}{rank}.exit"
 
 
-def read_exit_status(run_dir, rank: int) -> int | None:
+def read_exit_status(run_dir: str | Path, rank: int) -> int | None:
     """The exit status rank `rank` left in its exit file, or None (none yet, killed, unreadable)."""
-    from pathlib import Path
     try:
         return int((Path(run_dir) / worker_exit(rank)).read_text().strip())
     except (OSError, ValueError):
