@@ -4,6 +4,9 @@
 #   bash install.sh          packrun and its dependencies (mindspore, numpy<2, matplotlib, ...)
 #   bash install.sh --test   the same plus the test tools (pytest, psutil)
 #
+# Both also build the CPU path's native kernels with g++ (installed with apt-get when root and
+# missing).
+#
 # Debian 12 / Ubuntu 24.04 refuse `pip install` into the system Python (PEP 668,
 # "externally-managed-environment"), so packrun gets a virtual environment of its own, made with
 # /usr/bin/python3 (or $PYTHON). When that Python cannot make one (Debian ships `venv` without
@@ -44,4 +47,19 @@ fi
 
 echo "== pip: packrun$extras and its dependencies into .venv (the first time downloads mindspore and the rest: 2.9 GB installed)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+# The CPU path's native Winograd kernels (src/native/winograd.cc) need g++; without it packrun
+# still works, with slower 3x3 convolutions on CPU.
+if ! command -v g++ >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== apt: g++ (for the native CPU kernels)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends g++ >/dev/null
+  else
+    echo "install.sh: no g++: CPU runs use the slower pure-MindSpore convolutions (sudo apt-get install g++, then rerun)" >&2
+  fi
+fi
+if command -v g++ >/dev/null 2>&1; then
+  echo "== native CPU kernels: $(.venv/bin/python -m src.native_kernels)"
+fi
 echo "== installed: $(pwd)/.venv/bin/packrun  (source .venv/bin/activate puts packrun on PATH)"

@@ -20,6 +20,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
+from src.native_kernels import winograd_ops
+
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
 # 2-core AVX-512 CPU: 2-20x faster at 4x4 down to 1x1 outputs, 2.8x at 7x7
@@ -91,7 +93,7 @@ class Im2colConv2d(nn.Conv2d):
     the two. Only ``group=1``, ``dilation=1`` and NCHW are supported.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, native_kernels=True, **kwargs):
         super().__init__(*args, **kwargs)
         if self.group != 1 or self.dilation != (1, 1) or self.data_format != "NCHW":
             raise ValueError("Im2colConv2d supports group=1, dilation=1, NCHW only")
@@ -100,6 +102,11 @@ class Im2colConv2d(nn.Conv2d):
         self._winograd = {}
         if self.kernel_size == (3, 3) and self.stride == (1, 1):
             self._winograd = {m: _winograd_matrices(m) for m in _WINOGRAD}
+        # The tile transforms as native kernels (src/native_kernels.py) when they build here;
+        # `native_kernels=False`, or no compiler, keeps the pure-MindSpore formulation.
+        native = winograd_ops() if self._winograd and native_kernels else None
+        self._native_in = native.transform_in if native else {}
+        self._native_out = native.transform_out if native else {}
 
     def _pads(self, height, width):
         """(top, bottom, left, right) padding, as the native Conv2D pads."""
@@ -118,7 +125,11 @@ class Im2colConv2d(nn.Conv2d):
         kh, kw = self.kernel_size
         tile = _winograd_tile(height, width) if self._winograd else 0
         if tile and (top, bottom, left, right) == (1, 1, 1, 1):
-            out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
+            if self._native_in:
+                out = _winograd_conv_native(x, self.weight, tile, self._winograd[tile][1],
+                                            self._native_in[tile], self._native_out[tile])
+            else:
+                out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
             if self.has_bias:
                 out = self.bias_add(out, self.bias)
             return out
@@ -168,6 +179,27 @@ def _winograd_conv(x, weight, m, input_transform, weight_transform, output_trans
     y = ops.matmul(output_transform, prod.reshape(size, out_channels * n * tiles))
     y = y.reshape(m, m, out_channels, n, tiles_h, tiles_w).transpose(3, 2, 4, 0, 5, 1)
     y = y.reshape(n, out_channels, m * tiles_h, m * tiles_w)
+    if m * tiles_h != height or m * tiles_w != width:
+        y = y[:, :, :height, :width]
+    return y
+
+
+def _winograd_conv_native(x, weight, m, weight_transform, transform_in, transform_out):
+    """:func:`_winograd_conv` with the tile transforms as native kernels, in one pass each.
+
+    ``transform_in`` reads ``x`` (N, C, H, W) and writes the transformed tiles straight in the
+    (size, C, N * tiles) layout the batched matmul takes; ``transform_out`` reads the products
+    as (size, O, N, tiles_h, tiles_w) and writes the (N, O, m * tiles_h, m * tiles_w) map. Their
+    adjoints are their bprops, so autodiff differentiates the whole as before.
+    """
+    n, c, height, width = x.shape
+    out_channels = weight.shape[0]
+    size = (m + 2) * (m + 2)
+    tiles_h, tiles_w = -(-height // m), -(-width // m)
+    v = transform_in(x)  # (size, C, N * tiles)
+    u = _MATMUL_TRANSPOSE_B(weight_transform, weight.reshape(out_channels * c, 9))
+    prod = ops.bmm(u.reshape(size, out_channels, c), v)  # (size, O, N * tiles)
+    y = transform_out(prod.reshape(size, out_channels, n, tiles_h, tiles_w))
     if m * tiles_h != height or m * tiles_w != width:
         y = y[:, :, :height, :width]
     return y

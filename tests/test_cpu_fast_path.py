@@ -45,13 +45,16 @@ CASES = [  # in, out, height, width, conv kwargs
 ]
 
 
+@pytest.mark.parametrize("kernels", ["native", "pure"])
 @pytest.mark.parametrize("cin,cout,height,width,kwargs", CASES)
-def test_winograd_matches_native_outputs_and_grads(mode, cin, cout, height, width, kwargs):
+def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, height, width,
+                                                   kwargs):
     assert _winograd_tile(height, width)  # the case exercises the Winograd path
     ms.set_seed(5)
     native = nn.Conv2d(cin, cout, 3, **kwargs)
     ms.set_seed(5)
-    fast = Im2colConv2d(cin, cout, 3, **kwargs)
+    fast = Im2colConv2d(cin, cout, 3, native_kernels=kernels == "native", **kwargs)
+    assert bool(fast._native_in) == (kernels == "native")  # the formulation under test runs
     assert ([(p.name, p.shape) for p in fast.get_parameters()]
             == [(p.name, p.shape) for p in native.get_parameters()])  # no transform Parameters
 
@@ -83,15 +86,19 @@ def test_other_padding_keeps_im2col():
         assert rel_err(fast(x).asnumpy(), native(x).asnumpy()) < 1e-4
 
 
-def test_resnet_shapes_take_the_winograd_path(monkeypatch):
+@pytest.mark.parametrize("kernels", ["native", "pure"])
+def test_resnet_shapes_take_the_winograd_path(monkeypatch, kernels):
     calls = []
-    real = resnet._winograd_conv
+    name = "_winograd_conv_native" if kernels == "native" else "_winograd_conv"
+    real = getattr(resnet, name)
 
     def counting(x, weight, m, *transforms):
         calls.append((tuple(x.shape), m))
         return real(x, weight, m, *transforms)
 
-    monkeypatch.setattr(resnet, "_winograd_conv", counting)
+    monkeypatch.setattr(resnet, name, counting)
+    if kernels == "pure":
+        monkeypatch.setattr(resnet, "winograd_ops", lambda: None)
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # construct runs as Python, so the patch is seen
     try:
