@@ -20,7 +20,10 @@ row is skipped. See benchmarks/TORCH_REFERENCE.md. Both frameworks get ``--threa
 threads (default: the cores this process may run on).
 
 The "im2col" variant is packrun's default CPU path (``cpu_conv = "im2col"``): im2col +
-matmul, and Winograd F(4x4,3x3) / F(2x2,3x3) for the 3x3 stride-1 convolutions.
+matmul, and Winograd F(4x4,3x3) / F(2x2,3x3) for the 3x3 stride-1 convolutions, whose tile
+transforms are src/native_kernels.py's kernels. "pure" is the same path without those kernels
+(what runs where g++ is missing); like "native" (MindSpore's own Conv2D) it runs after the
+alternation.
 
 FLOPs are counted from the network itself (2 per multiply-add of every conv and dense
 layer as a direct convolution computes it; the often-quoted "4.1 GFLOPs" of ResNet50 is
@@ -44,6 +47,7 @@ import numpy as np
 from mindspore import nn, ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src import resnet
 from src.resnet import ARCHS, build_resnet
 
 SLOW_FIRST_STEP_S = 60.0
@@ -51,7 +55,8 @@ SLOW_FIRST_STEP_S = 60.0
 # ResNet50 at 64 px rose from 2.3 to 9.9 in 5 steps (native and im2col alike),
 # and overflowing values would no longer time the network's normal work.
 LEARNING_RATE = 1e-4
-VARIANTS = {"native": False, "im2col": True}
+# name: (cpu_conv, native Winograd kernels)
+VARIANTS = {"native": (False, False), "im2col": (True, True), "pure": (True, False)}
 TORCH = "pytorch"
 TORCH_ENV = "PACKRUN_TORCH_PYTHON"
 TORCH_SCRIPT = Path(__file__).resolve().parent / "torch_reference.py"
@@ -125,9 +130,18 @@ def matmul_gflops(sizes=ROOFLINE_SIZES, repeats=5):
     return result
 
 
-def make_train_step(args, cpu_conv):
-    """TrainOneStepCell(WithLossCell(net, softmax CE), Momentum), as a training job builds it."""
-    net = build_resnet(args.arch, args.num_classes, cpu_conv=cpu_conv)
+def make_train_step(args, cpu_conv, native_kernels=True):
+    """TrainOneStepCell(WithLossCell(net, softmax CE), Momentum), as a training job builds it.
+
+    ``native_kernels=False`` builds the CPU path without src/native_kernels.py's kernels.
+    """
+    real = resnet.winograd_ops
+    if not native_kernels:
+        resnet.winograd_ops = lambda: None
+    try:
+        net = build_resnet(args.arch, args.num_classes, cpu_conv=cpu_conv)
+    finally:
+        resnet.winograd_ops = real
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     opt = nn.Momentum(net.trainable_params(), learning_rate=LEARNING_RATE, momentum=0.9)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
@@ -138,9 +152,9 @@ def make_train_step(args, cpu_conv):
 class MindSporeVariant:
     """A compiled train step of packrun's network; ``run(k)`` times k steps."""
 
-    def __init__(self, args, cpu_conv):
+    def __init__(self, args, cpu_conv, native_kernels=True):
         ms.set_seed(0)
-        self.step = make_train_step(args, cpu_conv)
+        self.step = make_train_step(args, cpu_conv, native_kernels)
         rng = np.random.default_rng(0)
         self.images = ms.Tensor(rng.standard_normal(
             (args.batch, 3, args.image_size, args.image_size), np.float32))
@@ -237,7 +251,7 @@ def main(argv=None):
 
     fast = {}
     if "im2col" in variants:
-        fast["im2col"] = MindSporeVariant(args, True)
+        fast["im2col"] = MindSporeVariant(args, *VARIANTS["im2col"])
     if python:
         fast[TORCH] = TorchVariant(python, args)
         print(f"PyTorch reference: torch {fast[TORCH].version}, {fast[TORCH].threads} threads, "
@@ -251,7 +265,7 @@ def main(argv=None):
         fast[TORCH].close()
     for name in variants:
         if name != "im2col":
-            variant = MindSporeVariant(args, VARIANTS[name])
+            variant = MindSporeVariant(args, *VARIANTS[name])
             firsts[name] = variant.first
             times[name] = [variant.run(1 if variant.first > SLOW_FIRST_STEP_S else args.steps)]
     after = matmul_gflops()
