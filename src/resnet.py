@@ -12,7 +12,8 @@ im2col, see benchmarks/bench_conv.py).
 ``cpu_conv=True`` swaps those convolutions for :class:`Im2colConv2d`, which has
 the same parameters and initialisation but computes im2col + matmul, or for the
 3x3 stride-1 ones Winograd's minimal filtering (fewer multiplications, same result
-within float32 rounding).
+within float32 rounding), whose tile transforms run as native kernels where g++ can
+build them (src/native_kernels.py).
 """
 import math
 
