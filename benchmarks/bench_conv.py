@@ -21,7 +21,8 @@ threads (default: the cores this process may run on).
 
 The "im2col" variant is packrun's default CPU path (``cpu_conv = "im2col"``): im2col +
 matmul, and Winograd F(4x4,3x3) / F(2x2,3x3) for the 3x3 stride-1 convolutions, whose tile
-transforms are src/native_kernels.py's kernels. "pure" is the same path without those kernels
+transforms, and the BatchNorm (+ ReLU) layers, are src/native_kernels.py's kernels. "pure" is
+the same path without those kernels
 (what runs where g++ is missing); like "native" (MindSpore's own Conv2D) it runs after the
 alternation.
 
@@ -135,13 +136,13 @@ def make_train_step(args, cpu_conv, native_kernels=True):
 
     ``native_kernels=False`` builds the CPU path without src/native_kernels.py's kernels.
     """
-    real = resnet.winograd_ops
+    real = resnet.winograd_ops, resnet.batchnorm_ops
     if not native_kernels:
-        resnet.winograd_ops = lambda: None
+        resnet.winograd_ops = resnet.batchnorm_ops = lambda: None
     try:
         net = build_resnet(args.arch, args.num_classes, cpu_conv=cpu_conv)
     finally:
-        resnet.winograd_ops = real
+        resnet.winograd_ops, resnet.batchnorm_ops = real
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     opt = nn.Momentum(net.trainable_params(), learning_rate=LEARNING_RATE, momentum=0.9)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parent / "native" / "winograd.cc"
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
 DISABLE_ENV = "PACKRUN_NATIVE"
 COMPILER = "g++"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
@@ -45,19 +45,26 @@ def _cpu_identity() -> str:
     return "\n".join(sorted(set(keep))) or platform.processor()
 
 
+def _sources() -> list[Path]:
+    """The C++ files compiled into the one library (headers count for its digest)."""
+    return sorted(NATIVE_DIR.glob("*.cc"))
+
+
 def _library_name(compiler: str) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=False).stdout
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), version.encode(), _cpu_identity().encode(),
-                 platform.machine().encode(), " ".join(FLAGS).encode()):
+    files = sorted([*NATIVE_DIR.glob("*.cc"), *NATIVE_DIR.glob("*.h")])
+    for part in ([f.read_bytes() for f in files]
+                 + [version.encode(), _cpu_identity().encode(), platform.machine().encode(),
+                    " ".join(FLAGS).encode()]):
         digest.update(part)
         digest.update(b"\0")
-    return f"winograd-{digest.hexdigest()[:16]}.so"
+    return f"packrun-native-{digest.hexdigest()[:16]}.so"
 
 
 def _build_dirs() -> list[Path]:
-    return [SOURCE.parent / "build",
+    return [NATIVE_DIR / "build",
             Path(tempfile.gettempdir()) / f"packrun-native-{os.getuid()}"]
 
 
@@ -75,12 +82,13 @@ def build() -> Path:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             tmp = directory / f".{name}.{os.getpid()}.tmp"
-            result = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE)],
+            result = subprocess.run([compiler, *FLAGS, "-o", str(tmp),
+                                     *(str(f) for f in _sources())],
                                     capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 tmp.unlink(missing_ok=True)
                 lines = (result.stderr.strip() or "failed").splitlines()
-                raise RuntimeError(f"{COMPILER} failed on {SOURCE.name}: {lines[0]}")
+                raise RuntimeError(f"{COMPILER} failed on {NATIVE_DIR.name}/: {lines[0]}")
             os.replace(tmp, directory / name)
             return directory / name
         except OSError as e:
@@ -152,17 +160,74 @@ def _out_bprop(adjoint):
     return bprop
 
 
+class BatchNormOps:
+    """Training-mode BatchNorm, plain and fused with the ReLU after it (``relu`` 0 / 1):
+    ``forward[relu](x, gamma, beta, eps) -> (y, batch mean, biased batch variance)``, its
+    bprop the native backward."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        self.forward = {}
+        for relu in (0, 1):
+            backward = ops.Custom(f"{library}:BnBwd{relu}", out_shape=_bn_grad_shapes,
+                                  out_dtype=_bn_grad_dtypes, func_type="aot")
+            self.forward[relu] = ops.Custom(f"{library}:BnFwd{relu}", out_shape=_bn_shapes,
+                                            out_dtype=_bn_dtypes, func_type="aot",
+                                            bprop=_bn_bprop(backward))
+
+
+def _bn_shapes(x, gamma, beta, eps):
+    return list(x), list(gamma), list(gamma)
+
+
+def _bn_dtypes(x, gamma, beta, eps):
+    return x, x, x
+
+
+def _bn_grad_shapes(dy, x, gamma, beta, mean, var, eps):
+    return list(x), list(gamma), list(gamma)
+
+
+def _bn_grad_dtypes(dy, x, gamma, beta, mean, var, eps):
+    return x, x, x
+
+
+def _bn_bprop(backward):
+    from mindspore import ops  # MindSpore only where the ops are made
+
+    def bprop(x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, gamma, beta, out[1], out[2], eps)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+    return bprop
+
+
 @functools.lru_cache(maxsize=1)
-def winograd_ops() -> WinogradOps | None:
-    """The native ops, or None (said once on stderr) when they cannot be built here."""
+def library() -> Path | None:
+    """The built library, or None (said once on stderr) when it cannot be built here."""
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return None
     try:
-        return WinogradOps(build())
+        return build()
     except RuntimeError as e:
-        print(f"packrun: warning: native CPU Winograd kernels unavailable ({e}); "
-              "3x3 convolutions use the slower pure-MindSpore path", file=sys.stderr, flush=True)
+        print(f"packrun: warning: native CPU kernels unavailable ({e}); "
+              "the CPU path uses the slower pure-MindSpore formulation", file=sys.stderr,
+              flush=True)
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def winograd_ops() -> WinogradOps | None:
+    """The Winograd transforms, or None without the library."""
+    lib = library()
+    return WinogradOps(lib) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def batchnorm_ops() -> BatchNormOps | None:
+    """The BatchNorm kernels, or None without the library."""
+    lib = library()
+    return BatchNormOps(lib) if lib else None
 
 
 def main() -> int:

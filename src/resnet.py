@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
-from src.native_kernels import winograd_ops
+from src.native_kernels import batchnorm_ops, winograd_ops
 
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
@@ -254,15 +254,60 @@ def _conv(in_channel, out_channel, kernel_size, stride, res_base, cpu_conv):
                     weight_init=HeNormal(mode="fan_out", nonlinearity="relu"), **pad)
 
 
-def _bn(channel, res_base=False):
+def _bn(channel, res_base=False, cpu_conv=False, relu=False):
     """Model Zoo BatchNorm, including its res_base (ResNet18/34 stem, shortcut) variant.
 
     That variant's momentum=0.1 is kept as the source has it, although MindSpore
     weights the old moving statistic by momentum, so it tracks recent batches.
+    On the CPU path it is :class:`NativeBatchNorm2d` where the native kernels build,
+    with the ReLU after it fused in when ``relu`` (then ``fused_relu`` is set on the cell).
     """
-    if res_base:
-        return nn.BatchNorm2d(channel, eps=1e-5, momentum=0.1)
-    return nn.BatchNorm2d(channel, eps=1e-4, momentum=0.9)
+    eps, momentum = (1e-5, 0.1) if res_base else (1e-4, 0.9)
+    native = batchnorm_ops() if cpu_conv else None
+    if native:
+        return NativeBatchNorm2d(channel, native, relu, eps=eps, momentum=momentum)
+    return nn.BatchNorm2d(channel, eps=eps, momentum=momentum)
+
+
+def _fused_relu(bn):
+    """Whether ``bn`` (from :func:`_bn`) already applies the ReLU that follows it."""
+    return bool(getattr(bn, "fused_relu", False))
+
+
+class NativeBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training-mode pass (batch statistics) runs the native kernels
+    (src/native/batchnorm.cc), optionally with the following ReLU fused in.
+
+    Same parameters, names and initialisation (checkpoints interchangeable); the moving
+    statistics are updated as MindSpore's CPU BatchNorm updates them. With fixed statistics
+    (evaluation, or ``use_batch_statistics = False`` for a frozen stage) it is the native
+    layer's inference pass (and a ReLU).
+    """
+
+    def __init__(self, channel, ops_, relu, **kwargs):
+        super().__init__(channel, **kwargs)
+        self.fused_relu = relu
+        self._forward = ops_.forward[1 if relu else 0]
+        self._eps = Tensor(np.array([self.eps], np.float32))
+
+    def construct(self, x):
+        batch_stats = self.training if self.use_batch_statistics is None \
+            else self.use_batch_statistics
+        if batch_stats:
+            y, mean, var = self._forward(x, self.gamma, self.beta, self._eps)
+            n, _, height, width = x.shape
+            count = n * height * width
+            var = var * (count / max(count - 1, 1))  # the moving variance is the unbiased one
+            keep = 1.0 - self.momentum  # self.momentum is the weight of the batch (op form)
+            y = ops.depend(y, ops.assign(self.moving_mean,
+                                         self.moving_mean * keep + mean * self.momentum))
+            y = ops.depend(y, ops.assign(self.moving_variance,
+                                         self.moving_variance * keep + var * self.momentum))
+            return y
+        y = self.bn_infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
+        if self.fused_relu:
+            y = ops.relu(y)
+        return y
 
 
 def _fc(in_channel, out_channel):
@@ -284,22 +329,28 @@ class ResidualBlock(nn.Cell):
         super().__init__()
         channel = out_channel // self.expansion
         self.conv1 = _conv(in_channel, channel, 1, 1, False, cpu_conv)
-        self.bn1 = _bn(channel)
+        self.bn1 = _bn(channel, cpu_conv=cpu_conv, relu=True)
         self.conv2 = _conv(channel, channel, 3, stride, False, cpu_conv)
-        self.bn2 = _bn(channel)
+        self.bn2 = _bn(channel, cpu_conv=cpu_conv, relu=True)
         self.conv3 = _conv(channel, out_channel, 1, 1, False, cpu_conv)
-        self.bn3 = _bn(out_channel)
+        self.bn3 = _bn(out_channel, cpu_conv=cpu_conv)
         self.relu = nn.ReLU()
+        self.relu1, self.relu2 = not _fused_relu(self.bn1), not _fused_relu(self.bn2)
         self.down_sample = stride != 1 or in_channel != out_channel
         self.down_sample_layer = None
         if self.down_sample:
             self.down_sample_layer = nn.SequentialCell(
-                [_conv(in_channel, out_channel, 1, stride, False, cpu_conv), _bn(out_channel)])
+                [_conv(in_channel, out_channel, 1, stride, False, cpu_conv),
+                 _bn(out_channel, cpu_conv=cpu_conv)])
 
     def construct(self, x):
         identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x))
+        if self.relu1:
+            out = self.relu(out)
+        out = self.bn2(self.conv2(out))
+        if self.relu2:
+            out = self.relu(out)
         out = self.bn3(self.conv3(out))
         if self.down_sample:
             identity = self.down_sample_layer(identity)
@@ -312,19 +363,23 @@ class ResidualBlockBase(nn.Cell):
     def __init__(self, in_channel, out_channel, stride=1, cpu_conv=False):
         super().__init__()
         self.conv1 = _conv(in_channel, out_channel, 3, stride, True, cpu_conv)
-        self.bn1d = _bn(out_channel)
+        self.bn1d = _bn(out_channel, cpu_conv=cpu_conv, relu=True)
         self.conv2 = _conv(out_channel, out_channel, 3, 1, True, cpu_conv)
-        self.bn2d = _bn(out_channel)
+        self.bn2d = _bn(out_channel, cpu_conv=cpu_conv)
         self.relu = nn.ReLU()
+        self.relu1 = not _fused_relu(self.bn1d)
         self.down_sample = stride != 1 or in_channel != out_channel
         self.down_sample_layer = None
         if self.down_sample:
             self.down_sample_layer = nn.SequentialCell(
-                [_conv(in_channel, out_channel, 1, stride, True, cpu_conv), _bn(out_channel, True)])
+                [_conv(in_channel, out_channel, 1, stride, True, cpu_conv),
+                 _bn(out_channel, True, cpu_conv)])
 
     def construct(self, x):
         identity = x
-        out = self.relu(self.bn1d(self.conv1(x)))
+        out = self.bn1d(self.conv1(x))
+        if self.relu1:
+            out = self.relu(out)
         out = self.bn2d(self.conv2(out))
         if self.down_sample:
             identity = self.down_sample_layer(identity)
@@ -342,8 +397,9 @@ class ResNet(nn.Cell):
                  res_base=False, cpu_conv=False):
         super().__init__()
         self.conv1 = _conv(3, 64, 7, 2, res_base, cpu_conv)
-        self.bn1 = _bn(64, res_base)
+        self.bn1 = _bn(64, res_base, cpu_conv, relu=True)
         self.relu = ops.ReLU()
+        self.relu1 = not _fused_relu(self.bn1)
         self.maxpool = _stem_pool(res_base, cpu_conv)
         strides = (1, 2, 2, 2)
         stages = [_make_layer(block, num, cin, cout, stride, cpu_conv) for num, cin, cout, stride
@@ -354,7 +410,10 @@ class ResNet(nn.Cell):
 
     def stem(self, x):
         """conv1, bn1, relu, max-pool: the stage `freeze = "stem"` names."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.bn1(self.conv1(x))
+        if self.relu1:
+            x = self.relu(x)
+        return self.maxpool(x)
 
     def pool(self, x):
         """layer4's output -> the feature vector the head classifies."""

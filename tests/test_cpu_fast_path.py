@@ -140,3 +140,66 @@ def test_cpu_stem_pool_equals_the_native_one(mode, size):
     grad = PoolGrad(fast)
     for _ in range(2):
         assert rel_err(grad(x, dout).asnumpy(), want) < 1e-5
+
+
+class _Loss(nn.Cell):
+    """sum(net(x) * w): a gradient that reaches every output element differently."""
+
+    def __init__(self, net, w):
+        super().__init__()
+        self.net, self.w = net, w
+
+    def construct(self, x):
+        return (self.net(x) * self.w).sum()
+
+
+class _BnRelu(nn.Cell):
+    def __init__(self, bn, relu):
+        super().__init__()
+        self.bn, self.relu = bn, relu
+
+    def construct(self, x):
+        y = self.bn(x)
+        return ops.relu(y) if self.relu else y
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape,res_base", [((4, 3, 5, 6), False), ((2, 8, 7, 7), True)])
+def test_native_batchnorm_equals_the_native_layer(mode, relu, shape, res_base):
+    """Output, gradients and moving statistics, training and evaluating, frozen too."""
+    x = ms.Tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 3 + 1)
+    w = tensor(shape, 1)
+    kwargs = {"eps": 1e-5, "momentum": 0.1} if res_base else {"eps": 1e-4, "momentum": 0.9}
+    fused = resnet._bn(shape[1], res_base, cpu_conv=True, relu=relu)
+    assert isinstance(fused, resnet.NativeBatchNorm2d) and resnet._fused_relu(fused) == relu
+    nets = [_BnRelu(nn.BatchNorm2d(shape[1], **kwargs), relu), _BnRelu(fused, False)]
+    results = []
+    for net in nets:
+        net.bn.gamma.set_data(ms.Tensor(np.linspace(0.5, 1.5, shape[1]).astype(np.float32)))
+        net.bn.beta.set_data(ms.Tensor(np.linspace(-0.2, 0.3, shape[1]).astype(np.float32)))
+        net.set_train()
+        loss = _Loss(net, w)
+        _, (dx, (dgamma, dbeta)) = ms.value_and_grad(loss, 0, net.trainable_params())(x)
+        out = net(x)
+        stats = net.bn.moving_mean.asnumpy(), net.bn.moving_variance.asnumpy()
+        net.set_train(False)
+        evaluated = net(x)
+        net.set_train()
+        net.bn.use_batch_statistics = False  # a frozen stage (src/transfer.py)
+        frozen = net(x)
+        results.append([a.asnumpy() if isinstance(a, ms.Tensor) else a for a in
+                         (out, dx, dgamma, dbeta, *stats, evaluated, frozen)])
+    names = ["y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance", "eval", "frozen"]
+    for name, expected, actual in zip(names, *results):
+        assert rel_err(actual, expected) < 1e-5, name
+
+
+def test_the_cpu_resnet_uses_native_batchnorm_with_the_same_parameters():
+    fast = resnet.resnet18(10, cpu_conv=True)
+    slow = resnet.resnet18(10, cpu_conv=False)
+    assert ([(p.name, p.shape) for p in fast.get_parameters()]
+            == [(p.name, p.shape) for p in slow.get_parameters()])
+    bns = [c for _, c in fast.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
+    assert bns and all(isinstance(c, resnet.NativeBatchNorm2d) for c in bns)
+    assert sum(resnet._fused_relu(c) for c in bns) == 1 + 8  # the stem's, and each block's first
+    assert not any(isinstance(c, resnet.NativeBatchNorm2d) for _, c in slow.cells_and_names())

@@ -16,17 +16,14 @@
 // v[a*(m+2)+b] = (B^T d B)[a][b]; y tile = A^T M A, written at rows th*m.., columns tw*m..
 // The matrices are Lavin & Gray's, the same as _WINOGRAD in src/resnet.py.
 //
-// Work is split over the (n, c) planes on as many threads as this process may run on
-// (sched_getaffinity: a taskset, cgroup or Slurm binding is honoured). Every kernel returns
-// 0, or 1 on a shape it does not expect (MindSpore then raises).
-#include <sched.h>
-
+// Work is split over the (n, c) planes (parallel.h). Every kernel returns 0, or 1 on a shape
+// it does not expect (MindSpore then raises).
 #include <algorithm>
-#include <cstdlib>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
+
+#include "parallel.h"
 
 namespace {
 
@@ -50,32 +47,6 @@ struct Mat<4> {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
-int Threads() {
-  if (const char *env = std::getenv("PACKRUN_NATIVE_THREADS")) return std::max(1, std::atoi(env));
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
-}
-
-// fn(begin, end) over [0, count), split in contiguous chunks over the threads.
-template <typename Fn>
-void ParallelFor(int64_t count, Fn fn) {
-  int64_t threads = std::min<int64_t>(Threads(), count);
-  if (threads <= 1) {
-    fn(int64_t{0}, count);
-    return;
-  }
-  std::vector<std::thread> pool;
-  int64_t chunk = (count + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
-    int64_t begin = t * chunk, end = std::min(count, begin + chunk);
-    if (begin < end) pool.emplace_back(fn, begin, end);
-  }
-  fn(int64_t{0}, std::min(count, chunk));
-  for (auto &th : pool) th.join();
-}
-
-bool IsFloat(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
 
 // Per (n, c) plane the kernels work on flat runs, so the inner loops are long and vectorise:
 //
@@ -138,13 +109,13 @@ inline void Combine(float *__restrict dst, const float *const *src, const float 
 template <int M>
 int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 4 || !IsFloat(dtypes[0])) return 1;
+  if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *v = static_cast<float *>(params[1]);
   const int64_t n_ = shapes[0][0], c_ = shapes[0][1];
   const Plane<M> pl(shapes[0][2], shapes[0][3]);
   const int64_t run = pl.run();
-  ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
+  packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
     // t[a][kc]: the vertical transform, one run (+ 1 spare) per column phase
     std::vector<float> xr(M * M * pl.phase() + 1), t(R * M * (run + 1)), acc(run);
     const float *src[R];
@@ -188,7 +159,7 @@ int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char *
 template <int M>
 int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
-  if (nparam != 3 || ndims[1] != 4 || !IsFloat(dtypes[0])) return 1;
+  if (nparam != 3 || ndims[1] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *dv = static_cast<const float *>(params[0]);
   float *dx = static_cast<float *>(params[2]);
   const int64_t n_ = shapes[1][0], c_ = shapes[1][1];
@@ -197,7 +168,7 @@ int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   // Buffers carry zero margins so the adjoints of the shifts read zeros: g[b] (one margin
   // column in front), t[a][kc] (L in front and behind).
   const int64_t g_len = run + 1, t_len = run + 2 * L;
-  ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
+  packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
     std::vector<float> g(R * g_len, 0.0f), t(R * M * t_len, 0.0f), xr(M * M * phase);
     const float *src[2 * R];
     float k[2 * R];
@@ -250,12 +221,12 @@ int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char 
 template <int M>
 int WinoOut(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 5 || !IsFloat(dtypes[0])) return 1;
+  if (nparam != 2 || ndims[0] != 5 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *in = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   const int64_t o_ = shapes[0][1], n_ = shapes[0][2], th_n = shapes[0][3], tw_n = shapes[0][4];
   const int64_t tiles = th_n * tw_n, w = tw_n * M;
-  ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
+  packrun::ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
     std::vector<float> hq(R * M * tiles), out(M * M * tiles);
     const float *src[R];
     float k[R];
@@ -293,13 +264,13 @@ int WinoOut(int nparam, void **params, int *ndims, int64_t **shapes, const char 
 template <int M>
 int WinoOutT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 4 || !IsFloat(dtypes[0])) return 1;
+  if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   float *out = static_cast<float *>(params[1]);
   const int64_t n_ = shapes[0][0], o_ = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   if (h % M != 0 || w % M != 0) return 1;
   const int64_t th_n = h / M, tw_n = w / M, tiles = th_n * tw_n;
-  ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
+  packrun::ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
     std::vector<float> g(M * M * tiles), hq(R * M * tiles);
     const float *src[R];
     float k[R];
@@ -334,12 +305,6 @@ int WinoOutT(int nparam, void **params, int *ndims, int64_t **shapes, const char
 }
 
 }  // namespace
-
-#define PACKRUN_EXPORT(NAME, IMPL)                                                         \
-  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes,             \
-                      const char **dtypes, void * /*stream*/, void * /*extra*/) {          \
-    return IMPL(nparam, params, ndims, shapes, dtypes);                                    \
-  }
 
 PACKRUN_EXPORT(WinoIn2, WinoIn<2>)
 PACKRUN_EXPORT(WinoIn4, WinoIn<4>)
