@@ -6,7 +6,7 @@ checkpoint is kept under ``<workdir>/pretrained/source-<digest>.ckpt`` with a JS
 it, one slot per digest (``--quick`` and the full demo do not evict each other). The digest
 covers the resolved source spec except where runs are written (``output_dir``, ``name``), every
 file of the source train/val folders (relative path and bytes) and the network definition
-(``src/resnet.py``). ``packrun demo --fresh`` retrains and replaces the slot.
+(``src/resnet.py``, with the native kernels of its CPU path). ``packrun demo --fresh`` retrains and replaces the slot.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from launcher.runfiles import BEST_CKPT
 
 log = get_logger(__name__)
 
-NETWORK_SOURCE = REPO / "src" / "resnet.py"
+# the network definition, and the CPU path's native kernels it runs
+NETWORK_SOURCES = (REPO / "src" / "resnet.py", REPO / "src" / "native_kernels.py",
+                   *sorted((REPO / "src" / "native").glob("*.[ch]*")))
 # Where and under which name runs are written: they change no weight.
 IGNORED_KEYS = ("output_dir", "name")
 
@@ -48,7 +50,8 @@ def source_digest(spec) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(tree_digest(Path(spec.train_dir), Path(spec.val_dir)).encode())
-    h.update(hashlib.sha256(NETWORK_SOURCE.read_bytes()).digest())
+    for source in NETWORK_SOURCES:
+        h.update(hashlib.sha256(source.read_bytes()).digest())
     return h.hexdigest()
 
 
