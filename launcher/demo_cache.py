@@ -6,7 +6,8 @@ checkpoint is kept under ``<workdir>/pretrained/source-<digest>.ckpt`` with a JS
 it, one slot per digest (``--quick`` and the full demo do not evict each other). The digest
 covers the resolved source spec except where runs are written (``output_dir``, ``name``), every
 file of the source train/val folders (relative path and bytes) and the network definition
-(``src/resnet.py``, with the native kernels of its CPU path). ``packrun demo --fresh`` retrains and replaces the slot.
+(``src/resnet.py``, with the native kernels of its CPU path). ``packrun demo --fresh``
+retrains and replaces the slot.
 """
 
 from __future__ import annotations
