@@ -1,9 +1,10 @@
-"""The CPU path's native Winograd transforms (src/native/winograd.cc) as MindSpore Custom ops.
+"""The CPU path's native kernels (src/native/) as MindSpore Custom ops.
 
 The transforms around Winograd's batched matmul are pure data movement plus a few adds, and
 MindSpore's own kernels for them (Im2Col, Transpose, a Kronecker MatMul; Col2Im and the rest
-in the backward) ran at 1-3 GB/s: about a third of a ResNet50 CPU train step. The C++ file
-does each in one pass (``mindspore.ops.Custom``, ``func_type="aot"``).
+in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's CPU
+BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
+two. Both are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -14,7 +15,9 @@ ranks starting at once do not clash (each compiles to its own temporary name, th
 
 Without g++, or when the build fails, :func:`winograd_ops` returns None, says why once on
 stderr, and src/resnet.py keeps the pure-MindSpore formulation: same results, slower.
-Set ``PACKRUN_NATIVE=0`` to force that path (the tests compare both).
+Set ``PACKRUN_NATIVE=0`` to force that path (the tests compare both). The kernels split
+their work over the cores this process may run on (its affinity: a taskset, a cgroup or
+Slurm's binding); ``PACKRUN_NATIVE_THREADS=k`` sets the count instead.
 """
 
 from __future__ import annotations
