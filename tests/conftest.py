@@ -34,7 +34,14 @@ def pytest_collection_modifyitems(config, items):
             wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
         elif tiers == ["cluster"]:
             # one Slurm node and one two-host cluster for all of them: under pytest-xdist
-            # (`-n 2 --dist loadgroup`, README's test command) they run on one worker, in turn
+            # (`-n 2 --dist loadgroup`, README's test command) they run on one worker, in turn.
+            # xdist joins all of a test's group names into one, so a cluster test in a group of
+            # its own (e.g. for a shared fixture) would leave the cluster's group: refused.
+            others = sorted({str(m.args[0]) for m in item.iter_markers()
+                             if m.name == "xdist_group" and m.args} - {"cluster"})
+            if others:
+                wrong.append(f"{item.nodeid}: cluster, in xdist group {', '.join(others)} "
+                             "(a cluster test's only group is 'cluster')")
             item.add_marker(pytest.mark.xdist_group("cluster"))
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers "

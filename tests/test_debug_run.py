@@ -10,7 +10,10 @@ import pytest
 from launcher.spec import spec_from_json
 from tests.data_fixtures import packrun, params, run_dir_of, write_tiny_job
 
-pytestmark = pytest.mark.e2e
+# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
+# that share `scratch_run` are one xdist group, so that README's `-n 2 --dist loadgroup` builds
+# it once.)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("debug_scratch_run")]
 
 
 @pytest.fixture(scope="module")

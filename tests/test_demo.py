@@ -10,10 +10,23 @@ from tests.data_fixtures import packrun
 
 pytestmark = pytest.mark.e2e
 
+# The tests that read the first quick demo share one (a demo is minutes of CPU): the same xdist
+# group, so that under `pytest -n 2 --dist loadgroup` the module fixture runs on one worker once.
+SHARES_QUICK_DEMO = pytest.mark.xdist_group("quick_demo")
 
-def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(tmp_path):
-    r = packrun("demo", "--quick", cwd=tmp_path, timeout=2400)
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """(the directory, the result) of one `packrun demo --quick` in a fresh directory."""
+    workdir = tmp_path_factory.mktemp("demo")
+    r = packrun("demo", "--quick", cwd=workdir, timeout=2400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return workdir, r
+
+
+@SHARES_QUICK_DEMO
+def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(quick_demo):
+    tmp_path, r = quick_demo
     out = r.stdout
     assert "Delete parameter from checkpoint:  end_point.weight" in out  # head filtered
     assert "warning: train loss" not in out
@@ -56,9 +69,9 @@ def test_demo_source_recipe_trains_with_finite_falling_loss(tmp_path):
 
 
 @pytest.mark.e2e
-def test_second_quick_demo_reuses_the_source_model(tmp_path):
-    first = packrun("demo", "--quick", cwd=tmp_path, timeout=900)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+@SHARES_QUICK_DEMO
+def test_second_quick_demo_reuses_the_source_model(quick_demo):
+    tmp_path, first = quick_demo  # the first demo in this directory
     assert "source model:" in first.stdout and "trained" in first.stdout
     again = packrun("demo", "--quick", cwd=tmp_path, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

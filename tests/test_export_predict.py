@@ -12,6 +12,10 @@ import pytest
 from tests.data_fixtures import REPO, packrun, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.e2e
+# (xdist: a module fixture is built once per worker that runs a test using it; the tests that
+# share `run` (a training run) share one xdist group, so that `-n 2 --dist loadgroup` builds it
+# once.)
+SHARES_RUN = pytest.mark.xdist_group("export_predict_run")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@SHARES_RUN
 def test_export_writes_the_model_and_its_record(run, exported):
     best = max((json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()),
                key=lambda r: (r["val_acc"], r["epoch"]))
@@ -56,6 +61,7 @@ def test_export_writes_the_model_and_its_record(run, exported):
     assert not list(run.glob(".best.tmp*"))  # no temporary files left
 
 
+@SHARES_RUN
 def test_predict_agrees_across_run_dir_mindir_and_onnx(run, exported, digits_2class, tmp_path):
     val = digits_2class / "val"
     best = max((json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()),
@@ -84,6 +90,7 @@ def test_predict_agrees_across_run_dir_mindir_and_onnx(run, exported, digits_2cl
                 assert abs(float(a[k]) - float(b[k])) <= 1e-4, (name, a, b)
 
 
+@SHARES_RUN
 def test_an_undecodable_image_is_named_and_the_others_predicted(run, digits_2class, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -105,6 +112,7 @@ def test_an_undecodable_image_is_named_and_the_others_predicted(run, digits_2cla
     assert rows[2]["error"].startswith("cannot be decoded") and rows[2]["class_1"] == ""
 
 
+@SHARES_RUN
 def test_a_run_directory_without_best_ckpt(run, tmp_path):
     empty = tmp_path / "unfinished"
     empty.mkdir()
@@ -121,6 +129,7 @@ def test_a_run_directory_without_best_ckpt(run, tmp_path):
     assert r.returncode == 2 and "is not a run directory (no job.json)" in r.stderr
 
 
+@SHARES_RUN
 def test_without_onnx_installed_the_message_says_how_to_get_it(run, exported, tmp_path):
     stubs = tmp_path / "stubs"
     for name in ("onnx", "onnxruntime"):
@@ -136,6 +145,7 @@ def test_without_onnx_installed_the_message_says_how_to_get_it(run, exported, tm
     assert r.returncode == 2 and "needs onnxruntime: pip install 'packrun[onnx]'" in r.stderr
 
 
+@SHARES_RUN
 def test_bad_export_and_predict_arguments(run, exported, tmp_path):
     r = packrun("export", run, "--format=TFLITE")
     assert r.returncode == 2 and "--format=TFLITE: give MINDIR or ONNX" in r.stderr

@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -59,12 +60,12 @@ def stub(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-@pytest.fixture
-def stubs(tmp_path):
-    """bin/ with mpirun, srun and scontrol stubs, and a python stub that records argv (one
-    word per line) but runs the real interpreter for `-c` (the free-port snippet)."""
+def make_stubs(tmp_path: Path) -> tuple[Path, Path]:
+    """<tmp_path>/stubbin with mpirun, srun and scontrol stubs, and a python stub that records
+    argv (one word per line) in <tmp_path>/argv.log but runs the real interpreter for `-c` (the
+    free-port snippet); (the directory, the log)."""
     bin_dir = tmp_path / "stubbin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     log = tmp_path / "argv.log"
     record = f'printf "%s\\n" "$(basename "$0")" "$@" >> {shellsafe.sh(log)}\n'
     stub(bin_dir / "python", f'if [ "$1" = -c ] || [ "$1 ${{2%%.*}}" = "-m launcher" ]; then '
@@ -141,51 +142,65 @@ def lint(paths: list[Path]) -> None:
 
 
 # Keys whose hostile values render (quoted), so that every launch script of every variant runs
-# with the stubs for each payload: a minute of CPU per key, the e2e tier. The keys whose hostile
-# values are refused at validation take a second: unit.
+# with the stubs for each payload: half a minute per key (payloads side by side), the e2e tier.
+# The keys whose hostile values are refused at validation take a second: unit.
 RENDERS_HOSTILE = {"train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
                    "env", "sbatch_extra"}
+
+
+def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
+    """Payload `n` for `key` in every variant, in its own directory `tmp` (its data, stubs,
+    argv log, run directories and marker path, so that payloads can run side by side): each
+    is refused naming the key, or renders, runs with the stubs and executes nothing.
+    (how many rendered, the scripts to lint)."""
+    bin_dir, log = make_stubs(tmp)
+    marker = tmp / MARK
+    text = payloads(marker)[n]
+    data = tmp / "data"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (data / split / cls).mkdir(parents=True, exist_ok=True)
+    base = dict(name="inj", train_dir=str(data / "train"), val_dir=str(data / "val"),
+                output_dir=str(tmp / "runs"))
+    rendered, scripts = 0, []
+    for variant, keys in VARIANTS.items():
+        values = base | keys | hostile_values(key, text)
+        if key == "sbatch_extra":
+            values["sbatch_extra"] = [*keys.get("sbatch_extra", []), *values[key]]
+        run_dir, arts = render_or_refuse(values, tmp, variant.startswith("slurm"),
+                                         bin_dir / "python", f"{variant}-{n}")
+        if run_dir is None:
+            name = key.split(":")[0]
+            assert f"'{name}'" in arts or "run directory" in arts or "template" in arts, arts
+            continue
+        rendered += 1
+        scripts += [run_dir / rel for rel in arts if rel.endswith((".sh", ".sbatch", "python"))]
+        outcome = run_scripts(run_dir, arts, variant, bin_dir, tmp)
+        ran = [p for p in tmp.rglob(MARK) if not p.is_dir()]  # paths make dirs
+        assert not ran, f"{key}={text!r} ({variant}) executed: {ran} {outcome}"
+        # the worker (or msrun) got the run directory as one word, exactly
+        if log.exists():
+            assert str(run_dir) in log.read_text().splitlines(), (variant, outcome)
+            log.unlink()
+    return rendered, scripts
 
 
 @pytest.mark.parametrize("key", [
     pytest.param(key, marks=pytest.mark.e2e if key in RENDERS_HOSTILE else pytest.mark.unit)
     for key in [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"]])
-def test_hostile_value_is_refused_or_inert(key, tmp_path, stubs):
+def test_hostile_value_is_refused_or_inert(key, tmp_path):
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
-    bin_dir, log = stubs
-    marker = tmp_path / MARK
-    data = tmp_path / "data"
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (data / split / cls).mkdir(parents=True, exist_ok=True)
-    base = dict(name="inj", train_dir=str(data / "train"), val_dir=str(data / "val"),
-                output_dir=str(tmp_path / "runs"))
-    rendered, scripts = 0, []
-    for n, text in enumerate(payloads(marker)):
-        if key == "env_setup" and not any(c in text for c in "\n\r\x00\u2028"):
-            continue  # verbatim shell by design
-        for variant, keys in VARIANTS.items():
-            values = base | keys | hostile_values(key, text)
-            if key == "sbatch_extra":
-                values["sbatch_extra"] = [*keys.get("sbatch_extra", []), *values[key]]
-            run_dir, arts = render_or_refuse(values, tmp_path, variant.startswith("slurm"),
-                                             bin_dir / "python", f"{variant}-{n}")
-            if run_dir is None:
-                name = key.split(":")[0]
-                assert f"'{name}'" in arts or "run directory" in arts or "template" in arts, arts
-                continue
-            rendered += 1
-            scripts += [run_dir / rel for rel in arts
-                        if rel.endswith((".sh", ".sbatch", "python"))]
-            outcome = run_scripts(run_dir, arts, variant, bin_dir, tmp_path)
-            ran = [p for p in tmp_path.rglob(MARK) if not p.is_dir()]  # paths make dirs
-            assert not ran, f"{key}={text!r} ({variant}) executed: {ran} {outcome}"
-            # the worker (or msrun) got the run directory as one word, exactly
-            if log.exists():
-                assert str(run_dir) in log.read_text().splitlines(), (variant, outcome)
-                log.unlink()
-    lint(scripts)
+    todo = [n for n, text in enumerate(payloads(tmp_path / MARK))
+            if key != "env_setup" or any(c in text for c in "\n\r\x00\u2028")]  # else verbatim
+    # The payloads run side by side: most of a launch script's time with stub launchers is its
+    # waits (a poll of the stub ranks, a scheduler port that never opens), not CPU.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(lambda n: try_payload(key, n, tmp_path / f"payload{n}"), todo))
+    ran = [p for p in tmp_path.rglob(MARK) if not p.is_dir()]  # wherever a payload reached
+    assert not ran, f"{key}: executed: {ran}"
+    rendered = sum(r for r, _ in done)
+    lint([script for _, scripts in done for script in scripts])
     if key in ("train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
                "env"):
         assert rendered, f"{key}: free text is quoted, so some hostile value must render"

@@ -28,6 +28,12 @@ PICTURES = ("curves.png", "predictions.png", "confusion.png")
 
 # --- a real run: resnet18, 32 px, 2 classes of digits, 2 epochs -----------------------------------
 
+# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
+# that share `finished_run` are one xdist group, so that README's `-n 2 --dist loadgroup`
+# builds it once.)
+SHARES_RUN = pytest.mark.xdist_group("report_finished_run")
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("pictures")
@@ -39,6 +45,7 @@ def finished_run(tmp_path_factory, digits_2class):
 
 
 @pytest.mark.e2e
+@SHARES_RUN
 def test_a_finished_run_has_its_pictures(finished_run):
     stdout, run_dir = finished_run
     assert "pictures: curves.png, predictions.png, confusion.png in " in stdout
@@ -52,6 +59,7 @@ def test_a_finished_run_has_its_pictures(finished_run):
 
 
 @pytest.mark.e2e
+@SHARES_RUN
 def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, tmp_path, capsys):
     from launcher.spec import spec_from_json
     from src.run_pictures import make_run_pictures
@@ -109,6 +117,7 @@ def embedded(page: Page) -> dict[str, bytes]:
 
 
 @pytest.mark.e2e
+@SHARES_RUN
 def test_report_of_a_run_embeds_every_picture_and_its_epochs(finished_run):
     _, run_dir = finished_run
     r = packrun("report", run_dir)
@@ -312,6 +321,7 @@ def screenshot(html: Path, png: Path) -> np.ndarray:
 
 
 @pytest.mark.e2e
+@SHARES_RUN
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, run_dir = finished_run
     report = write_report([run_dir], tmp_path / "report.html")

@@ -152,6 +152,13 @@ def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
 # Real workers
 # =============================================================================================
 
+# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
+# that share `debug_reference` or `uninterrupted` (4-epoch runs) are one xdist group, so that
+# README's `-n 2 --dist loadgroup` builds it once.)
+SHARES_DEBUG_REFERENCE = pytest.mark.xdist_group("restarts_debug_reference")
+SHARES_UNINTERRUPTED = pytest.mark.xdist_group("restarts_uninterrupted")
+
+
 @pytest.fixture(scope="module")
 def debug_reference(job):
     full = packrun("debug", job, "--name=full1", env_extra={TRACE_ENV: "1"})
@@ -167,6 +174,7 @@ def uninterrupted(job):
 
 
 @pytest.mark.e2e
+@SHARES_UNINTERRUPTED
 def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job, uninterrupted):
     t0 = time.monotonic()
     r = packrun("run", job, "--workers=2", "--name=restarted", "--max_restarts=1",
@@ -260,7 +268,8 @@ def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subproce
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode", ["debug", "run"])
+@pytest.mark.parametrize("mode", [pytest.param("debug", marks=SHARES_DEBUG_REFERENCE),
+                                  pytest.param("run", marks=SHARES_UNINTERRUPTED)])
 def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp_path, mode,
                                                                         request):
     workers = ["--workers=2"] if mode == "run" else []
@@ -343,6 +352,7 @@ def test_a_users_sigterm_is_not_retried(job, tmp_path):
 
 
 @pytest.mark.e2e
+@SHARES_DEBUG_REFERENCE
 def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
     env = {TRACE_ENV: "1", FAULT_ENV: "stop:rank=0:epoch=1:step=6"}   # creates the flag there
     r = packrun("debug", job, "--name=stop_last", env_extra=env)

@@ -24,7 +24,10 @@ import pytest
 
 from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, run_dir_of, write_tiny_job
 
-pytestmark = pytest.mark.e2e
+# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
+# that share `runs` (two debug runs and a resume) are one xdist group, so that README's `-n 2
+# --dist loadgroup` builds it once.)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("resume_runs")]
 
 EPOCHS, KILL_IN_EPOCH = 5, 3
 

@@ -41,6 +41,14 @@ def test_no_tier_or_two_stop_collection_naming_the_test(markers, said):
     assert f"t.py::wrong: {said}" in str(e.value) and "t.py::fine" not in str(e.value)
 
 
+def test_a_cluster_test_in_another_xdist_group_stops_collection():
+    """xdist would run it in a group named 'cluster_<other>', apart from the cluster tier."""
+    item = Item("t.py::c", "cluster")
+    item.add_marker(pytest.mark.xdist_group("shared_run"))
+    with pytest.raises(pytest.UsageError, match=r"t\.py::c: cluster, in xdist group shared_run"):
+        pytest_collection_modifyitems(None, [Item("t.py::e", "e2e"), item])
+
+
 def test_under_xdist_loadgroup_every_cluster_test_runs_on_one_worker(tmp_path):
     """README's test command (-n 2 --dist loadgroup) keeps the cluster tier on one worker:
     they share one Slurm node and one two-host cluster. (pytest 9 broke xdist's groups; a

@@ -224,6 +224,12 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
 
 # --- real runs ---------------------------------------------------------------------------------
 
+# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
+# that share `pretrained` (a training run; layer2_runs: two more) are one xdist group, so that
+# README's `-n 2 --dist loadgroup` builds it once.)
+SHARES_PRETRAINED = pytest.mark.xdist_group("transfer_pretrained")
+
+
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("transferjobs")
@@ -255,6 +261,7 @@ def _metrics(run_dir):
 
 
 @pytest.mark.e2e
+@SHARES_PRETRAINED
 def test_freeze_layer2_changes_exactly_layer3_layer4_and_the_head(layer2_runs, pretrained):
     result, run_dir = layer2_runs["cached"]
     before, after = params(pretrained), params(run_dir / "best.ckpt")
@@ -279,6 +286,7 @@ def test_freeze_layer2_changes_exactly_layer3_layer4_and_the_head(layer2_runs, p
 
 
 @pytest.mark.e2e
+@SHARES_PRETRAINED
 def test_partial_freeze_cache_equals_recomputing(layer2_runs):
     (cached_out, cached), (recomputed_out, recomputed) = layer2_runs["cached"], \
         layer2_runs["recomputed"]
@@ -300,6 +308,7 @@ def test_partial_freeze_cache_equals_recomputing(layer2_runs):
 
 
 @pytest.mark.e2e
+@SHARES_PRETRAINED
 def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
     r = packrun("check", jobs / "tiny.toml", "--freeze=layer3", f"--pretrained={pretrained}")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -315,6 +324,7 @@ def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
 
 
 @pytest.mark.e2e
+@SHARES_PRETRAINED
 def test_two_workers_with_a_partial_freeze_end_identical(jobs, pretrained):
     """msrun, 2 CPU workers, freeze = "layer2" on cached activations (each rank caches its
     shard): the ranks end with the same weights and BatchNorm statistics."""
