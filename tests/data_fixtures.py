@@ -145,6 +145,14 @@ def shown(result: subprocess.CompletedProcess) -> str:
             f"{result.stderr[-4000:]}")
 
 
+def batch_step_succeeded(batch_log: str) -> bool:
+    """Whether a job.sbatch log shows its srun step ending well: exit status 0, or every rank
+    finished with status 0 before a crash while the processes shut down (which the batch
+    script treats as completed, launcher.attempts.finished_anyway)."""
+    return ("packrun: srun exited with status 0" in batch_log
+            or "after every rank had finished with exit status 0" in batch_log)
+
+
 def run_dir_of(output: str | subprocess.CompletedProcess) -> Path:
     """The (last) run directory a packrun command printed ("packrun: run directory DIR"), from
     its result (stdout) or its console text."""

@@ -24,7 +24,14 @@ from launcher.sweep import (
     read_sweep,
     repeated_flag,
 )
-from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
+from tests.data_fixtures import (
+    REPO,
+    batch_step_succeeded,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    write_tiny_job,
+)
 
 GRID = ["--grid", "lr=0.01,0.001", "--grid", "mode=finetune,fixed_feature"]
 DIRS = {"lr=0.01_mode=finetune", "lr=0.01_mode=fixed_feature", "lr=0.001_mode=finetune",
@@ -357,8 +364,8 @@ def test_a_2x2_grid_as_one_slurm_job_array(slurm_job):
         point = sweep_dir / d
         task_jobs.add((point / "slurm_job_id").read_text().strip())
         assert (point / "best.ckpt").is_file()
-        assert "packrun: srun exited with status 0" in \
-            (point / f"slurm-{(point / 'slurm_job_id').read_text().strip()}.out").read_text()
+        assert batch_step_succeeded(
+            (point / f"slurm-{(point / 'slurm_job_id').read_text().strip()}.out").read_text())
     assert len(task_jobs) == 4          # one array, four tasks, each its own job id
     check_summary(r.stdout, sweep_dir)
 
