@@ -57,7 +57,7 @@ def _library_name(compiler: str) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=False).stdout
     digest = hashlib.sha256()
-    files = sorted([*NATIVE_DIR.glob("*.cc"), *NATIVE_DIR.glob("*.h")])
+    files = [*_sources(), *sorted(NATIVE_DIR.glob("*.h"))]
     for part in ([f.read_bytes() for f in files]
                  + [version.encode(), _cpu_identity().encode(), platform.machine().encode(),
                     " ".join(FLAGS).encode()]):

@@ -175,14 +175,11 @@ def _winograd_conv(x, weight, m, input_transform, weight_transform, output_trans
     d = ops.unfold(x, m + 2, 1, 1, m)  # (N, C * size, tiles), padding 1 all round
     d = d.reshape(n, c, size, tiles).transpose(2, 1, 0, 3).reshape(size, c * n * tiles)
     v = ops.matmul(input_transform, d).reshape(size, c, n * tiles)
-    u = _MATMUL_TRANSPOSE_B(weight_transform, weight.reshape(out_channels * c, 9))
-    prod = ops.bmm(u.reshape(size, out_channels, c), v)  # (size, O, N * tiles)
+    prod = _winograd_products(weight, weight_transform, v)  # (size, O, N * tiles)
     y = ops.matmul(output_transform, prod.reshape(size, out_channels * n * tiles))
     y = y.reshape(m, m, out_channels, n, tiles_h, tiles_w).transpose(3, 2, 4, 0, 5, 1)
     y = y.reshape(n, out_channels, m * tiles_h, m * tiles_w)
-    if m * tiles_h != height or m * tiles_w != width:
-        y = y[:, :, :height, :width]
-    return y
+    return _crop(y, height, width)
 
 
 def _winograd_conv_native(x, weight, m, weight_transform, transform_in, transform_out):
@@ -193,15 +190,26 @@ def _winograd_conv_native(x, weight, m, weight_transform, transform_in, transfor
     as (size, O, N, tiles_h, tiles_w) and writes the (N, O, m * tiles_h, m * tiles_w) map. Their
     adjoints are their bprops, so autodiff differentiates the whole as before.
     """
-    n, c, height, width = x.shape
+    n, _, height, width = x.shape
     out_channels = weight.shape[0]
     size = (m + 2) * (m + 2)
     tiles_h, tiles_w = -(-height // m), -(-width // m)
-    v = transform_in(x)  # (size, C, N * tiles)
-    u = _MATMUL_TRANSPOSE_B(weight_transform, weight.reshape(out_channels * c, 9))
-    prod = ops.bmm(u.reshape(size, out_channels, c), v)  # (size, O, N * tiles)
+    prod = _winograd_products(weight, weight_transform, transform_in(x))
     y = transform_out(prod.reshape(size, out_channels, n, tiles_h, tiles_w))
-    if m * tiles_h != height or m * tiles_w != width:
+    return _crop(y, height, width)
+
+
+def _winograd_products(weight, weight_transform, v):
+    """The transformed filters (size, O, C) times the transformed tiles ``v`` (size, C, L):
+    the (m + 2)^2 batched matmuls over input channels of both Winograd formulations."""
+    out_channels, c = weight.shape[:2]
+    u = _MATMUL_TRANSPOSE_B(weight_transform, weight.reshape(out_channels * c, 9))
+    return ops.bmm(u.reshape(-1, out_channels, c), v)
+
+
+def _crop(y, height, width):
+    """``y`` (N, O, H', W') cut to ``height`` x ``width`` (the tiles' zero-extension dropped)."""
+    if y.shape[2] != height or y.shape[3] != width:
         y = y[:, :, :height, :width]
     return y
 
