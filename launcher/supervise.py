@@ -79,7 +79,7 @@ class Supervisor:
             cmdline = p.info["cmdline"] or []
             if p.pid in self.workers or p.pid in self.others:
                 continue
-            if not all(any(m == arg for arg in cmdline) for m in self.marker):
+            if not self._marked(cmdline):
                 continue
             try:
                 env = p.environ()
@@ -88,10 +88,28 @@ class Supervisor:
             if not ranks.started_as_rank(env):  # msrun itself, or its child before exec
                 continue
             rank = ranks.rank_from_env(env)
-            if rank is None:
+            if rank is None or self._forked_by_a_rank(p):
                 self.others[p.pid] = p
             else:
                 self.workers[p.pid] = Worker(rank, p)
+
+    def _marked(self, cmdline: Sequence[str]) -> bool:
+        return all(any(m == arg for arg in cmdline) for m in self.marker)
+
+    def _forked_by_a_rank(self, p: psutil.Process) -> bool:
+        """Whether `p` is a child of a rank: a subprocess between its fork and its exec (the
+        worker runs `g++ --version`, MindSpore forks helpers) or a subshell of the launch shim
+        shows its parent's command line and environment, rank included, and is gone a moment
+        later. Judged as a worker, its end would read as that rank being killed."""
+        try:
+            parent = p.parent()
+            if parent is None:
+                return False
+            if parent.pid in self.workers:
+                return True
+            return self._marked(parent.cmdline()) and ranks.started_as_rank(parent.environ())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
 
     def _check_workers(self) -> Worker | None:
         """Mark workers that ended; return the one that failed first.

@@ -125,23 +125,43 @@ def _start(job, *flags):
                             text=True)
 
 
-def _wait_for_workers(run_root: Path, name: str, timeout=120) -> tuple[Path, dict[int, int]]:
-    """Run dir and {rank: pid} once both workers have finished a training step."""
+def _wait_for_workers(proc, run_root: Path, name: str,
+                      timeout=180) -> tuple[Path, dict[int, int]]:
+    """Run dir and {rank: pid} once both workers have finished a training step. A child of a
+    rank (a worker's subprocess before its exec) is no rank."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"packrun ended ({proc.returncode}) before both workers "
+                                 f"trained:\n{out[-2000:]}{err[-3000:]}")
         dirs = sorted(run_root.glob(f"{name}-*"))
         if dirs and "step" in _read(dirs[-1] / "logs" / "worker_0.log") + \
                 _read(dirs[-1] / "metrics.jsonl"):
             pids = {}
             for p in psutil.process_iter(["cmdline"]):
-                if str(dirs[-1]) in (p.info["cmdline"] or []):
+                try:
+                    if str(dirs[-1]) not in (p.info["cmdline"] or []) or \
+                            _is_rank(p.parent(), dirs[-1]):
+                        continue
                     env = p.environ()
-                    if env.get("MS_ROLE") == "MS_WORKER":
-                        pids[int(env["RANK_ID"])] = p.pid
+                except psutil.NoSuchProcess:
+                    continue
+                if env.get("MS_ROLE") == "MS_WORKER":
+                    pids[int(env["RANK_ID"])] = p.pid
             if len(pids) == 2:
                 return dirs[-1], pids
         time.sleep(0.5)
     raise AssertionError("workers did not start training")
+
+
+def _is_rank(p: psutil.Process | None, run_dir: Path) -> bool:
+    """msrun, a worker's parent, names the run directory too, but has no rank."""
+    try:
+        return p is not None and str(run_dir) in p.cmdline() and \
+            p.environ().get("MS_ROLE") == "MS_WORKER"
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _read(path: Path) -> str:
@@ -154,7 +174,7 @@ def _read(path: Path) -> str:
 @pytest.mark.e2e
 def test_kill_9_of_one_rank_takes_the_job_down(job):
     proc = _start(job, "--epochs=50", "--name=dp_kill")
-    run_dir, pids = _wait_for_workers(job.parent / "runs", "dp_kill")
+    run_dir, pids = _wait_for_workers(proc, job.parent / "runs", "dp_kill")
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
     _out, err = proc.communicate(timeout=60)
@@ -169,7 +189,7 @@ def test_kill_9_of_one_rank_takes_the_job_down(job):
 def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     import mindspore as ms
     proc = _start(job, "--epochs=50", "--name=dp_term")
-    run_dir, _ = _wait_for_workers(job.parent / "runs", "dp_term")
+    run_dir, _ = _wait_for_workers(proc, job.parent / "runs", "dp_term")
     while not (run_dir / "best.ckpt").exists():
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)

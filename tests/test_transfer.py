@@ -304,7 +304,11 @@ def test_partial_freeze_cache_equals_recomputing(layer2_runs):
     wa, wb = params(cached / "last.ckpt"), params(recomputed / "last.ckpt")
     assert set(wa) == set(wb)
     for k in wa:
-        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        # with and without the cache the same sums run in another order (the native BatchNorm
+        # kernels split them over threads): CI saw a moving variance 1.26e-4 relative apart and
+        # near-zero momenta 2e-5 apart, so the bound is relative to each tensor's scale
+        scale = float(np.abs(wa[k]).max()) if wa[k].size else 0.0
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-3, atol=1e-3 * scale + 1e-7, err_msg=k)
 
 
 @pytest.mark.e2e
