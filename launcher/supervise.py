@@ -108,7 +108,7 @@ class Supervisor:
             if parent.pid in self.workers:
                 return True
             return self._marked(parent.cmdline()) and ranks.started_as_rank(parent.environ())
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # a zombie is NoSuchProcess too
             return False
 
     def _check_workers(self) -> Worker | None:

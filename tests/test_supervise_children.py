@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from shlex import quote as _q
 
 import pytest
 
@@ -43,10 +44,6 @@ def _launch(tmp_path, stub: str) -> list[str]:
         cmd = f"exec sh -c {_q(SH_SUBSHELL.format(exit=worker_exit(0)))} {_q(WORKER)} {_q(run_dir)}"
     script.write_text(f"#!/bin/bash\nexport MS_ROLE=MS_WORKER RANK_ID=0\n{cmd}\n")
     return ["bash", str(script)]
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
 
 
 @pytest.mark.parametrize("stub", ["python fork", "shell subshell"])
