@@ -60,6 +60,6 @@ if ! command -v g++ >/dev/null 2>&1; then
   fi
 fi
 if command -v g++ >/dev/null 2>&1; then
-  echo "== native CPU kernels: $(.venv/bin/python -m src.native_kernels)"
+  echo "== native CPU kernels: $(.venv/bin/python -m src.native.kernels)"
 fi
 echo "== installed: $(pwd)/.venv/bin/packrun  (source .venv/bin/activate puts packrun on PATH)"

@@ -21,7 +21,7 @@ threads (default: the cores this process may run on).
 
 The "im2col" variant is packrun's default CPU path (``cpu_conv = "im2col"``): im2col +
 matmul, and Winograd F(4x4,3x3) / F(2x2,3x3) for the 3x3 stride-1 convolutions, whose tile
-transforms, and the BatchNorm (+ ReLU) layers, are src/native_kernels.py's kernels. "pure" is
+transforms, and the BatchNorm (+ ReLU) layers, are src/native/kernels.py's kernels. "pure" is
 the same path without those kernels
 (what runs where g++ is missing); like "native" (MindSpore's own Conv2D) it runs after the
 alternation.
@@ -48,8 +48,8 @@ import numpy as np
 from mindspore import nn, ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src import resnet
-from src.resnet import ARCHS, build_resnet
+from src.model import resnet
+from src.model.resnet import ARCHS, build_resnet
 
 SLOW_FIRST_STEP_S = 60.0
 # Small, so repeated steps on one random batch stay finite: at 0.01 the loss of
@@ -134,7 +134,7 @@ def matmul_gflops(sizes=ROOFLINE_SIZES, repeats=5):
 def make_train_step(args, cpu_conv, native_kernels=True):
     """TrainOneStepCell(WithLossCell(net, softmax CE), Momentum), as a training job builds it.
 
-    ``native_kernels=False`` builds the CPU path without src/native_kernels.py's kernels.
+    ``native_kernels=False`` builds the CPU path without src/native/kernels.py's kernels.
     """
     real = resnet.winograd_ops, resnet.batchnorm_ops
     if not native_kernels:

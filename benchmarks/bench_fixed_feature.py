@@ -25,13 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.digits import export_digits  # noqa: E402 (after sys.path gets the checkout)
+from launcher.demo.digits_data import export_digits  # noqa: E402 (after sys.path gets the checkout)
 from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
 def packrun_debug(job: Path, **flags) -> tuple[float, Path]:
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "launcher.cli", "debug", str(job),
+    r = subprocess.run([sys.executable, "-m", "launcher.cli.main", "debug", str(job),
                         *(f"--{k}={v}" for k, v in flags.items())], capture_output=True, text=True,
                        cwd=REPO)
     wall = time.monotonic() - t0
@@ -49,7 +49,7 @@ def metrics(run_dir: Path) -> dict:
 
 
 def pipeline_images_per_s(train_dir: Path, image_size: int, batch: int) -> float:
-    from src.dataset import class_names, create_dataset
+    from src.data.dataset import class_names, create_dataset
     data = create_dataset(train_dir, class_names(train_dir), image_size, batch, training=True)
     n, t0 = 0, time.monotonic()
     for _ in range(2):

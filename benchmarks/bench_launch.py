@@ -26,10 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.digits import export_digits  # noqa: E402 (after sys.path gets the checkout)
-from launcher.local_run import worker_env  # noqa: E402 (after sys.path gets the checkout)
-from launcher.rundir import new_run_dir  # noqa: E402 (after sys.path gets the checkout)
-from launcher.spec import load_job  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.rank_env import worker_env  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.rundir.layout import new_run_dir  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.spec import load_job  # noqa: E402 (after sys.path gets the checkout)
+from launcher.demo.digits_data import export_digits  # noqa: E402 (after sys.path gets the checkout)
 from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
@@ -58,7 +58,7 @@ def bare_msrun(job: Path, workers: int) -> float:
 
 
 def packrun_run(job: Path, workers: int, name: str, *flags: str) -> tuple[float, Path]:
-    t = timed([sys.executable, "-m", "launcher.cli", "run", str(job), f"--workers={workers}",
+    t = timed([sys.executable, "-m", "launcher.cli.main", "run", str(job), f"--workers={workers}",
                f"--name={name}", *flags], cwd=REPO)
     runs = sorted((job.parent / "runs").glob(f"{name}-*"))
     return t, runs[-1]

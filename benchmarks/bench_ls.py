@@ -8,7 +8,7 @@ worker logs and exit files; a share of them Slurm runs with slurm_job_id), plus 
 points. squeue is a stub on PATH that answers after --squeue-ms (a real slurmctld round trip on
 a busy cluster takes tens of milliseconds to seconds).
 
-1. `launcher.runs_ls.scan()` over all of them (one squeue call, one process-table scan):
+1. `launcher.runs.listing.scan()` over all of them (one squeue call, one process-table scan):
    wall time in all and per directory; and the whole `packrun ls` command (Python start-up
    included).
 2. The same directories with one squeue call per Slurm run (what a per-run `status` loop costs),
@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher import runs_ls  # noqa: E402 (after sys.path gets the checkout)
-from launcher.spec import build_spec, spec_to_json  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.spec import build_spec, spec_to_json  # noqa: E402 (after sys.path gets the checkout)
+from launcher.runs import listing as runs_ls  # noqa: E402 (after sys.path gets the checkout)
 
 
 def lay_out(root: Path, n: int, slurm_share: float) -> int:
@@ -89,7 +89,7 @@ def main() -> None:
         cli = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "launcher.cli", "ls", str(root)], cwd=REPO,
+            r = subprocess.run([sys.executable, "-m", "launcher.cli.main", "ls", str(root)], cwd=REPO,
                                capture_output=True, text=True)
             cli.append(time.perf_counter() - t0)
             assert r.returncode == 0 and len(r.stdout.splitlines()) == args.runs + 1, r.stderr

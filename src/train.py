@@ -17,11 +17,11 @@ if __name__ == "__main__" and not __package__:
     # Run as a script (msrun takes a file path): import the package, not sibling files.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from launcher import ranks
-from launcher.cores import format_cpulist
-from launcher.errors import EXIT_USER_ERROR, UserError
-from launcher.rundir import write_atomic
-from launcher.runfiles import (
+from launcher.core import rank_env as ranks
+from launcher.core.cores import format_cpulist
+from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.names import (
     CLASSES_JSON,
     EXIT_REQUEUE,
     LAST_CKPT,
@@ -30,7 +30,7 @@ from launcher.runfiles import (
     worker_exit,
     worker_pid,
 )
-from launcher.spec import JobSpec, spec_from_json
+from launcher.core.spec import JobSpec, spec_from_json
 
 
 def configure_context(spec: JobSpec) -> None:
@@ -54,7 +54,7 @@ def effective_settings(spec: JobSpec) -> tuple[str, bool]:
 
 
 def build_network(spec: JobSpec):
-    from src.resnet import build_resnet
+    from src.model.resnet import build_resnet
     return build_resnet(spec.arch, spec.num_classes,
                         cpu_conv=(spec.device == "CPU" and spec.cpu_conv == "im2col"))
 
@@ -91,7 +91,7 @@ class ResumePoint:
     epoch: int = 0
     step: int = 0
     history: list = field(default_factory=list)
-    partial: object = None  # src.callbacks.EpochRecord of the interrupted epoch
+    partial: object = None  # src.training.callbacks.EpochRecord of the interrupted epoch
 
 
 def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
@@ -100,9 +100,9 @@ def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
     the run starts fresh."""
     import mindspore as ms
 
-    from launcher.metrics import read_metrics
-    from src.callbacks import EpochRecord
-    from src.checkpoint import read_checkpoint
+    from launcher.core.rundir.metrics import read_metrics
+    from src.training.callbacks import EpochRecord
+    from src.training.checkpoint import read_checkpoint
     path = run_dir / LAST_CKPT
     if not path.exists():
         return ResumePoint()
@@ -145,7 +145,7 @@ def rank_state(params, par) -> dict:
     exactly (each rank fills its slot of a zero array; the sum over ranks adds only zeros)."""
     import numpy as np
 
-    from src import collective
+    from src.training import collective
     if par.world <= 1 or not params:
         return {}
     out = {}
@@ -185,7 +185,8 @@ class Data:
         a resumed run sees the same data as an uninterrupted one."""
         import mindspore.dataset as ds
 
-        from src import dataset, seeds
+        from src.data import dataset
+        from src.training import seeds
         spec, par = self.spec, self.par
         ds.config.set_seed(seeds.derived_seed(spec.seed, seeds.EPOCH, epoch))
         indices = dataset.shard_indices(self.n_train, par.world, par.rank, spec.seed, epoch)
@@ -196,7 +197,7 @@ class Data:
 
 def prepare_data(spec: JobSpec, par) -> Data:
     """Classes (checked against num_classes), steps per epoch, the validation set."""
-    from src import dataset
+    from src.data import dataset
     classes = dataset.class_names(spec.train_dir)
     if len(classes) != spec.num_classes:
         raise UserError(f"num_classes is {spec.num_classes} but {spec.train_dir} has "
@@ -226,7 +227,7 @@ def prepare_data(spec: JobSpec, par) -> Data:
 def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
     """The network with the pretrained backbone (or from scratch), frozen up to `freeze`, and
     the feature cache of the frozen prefix when the job uses one: (net, cache or None)."""
-    from src import checkpoint, feature_cache, transfer
+    from src.training import checkpoint, feature_cache, transfer
     net = build_network(spec)
     if spec.pretrained:
         report = checkpoint.load_pretrained(net, spec.pretrained, spec.head, spec.arch)
@@ -249,8 +250,8 @@ def build_optimizer(spec: JobSpec, par, net, steps: int):
     import mindspore as ms
     from mindspore import nn
 
-    from src import transfer
-    from src.lr_schedule import learning_rates
+    from src.training import transfer
+    from src.training.lr_schedule import learning_rates
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
     lr = rates[0] if spec.lr_schedule == "constant" and spec.warmup_epochs == 0 else \
@@ -262,7 +263,7 @@ def build_optimizer(spec: JobSpec, par, net, steps: int):
 
 def resume_agreed(run_dir: Path, net, opt, par) -> ResumePoint:
     """resume_from, checked to be the same point on every rank (a shared run directory)."""
-    from src import collective
+    from src.training import collective
     point = resume_from(run_dir, net, opt, par.rank)
     agreed = collective.allreduce_sum([point.epoch, point.step], par.world)
     if list(agreed) != [point.epoch * par.world, point.step * par.world]:
@@ -278,7 +279,7 @@ class Callbacks:
     stop: object
     checkpoint: object
     position: object
-    before: list = field(default_factory=list)  # test-only (src/faults.py): fault injection
+    before: list = field(default_factory=list)  # test-only (src/testing/faults.py): fault injection
     after: list = field(default_factory=list)   # test-only: the step trace
 
     def all(self) -> list:
@@ -287,8 +288,9 @@ class Callbacks:
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
                    evaluate_fn, resume: ResumePoint) -> Callbacks:
-    from src import collective, faults, transfer
-    from src.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
+    from src.testing import faults
+    from src.training import collective, transfer
+    from src.training.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
     flag = run_dir / PREEMPT_FLAG
     bn_statistics = transfer.updating_bn_statistics(net)  # frozen ones agree on every rank
     position = Position(steps)
@@ -338,8 +340,8 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
     print(f"rank {par.rank}: final weights sha256 {weights_digest(net.trainable_params())}, "
           f"batchnorm statistics sha256 {weights_digest(net.untrainable_params())}", flush=True)
     if par.is_main:  # predictions/curves/confusion PNGs; failures there only warn
-        from src import dataset
-        from src.run_pictures import make_run_pictures
+        from src.data import dataset
+        from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
         make_run_pictures(spec, run_dir, net, full_val, data.classes)
@@ -351,8 +353,8 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     import mindspore as ms
     from mindspore.train import Model
 
-    from src import collective, parallel, seeds, transfer
-    from src.evaluate import evaluate
+    from src.training import collective, parallel, seeds, transfer
+    from src.training.evaluate import evaluate
 
     configure_context(spec)
     amp_level, sink_mode = effective_settings(spec)
@@ -422,9 +424,9 @@ def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:
 
 
 def run(run_dir: Path, rank: int | None = None) -> int:
-    """train(), and on an exception logs/worker_<rank>.error.json (launcher/failure.py) before
+    """train(), and on an exception logs/worker_<rank>.error.json (launcher/core/rundir/failure.py) before
     the worker goes: exit 2 for bad input (one line), the traceback and exit 1 otherwise."""
-    from launcher.failure import write_worker_error
+    from launcher.core.rundir.failure import write_worker_error
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)
@@ -458,7 +460,7 @@ def main(argv: list[str]) -> int:
         # Leave together: msrun kills the other workers as soon as one exits non-zero (75), and
         # its scheduler then waits ~30 s for them; after this barrier all have written their
         # exit status and exit within moments of each other.
-        from src.collective import allreduce_sum
+        from src.training.collective import allreduce_sum
         allreduce_sum([0], ranks.world_from_env(os.environ))
     return code
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.digits import export_digits
-from launcher.paths import REPO  # the checkout under test: the one repository root
+from launcher.core.paths import REPO  # the checkout under test: the one repository root
+from launcher.demo.digits_data import export_digits
 
 # A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
 # parameters in definition order), kept in the repo so the tests need nothing beside it.
@@ -114,15 +114,15 @@ STUB_LAUNCHER = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_
 
 
 def packrun_argv(*args) -> list[str]:
-    """`python -m launcher.cli ARGS...` with this interpreter."""
-    return [sys.executable, "-m", "launcher.cli", *map(str, args)]
+    """`python -m launcher.cli.main ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "launcher.cli.main", *map(str, args)]
 
 
 def packrun_env(env: Mapping[str, str] | None = None,
                 env_extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment to run this checkout's CLI in: `env` (default: this process's) updated
     with `env_extra`, with the checkout on PYTHONPATH unless it is there already. From a cwd
-    outside the checkout, `-m launcher.cli` would otherwise import an installed packrun."""
+    outside the checkout, `-m launcher.cli.main` would otherwise import an installed packrun."""
     out = dict(os.environ if env is None else env) | dict(env_extra or {})
     path = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO) not in path:
@@ -133,7 +133,7 @@ def packrun_env(env: Mapping[str, str] | None = None,
 def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
             env_extra: Mapping[str, str] | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run this checkout's CLI: `python -m launcher.cli ARGS...` in a subprocess, from `cwd`
+    """Run this checkout's CLI: `python -m launcher.cli.main ARGS...` in a subprocess, from `cwd`
     (default: the checkout), in `packrun_env(env, env_extra)`, output captured as text."""
     return subprocess.run(packrun_argv(*args), cwd=cwd, env=packrun_env(env, env_extra),
                           capture_output=True, text=True, timeout=timeout)
@@ -148,7 +148,7 @@ def shown(result: subprocess.CompletedProcess) -> str:
 def batch_step_succeeded(batch_log: str) -> bool:
     """Whether a job.sbatch log shows its srun step ending well: exit status 0, or every rank
     finished with status 0 before a crash while the processes shut down (which the batch
-    script treats as completed, launcher.attempts.finished_anyway)."""
+    script treats as completed, launcher.core.rundir.attempts.finished_anyway)."""
     return ("packrun: srun exited with status 0" in batch_log
             or "after every rank had finished with exit status 0" in batch_log)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.spec import reference_markdown
+from launcher.core.spec import reference_markdown
 from tests.data_fixtures import REPO
 
 pytestmark = pytest.mark.unit

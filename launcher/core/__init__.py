@@ -1,0 +1,8 @@
+"""The core both planes stand on: the job spec (`spec`, `devices`, `hostlist`), the
+run-directory protocol (`rundir`: names, atomic writes, lock, attempts, failure, metrics, state),
+errors and exit statuses, console logging, the sample rule of an ImageFolder, a rank's
+environment and cores, and reading workers' output.
+
+May import: the standard library and third-party packages only; nothing else of packrun.
+The worker (`src`) imports this package and nothing else of `launcher`.
+"""

@@ -1,0 +1,162 @@
+"""The failure report: what a dying worker leaves (logs/worker_<rank>.error.json) and what the
+control plane writes for each failed attempt (logs/attempt_<k>/failure.json, the newest also as
+RUN_DIR/failure.json), and the one-or-two-line summary the console and `packrun status` print.
+
+worker_<rank>.error.json (torchrun's `@record` error file is the model):
+  rank, host, pid, attempt, time, type, message, traceback, epoch, step
+failure.json:
+  attempt, max_attempts, rank (which failed first; null: none identified), host, exit_code (null
+  when killed), signal (number or null), signal_name, first_error (the first error line of that
+  rank's error.json or log, "" if none), reason (the supervisor's words), log (path),
+  action: "restarted" | "gave up" | "not retryable", time
+No MindSpore import: the worker writes its file with the same module the launcher reads it with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal as signals
+import socket
+import time
+import traceback
+from pathlib import Path
+
+from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.names import (
+    ATTEMPT_ENV,
+    FAILURE_JSON,
+    LOGS,
+    attempt_logs,
+    worker_error,
+    worker_log,
+)
+
+RESTARTED, GAVE_UP, NOT_RETRYABLE = "restarted", "gave up", "not retryable"
+# The first line of a log that says what went wrong.
+ERROR_LINE = re.compile(r"^(packrun: error: .*|\w+(?:\.\w+)*(?:Error|Exception): .*|"
+                        r"Traceback \(most recent call last\):)$", re.M)
+
+
+# What launchers log about a worker that died: msrun (each second) "Worker process PID exit
+# with exception. Error code: -9."; Open MPI "... with PID PID on node N exited on signal 9".
+KILLED_BY = (r"Worker process {pid} exit with exception\. Error code: -(\d+)",
+             r"PID {pid} on node \S+ exited on signal (\d+)")
+
+
+def killed_by(launcher_logs: list[Path], pid: int) -> int | None:
+    """The signal a launcher's log says killed worker `pid`, if one says so."""
+    for path in launcher_logs:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for pattern in KILLED_BY:
+            m = re.search(pattern.format(pid=pid), text)
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_worker_error(run_dir: Path, rank: int | None, exc: BaseException, position) -> None:
+    """Called by a worker dying of `exc` (src/train.py); `position` is the training Position
+    (epoch, step) or None before training started. Never raises: the exception is the news."""
+    try:
+        if rank is None or not (Path(run_dir) / LOGS).is_dir():
+            return
+        record = dict(
+            rank=rank, host=socket.gethostname(), pid=os.getpid(),
+            attempt=int(os.environ.get(ATTEMPT_ENV, "1") or 1), time=_now(),
+            type=type(exc).__name__, message=str(exc),
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            epoch=getattr(position, "epoch", None), step=getattr(position, "step", None))
+        write_atomic(Path(run_dir) / worker_error(rank), json.dumps(record, indent=1) + "\n")
+    except Exception:  # noqa: BLE001 (a failing report must not hide the failure)
+        pass
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def first_error(run_dir: Path, rank: int | None) -> str:
+    """The rank's error in one line: `Type: message` from its error.json, else the first error
+    line of its log (the one after a Traceback header, when that is the first)."""
+    if rank is None:
+        return ""
+    err = read_json(run_dir / worker_error(rank))
+    if err:
+        message = (err.get("message") or "").strip().splitlines()
+        return f"{err.get('type')}: {message[0] if message else ''}".strip()[:300]
+    try:
+        text = (run_dir / worker_log(rank)).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    for m in ERROR_LINE.finditer(text):
+        if not m.group(0).startswith("Traceback"):
+            return m.group(0)[:300]
+    return ""
+
+
+def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int | None,
+                   host: str, exit_code: int | None, signal: int | None, reason: str,
+                   action: str) -> dict:
+    err = read_json(run_dir / worker_error(rank)) if rank is not None else None
+    if err and err.get("host"):
+        host = err["host"]
+    name = signals.Signals(signal).name if signal else None
+    return dict(attempt=attempt, max_attempts=max_attempts, rank=rank, host=host,
+                exit_code=exit_code, signal=signal, signal_name=name,
+                epoch=err.get("epoch") if err else None, step=err.get("step") if err else None,
+                first_error=first_error(run_dir, rank), reason=reason,
+                log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
+                if rank is not None else "",
+                action=action, time=_now())
+
+
+def write_failure(run_dir: Path, record: dict) -> None:
+    """logs/attempt_<k>/failure.json and RUN_DIR/failure.json (the newest)."""
+    text = json.dumps(record, indent=1) + "\n"
+    folder = run_dir / attempt_logs(record["attempt"])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / FAILURE_JSON, text)
+    write_atomic(run_dir / FAILURE_JSON, text)
+
+
+def read_failure(run_dir: Path) -> dict | None:
+    return read_json(Path(run_dir) / FAILURE_JSON)
+
+
+def summary(record: dict) -> str:
+    """One or two lines: who failed how, the first error, what packrun did."""
+    who = f"rank {record['rank']}" if record.get("rank") is not None else "the launch"
+    if record.get("host"):
+        who += f" on {record['host']}"
+    if record.get("signal"):
+        how = f"was killed by signal {record['signal']} ({record['signal_name']})"
+    elif record.get("exit_code") is not None:
+        how = f"exited with status {record['exit_code']}"
+    else:
+        how = "was killed"
+    where = f" in epoch {record['epoch']} step {record['step']}" \
+        if record.get("epoch") is not None else ""
+    action = record["action"]
+    if action == RESTARTED:
+        then = f"restarting from last.ckpt (attempt {record['attempt'] + 1} of " \
+               f"{record['max_attempts']})"
+    elif action == GAVE_UP:
+        then = f"giving up after {record['attempt']} attempt(s) (max_restarts reached)"
+    else:
+        then = "not retried (bad input or a stop: fix it and resume)"
+    line = f"attempt {record['attempt']} failed: {who} {how}{where}; {then}"
+    if record.get("first_error"):
+        line += f"\n  first error: {record['first_error']}"
+    return line

@@ -1,0 +1,108 @@
+"""Names of the files in a run directory, and the exit statuses packrun's processes agree on.
+
+A run directory is self-describing: everything `status`, `report`, resume and requeue need is
+read from it. Every writer and reader takes the names from here.
+"""
+
+from pathlib import Path
+
+from launcher.core.errors import EXIT_USER_ERROR  # noqa: F401 (bad input: 2, never retried)
+
+JOB_JSON = "job.json"            # the resolved spec (launcher/core/spec.py)
+METRICS = "metrics.jsonl"        # one row per epoch, main rank only
+BEST_CKPT = "best.ckpt"          # network at the best validation accuracy
+LAST_CKPT = "last.ckpt"          # resumable: network + optimizer state + epoch/step counters
+LAST_POINT = "last.json"         # {"epoch": epochs done, "step": steps of the next}: last.ckpt's
+CLASSES_JSON = "classes.json"    # class names in label order (export, predict)
+LOGS = "logs"                    # logs/worker_<rank>.log, logs/scheduler.log, ...
+LAUNCHER_LOG = f"{LOGS}/launcher.log"  # `packrun run`: the launch script's own output
+WORKER_LOG_PREFIX = f"{LOGS}/worker_"  # + <rank>.log / .exit / .pid / .error.json
+SCHEDULER_LOG = f"{LOGS}/scheduler.log"  # MindSpore's scheduler process (msrun, mpirun on CPU)
+ASCEND_LOG_PREFIX = f"{LOGS}/ascend/rank_"  # + <rank>/: CANN's plog of each rank
+MPIRUN_OUTPUT = f"{LOGS}/mpirun"  # Open MPI's --output-filename: <it>/1/rank.<rank>/stdout
+NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per node (srun %n)
+RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
+SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
+# What `packrun render` writes to start the job: the batch script (Slurm), the launch script of
+# one machine for each launcher, and the HCCL rank table.
+JOB_SBATCH = "job.sbatch"
+LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
+RANK_TABLE_JSON = "rank_table.json"
+# Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after
+# the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
+# it resumes. Removed by the launcher when the job starts again.
+PREEMPT_FLAG = "preempt.requested"
+# Written by the control plane (launcher/core/rundir/attempts.py) when an attempt starts and ends: kind,
+# attempt, max_restarts, state, start time. `packrun status` (launcher/core/rundir/state.py) reads it.
+RUN_STATE = "run_state.json"
+# The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
+FAILURE_JSON = "failure.json"
+
+# Held (flock) by the one launch that writes this run directory; holds that launch's pid, host,
+# start time and command as one JSON line (launcher/core/rundir/lock.py; job.sbatch takes it in bash).
+RUN_LOCK = "run.lock"
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: the workers stopped on request; start again to resume
+
+# Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
+ATTEMPT_ENV = "PACKRUN_ATTEMPT"
+# TEST ONLY (tests/test_restarts.py): makes a worker fail on purpose, on the first attempt only.
+# "ACTION:rank=R:epoch=E:step=S", ACTION one of kill (SIGKILL itself), raise (RuntimeError),
+# exit2 (a UserError); see src/testing/faults.py. Never set it in a real job.
+FAULT_ENV = "PACKRUN_TEST_FAULT"
+TRACE_ENV = "PACKRUN_TEST_TRACE_STEPS"  # TEST ONLY: "1" prints `trained step E.S` every step
+
+# Set to "1" by the launcher in a worker's environment when the console it copies the worker's
+# output to is a terminal (the worker's own stdout is always a pipe): progress then uses \r.
+CONSOLE_TTY_ENV = "PACKRUN_CONSOLE_TTY"
+
+
+def worker_log(rank: int) -> str:
+    return f"{WORKER_LOG_PREFIX}{rank}.log"
+
+
+def worker_exit(rank: int) -> str:
+    """Written by each worker as it exits: its exit status. A worker whose process is gone
+    without this file was killed (signal, OOM killer, node loss)."""
+    return f"{WORKER_LOG_PREFIX}{rank}.exit"
+
+
+def read_exit_status(run_dir: str | Path, rank: int) -> int | None:
+    """The exit status rank `rank` left in its exit file, or None (none yet, killed, unreadable)."""
+    try:
+        return int((Path(run_dir) / worker_exit(rank)).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def node_lock(node_rank: int) -> str:
+    """The lock of one node's share of a run: RUN_LOCK on node 0 (where debug, run, the batch
+    script and node-launch 0 run), run.node<N>.lock for node-launch on node N > 0."""
+    return RUN_LOCK if node_rank == 0 else f"run.node{node_rank}.lock"
+
+
+def worker_error(rank: int) -> str:
+    """Written by a worker that dies of an exception: type, message, traceback, epoch, step."""
+    return f"{WORKER_LOG_PREFIX}{rank}.error.json"
+
+
+def attempt_logs(attempt: int) -> str:
+    """Where attempt `attempt` (1, 2, ...) keeps its logs once it ended (its failure.json too)."""
+    return f"{LOGS}/attempt_{attempt}"
+
+
+def template_names() -> dict:
+    """The protocol's names as the launch templates receive them (render context `files`)."""
+    return dict(preempt_flag=PREEMPT_FLAG, exit_requeue=EXIT_REQUEUE, logs=LOGS,
+                worker_exit_glob=f"{WORKER_LOG_PREFIX}*.exit", rank0_exit=worker_exit(0),
+                attempt_env=ATTEMPT_ENV, worker_log_prefix=WORKER_LOG_PREFIX,
+                scheduler_log=SCHEDULER_LOG, ascend_log_prefix=ASCEND_LOG_PREFIX,
+                mpirun_output=MPIRUN_OUTPUT, node_output=NODE_OUTPUT, ranks_dir=RANKS_DIR,
+                msrun_sh=LAUNCH_SCRIPTS["msrun"], rank_table_json=RANK_TABLE_JSON,
+                run_lock=RUN_LOCK)
+
+
+def worker_pid(rank: int) -> str:
+    """Written by each worker as it starts: its pid, which launchers' logs name (msrun: "Worker
+    process PID exit with exception. Error code: -9"), so a killed rank is found with its signal."""
+    return f"{WORKER_LOG_PREFIX}{rank}.pid"

@@ -1,0 +1,5 @@
+"""`packrun demo`: the tutorial's transfer learning on scikit-learn's digits (`digits_data`), with
+the pretrained source model cached (`source_model`), run and compared (`main`).
+
+May import: `launcher.sweep` and every layer below.
+"""

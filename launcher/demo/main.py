@@ -1,0 +1,142 @@
+"""`packrun demo`: real transfer learning on data that ships inside a PyPI package.
+
+1. Export scikit-learn's digits as ImageFolders of JPEGs: a source task (digits 0-7, ~1150
+   training images) and a target task (8 vs 9 with only a few training images per class).
+2. Train a small ResNet from scratch on the source task (jobs/demo_source.toml) and keep its
+   best checkpoint as the "pretrained" Model-Zoo-style checkpoint.
+3. On the target task run jobs/demo.toml four ways: fine-tune, partial freeze (stem..layer2
+   frozen), fixed feature, from scratch.
+4. Print best and last validation accuracy and time for each, side by side.
+5. Export the best of them (MindIR, and ONNX when onnxruntime is installed) and predict a few
+   held-out validation images with the exported model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from launcher.core.log import get_logger
+from launcher.core.paths import REPO
+from launcher.core.rundir.metrics import best_row, read_metrics
+from launcher.core.spec import load_job
+from launcher.demo.digits_data import export_digits
+from launcher.demo.source_model import source_model
+from launcher.supervise.debug import debug_spec
+
+log = get_logger(__name__)
+
+SOURCE_JOB = REPO / "jobs" / "demo_source.toml"
+TARGET_JOB = REPO / "jobs" / "demo.toml"
+PRETRAINED = "pretrained/resnet18_digits0-7.ckpt"  # inside the demo's workdir
+
+SOURCE_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7]
+TARGET_CLASSES = [8, 9]
+
+
+def variants(workdir: Path) -> list[tuple[str, dict]]:
+    """The target runs: (label, overrides of jobs/demo.toml)."""
+    return [
+        ("fine-tune", {"mode": "finetune"}),
+        ("freeze layer2", {"freeze": "layer2", "name": "demo_freeze_layer2"}),
+        ("fixed feature", {"mode": "fixed_feature", "lr": 0.02, "name": "demo_fixed_feature"}),
+        ("from scratch", {"pretrained": "", "name": "demo_scratch"}),
+    ]
+
+
+def best_of(run_dir: Path) -> tuple[float, int]:
+    best = best_row(read_metrics(run_dir))
+    return (best["val_acc"], best["epoch"]) if best else (float("nan"), 0)
+
+
+def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = "demo_data",
+             fresh: bool = False) -> int:
+    work = Path(workdir).resolve()
+    started = time.monotonic()
+    log.info(f"packrun demo: exporting scikit-learn digits as JPEG ImageFolders under {work}")
+    src_counts = export_digits(work / "source", SOURCE_CLASSES,
+                               train_per_class=60 if quick else None,
+                               val_per_class=15 if quick else None)
+    tgt_counts = export_digits(work / "target", TARGET_CLASSES, train_per_class=10,
+                               val_fraction=0.8, val_per_class=40 if quick else None)
+    log.info(f"  source (digits 0-7): {src_counts['train']} train / {src_counts['val']} val images")
+    log.info(f"  target (8 vs 9):     {tgt_counts['train']} train / {tgt_counts['val']} val images")
+
+    common: dict[str, object] = {"output_dir": output_dir}
+    if quick:
+        common["epochs"] = 2
+    paths = {"train_dir": str(work / "source" / "train"), "val_dir": str(work / "source" / "val")}
+    steps = len(variants(work)) + 2  # the source run, the target runs, export and predict
+    log.info(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===")
+    pretrained = work / PRETRAINED
+    if not source_model(load_job(SOURCE_JOB, {**common, **paths}), pretrained, fresh, _run,
+                        best_of):
+        return 1
+
+    target = {"train_dir": str(work / "target" / "train"), "val_dir": str(work / "target" / "val"),
+              "pretrained": str(pretrained)}
+    results: list[dict] = []
+    for i, (label, overrides) in enumerate(variants(work), start=2):
+        log.info(f"\n=== {i}/{steps} target task 8 vs 9: {label} ===")
+        t0 = time.monotonic()
+        run_dir = _run(load_job(TARGET_JOB, {**common, **target, **overrides}))
+        if run_dir is None:
+            return 1
+        acc, epoch = best_of(run_dir)
+        results.append({"label": label, "acc": acc, "epoch": epoch,
+                        "time": time.monotonic() - t0, "run_dir": run_dir})
+    print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
+          f"{tgt_counts['val']} validation images\n")
+    from launcher.sweep.report import run_rows, summary_table  # the sweep summary's table
+    print(summary_table(run_rows([r["run_dir"] for r in results], [r["label"] for r in results],
+                                 [r["time"] for r in results]), ["run"], sort=False))
+    print("time: wall clock of each run (process start, data check, graph compilation, training, "
+          "evaluation, pictures);\n      the report's train/eval times count only the epochs' "
+          "training steps and validation passes")
+    from launcher.runs.report import write_report  # matplotlib: only once the runs are done
+    report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
+                          labels=[r["label"] for r in results])
+    print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
+    log.info(f"\n=== {steps}/{steps} using the best model: export and predict ===")
+    if export_and_predict(max(results, key=lambda r: r["acc"]), work / "target" / "val") != 0:
+        return 1
+    log.info(f"\ntotal {time.monotonic() - started:.0f} s")
+    return 0
+
+
+
+def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
+    """A few validation images of each class (never trained on)."""
+    return [f for c in sorted(p for p in val_dir.iterdir() if p.is_dir())
+            for f in sorted(c.iterdir())[:per_class]]
+
+
+def export_and_predict(best: dict, val_dir: Path) -> int:
+    """Export `best`'s run as MindIR (and ONNX when onnxruntime is there), predict a few
+    held-out images with the exported file, and say the commands that did it."""
+    import importlib.util
+    import subprocess
+    import sys
+    run_dir = best["run_dir"]
+    log.info(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
+    formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
+    cli = [sys.executable, "-m", "launcher.cli.main"]
+    model = None
+    for fmt in formats:
+        log.info(f"$ packrun export {run_dir} --format={fmt}")
+        if subprocess.run(cli + ["export", str(run_dir), f"--format={fmt}"], cwd=REPO).returncode:
+            return 1
+        model = run_dir / f"best.{fmt.lower()}"
+    if "ONNX" not in formats:
+        log.info("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and onnxruntime)")
+    images = held_out_images(val_dir)
+    csv = run_dir / "demo_predictions.csv"
+    log.info(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}")
+    return subprocess.run(cli + ["predict", str(model), *map(str, images), f"--csv={csv}"],
+                          cwd=REPO).returncode
+
+
+def _run(spec) -> Path | None:
+    """Run one job as `packrun debug` does; its run directory, or None if it failed."""
+    rc, run_dir = debug_spec(spec)
+    return run_dir if rc == 0 else None

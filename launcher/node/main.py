@@ -1,0 +1,115 @@
+"""`python -m launcher.node VERB ARGS`: the one entry point of the node side.
+
+Rendered launch scripts (templates/*.j2) call packrun only through this module, by verb, so that
+moving a module never breaks a run directory rendered before the move (a queued or requeued
+Slurm job, a `--resume`, a site template copied with `packrun templates`). Every verb prints its
+result on stdout and exits 0; bad input is one `packrun: error: ...` line and exit 2.
+
+    cores N [--per | --msrun]          this node's cores split over N local ranks
+                                       (launcher/core/cores.py)
+    hostnames HOSTLIST                 a Slurm hostlist expression, one host per line
+    server-index RANK_TABLE            this machine's place in the rank table
+    attempt begin RUN_DIR ATTEMPT      a Slurm attempt begins
+    attempt end RUN_DIR ATTEMPT RC     it ended: prints completed, restart or stop
+    lock-holder RUN_DIR                who holds the run directory's lock
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from launcher.core import cores, hostlist
+from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.rundir import attempts
+from launcher.core.rundir.lock import holder
+from launcher.core.rundir.names import node_lock
+from launcher.render.ranktable import server_index_main
+
+
+def _cores(argv: Sequence[str]) -> int:
+    args = list(argv)
+    mode = next((a for a in args if a.startswith("--")), "")
+    rest = [a for a in args if not a.startswith("--")]
+    if len(rest) != 1 or not rest[0].isdigit() or mode not in ("", "--per", "--msrun"):
+        return _usage("cores LOCAL_RANKS [--per | --msrun]")
+    ranks = int(rest[0])
+    try:
+        split = cores.split_cores(cores.available_cores(), cores.numa_nodes(), ranks)
+    except UserError as e:
+        print(f"packrun: error: core binding: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if mode == "--per":
+        print(len(split[0]))
+    elif mode == "--msrun":
+        if cores.msrun_can_bind(split):
+            devices = cores.physical_devices(ranks, os.environ,
+                                             os.environ.get("PACKRUN_DEVICE", ""))
+            print(json.dumps(cores.msrun_bind(split, devices), separators=(",", ":")))
+    else:
+        print(" ".join(cores.format_cpulist(c) for c in split))
+    return 0
+
+
+def _hostnames(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        return _usage("hostnames HOSTLIST")
+    try:
+        print("\n".join(hostlist.expand(argv[0])))
+    except UserError as e:
+        print(f"packrun: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+def _server_index(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        return _usage("server-index RANK_TABLE")
+    return server_index_main(argv)
+
+
+def _attempt(argv: Sequence[str]) -> int:
+    if not ((len(argv) == 3 and argv[0] == "begin") or (len(argv) == 4 and argv[0] == "end")) \
+            or not all(a.isdigit() for a in argv[2:]):
+        return _usage("attempt begin RUN_DIR ATTEMPT | attempt end RUN_DIR ATTEMPT RC")
+    return attempts.batch_main(list(argv))
+
+
+def _lock_holder(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        return _usage("lock-holder RUN_DIR")
+    print(holder(Path(argv[0]) / node_lock(0)))
+    return 0
+
+
+VERBS: dict[str, Callable[[Sequence[str]], int]] = {
+    "cores": _cores,
+    "hostnames": _hostnames,
+    "server-index": _server_index,
+    "attempt": _attempt,
+    "lock-holder": _lock_holder,
+}
+
+
+def _usage(what: str) -> int:
+    print(f"usage: python -m launcher.node {what}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def legacy(module: str) -> None:
+    """`python -m launcher.MODULE ARGS`, as run directories rendered by packrun before the node
+    entry point (job.json schema 1) call it: the same verb, so those runs keep working."""
+    verb = {"attempts": "attempt", "cores": "cores", "nodelist": "hostnames",
+            "ranktable": None}[module]
+    args = sys.argv[1:] if verb is None else [verb, *sys.argv[1:]]
+    sys.exit(main(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in VERBS:
+        return _usage("{" + " | ".join(VERBS) + "} ARGS")
+    return VERBS[args[0]](args[1:])

@@ -1,0 +1,26 @@
+"""`packrun status RUN_DIR`: what the run directory says (launcher/core/rundir/state.py), and
+Slurm's view for a submitted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launcher.core.errors import UserError
+from launcher.core.rundir.names import JOB_JSON, SLURM_JOB_ID
+from launcher.core.rundir.state import describe, run_state
+from launcher.slurm.client import status
+
+
+def status_command(run_dir: str | Path) -> str:
+    """`packrun status RUN_DIR`: Slurm's view and the run's for a submitted run, the run's for
+    a local one."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run directory {run_dir} not found; pass the one packrun debug / run / "
+                        "submit printed")
+    if (path / SLURM_JOB_ID).exists():
+        return status(path)
+    if not (path / JOB_JSON).exists():
+        raise UserError(f"{path} is not a run directory (no {JOB_JSON}): pass the one packrun "
+                        "debug / run / submit printed")
+    return "\n".join(describe(run_state(path)))

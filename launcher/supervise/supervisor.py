@@ -1,0 +1,264 @@
+"""Watch a launch (msrun.sh, mpirun.sh, rank_table.sh) on this machine until it ends, and end it
+as a whole when any part fails.
+
+Launchers start workers in sessions of their own (msrun does), so a signal to the launch
+script's group does not reach them. The supervisor therefore finds the run's processes by their
+command line (the worker script and this run directory), learns each worker's rank from its
+environment, and reads the exit status each worker leaves in logs/worker_<rank>.exit. A worker
+that is gone without that file was killed. The first failure stops everything: TERM, then KILL
+after a grace period; nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import psutil
+
+from launcher.core import rank_env as ranks
+from launcher.core.log import console as log_console
+from launcher.core.log import get_logger
+from launcher.core.logtail import LogFollower
+from launcher.core.rundir import attempts
+from launcher.core.rundir.failure import killed_by
+from launcher.core.rundir.names import (
+    EXIT_REQUEUE,
+    LAUNCHER_LOG,
+    LOGS,
+    read_exit_status,
+    worker_log,
+)
+from launcher.supervise import processes
+
+log = get_logger(__name__)
+
+POLL_S = 0.05        # worker liveness: the first death is the culprit, so look often
+DISCOVER_EVERY = 5   # process-table scans and console updates every 0.25 s
+KILLED_WAIT_S = 2.5  # how long to wait for the launcher to report a killed worker's signal
+
+
+@dataclass
+class Worker:
+    rank: int
+    proc: psutil.Process
+    exit_code: int | None = None
+    done: bool = False
+
+
+@dataclass
+class Outcome:
+    code: int
+    failed_rank: int | None = None
+    reason: str = ""
+    workers_seen: list[int] = field(default_factory=list)
+    signal: int | None = None      # the signal that killed the failed rank, when known
+    rank_exit: int | None = None   # the failed rank's exit status (None: killed)
+    user_stop: bool = False        # packrun got SIGINT / SIGTERM
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path, cmd: Sequence[str], worker_script: Path, env: dict,
+                 console=None, grace_s: float = processes.GRACE_S, world: int = 0):
+        self.run_dir, self.cmd, self.env = Path(run_dir), list(cmd), env
+        self.world = world  # ranks the launch starts (0: unknown; their exit files decide)
+        self.marker = (str(worker_script), str(self.run_dir))
+        self.console = console or log_console()
+        self.grace_s = grace_s
+        self.workers: dict[int, Worker] = {}   # by pid
+        self.others: dict[int, psutil.Process] = {}  # schedulers and launcher children
+
+    # -- discovery -------------------------------------------------------------------------
+    def _discover(self) -> None:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = p.info["cmdline"] or []
+            if p.pid in self.workers or p.pid in self.others:
+                continue
+            if not self._marked(cmdline):
+                continue
+            try:
+                env = p.environ()
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                continue
+            if not ranks.started_as_rank(env):  # msrun itself, or its child before exec
+                continue
+            rank = ranks.rank_from_env(env)
+            if rank is None or self._forked_by_a_rank(p):
+                self.others[p.pid] = p
+            else:
+                self.workers[p.pid] = Worker(rank, p)
+
+    def _marked(self, cmdline: Sequence[str]) -> bool:
+        return all(any(m == arg for arg in cmdline) for m in self.marker)
+
+    def _forked_by_a_rank(self, p: psutil.Process) -> bool:
+        """Whether `p` is a child of a rank: a subprocess between its fork and its exec (the
+        worker runs `g++ --version`, MindSpore forks helpers) or a subshell of the launch shim
+        shows its parent's command line and environment, rank included, and is gone a moment
+        later. Judged as a worker, its end would read as that rank being killed."""
+        try:
+            parent = p.parent()
+            if parent is None:
+                return False
+            if parent.pid in self.workers:
+                return True
+            return self._marked(parent.cmdline()) and ranks.started_as_rank(parent.environ())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # a zombie is NoSuchProcess too
+            return False
+
+    def _check_workers(self) -> Worker | None:
+        """Mark workers that ended; return the one that failed first.
+
+        Launchers react to a failure by killing the other workers (msrun within a fraction of a
+        second), so several may be found dead in one poll. The culprit is then the one that left
+        a failing exit status, else the one msrun reports as failed, else the lowest rank."""
+        failed = []
+        for w in self.workers.values():
+            if w.done or _alive(w.proc):
+                continue
+            w.done = True
+            w.exit_code = read_exit_status(self.run_dir, w.rank)
+            if w.exit_code not in (0, EXIT_REQUEUE):
+                failed.append(w)
+        if len(failed) > 1:
+            reported = _msrun_failed_pids(self.run_dir / LAUNCHER_LOG)
+            failed.sort(key=lambda w: (w.exit_code is None, w.proc.pid not in reported, w.rank))
+        return failed[0] if failed else None
+
+    # -- teardown --------------------------------------------------------------------------
+    def _everything(self, launcher: psutil.Popen | None) -> list[psutil.Process]:
+        procs = [w.proc for w in self.workers.values()] + list(self.others.values())
+        if launcher is not None:
+            try:
+                procs += launcher.children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        return [p for p in {p.pid: p for p in procs}.values() if _alive(p)]
+
+    def stop_all(self, launcher) -> None:
+        self._discover()
+        procs = self._everything(launcher)
+        processes.kill_group(launcher, signal.SIGTERM)
+        for p in procs:
+            _signal(p, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=self.grace_s)
+        processes.kill_group(launcher, signal.SIGKILL)
+        for p in alive + self._everything(launcher):
+            _signal(p, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+        launcher.wait()
+
+    # -- the watch -------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        logs = self.run_dir / LOGS
+        for stale in logs.glob("worker_*.exit"):
+            stale.unlink()
+        follower = LogFollower(self.run_dir / worker_log(0), self.console)
+        log.debug(f"running {shlex.join(self.cmd)} in {self.run_dir}")
+        with open(self.run_dir / LAUNCHER_LOG, "ab") as launcher_log:
+            launcher = psutil.Popen(self.cmd, env=self.env, cwd=self.run_dir,
+                                    stdout=launcher_log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            with processes.forward_signals([], self.grace_s) as got:
+                outcome = self._watch(launcher, follower, got)
+        follower.poll(final=True)
+        outcome.workers_seen = sorted(w.rank for w in self.workers.values())
+        return outcome
+
+    def _watch(self, launcher, follower, got) -> Outcome:
+        ticks = 0
+        while True:
+            if ticks % DISCOVER_EVERY == 0:
+                follower.poll()
+                self._discover()
+            ticks += 1
+            if got["signal"] is not None:
+                self.stop_all(launcher)
+                name = signal.Signals(got["signal"]).name
+                return Outcome(128 + got["signal"], reason=f"stopped by {name}", user_stop=True)
+            failed = self._check_workers()
+            if failed is not None:
+                sig = self._killed_by(failed)
+                self.stop_all(launcher)
+                return self._failed(failed, sig)
+            rc = launcher.poll()
+            if rc is not None:
+                return self._finish(launcher, processes.exit_code(rc))
+            time.sleep(POLL_S)
+
+    def _killed_by(self, w: Worker, wait_s: float = KILLED_WAIT_S) -> int | None:
+        """A worker gone without an exit status: the signal its launcher reports (msrun looks
+        once a second, so wait up to `wait_s` for it to say)."""
+        if w.exit_code is not None:
+            return None
+        deadline = time.monotonic() + wait_s
+        while True:
+            sig = killed_by([self.run_dir / LAUNCHER_LOG], w.proc.pid)
+            if sig is not None or time.monotonic() >= deadline:
+                return sig
+            time.sleep(0.1)
+
+    @staticmethod
+    def _failed(w: Worker, sig: int | None) -> Outcome:
+        return _failed_outcome(w, sig)
+
+    def _finish(self, launcher, rc: int) -> Outcome:
+        """The launch script ended: its workers' exit files decide."""
+        self.stop_all(launcher)  # stragglers (a scheduler, a hung worker) end with it
+        failed = self._check_workers()
+        if failed is not None:
+            return self._failed(failed, self._killed_by(failed, wait_s=0))
+        codes = {w.exit_code for w in self.workers.values()}
+        if self.workers and codes == {EXIT_REQUEUE}:
+            return Outcome(EXIT_REQUEUE, reason="stopped on request; start again to resume")
+        if rc != 0 and attempts.every_rank_finished(self.run_dir, self.world):
+            log.warning(attempts.finished_anyway(f"the launch script exited with status {rc}"))
+            return Outcome(0)
+        if rc != 0:
+            return Outcome(rc, reason=f"the launch script exited with status {rc}")
+        if not self.workers:
+            return Outcome(1, reason="the launch script ended without starting any worker")
+        return Outcome(0)
+
+
+def _failed_outcome(w: Worker, sig: int | None) -> Outcome:
+    if w.exit_code is not None:
+        how = f"exited with status {w.exit_code}"
+    elif sig:
+        how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
+    else:
+        how = "was killed"
+    return Outcome(w.exit_code or 1, w.rank, f"rank {w.rank} {how}", signal=sig,
+                   rank_exit=w.exit_code)
+
+
+def _msrun_failed_pids(launcher_log: Path) -> set[int]:
+    """pids msrun logged as "Worker process <pid> exit with exception"."""
+    try:
+        text = launcher_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return set()
+    return {int(m) for m in re.findall(r"Worker process (\d+) exit with exception", text)}
+
+
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+

@@ -1,0 +1,247 @@
+"""The CPU path's native kernels (src/native/) as MindSpore Custom ops.
+
+The transforms around Winograd's batched matmul are pure data movement plus a few adds, and
+MindSpore's own kernels for them (Im2Col, Transpose, a Kronecker MatMul; Col2Im and the rest
+in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's CPU
+BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
+two. Both are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
+
+It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
+``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
+The library's name carries a digest of the source, the compiler's version and this CPU's
+model and flags, so a shared checkout serves nodes of different CPUs, an edit rebuilds, and
+ranks starting at once do not clash (each compiles to its own temporary name, then renames).
+``install.sh`` builds it ahead (``python -m src.native.kernels``).
+
+Without g++, or when the build fails, :func:`winograd_ops` returns None, says why once on
+stderr, and src/model/resnet.py keeps the pure-MindSpore formulation: same results, slower.
+Set ``PACKRUN_NATIVE=0`` to force that path (the tests compare both). The kernels split
+their work over the cores this process may run on (its affinity: a taskset, a cgroup or
+Slurm's binding); ``PACKRUN_NATIVE_THREADS=k`` sets the count instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NATIVE_DIR = Path(__file__).resolve().parent
+DISABLE_ENV = "PACKRUN_NATIVE"
+COMPILER = "g++"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+
+
+def _cpu_identity() -> str:
+    """This CPU's model and instruction-set flags (what -march=native compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return "\n".join(sorted(set(keep))) or platform.processor()
+
+
+def _sources() -> list[Path]:
+    """The C++ files compiled into the one library (headers count for its digest)."""
+    return sorted(NATIVE_DIR.glob("*.cc"))
+
+
+def _library_name(compiler: str) -> str:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    digest = hashlib.sha256()
+    files = [*_sources(), *sorted(NATIVE_DIR.glob("*.h"))]
+    for part in ([f.read_bytes() for f in files]
+                 + [version.encode(), _cpu_identity().encode(), platform.machine().encode(),
+                    " ".join(FLAGS).encode()]):
+        digest.update(part)
+        digest.update(b"\0")
+    return f"packrun-native-{digest.hexdigest()[:16]}.so"
+
+
+def _build_dirs() -> list[Path]:
+    return [NATIVE_DIR / "build",
+            Path(tempfile.gettempdir()) / f"packrun-native-{os.getuid()}"]
+
+
+def build() -> Path:
+    """The compiled library's path, compiling it first if needed. Raises RuntimeError."""
+    compiler = shutil.which(COMPILER)
+    if compiler is None:
+        raise RuntimeError(f"no {COMPILER} on PATH (Debian: apt-get install g++)")
+    name = _library_name(compiler)
+    for directory in _build_dirs():
+        if (directory / name).is_file():
+            return directory / name
+    errors = []
+    for directory in _build_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f".{name}.{os.getpid()}.tmp"
+            result = subprocess.run([compiler, *FLAGS, "-o", str(tmp),
+                                     *(str(f) for f in _sources())],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                lines = (result.stderr.strip() or "failed").splitlines()
+                raise RuntimeError(f"{COMPILER} failed on {NATIVE_DIR.name}/: {lines[0]}")
+            os.replace(tmp, directory / name)
+            return directory / name
+        except OSError as e:
+            errors.append(f"{directory}: {e.strerror or e}")
+    raise RuntimeError("cannot write the library: " + "; ".join(errors))
+
+
+class WinogradOps:
+    """The eight Custom ops: input and output transforms for m = 2 and 4 (their adjoints are
+    their bprops), and the adjoints themselves."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        def custom(func, out_shape, bprop=None):
+            return ops.Custom(f"{library}:{func}", out_shape=out_shape, out_dtype=_first,
+                              func_type="aot", bprop=bprop)
+
+        self.transform_in, self.transform_out, self.adjoint_in, self.adjoint_out = {}, {}, {}, {}
+        for m in (2, 4):
+            self.adjoint_in[m] = custom(f"WinoInT{m}", _second)  # (dv, x for its shape)
+            self.adjoint_out[m] = custom(f"WinoOutT{m}", _out_t_shape(m))
+            self.transform_in[m] = custom(f"WinoIn{m}", _in_shape(m),
+                                          _in_bprop(self.adjoint_in[m]))
+            self.transform_out[m] = custom(f"WinoOut{m}", _out_shape(m),
+                                           _out_bprop(self.adjoint_out[m]))
+
+
+# Shape and dtype inference and bprops, made by factories: MindSpore counts a function's
+# parameters, so they take exactly the op's inputs (no default-argument closures).
+def _first(dtype, *_):
+    return dtype
+
+
+def _second(_, shape):
+    return list(shape)
+
+
+def _in_shape(m):
+    def infer(x):
+        n, c, h, w = x
+        return [(m + 2) * (m + 2), c, n * -(-h // m) * -(-w // m)]
+    return infer
+
+
+def _out_shape(m):
+    def infer(t):
+        _, o, n, th, tw = t
+        return [n, o, th * m, tw * m]
+    return infer
+
+
+def _out_t_shape(m):
+    def infer(dy):
+        n, o, h, w = dy
+        return [(m + 2) * (m + 2), o, n, h // m, w // m]
+    return infer
+
+
+def _in_bprop(adjoint):
+    def bprop(x, out, dout):
+        return (adjoint(dout, x),)
+    return bprop
+
+
+def _out_bprop(adjoint):
+    def bprop(t, out, dout):
+        return (adjoint(dout),)
+    return bprop
+
+
+class BatchNormOps:
+    """Training-mode BatchNorm, plain and fused with the ReLU after it (``relu`` 0 / 1):
+    ``forward[relu](x, gamma, beta, eps) -> (y, batch mean, biased batch variance)``, its
+    bprop the native backward."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        self.forward = {}
+        for relu in (0, 1):
+            backward = ops.Custom(f"{library}:BnBwd{relu}", out_shape=_bn_grad_shapes,
+                                  out_dtype=_bn_grad_dtypes, func_type="aot")
+            self.forward[relu] = ops.Custom(f"{library}:BnFwd{relu}", out_shape=_bn_shapes,
+                                            out_dtype=_bn_dtypes, func_type="aot",
+                                            bprop=_bn_bprop(backward))
+
+
+def _bn_shapes(x, gamma, beta, eps):
+    return list(x), list(gamma), list(gamma)
+
+
+def _bn_dtypes(x, gamma, beta, eps):
+    return x, x, x
+
+
+def _bn_grad_shapes(dy, x, gamma, beta, mean, var, eps):
+    return list(x), list(gamma), list(gamma)
+
+
+def _bn_grad_dtypes(dy, x, gamma, beta, mean, var, eps):
+    return x, x, x
+
+
+def _bn_bprop(backward):
+    from mindspore import ops  # MindSpore only where the ops are made
+
+    def bprop(x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, gamma, beta, out[1], out[2], eps)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+    return bprop
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> Path | None:
+    """The built library, or None (said once on stderr) when it cannot be built here."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        return None
+    try:
+        return build()
+    except RuntimeError as e:
+        print(f"packrun: warning: native CPU kernels unavailable ({e}); "
+              "the CPU path uses the slower pure-MindSpore formulation", file=sys.stderr,
+              flush=True)
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def winograd_ops() -> WinogradOps | None:
+    """The Winograd transforms, or None without the library."""
+    lib = library()
+    return WinogradOps(lib) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def batchnorm_ops() -> BatchNormOps | None:
+    """The BatchNorm kernels, or None without the library."""
+    lib = library()
+    return BatchNormOps(lib) if lib else None
+
+
+def main() -> int:
+    """`python -m src.native.kernels`: build the library now (install.sh), print its path."""
+    try:
+        print(build())
+    except RuntimeError as e:
+        print(f"packrun: warning: native CPU kernels not built: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Test-only switches the worker reads (`faults`: kill, raise, exit or stop a rank at a step).
+
+May import: `launcher.core`.
+"""

@@ -1,0 +1,5 @@
+"""Training: transfer (freeze, head filtering), checkpoints, callbacks, learning-rate schedules,
+evaluation, seeds, the feature cache, and the distributed context (`parallel`, `collective`).
+
+May import: `src.data`, `src.model`, `src.native`, `src.testing`, `launcher.core`.
+"""

@@ -1,0 +1,55 @@
+"""A rank's short-lived children are not ranks. Between fork and exec (the worker runs
+`g++ --version` when it loads the native kernels; the launch shim's `$(...)` and `mkdir` fork
+too), a child shows its parent's command line and environment, rank included. CI once judged
+such a child, gone a moment later without an exit file, as "rank 1 was killed" and failed a
+healthy two-worker run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from shlex import quote as _q
+
+import pytest
+
+from launcher.core.rundir.names import worker_exit
+from launcher.supervise.supervisor import Supervisor
+
+pytestmark = pytest.mark.unit
+
+WORKER = "/nonexistent/src/train.py"   # only the supervisor's marker: never executed
+
+# Each stub is one rank (RANK_ID in its environment, the worker script and run directory among
+# its arguments): a child with the same command line lives ~1 s, then the rank itself finishes
+# at ~2 s and writes exit status 0.
+PY_FORK = """
+import os, sys, time
+if os.fork() == 0:
+    time.sleep(1.0)
+    os._exit(0)
+time.sleep(2.0)
+open(os.path.join(sys.argv[2], {exit!r}), "w").write("0\\n")
+"""
+SH_SUBSHELL = 'x=$(sleep 1; echo done); sleep 1; echo 0 > "$1/{exit}"'
+
+
+def _launch(tmp_path, stub: str) -> list[str]:
+    (tmp_path / "logs").mkdir()
+    script = tmp_path / "launch.sh"
+    run_dir = str(tmp_path)
+    if stub == "python fork":
+        code = PY_FORK.format(exit=worker_exit(0))
+        cmd = f"exec {sys.executable} -c {_q(code)} {_q(WORKER)} {_q(run_dir)}"
+    else:
+        cmd = f"exec sh -c {_q(SH_SUBSHELL.format(exit=worker_exit(0)))} {_q(WORKER)} {_q(run_dir)}"
+    script.write_text(f"#!/bin/bash\nexport MS_ROLE=MS_WORKER RANK_ID=0\n{cmd}\n")
+    return ["bash", str(script)]
+
+
+@pytest.mark.parametrize("stub", ["python fork", "shell subshell"])
+def test_a_child_of_a_rank_ending_is_not_that_rank_failing(tmp_path, stub):
+    sup = Supervisor(tmp_path, _launch(tmp_path, stub), WORKER, dict(os.environ), world=1)
+    outcome = sup.run()
+    assert (outcome.code, outcome.reason) == (0, "")
+    assert len(sup.workers) == 1                   # the rank, not its child
+    assert sup.others, "the child was never seen: the test did not exercise the race"

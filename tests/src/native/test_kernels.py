@@ -1,0 +1,132 @@
+"""src/native/kernels.py: the Winograd tile transforms as native kernels, and their fallback.
+
+Each kernel is held to a numpy reference (the tiles and Kronecker transforms written out),
+each adjoint to its kernel by the dot-product identity <K x, y> = <x, K^T y>, on maps that
+tile exactly and maps that are zero-extended. CI has g++ (.ci/run installs it), so the
+library must build here; without a compiler packrun falls back, which is tested too.
+"""
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from src.model.resnet import _WINOGRAD
+from src.native import kernels as native_kernels
+
+pytestmark = pytest.mark.unit
+
+SHAPES = [(2, 3, 8, 8), (1, 2, 7, 7), (2, 2, 9, 12), (1, 1, 4, 4), (1, 2, 13, 5)]
+
+
+@pytest.fixture(scope="module")
+def wino():
+    ops = native_kernels.winograd_ops()
+    assert ops is not None, "the native kernels did not build (is g++ installed? see stderr)"
+    return ops
+
+
+def reference_in(x, m):
+    """numpy: tiles of the padded map, B^T d B, laid out (size, C, N * tiles)."""
+    bt = np.array(_WINOGRAD[m][0], np.float64)
+    n, c, h, w = x.shape
+    th, tw = -(-h // m), -(-w // m)
+    padded = np.zeros((n, c, th * m + 2, tw * m + 2))
+    padded[:, :, 1:h + 1, 1:w + 1] = x
+    r = m + 2
+    v = np.zeros((r, r, c, n, th, tw))
+    for i in range(th):
+        for j in range(tw):
+            d = padded[:, :, i * m:i * m + r, j * m:j * m + r]  # (n, c, r, r)
+            v[:, :, :, :, i, j] = np.einsum("ai,ncij,bj->abcn", bt, d, bt)
+    return v.reshape(r * r, c, n * th * tw)
+
+
+def reference_out(t, m):
+    """numpy: A^T M A of every tile, placed at (th * m, tw * m)."""
+    at = np.array(_WINOGRAD[m][2], np.float64)
+    _, o, n, th, tw = t.shape
+    r = m + 2
+    tiles = t.reshape(r, r, o, n, th, tw)
+    y = np.einsum("pa,abonij,qb->nopiqj", at, tiles, at)  # (n, o, m, th, m, tw)
+    return y.transpose(0, 1, 3, 2, 5, 4).reshape(n, o, th * m, tw * m)
+
+
+def rand(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_input_transform_and_its_adjoint(wino, m, shape):
+    x = rand(shape, 0)
+    v = wino.transform_in[m](ms.Tensor(x)).asnumpy()
+    expected = reference_in(x, m)
+    assert v.shape == expected.shape
+    np.testing.assert_allclose(v, expected, rtol=1e-5, atol=1e-4)
+    dv = rand(v.shape, 1)
+    dx = wino.adjoint_in[m](ms.Tensor(dv), ms.Tensor(x)).asnumpy()  # x: for its shape
+    assert dx.shape == x.shape
+    assert np.isclose(np.vdot(v.astype(np.float64), dv), np.vdot(x.astype(np.float64), dx),
+                      rtol=1e-4)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("tiles", [(2, 3, 2, 2), (1, 2, 1, 3), (2, 1, 4, 1)])
+def test_output_transform_and_its_adjoint(wino, m, tiles):
+    o, n, th, tw = tiles
+    t = rand(((m + 2) ** 2, o, n, th, tw), 2)
+    y = wino.transform_out[m](ms.Tensor(t)).asnumpy()
+    np.testing.assert_allclose(y, reference_out(t, m), rtol=1e-5, atol=1e-3)
+    dy = rand(y.shape, 3)
+    dt = wino.adjoint_out[m](ms.Tensor(dy)).asnumpy()
+    assert dt.shape == t.shape
+    assert np.isclose(np.vdot(y.astype(np.float64), dy), np.vdot(t.astype(np.float64), dt),
+                      rtol=1e-4)
+
+
+@pytest.fixture
+def fresh_caches():
+    """The library and its op sets looked up anew, and again after the test."""
+    caches = (native_kernels.library, native_kernels.winograd_ops, native_kernels.batchnorm_ops)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_without_a_compiler_packrun_falls_back_and_says_so_once(monkeypatch, capsys,
+                                                                 fresh_caches):
+    monkeypatch.setattr(native_kernels.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="no g\\+\\+ on PATH"):
+        native_kernels.build()
+    assert native_kernels.winograd_ops() is None
+    assert native_kernels.batchnorm_ops() is None
+    assert native_kernels.winograd_ops() is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "slower pure-MindSpore formulation" in err[0] and "g++" in err[0]
+
+
+def test_packrun_native_0_forces_the_pure_path(monkeypatch, fresh_caches):
+    monkeypatch.setenv(native_kernels.DISABLE_ENV, "0")
+    assert native_kernels.winograd_ops() is None and native_kernels.batchnorm_ops() is None
+
+
+def test_an_unwritable_build_dir_falls_through_to_the_next(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(native_kernels, "_build_dirs",
+                        lambda: [blocker / "build", tmp_path / "fallback"])
+    library = native_kernels.build()
+    assert library.parent == tmp_path / "fallback" and library.is_file()
+    assert not list((tmp_path / "fallback").glob(".*.tmp"))  # compiled, then renamed
+    assert native_kernels.build() == library  # built once, then reused
+
+
+def test_the_library_name_follows_the_source_and_the_cpu(monkeypatch):
+    compiler = native_kernels.shutil.which(native_kernels.COMPILER)
+    if compiler is None:
+        pytest.fail("g++ is needed here (CI installs it)")
+    first = native_kernels._library_name(compiler)
+    monkeypatch.setattr(native_kernels, "_cpu_identity", lambda: "model name: another cpu")
+    assert native_kernels._library_name(compiler) != first
