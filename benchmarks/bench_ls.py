@@ -30,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.core.spec import build_spec, spec_to_json  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.rundir.job_json import spec_to_json  # noqa: E402 (after sys.path gets the checkout)
+from launcher.core.spec import build_spec  # noqa: E402 (after sys.path gets the checkout)
 from launcher.runs import listing as runs_ls  # noqa: E402 (after sys.path gets the checkout)
 
 
@@ -89,8 +90,8 @@ def main() -> None:
         cli = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "launcher.cli.main", "ls", str(root)], cwd=REPO,
-                               capture_output=True, text=True)
+            r = subprocess.run([sys.executable, "-m", "launcher.cli.main", "ls", str(root)],
+                               cwd=REPO, capture_output=True, text=True)
             cli.append(time.perf_counter() - t0)
             assert r.returncode == 0 and len(r.stdout.splitlines()) == args.runs + 1, r.stderr
 

@@ -21,16 +21,20 @@ from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.failure import write_worker_error
+from launcher.core.rundir.job_json import spec_from_json
+from launcher.core.rundir.metrics import read_metrics
 from launcher.core.rundir.names import (
     CLASSES_JSON,
     EXIT_REQUEUE,
+    JOB_JSON,
     LAST_CKPT,
     LOGS,
     PREEMPT_FLAG,
     worker_exit,
     worker_pid,
 )
-from launcher.core.spec import JobSpec, spec_from_json
+from launcher.core.spec import JobSpec
 
 
 def configure_context(spec: JobSpec) -> None:
@@ -100,7 +104,6 @@ def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
     the run starts fresh."""
     import mindspore as ms
 
-    from launcher.core.rundir.metrics import read_metrics
     from src.training.callbacks import EpochRecord
     from src.training.checkpoint import read_checkpoint
     path = run_dir / LAST_CKPT
@@ -119,7 +122,7 @@ def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
     if wrong or missing:
         what = (f"{wrong[0][0]} is {wrong[0][1]} there, {wrong[0][2]} in the network" if wrong
                 else f"it lacks {missing[0]}")
-        raise UserError(f"{path} does not fit the job in {run_dir / 'job.json'} "
+        raise UserError(f"{path} does not fit the job in {run_dir / JOB_JSON} "
                         f"({len(wrong)} parameter(s) of another shape, {len(missing)} missing; "
                         f"e.g. {what}): job.json was changed after the run started (arch, "
                         "num_classes, head?). Restore job.json, or start a new run")
@@ -424,9 +427,9 @@ def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:
 
 
 def run(run_dir: Path, rank: int | None = None) -> int:
-    """train(), and on an exception logs/worker_<rank>.error.json (launcher/core/rundir/failure.py) before
-    the worker goes: exit 2 for bad input (one line), the traceback and exit 1 otherwise."""
-    from launcher.core.rundir.failure import write_worker_error
+    """train(), and on an exception logs/worker_<rank>.error.json
+    (launcher/core/rundir/failure.py) before the worker goes: exit 2 for bad input (one line),
+    the traceback and exit 1 otherwise."""
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)

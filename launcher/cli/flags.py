@@ -3,8 +3,8 @@
 python-fire evaluates every flag value as a Python literal: `--name=20240101_1` becomes the int
 202401011 (underscores are digit separators), `--name=1.10` the float 1.1, `--master_addr=1e3`
 1000.0. For a job key whose type is a string or a number, packrun wants the text itself: string
-keys keep it as typed, and number keys are parsed strictly by the spec (launcher/core/spec.py), which
-names the key when the text is no number (`--epochs=²`, `--epochs=--5`, a 400-digit lr).
+keys keep it as typed, and number keys are parsed strictly by the spec (launcher/core/spec.py),
+which names the key when the text is no number (`--epochs=²`, `--epochs=--5`, a 400-digit lr).
 `keep_text` rewrites such flags into quoted literals before fire sees them, so fire hands over
 the exact string. Other flags (bool and list job keys, each command's own flags) are untouched.
 """

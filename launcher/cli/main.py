@@ -1,7 +1,8 @@
 """`packrun`: the command line (python-fire). Each command is a thin shell around one module.
 
 Every command turns a `UserError` into `packrun: error: ...` on stderr and exit status 2, and
-takes --quiet / --verbose (launcher/core/log.py: messages go through `logging`; results are printed).
+takes --quiet / --verbose (launcher/core/log.py: messages go through `logging`; results are
+printed).
 MindSpore is imported only by the commands that train.
 """
 
@@ -98,7 +99,8 @@ class Commands:
         point's launch; --wait follows it. At the end: the summary table (again with
         packrun sweep-report SWEEP_DIR).
         """
-        from launcher.sweep.plan import repeated_flag, sweep_command
+        from launcher.sweep.local import sweep_command
+        from launcher.sweep.plan import repeated_flag
         grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
         sys.exit(sweep_command(job, overrides, grids, points, launcher=launcher,
                                workers=workers, parallel=parallel, slurm=flag("slurm", slurm),
@@ -129,7 +131,7 @@ class Commands:
         from launcher.runs.logs import logs_command
         sys.exit(logs_command(run_dir, follow=flag("follow", follow), ranks=ranks, grep=grep))
 
-    # --- rendering and launch artifacts (launcher/render/artifacts.py, launcher/render/ranktable.py) ----------
+    # --- rendering and launch artifacts (launcher/render/artifacts.py, render/ranktable.py) ---
 
     @_user_errors_exit_2
     def render(self, job, slurm=False, out=None, print=False, sweep=False, grid=None,
@@ -151,7 +153,8 @@ class Commands:
             if out is not None:
                 raise UserError("--out is for one run directory; a sweep directory goes in the "
                                 "job's output_dir (set --output_dir=DIR)")
-            from launcher.sweep.plan import render_sweep_command, repeated_flag
+            from launcher.sweep.local import render_sweep_command
+            from launcher.sweep.plan import repeated_flag
             grids = repeated_flag(sys.argv[1:], "grid") or ([grid] if grid else [])
             builtins.print(render_sweep_command(job, overrides, grids, points,
                                                 slurm=flag("slurm", slurm),
@@ -222,7 +225,7 @@ class Commands:
         side. --out=FILE (default RUN_DIR/report.html for one run, ./report.html for several).
         A sweep directory gives its summary and all its points side by side (sweep-report).
         """
-        from launcher.sweep.plan import is_sweep_dir
+        from launcher.core.rundir.sweepdir import is_sweep_dir
         if len(run_dirs) == 1 and is_sweep_dir(run_dirs[0]):  # a sweep: all its points
             from launcher.sweep.report import sweep_report_command
             print(sweep_report_command(run_dirs[0], out))
@@ -273,7 +276,7 @@ class Commands:
         status: 0 when COMPLETED, non-zero for FAILED / CANCELLED / TIMEOUT / ... (printed).
         --out=DIR creates the run directory in DIR instead of output_dir.
         """
-        from launcher.slurm.client import submit_command
+        from launcher.slurm.submit import submit_command
         sys.exit(submit_command(job, overrides, wait=flag("wait", wait), out=out))
 
     @_user_errors_exit_2
@@ -286,8 +289,14 @@ class Commands:
 
     @_user_errors_exit_2
     def cancel(self, run_dir):
-        """Cancel the Slurm job of a run directory (scancel)."""
-        from launcher.slurm.client import cancel
+        """Cancel the Slurm job of a run directory (scancel); of a sweep directory, its job array
+        (every task, pending or running)."""
+        from launcher.core.rundir.sweepdir import is_sweep_dir
+        from launcher.slurm.client import cancel, job_id_of
+        from launcher.sweep.array import cancel_array
+        if is_sweep_dir(run_dir):
+            print(f"packrun: {cancel_array(job_id_of(run_dir))}")
+            return
         print(f"packrun: {cancel(run_dir)}")
 
     # --- site customisation (launcher/node/launch.py, templates) ---

@@ -8,7 +8,7 @@ cores known: the Slurm allocation, or the launching process's own affinity mask)
     python -m launcher.node cores N            one line: N cpulists separated by spaces
                                           (rank_table.sh: taskset -c; msrun.sh's fallback)
     python -m launcher.node cores N --per      cores per rank (mpirun.sh: --map-by slot:PE=K)
-    python -m launcher.node cores N --msrun    msrun's --bind_core JSON ({"device0": ["0-23"], ...}),
+    python -m launcher.node cores N --msrun    msrun's --bind_core JSON ({"device0": [...]}),
                                           or nothing when msrun cannot apply it here (its reader
                                           needs cgroup v1's cpuset file and taskset)
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.names import CORES_ENV
 
 NUMA_ROOT = Path("/sys/devices/system/node")
-CORES_ENV = "PACKRUN_CORES"
 # What msrun 2.10 reads as "available cpus" (mindspore/runtime/thread_bind_core.py); without it
 # msrun ignores --bind_core.
 MSRUN_CPUSET = Path("/sys/fs/cgroup/cpuset/cpuset.cpus")

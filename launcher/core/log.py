@@ -22,8 +22,10 @@ import os
 import sys
 from typing import TextIO
 
+from launcher.core.rundir.names import LOG_LEVEL_ENV
+
 ROOT = "launcher"
-LEVEL_ENV = "PACKRUN_LOG_LEVEL"  # quiet | normal | verbose
+LEVEL_ENV = LOG_LEVEL_ENV  # quiet | normal | verbose
 STDERR = {"stream": "stderr"}   # log.info(msg, extra=STDERR): an information line for stderr
 STDOUT = {"stream": "stdout"}   # log.error(msg, extra=STDOUT): an error in a report on stdout
 LEVELS = {"quiet": logging.WARNING, "normal": logging.INFO, "verbose": logging.DEBUG}

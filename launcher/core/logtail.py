@@ -1,6 +1,7 @@
 """Reading workers' logs for the console: follow one as it grows, show the end of one.
 
-`packrun run` (launcher/supervise/supervisor.py) and `packrun submit --wait` (launcher/slurm/client.py) stream
+`packrun run` (launcher/supervise/supervisor.py) and `packrun submit --wait`
+(launcher/slurm/client.py) stream
 rank 0's log with `LogFollower`; their failure reports and `packrun report` show the end of a
 log with `tail`, which shows progress lines rewritten with `\\r` as a terminal would.
 """

@@ -1,6 +1,6 @@
 """The one rule for which files of an ImageFolder are samples: the preflight checks and the
-worker's dataset (src/data/dataset.py) both read a split through `scan_split`, so what `packrun check`
-counts and decodes is exactly what training reads, in the same order.
+worker's dataset (src/data/dataset.py) both read a split through `scan_split`, so what
+`packrun check` counts and decodes is exactly what training reads, in the same order.
 
 Layout: <split>/<class>/<file>. Classes are the visible sub-folders (a name starting with '.',
 such as .ipynb_checkpoints, is not a class; a symlink to a folder is one). In a class folder a

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from launcher.core.devices import parse_devices
 from launcher.core.errors import UserError
-from launcher.core.rundir.names import JOB_JSON
 
 Lines = tuple[str, ...]  # a list key's value: one-line strings, a tuple as the spec is frozen
 
-SPEC_FORMAT = 1  # bump when job.json changes incompatibly
 
 # `freeze` stages in network order ("up to and including"), and the mode each one means.
 FREEZE = ("none", "stem", "layer1", "layer2", "layer3", "all")
@@ -188,7 +187,7 @@ class JobSpec:
     scale_lr: bool = key(False, "Scale lr linearly with the number of workers (effective batch = "
                          "workers x batch_size). Off by default: lr means the same in a debug "
                          "run and an 8-card run.", group="launch")
-    # --- launch (launcher/render/artifacts.py) -----------------------------------------------------------
+    # --- launch (launcher/render/artifacts.py) ---------------------------------------------
     launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's "
                         "launcher, any device), `rank_table` (one process per Ascend card with an "
                         "HCCL rank table, Model Zoo style) or `mpirun` (Open MPI).",
@@ -265,7 +264,7 @@ class JobSpec:
     signal_before_s: int = key(120, "Seconds before the time limit at which the batch script gets "
                                "SIGUSR1 (a warning to checkpoint); 0 = no warning.", minimum=0,
                                maximum=65535, group="slurm")
-    # --- site customisation (launcher/render/artifacts.py, launcher/node/launch.py) ----------------------
+    # --- site customisation (launcher/render/artifacts.py, launcher/node/launch.py) --------
     env_setup: Lines = key((), "Shell lines run in order before the launch, on every node (e.g. "
                            "`source /usr/local/Ascend/ascend-toolkit/set_env.sh`, `module load "
                            "x`): rendered verbatim, not shell-quoted, in the launch scripts.",
@@ -522,7 +521,6 @@ def _check_relations(spec: JobSpec, where: str):
                         "validates it and copies it into the run directory, where the launch "
                         "points RANK_TABLE_FILE)")
     if spec.devices:
-        from launcher.core.devices import parse_devices  # (imports this module)
         if spec.device == "CPU":
             raise UserError(f"{where}: key 'devices' selects GPU/Ascend cards; device is 'CPU' "
                             "(set cards_per_node for the number of CPU workers)")
@@ -646,7 +644,7 @@ def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{p}: not a text file (UTF-8 expected)") from None
-    if isinstance(data.get("sweep"), dict):  # the points of `packrun sweep` (launcher/sweep/plan.py)
+    if isinstance(data.get("sweep"), dict):  # `packrun sweep`'s points (launcher/sweep/plan.py)
         del data["sweep"]
     fields = JobSpec.fields()
     for k, v in data.items():
@@ -665,31 +663,6 @@ def load_job(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
     values = _without_linked(read_job_file(path), overrides)
     return build_spec(values | overrides, source=str(path), lenient_keys=tuple(overrides),
                       check_paths=check_paths)
-
-
-# ---------------------------------------------------------------------------------------------
-# job.json: the spec as the run directory holds it
-# ---------------------------------------------------------------------------------------------
-
-def spec_to_json(spec: JobSpec) -> str:
-    return json.dumps({"format": SPEC_FORMAT, "spec": spec.to_dict()}, indent=2) + "\n"
-
-
-def spec_from_json(path: str | os.PathLike) -> JobSpec:
-    """Read the resolved spec a run directory holds (paths already absolute)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / JOB_JSON
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p} not found: is this a packrun run directory?") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: corrupt job.json ({e})") from None
-    if doc.get("format") != SPEC_FORMAT:
-        raise UserError(f"{p}: job.json format {doc.get('format')!r}, this packrun reads "
-                        f"{SPEC_FORMAT}; render the run again with this version")
-    return build_spec(doc["spec"], source=str(p), check_paths=False)
 
 
 def reference_markdown() -> str:

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +25,9 @@ from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.spec import load_job
 from launcher.demo.digits_data import export_digits
 from launcher.demo.source_model import source_model
+from launcher.runs.report import write_report
 from launcher.supervise.debug import debug_spec
+from launcher.sweep.report import run_rows, summary_table
 
 log = get_logger(__name__)
 
@@ -87,13 +92,11 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
                         "time": time.monotonic() - t0, "run_dir": run_dir})
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
-    from launcher.sweep.report import run_rows, summary_table  # the sweep summary's table
     print(summary_table(run_rows([r["run_dir"] for r in results], [r["label"] for r in results],
                                  [r["time"] for r in results]), ["run"], sort=False))
     print("time: wall clock of each run (process start, data check, graph compilation, training, "
           "evaluation, pictures);\n      the report's train/eval times count only the epochs' "
           "training steps and validation passes")
-    from launcher.runs.report import write_report  # matplotlib: only once the runs are done
     report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
                           labels=[r["label"] for r in results])
     print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
@@ -114,9 +117,6 @@ def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
 def export_and_predict(best: dict, val_dir: Path) -> int:
     """Export `best`'s run as MindIR (and ONNX when onnxruntime is there), predict a few
     held-out images with the exported file, and say the commands that did it."""
-    import importlib.util
-    import subprocess
-    import sys
     run_dir = best["run_dir"]
     log.info(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
     formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])

@@ -23,6 +23,7 @@ from pathlib import Path
 from launcher.core.errors import UserError
 from launcher.core.log import STDERR, get_logger
 from launcher.core.rundir import attempts
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
@@ -31,7 +32,7 @@ from launcher.core.rundir.names import (
     LAUNCH_SCRIPTS,
     PREEMPT_FLAG,
 )
-from launcher.core.spec import JobSpec, spec_from_json
+from launcher.core.spec import JobSpec
 from launcher.slurm.env import SlurmEnvironment
 from launcher.supervise import restarts
 from launcher.supervise.processes import exit_code, forward_signals, spawn

@@ -26,7 +26,7 @@ from launcher.core import cores, hostlist
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.lock import holder
-from launcher.core.rundir.names import node_lock
+from launcher.core.rundir.names import DEVICE_ENV, node_lock
 from launcher.render.ranktable import server_index_main
 
 
@@ -47,7 +47,7 @@ def _cores(argv: Sequence[str]) -> int:
     elif mode == "--msrun":
         if cores.msrun_can_bind(split):
             devices = cores.physical_devices(ranks, os.environ,
-                                             os.environ.get("PACKRUN_DEVICE", ""))
+                                             os.environ.get(DEVICE_ENV, ""))
             print(json.dumps(cores.msrun_bind(split, devices), separators=(",", ":")))
     else:
         print(" ".join(cores.format_cpulist(c) for c in split))

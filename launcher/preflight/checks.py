@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from launcher.core import cores
+from launcher.core.devices import parse_devices
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.log import STDERR, get_logger
 from launcher.core.rundir.names import RANK_TABLE_JSON
@@ -167,7 +168,6 @@ def _cards(spec: JobSpec, cards: list[int], files: str, here: bool = False) -> I
     listed = ", ".join(map(str, cards))
     problems = []
     if spec.devices:
-        from launcher.core.devices import parse_devices
         absent = [d for d in parse_devices(spec.devices, "key 'devices'") if d not in cards]
         if absent:
             problems.append(f"devices {spec.devices}: card(s) {', '.join(map(str, absent))} "

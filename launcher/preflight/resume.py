@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import JOB_JSON
-from launcher.core.spec import JobSpec, spec_from_json
+from launcher.core.spec import JobSpec
 
 
 def resume_target(resume: str) -> tuple[Path, JobSpec]:

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import JOB_JSON
-from launcher.core.spec import JobSpec, build_spec, load_job, spec_from_json
+from launcher.core.spec import JobSpec, build_spec, load_job
 from launcher.preflight.data import check_layout
 
 SPLITS = ("train", "val")

@@ -33,9 +33,11 @@ from launcher.core.log import STDERR, get_logger
 from launcher.core.paths import REPO, TEMPLATES, WORKER_SCRIPT
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.attempts import max_restarts
+from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.layout import create_run_dir
 from launcher.core.rundir.names import (
     EXIT_REQUEUE,
+    GRACE_S,
     JOB_JSON,
     JOB_SBATCH,
     LAUNCH_SCRIPTS,
@@ -44,9 +46,8 @@ from launcher.core.rundir.names import (
     RUN_LOCK,
     template_names,
 )
-from launcher.core.spec import JobSpec, load_job, path_problems, spec_to_json
+from launcher.core.spec import JobSpec, load_job, path_problems
 from launcher.render import ranktable, shellsafe
-from launcher.supervise.processes import GRACE_S
 
 log = get_logger(__name__)
 
@@ -71,7 +72,7 @@ def template_dirs(template_dir: str = "") -> list[Path]:
     return [Path(template_dir), TEMPLATES]
 
 
-def _environment(template_dir: str = "") -> jinja2.Environment:
+def environment(template_dir: str = "") -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dirs(template_dir)),
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -264,7 +265,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                bind_cores=spec.bind_cores, rank_table_file=bool(existing),
                multi_node=spec.nodes > 1, grace_s=GRACE_S, exit_requeue=EXIT_REQUEUE,
                files=template_names())
-    templates = _environment(spec.template_dir)
+    templates = environment(spec.template_dir)
     out: dict[str, str] = {}
     if existing and (spec.launcher == "rank_table" or spec.device == "Ascend"):
         out[RANK_TABLE_JSON] = existing[0]
@@ -302,12 +303,12 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
             table = [(host, [(d, i * len(cards) + j) for j, d in enumerate(cards)])
                      for i, host in enumerate(hosts or ["this server"])]
         device_ids, rank_ids = _server_slots(table, spec.cards_per_node)
-        out["rank_table.sh"] = templates.get_template("rank_table.sh.j2").render(
+        out[LAUNCH_SCRIPTS["rank_table"]] = templates.get_template("rank_table.sh.j2").render(
             ctx, device_ids=device_ids, rank_ids=rank_ids)
     else:
         cpu = spec.device == "CPU"
         mpi_vars = ["MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM", "MS_TOPO_TIMEOUT"]
-        out["mpirun.sh"] = templates.get_template("mpirun.sh.j2").render(
+        out[LAUNCH_SCRIPTS["mpirun"]] = templates.get_template("mpirun.sh.j2").render(
             ctx, cpu=cpu, exports=["PATH", *ctx["env"], *spec.env, *(mpi_vars if cpu else [])])
         out["hostfile"] = templates.get_template("hostfile.j2").render(
             ctx, hosts=hosts or ["localhost"])

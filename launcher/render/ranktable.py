@@ -27,6 +27,7 @@ from launcher.core.devices import MAX_DEVICE_ID, parse_devices
 from launcher.core.errors import UserError
 from launcher.core.log import get_logger
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.names import RANK_TABLE_JSON
 
 log = get_logger(__name__)
 
@@ -346,7 +347,7 @@ def _write(table: dict, out) -> Path:
     path = Path(out)
     if path.is_dir():
         raise UserError(f"--out={out} is a directory; give the file to write, e.g. "
-                        f"{path / 'rank_table.json'}")
+                        f"{path / RANK_TABLE_JSON}")
     if not path.parent.is_dir():
         raise UserError(f"--out={out}: directory {path.parent} does not exist")
     write_atomic(path, to_json(table))

@@ -1,9 +1,9 @@
 """`packrun templates`: the launch templates, the variables each receives, and a site's copy.
 
 A site overrides a template by putting a file of the same name in a directory and pointing the
-job key `template_dir` at it (launcher/render/artifacts.py searches it before templates/); every other
-template is inherited. Each template states its variables in the `{# ... #}` comment at its top,
-which is what this module prints.
+job key `template_dir` at it (launcher/render/artifacts.py searches it before templates/); every
+other template is inherited. Each template states its variables in the `{# ... #}` comment at its
+top, which is what this module prints.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Each rank's log (logs/worker_<rank>.log) gets a `[rank N]` prefix, the others th
 log. Lines are merged in time order: a line carrying a timestamp (MindSpore's log format, or an
 ISO date and time) is placed by it; a line without one keeps its place within its file, after
 the timestamped line before it. With --follow, new lines are printed as they arrive, until the
-run ends (its state from the run directory, launcher/runs/listing.py, and for a Slurm run the queue).
+run ends (its state as `packrun ls` reads it: launcher/core/rundir/state.py, and the queue).
 
 This reader is separate from the log followers of `run` / `submit --wait`, which copy rank 0's
 log to the console.
@@ -23,20 +23,22 @@ from pathlib import Path
 from typing import TextIO
 
 from launcher.core.errors import UserError
-from launcher.core.rundir.names import JOB_JSON, LOGS, SLURM_JOB_ID
+from launcher.core.rundir.names import CONSOLE_LOG, JOB_JSON, LOGS, SLURM_OUTPUT_GLOB, SWEEP_JSON
+from launcher.core.rundir.state import job_id_of
+from launcher.runs.listing import live_run_dirs, read_listed, squeue_states
 
 POLL_S = 0.5
 STATE_EVERY_S = 2.0   # how often --follow asks whether the run has ended
 # 2026-12-01-20:56:11.123.456 (MindSpore) or 2026-12-01 20:56:11[,.]123 / ...T... (ISO, logging)
 TIMESTAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)[- T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,6}))?")
-SKIP = {"console.out"}   # a point's console copy (launcher/sweep/plan.py): its worker's lines again
-GOING = ("running", "pending", "requeued")
+SKIP = {Path(CONSOLE_LOG).name}   # a point's console copy (launcher/sweep/local.py): its
+                                  # worker's lines again
 
 
 def prefix_of(run_dir: Path, path: Path) -> tuple[str, int | None]:
     """(prefix, rank or None) of a log file."""
     stem = path.stem
-    if path.parent == run_dir and stem.startswith("slurm-"):
+    if path.parent == run_dir and path.match(SLURM_OUTPUT_GLOB):
         return "[slurm]", None
     if m := re.fullmatch(r"worker_(\d+)", stem):
         return f"[rank {m.group(1)}]", int(m.group(1))
@@ -47,7 +49,7 @@ def prefix_of(run_dir: Path, path: Path) -> tuple[str, int | None]:
 
 def log_files(run_dir: Path) -> list[Path]:
     logs = run_dir / LOGS
-    found = sorted(run_dir.glob("slurm-*.out"))
+    found = sorted(run_dir.glob(SLURM_OUTPUT_GLOB))
     if logs.is_dir():
         found += sorted((p for p in logs.iterdir() if p.suffix in (".log", ".out")
                          and p.name not in SKIP and p.is_file()), key=_order)
@@ -180,13 +182,9 @@ class Logs:
 
 def _going(run_dir: Path) -> bool:
     """Whether the run is still going (its state, as `packrun ls` reads it)."""
-    from launcher.runs.listing import _read_state, live_run_dirs, squeue_states
-
-    job_id = (run_dir / SLURM_JOB_ID).read_text().strip() \
-        if (run_dir / SLURM_JOB_ID).is_file() else ""
-    sched = squeue_states({job_id}).get(job_id) if job_id else None
-    st = _read_state(run_dir, sched, str(run_dir) in live_run_dirs())
-    return st is not None and st.state in GOING
+    job_id = job_id_of(run_dir)
+    st = read_listed(run_dir, squeue_states({job_id} - {""}), live_run_dirs())
+    return st is not None and st.state.is_going
 
 
 def logs_command(run_dir: str, *, follow: bool = False, ranks=None, grep=None,
@@ -195,7 +193,7 @@ def logs_command(run_dir: str, *, follow: bool = False, ranks=None, grep=None,
     if not d.is_dir():
         raise UserError(f"run directory {d} does not exist; pass a directory `packrun ls` lists")
     if not (d / JOB_JSON).is_file():
-        hint = " (a sweep: pass one of its points' directories)" if (d / "sweep.json").is_file() \
+        hint = " (a sweep: pass one of its points' directories)" if (d / SWEEP_JSON).is_file() \
             else ""
         raise UserError(f"{d} is not a packrun run directory (no {JOB_JSON}){hint}")
     logs = Logs(d, _ranks(ranks), _grep(grep))

@@ -26,12 +26,18 @@ from launcher.core.logtail import console_text
 from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.paths import TEMPLATES
 from launcher.core.rundir.atomic import write_atomic
-from launcher.core.rundir.names import EXIT_REQUEUE, JOB_JSON, LOGS, read_exit_status
-from launcher.core.spec import JobSpec, spec_from_json
-from src.pictures.visualize import RUN_PICTURES, Curve, curves_figure
+from launcher.core.rundir.names import (
+    EXIT_REQUEUE,
+    JOB_JSON,
+    LOGS,
+    REPORT_HTML,
+    RUN_PICTURES,
+    read_exit_status,
+)
+from launcher.core.rundir.job_json import spec_from_json
+from launcher.core.spec import JobSpec
 
 TEMPLATE = "report.html.j2"
-REPORT_HTML = "report.html"
 LOG_TAIL_LINES = 30
 # The rate in a progress line (src/training/callbacks.py Progress): "... 812.3 img/s ..."
 PROGRESS_RATE = re.compile(r"step \d+/\d+\s+loss \S+\s+([\d.]+) img/s")
@@ -219,6 +225,9 @@ def spec_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
 
 def comparison_curves(runs: Sequence[Run]) -> str:
     """The runs' curves overlaid, as a PNG data URI."""
+    # matplotlib (through the worker's figures) only here: a report of one run needs none
+    from src.pictures.visualize import Curve, curves_figure
+
     fig = curves_figure([Curve.from_metrics(r.label, r.rows) for r in runs if r.rows])
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

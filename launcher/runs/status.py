@@ -7,7 +7,7 @@ from pathlib import Path
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.names import JOB_JSON, SLURM_JOB_ID
-from launcher.core.rundir.state import describe, run_state
+from launcher.core.rundir.state import describe, read_run_state
 from launcher.slurm.client import status
 
 
@@ -20,7 +20,8 @@ def status_command(run_dir: str | Path) -> str:
                         "submit printed")
     if (path / SLURM_JOB_ID).exists():
         return status(path)
-    if not (path / JOB_JSON).exists():
+    rs = read_run_state(path)
+    if rs is None:
         raise UserError(f"{path} is not a run directory (no {JOB_JSON}): pass the one packrun "
                         "debug / run / submit printed")
-    return "\n".join(describe(run_state(path)))
+    return "\n".join(describe(rs))

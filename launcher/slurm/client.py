@@ -1,4 +1,5 @@
-"""`packrun submit / status / cancel`: a run directory's job.sbatch through Slurm's commands.
+"""`packrun status / cancel` of a submitted run, and Slurm's commands for `packrun submit`
+(launcher/slurm/submit.py) and the sweep's job array: a run directory's job.sbatch through them.
 
 submit renders the job (launcher/render/artifacts.py, `slurm=True`) into a new run directory, hands
 job.sbatch to `sbatch` and records the job id in RUN_DIR/slurm_job_id; everything else finds the
@@ -7,7 +8,7 @@ whose polling slows to tens of seconds), streams rank 0's log as it grows (the r
 a file system every node shares) and returns the job's exit status. A requeued job (preemption,
 the time-limit warning, a node failure) is followed through its restarts until it really ends.
 
-Every Slurm command goes through `_call`: a missing tool, a timeout or a failure becomes one
+Every Slurm command goes through `call`: a missing tool, a timeout or a failure becomes one
 UserError naming the command, the line of its stderr that says why, and the likely fix.
 """
 
@@ -18,7 +19,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,27 +30,53 @@ from launcher.core.log import console as log_console
 from launcher.core.logtail import LogFollower, tail_lines
 from launcher.core.rank_env import worker_env
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.attempts import max_restarts
+from launcher.core.rundir.failure import read_failure, summary
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.rundir.names import (
+    CONSOLE_TTY_ENV,
     EXIT_REQUEUE,
     JOB_SBATCH,
     LAST_CKPT,
     LOGS,
     SLURM_JOB_ID,
+    slurm_output,
     worker_exit,
     worker_log,
 )
-from launcher.core.spec import spec_from_json
+from launcher.core.rundir.state import Phase, read_run_state
 
 log = get_logger(__name__)
 
 POLL_S = 0.5
 OUTAGE_S = 60.0  # how long --wait rides out a slurmctld that does not answer
 COMMAND_TIMEOUT_S = 60
+PAUSED = ("SUSPENDED", "STOPPED")  # stopped by Slurm (scontrol suspend), resumed by Slurm
+# Slurm's job states (squeue %T, scontrol JobState, sacct State), as packrun's phases: the one
+# map, used by `packrun ls` (a queued job's phase) and `packrun status`.
+SLURM_PHASES: dict[str, Phase] = {
+    **dict.fromkeys(("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING",
+                     "RESIZING"), Phase.RUNNING),
+    "PENDING": Phase.PENDING,
+    **dict.fromkeys(("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT"), Phase.REQUEUED),
+    **dict.fromkeys(PAUSED, Phase.STOPPED),
+    "COMPLETED": Phase.COMPLETED,
+    **dict.fromkeys(("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                     "DEADLINE"), Phase.FAILED),
+    **dict.fromkeys(("CANCELLED", "PREEMPTED"), Phase.STOPPED),
+}
 # States after which a job never runs again (a requeued job passes through REQUEUED / PENDING).
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-         "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+ENDED = frozenset(s for s, p in SLURM_PHASES.items() if p.is_terminal and s not in PAUSED)
 HELD = {"REQUEUE_HOLD", "SPECIAL_EXIT"}  # requeued, but held until `scontrol release`
+
+
+def queued_phase(state: str | None) -> Phase | None:
+    """The phase of a job Slurm still holds (queued, running, requeued, suspended); None for
+    one that ended or that it does not know: the run directory's own files say how it ended."""
+    if state is None or state in ENDED:
+        return None
+    return SLURM_PHASES.get(state)
 CLUSTER_HINT = "is SLURM_CONF set and slurmctld running? (check with `scontrol ping`)"
 # What Slurm's commands say when they cannot reach slurmctld or find its configuration.
 UNREACHABLE = re.compile(r"contact slurm controller|configuration (?:source|file)|"
@@ -67,7 +93,7 @@ class SlurmUnreachable(UserError):
 # Slurm's commands
 # ---------------------------------------------------------------------------------------------
 
-def _call(cmd: list[str], cwd: Path | None = None,
+def call(cmd: list[str], cwd: Path | None = None,
           env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a Slurm command; a missing tool or no answer is a UserError, its status is not."""
     conf = os.environ.get("SLURM_CONF")
@@ -93,7 +119,7 @@ def _first_line(res: subprocess.CompletedProcess) -> str:
     return next((line for line in lines if "fatal:" in line), lines[0])
 
 
-def _failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
+def failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
     text = f"{cmd[0]} failed (exit {res.returncode}) running `{shlex.join(cmd)}`: " \
            f"{_first_line(res)}"
     if UNREACHABLE.search(res.stderr + res.stdout):
@@ -101,11 +127,11 @@ def _failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
     return UserError(text)
 
 
-def _slurm(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
     """Run a Slurm command and return its stdout; a failure is a UserError naming it."""
-    res = _call(cmd, cwd, env)
+    res = call(cmd, cwd, env)
     if res.returncode != 0:
-        raise _failed(cmd, res)
+        raise failed(cmd, res)
     return res.stdout
 
 
@@ -143,11 +169,11 @@ def _exit_code(text: str) -> tuple[int, int]:
 
 def _from_scontrol(job_id: str) -> JobInfo | None:
     cmd = ["scontrol", "-o", "show", "job", job_id]
-    res = _call(cmd)
+    res = call(cmd)
     if res.returncode != 0:
         if "Invalid job id" in res.stderr:
             return None
-        raise _failed(cmd, res)
+        raise failed(cmd, res)
     lines = res.stdout.splitlines()
     # a job array's id lists every task; the one whose own JobId it is is this job
     own = re.compile(rf"(?:^|\s)JobId={job_id}(?:\s|$)")
@@ -164,7 +190,7 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
 
 def _from_sacct(job_id: str) -> JobInfo | None:
     try:
-        res = _call(["sacct", "-j", job_id, "-X", "-n", "-P", "-o",
+        res = call(["sacct", "-j", job_id, "-X", "-n", "-P", "-o",
                      "State,ExitCode,Elapsed,NodeList"])
     except UserError:  # no sacct here: say what scontrol said instead
         return None
@@ -208,9 +234,8 @@ def submit(run_dir: Path) -> str:
     """sbatch RUN_DIR/job.sbatch; records and returns the job id. The batch output is appended
     to, so a requeued job keeps the output of its earlier runs. The job gets the environment
     `packrun run` gives its workers (sbatch passes it on), its progress lines for a log file."""
-    env = worker_env() | {"PACKRUN_CONSOLE_TTY": "0"}
-    out = _slurm(["sbatch", "--parsable", "--open-mode=append", str(run_dir / JOB_SBATCH)],
-                 cwd=run_dir, env=env)
+    out = run(["sbatch", "--parsable", "--open-mode=append", str(run_dir / JOB_SBATCH)],
+                 cwd=run_dir, env=job_env())
     job_id = out.strip().split(";")[0]
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
@@ -218,16 +243,20 @@ def submit(run_dir: Path) -> str:
     return job_id
 
 
+def job_env() -> dict[str, str]:
+    """The environment a submitted job gets (sbatch passes it on): the one `packrun run` gives
+    its workers, with progress lines for a log file."""
+    return worker_env() | {CONSOLE_TTY_ENV: "0"}
+
+
 def cancel(run_dir: str | Path) -> str:
-    """scancel the run directory's job; returns what happened."""
+    """scancel the run directory's job; returns what happened. (A sweep directory's job array:
+    launcher/sweep/array.py's cancel_array, which `packrun cancel` picks.)"""
     job_id = job_id_of(run_dir)
-    if (Path(run_dir) / "sweep.json").is_file():  # a sweep's job array: all of its tasks
-        from launcher.sweep.array import cancel_array
-        return cancel_array(job_id)
     info = job_info(job_id)
     if info.ended:
         return f"job {job_id} already ended: {info.state}"
-    _slurm(["scancel", job_id])
+    run(["scancel", job_id])
     return f"cancelled job {job_id} (it was {info.state})"
 
 
@@ -254,15 +283,17 @@ def status(run_dir: str | Path) -> str:
 
 def _attempt_lines(run_dir: Path, info: JobInfo | None) -> list[str]:
     """The run's own view (launcher/core/rundir/state.py): its attempt and the newest failure."""
-    from launcher.core.rundir.state import run_state
-    rs = run_state(run_dir)
-    if (info is None or info.ended) and rs.state in ("running", "restarting"):
-        rs.state = f"ended by Slurm ({info.state if info else 'job forgotten'})"  # e.g. scancel
+    rs = read_run_state(run_dir)
+    if rs is None:
+        return []
+    phase = str(rs.state)
+    if (info is None or info.ended) and rs.state in (Phase.RUNNING, Phase.RESTARTING):
+        phase = f"ended by Slurm ({info.state if info else 'job forgotten'})"  # e.g. scancel
     lines = []
     if rs.attempt:
         of = f" of {rs.max_restarts + 1}" if rs.max_restarts is not None else ""
         at = f"epoch {rs.epoch}" + (f" step {rs.step}" if rs.step else "")
-        lines.append(f"run {rs.state}, attempt {rs.attempt}{of}, at {at}")
+        lines.append(f"run {phase}, attempt {rs.attempt}{of}, at {at}")
     if rs.failure:
         lines += rs.failure.splitlines()
     return lines
@@ -314,17 +345,17 @@ def follow(run_dir: str | Path, console: TextIO | None = None, poll_s: float = P
             if changed and not info.ended:
                 note = f"; release it with `scontrol release {job_id}`" \
                     if info.state in HELD else ""
-                _say(console, f"job {job_id} {_describe(info)}{note}")
+                say(console, f"job {job_id} {_describe(info)}{note}")
             seen = info
             follower.poll(final=info.ended)
             if info.ended:
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        _say(console, f"stopped following job {job_id}; it keeps running: packrun status "
+        say(console, f"stopped following job {job_id}; it keeps running: packrun status "
                       f"{run_dir} / packrun cancel {run_dir}")
         return 130
-    _say(console, _summary(info, run_dir), logging.INFO if info.status == 0 else logging.ERROR)
+    say(console, _summary(info, run_dir), logging.INFO if info.status == 0 else logging.ERROR)
     if info.status != 0:
         report = _failure_report(info, run_dir)
         if console is None:
@@ -337,20 +368,18 @@ def follow(run_dir: str | Path, console: TextIO | None = None, poll_s: float = P
 def _say_requeue(console: TextIO | None, run_dir: Path, restarts: int) -> None:
     """The job was requeued: why (failure.json of the attempt that ended) and which attempt of
     how many comes next."""
-    from launcher.core.rundir.attempts import max_restarts
-    from launcher.core.rundir.failure import read_failure, summary
     record = read_failure(run_dir)
     if record and record.get("attempt") == restarts:
         for line in summary(record).splitlines():
-            _say(console, line.strip())
+            say(console, line.strip())
     try:
         allowed = max_restarts(spec_from_json(run_dir), "slurm")
-        _say(console, f"attempt {restarts + 1} of {allowed + 1}")
+        say(console, f"attempt {restarts + 1} of {allowed + 1}")
     except UserError:
-        _say(console, f"attempt {restarts + 1}")
+        say(console, f"attempt {restarts + 1}")
 
 
-def _say(console: TextIO | None, text: str, level: int = logging.INFO) -> None:
+def say(console: TextIO | None, text: str, level: int = logging.INFO) -> None:
     if console is None:
         log.log(level, f"packrun: {text}", extra=STDOUT)
         return
@@ -373,7 +402,7 @@ def _summary(info: JobInfo, run_dir: Path) -> str:
 
 
 def _logs(run_dir: Path, job_id: str) -> list[Path]:
-    batch = run_dir / f"slurm-{job_id}.out"
+    batch = run_dir / slurm_output(job_id)
     logs = sorted((run_dir / LOGS).glob("*.log")) + sorted((run_dir / LOGS).glob("*.out"))
     return [p for p in [batch, *logs] if p.is_file()]
 
@@ -386,7 +415,7 @@ def _failing_log(run_dir: Path, job_id: str) -> Path | None:
     for path in workers:
         if PYTHON_FAILURE.search(path.read_text(errors="replace")):
             return path
-    batch = run_dir / f"slurm-{job_id}.out"
+    batch = run_dir / slurm_output(job_id)
     return batch if batch.is_file() else None
 
 
@@ -417,24 +446,3 @@ def _failure_report(info: JobInfo, run_dir: Path) -> str:
         last = tail_lines(failing)
         lines += [f"packrun: last {len(last)} lines of {failing}:"] + last
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# The command
-# ---------------------------------------------------------------------------------------------
-
-def submit_command(job: str, overrides: dict, *, wait: bool = False, out: str | None = None,
-                   console: TextIO | None = None) -> int:
-    """`packrun submit`: check, render, sbatch, and with --wait follow the job to its end."""
-    from launcher.core.spec import load_job
-    from launcher.preflight.checks import check_before_launch
-    from launcher.render.artifacts import write_run_dir
-
-    spec = load_job(job, overrides)
-    check_before_launch(spec, slurm=True, out=out)
-    run_dir, _ = write_run_dir(spec, slurm=True, out=out)
-    print(f"packrun: run directory {run_dir}", file=console or sys.stdout, flush=True)  # result
-    job_id = submit(run_dir)
-    _say(console, f"submitted Slurm job {job_id} ({spec.nodes} node(s) x {spec.cards_per_node} "
-                  f"worker(s)); packrun status {run_dir}")
-    return follow(run_dir, console) if wait else 0

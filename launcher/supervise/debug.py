@@ -11,6 +11,7 @@ from launcher.core.log import console, get_logger
 from launcher.core.paths import WORKER_SCRIPT
 from launcher.core.rank_env import worker_env
 from launcher.core.rundir import attempts
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.layout import new_run_dir
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
@@ -23,7 +24,8 @@ from launcher.core.rundir.names import (
     worker_exit,
     worker_log,
 )
-from launcher.core.spec import JobSpec, load_job, spec_from_json
+from launcher.core.spec import JobSpec, load_job
+from launcher.preflight.checks import check_debug_run
 from launcher.preflight.data import preflight
 from launcher.preflight.resume import resume_target
 from launcher.supervise import restarts
@@ -35,7 +37,6 @@ log = get_logger(__name__)
 
 def debug_spec(spec: JobSpec) -> tuple[int, Path]:
     """Preflight, run directory, one worker; (exit status, run directory)."""
-    from launcher.preflight.checks import check_debug_run
     summary = preflight(spec)
     check_debug_run(spec)
     run_dir = new_run_dir(spec)

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Iterator, Sequence, cast
 
 from launcher.core.log import get_logger
+from launcher.core.rundir.names import GRACE_S
 from launcher.core.worker_output import ChatterFilter
 
 log = get_logger(__name__)
-
-GRACE_S = 10.0
 
 
 def exit_code(returncode: int) -> int:

@@ -13,7 +13,8 @@ from typing import Callable
 
 from launcher.core.log import get_logger
 from launcher.core.rundir import failure
-from launcher.core.rundir.attempts import BACKOFF_S, STOPPED, Result, begin, end, write_state
+from launcher.core.rundir.attempts import BACKOFF_S, Result, begin, end, write_state
+from launcher.core.rundir.state import Phase
 from launcher.supervise import processes
 
 log = get_logger(__name__)
@@ -57,6 +58,6 @@ def with_restarts(run_dir: Path, kind: str, world: int, allowed: int,
         sig = _wait(backoff(restarts - 1))
         if sig is not None:
             if record:
-                write_state(run_dir, state=STOPPED, ended=time.time(), exit_code=128 + sig)
+                write_state(run_dir, state=Phase.STOPPED, ended=time.time(), exit_code=128 + sig)
             log.warning(f"packrun: stopped by {signals.Signals(sig).name} before the restart")
             return 128 + sig

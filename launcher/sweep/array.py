@@ -16,9 +16,12 @@ from pathlib import Path
 from launcher.core.errors import UserError
 from launcher.core.log import get_logger
 from launcher.core.rundir.atomic import write_atomic
-from launcher.core.rundir.names import JOB_JSON, JOB_SBATCH, SLURM_JOB_ID
+from launcher.core.rundir.names import ARRAY_SBATCH, JOB_JSON, JOB_SBATCH, SLURM_JOB_ID
+from launcher.core.rundir.sweepdir import read_sweep
+from launcher.render import shellsafe
+from launcher.render.artifacts import environment
 from launcher.slurm import client as slurm
-from launcher.sweep.plan import ARRAY_SBATCH, Plan, read_sweep
+from launcher.sweep.plan import Plan
 
 log = get_logger(__name__)
 
@@ -48,18 +51,15 @@ def check_uniform(plan: Plan) -> None:
 
 
 def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
-    from launcher.render.artifacts import _environment
-
     read = read_sweep(sweep_dir)
     run_dirs = [str(p["path"]) for p in read["points"]]
     if any(c.isspace() for c in str(sweep_dir)):
         raise UserError(f"sweep directory {sweep_dir} contains a space, which #SBATCH --output "
                         "cannot hold; choose an output_dir without spaces")
-    from launcher.render import shellsafe
     # the #SBATCH lines of point 1's own job.sbatch: rendered (and guarded) there already
     options = [shellsafe.verbatim(line) for line in
                _options((sweep_dir / read["points"][0]["dir"] / POINT_SCRIPT).read_text())]
-    text = _environment(plan.base.template_dir).get_template("job_array.sbatch.j2").render(
+    text = environment(plan.base.template_dir).get_template("job_array.sbatch.j2").render(
         name=plan.base.name, n=len(run_dirs), parallel=min(plan.parallel, len(run_dirs)),
         sweep_dir=str(sweep_dir), points=run_dirs, sbatch_options=options,
         point_script=POINT_SCRIPT, job_id_file=SLURM_JOB_ID, job_json=JOB_JSON)
@@ -71,11 +71,8 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
 def submit_array(sweep_dir: Path) -> str:
     """sbatch the sweep's job_array.sbatch (with the environment `packrun submit` gives a job);
     records and returns the array's job id."""
-    from launcher.core.rank_env import worker_env
-
-    env = worker_env() | {"PACKRUN_CONSOLE_TTY": "0"}
-    out = slurm._slurm(["sbatch", "--parsable", "--open-mode=append",
-                        str(sweep_dir / ARRAY_SBATCH)], cwd=sweep_dir, env=env)
+    out = slurm.run(["sbatch", "--parsable", "--open-mode=append",
+                        str(sweep_dir / ARRAY_SBATCH)], cwd=sweep_dir, env=slurm.job_env())
     job_id = out.strip().split(";")[0]
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
@@ -101,11 +98,11 @@ def array_tasks(array_id: str) -> dict[int, dict] | None:
     """{task: {"state", "job_id", "restarts", "exit"}} from `scontrol show job ARRAY`; None when
     slurmctld no longer knows the array."""
     cmd = ["scontrol", "-o", "show", "job", array_id]
-    res = slurm._call(cmd)
+    res = slurm.call(cmd)
     if res.returncode != 0:
         if "Invalid job id" in res.stderr:
             return None
-        raise slurm._failed(cmd, res)
+        raise slurm.failed(cmd, res)
     tasks: dict[int, dict] = {}
     for line in res.stdout.splitlines():
         f = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", line))
@@ -172,7 +169,7 @@ def cancel_array(array_id: str) -> str:
     alive = {t: i for t, i in (tasks or {}).items() if i["state"] not in slurm.ENDED}
     if not alive:
         return f"job array {array_id} already ended"
-    slurm._slurm(["scancel", array_id])
+    slurm.run(["scancel", array_id])
     states = ", ".join(f"task {t} {i['state']}" for t, i in sorted(alive.items()))
     return f"cancelled job array {array_id}: {len(alive)} task(s) ({states})"
 

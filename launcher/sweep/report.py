@@ -4,7 +4,7 @@ accuracy; and the side-by-side report.html with the best run marked.
 
 `packrun sweep-report SWEEP_DIR` and `packrun report SWEEP_DIR` print / write both; `packrun
 sweep` prints the table at its end; `packrun demo` prints its table with `summary_table`.
-Everything is read from the run directories (launcher/runs/listing.py's state reader).
+Everything is read from the run directories (launcher/core/rundir/state.py, the one reader).
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.core.errors import UserError
-from launcher.core.rundir.names import SLURM_JOB_ID
+from launcher.core.rundir.names import JOB_JSON, REPORT_HTML, SLURM_JOB_ID
+from launcher.core.rundir.state import RunState, job_id_of, read_run_state
+from launcher.core.rundir.sweepdir import read_sweep
 from launcher.runs.listing import (
-    RunState,
-    _sweep_state,
     fmt_acc,
     fmt_duration,
     live_run_dirs,
     squeue_states,
+    sweep_state,
 )
+from launcher.runs.report import write_report
 
 BEST_MARK = "(best)"
 
@@ -55,7 +57,7 @@ def summary_table(rows: list[Row], keys: list[str], *, sort: bool = True,
     for r in rows:
         st = r.state
         t = r.time_s if r.time_s is not None else st.duration
-        line = [*r.values, st.state, fmt_acc(st.best_acc) + (" *" if r is best else ""),
+        line = [*r.values, st.state.listed, fmt_acc(st.best_acc) + (" *" if r is best else ""),
                 str(st.best_epoch) if st.best_acc is not None else "-",
                 fmt_acc(st.last_acc), fmt_duration(t)]
         if show_dirs:
@@ -79,27 +81,22 @@ def run_rows(run_dirs: list[Path], labels: list[str],
              times: list[float] | None = None) -> list[Row]:
     """Rows for labelled runs that have ended (the demo's): state read from each run
     directory's files (no process-table look: a worker's helpers may still be exiting)."""
-    from launcher.runs.listing import _read_state
-
     rows = []
     for i, (d, label) in enumerate(zip(run_dirs, labels)):
         d = Path(d).resolve()
-        st = _read_state(d, None, False)
+        st = read_run_state(d)
         if st is None:
-            raise UserError(f"{d} is not a packrun run directory (no job.json)")
+            raise UserError(f"{d} is not a packrun run directory (no {JOB_JSON})")
         rows.append(Row(label, [label], st, times[i] if times else None))
     return rows
 
 
 def _sweep(sweep_dir: str | Path) -> tuple[dict, list[Row]]:
     """(sweep.json, one row per point in point order)."""
-    from launcher.sweep.plan import read_sweep
-
     doc = read_sweep(sweep_dir)
     d = doc["path"]
-    ids = {p.read_text().strip() for p in [d / SLURM_JOB_ID, *d.glob(f"*/{SLURM_JOB_ID}")]
-           if p.is_file()}
-    agg = _sweep_state(d, squeue_states(ids), live_run_dirs())
+    ids = {job_id_of(p.parent) for p in [d / SLURM_JOB_ID, *d.glob(f"*/{SLURM_JOB_ID}")]} - {""}
+    agg = sweep_state(d, squeue_states(ids), live_run_dirs())
     by_name = {st.path.name: st for st in (agg.points if agg else [])}
     rows = []
     for p in doc["points"]:
@@ -132,13 +129,11 @@ def summary_text(sweep_dir: str | Path) -> str:
 def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """report.html of every point side by side (launcher/runs/report.py), the best point marked, in
     the order of the summary; default SWEEP_DIR/report.html."""
-    from launcher.runs.report import write_report
-
     doc, rows = _sweep(sweep_dir)
     rows = sorted(rows, key=lambda r: r.sort_key)
     labels = [r.label + (f" {BEST_MARK}" if i == 0 and r.state.best_acc is not None else "")
               for i, r in enumerate(rows)]
-    return write_report([r.state.path for r in rows], out or doc["path"] / "report.html",
+    return write_report([r.state.path for r in rows], out or doc["path"] / REPORT_HTML,
                         labels=labels)
 
 

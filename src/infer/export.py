@@ -24,8 +24,9 @@ import numpy as np
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import BEST_CKPT, CLASSES_JSON, JOB_JSON, LAST_CKPT
-from launcher.core.spec import JobSpec, spec_from_json
+from launcher.core.spec import JobSpec
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 RECORD_FORMAT = 1
@@ -127,7 +128,7 @@ def onnx_graph(net, spec: JobSpec):
     BatchNorm, padded 'valid' max-pool. Changes `net` in place and returns it."""
     from mindspore import nn, ops
 
-    from src.model.resnet import _same_pads
+    from src.model.resnet import same_pads
 
     class AffineBatchNorm(nn.Cell):
         """Inference BatchNorm: x * gamma / sqrt(var + eps) + (beta - mean * that)."""
@@ -169,7 +170,7 @@ def onnx_graph(net, spec: JobSpec):
     swap(net)
     res_base = spec.arch in ("resnet18", "resnet34")
     stem_side = -(-spec.image_size // 2)
-    net.maxpool = PaddedMaxPool((1, 1) if res_base else _same_pads(stem_side, 3, 2))
+    net.maxpool = PaddedMaxPool((1, 1) if res_base else same_pads(stem_side, 3, 2))
     net.set_train(False)
     return net
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.samples import IMAGE_EXTENSIONS, why_not_a_sample  # the data sets' rule
 from src.infer.export import (
     ONNX_EXTRA,
     checkpoint_path,
@@ -161,7 +162,6 @@ def open_model(source: str, checkpoint: str, device: str):
 def image_paths(args) -> tuple[list[Path], list[Prediction]]:
     """Files as given, directories searched recursively for images (sorted); paths that do not
     exist come back as failed predictions."""
-    from launcher.core.samples import IMAGE_EXTENSIONS, why_not_a_sample  # the data sets' own rule
     files, missing = [], []
     for arg in args:
         p = Path(str(arg)).expanduser()

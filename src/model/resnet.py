@@ -78,7 +78,7 @@ def _winograd_matrices(m):
     return tuple(Tensor(np.kron(a, a).astype(np.float32)) for a in (bt, g, at))
 
 
-def _same_pads(size, kernel, stride):
+def same_pads(size, kernel, stride):
     """(before, after) padding of pad_mode 'same': the extra one goes after."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -112,8 +112,8 @@ class Im2colConv2d(nn.Conv2d):
     def _pads(self, height, width):
         """(top, bottom, left, right) padding, as the native Conv2D pads."""
         if self.pad_mode == "same":
-            return (_same_pads(height, self.kernel_size[0], self.stride[0])
-                    + _same_pads(width, self.kernel_size[1], self.stride[1]))
+            return (same_pads(height, self.kernel_size[0], self.stride[0])
+                    + same_pads(width, self.kernel_size[1], self.stride[1]))
         if self.pad_mode == "valid":
             return 0, 0, 0, 0
         if isinstance(self.padding, int):

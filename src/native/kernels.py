@@ -32,8 +32,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from launcher.core.rundir.names import NATIVE_ENV
+
 NATIVE_DIR = Path(__file__).resolve().parent
-DISABLE_ENV = "PACKRUN_NATIVE"
+DISABLE_ENV = NATIVE_ENV
 COMPILER = "g++"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 

@@ -20,11 +20,10 @@ import mindspore as ms
 import numpy as np
 
 from launcher.core.rundir.metrics import best_row, read_metrics
-from launcher.core.rundir.names import BEST_CKPT
+from launcher.core.rundir.names import BEST_CKPT, CONFUSION_PNG, CURVES_PNG, PREDICTIONS_PNG
 from launcher.core.spec import JobSpec
 from src.data import dataset
 from src.pictures import visualize
-from src.pictures.visualize import CONFUSION_PNG, CURVES_PNG, PREDICTIONS_PNG
 
 
 def sample_indices(total: int, count: int, seed: int) -> np.ndarray:

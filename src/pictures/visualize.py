@@ -39,8 +39,6 @@ RIGHT, WRONG = "blue", "red"
 
 # The pictures a finished run holds (src/pictures/run.py writes them, launcher/runs/report.py shows
 # them), in the order the report shows them.
-PREDICTIONS_PNG, CURVES_PNG, CONFUSION_PNG = "predictions.png", "curves.png", "confusion.png"
-RUN_PICTURES = (CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG)
 
 
 def grid_shape(n: int, max_cols: int = MAX_COLS) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from mindspore import nn
 
 from launcher.core.errors import UserError
 from src.model.heads import head_cell
+from src.training.transfer import apply_freeze
 
 
 @dataclass
@@ -147,7 +148,6 @@ def load_pretrained(net: nn.Cell, path: str | Path, head: str, arch: str = "") -
 def freeze_backbone(net: nn.Cell, head: str) -> list[str]:
     """fixed_feature (freeze = "all"): only the head trains, BatchNorm statistics included
     (see src/training/transfer.py). Returns the trainable names."""
-    from src.training.transfer import apply_freeze
     return apply_freeze(net, "all", head).names
 
 

@@ -18,6 +18,7 @@ Batch-script use (templates/job.sbatch.j2):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from launcher.core import hostlist
 from launcher.core.errors import EXIT_USER_ERROR
-from launcher.core.log import get_logger
 from launcher.core.rundir import failure
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
     EXIT_REQUEUE,
     LOGS,
@@ -39,13 +41,15 @@ from launcher.core.rundir.names import (
     read_exit_status,
     worker_pid,
 )
+from launcher.core.rundir.schema import read_json, stamped
+from launcher.core.rundir.state import Phase
 
-log = get_logger(__name__)
+# The standard logger: launcher/core/log.py's console handler, on the `launcher` logger, formats
+# it (core.log imports the names of this package, so this package does not import core.log).
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RESTARTS = {"run": 0, "debug": 0, "node-launch": 0, "slurm": 3}
 BACKOFF_S = (2.0, 30.0)  # first wait, longest wait (doubling)
-RUNNING, COMPLETED, FAILED, STOPPED, RESTARTING = \
-    "running", "completed", "failed", "stopped", "restarting"
 
 
 @dataclass
@@ -65,14 +69,13 @@ def max_restarts(spec, kind: str) -> int:
 
 
 def read_state(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / RUN_STATE).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    """run_state.json as the attempts wrote it ({} before the first); a newer packrun's is an
+    error (launcher/core/rundir/schema.py). Its state, as every reader sees it: state.py."""
+    return read_json(Path(run_dir) / RUN_STATE) or {}
 
 
 def write_state(run_dir: Path, **changes) -> dict:
-    state = read_state(run_dir) | changes | {"updated": time.time()}
+    state = stamped(read_state(run_dir) | changes | {"updated": time.time()})
     write_atomic(Path(run_dir) / RUN_STATE, json.dumps(state, indent=1) + "\n")
     return state
 
@@ -112,7 +115,7 @@ def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | Non
         return attempt
     now = time.time()
     write_state(run_dir, kind=kind, world=world, attempt=attempt, max_restarts=allowed,
-                state=RUNNING, started=state.get("started", now), attempt_started=now,
+                state=Phase.RUNNING, started=state.get("started", now), attempt_started=now,
                 ended=None, host=socket.gethostname(), pid=os.getpid())
     return attempt
 
@@ -130,9 +133,9 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
     run_dir = Path(run_dir)
     record = None
     if result.code == 0:
-        state = COMPLETED
+        state = Phase.COMPLETED
     elif result.code == EXIT_REQUEUE or result.user_stop:
-        state = STOPPED
+        state = Phase.STOPPED
     else:
         action = failure.NOT_RETRYABLE if not retryable(result) else \
             failure.RESTARTED if restart_allowed else failure.GAVE_UP
@@ -140,13 +143,13 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
             run_dir, attempt=attempt, max_attempts=max_attempts, rank=result.rank,
             host=result.host or socket.gethostname(), exit_code=result.exit_code,
             signal=result.signal, reason=result.reason, action=action)
-        state = RESTARTING if action == failure.RESTARTED else FAILED
+        state = Phase.RESTARTING if action == failure.RESTARTED else Phase.FAILED
     archive_logs(run_dir, attempt, move=False, only=only)
     if not record_state:
         return record
     if record is not None:
         failure.write_failure(run_dir, record)
-    write_state(run_dir, state=state, ended=None if state == RESTARTING else time.time(),
+    write_state(run_dir, state=state, ended=None if state is Phase.RESTARTING else time.time(),
                 exit_code=result.code)
     return record
 
@@ -187,16 +190,13 @@ def result_from_files(run_dir: Path, rc: int, world: int) -> Result:
 def _host(run_dir: Path, rank: int) -> str:
     """The node of a rank under Slurm: ranks are laid out node by node."""
     try:
-        from launcher.core import hostlist as nodelist
-        from launcher.core.spec import spec_from_json
-        hosts = nodelist.expand(os.environ.get("SLURM_JOB_NODELIST", ""))
+        hosts = hostlist.expand(os.environ.get("SLURM_JOB_NODELIST", ""))
         return hosts[rank // spec_from_json(run_dir).cards_per_node]
     except Exception:  # noqa: BLE001 (a best guess for the report, never a failure)
         return ""
 
 
 def batch_main(argv: list[str]) -> int:
-    from launcher.core.spec import spec_from_json
     command, run_dir, attempt = argv[0], Path(argv[1]), int(argv[2])
     spec = spec_from_json(run_dir)
     world = spec.nodes * spec.cards_per_node

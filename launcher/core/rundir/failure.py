@@ -23,6 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
+from launcher.core.rundir import schema
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
@@ -32,6 +33,7 @@ from launcher.core.rundir.names import (
     worker_error,
     worker_log,
 )
+from launcher.core.rundir.schema import stamped
 
 RESTARTED, GAVE_UP, NOT_RETRYABLE = "restarted", "gave up", "not retryable"
 # The first line of a log that says what went wrong.
@@ -113,18 +115,19 @@ def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int 
     if err and err.get("host"):
         host = err["host"]
     name = signals.Signals(signal).name if signal else None
-    return dict(attempt=attempt, max_attempts=max_attempts, rank=rank, host=host,
-                exit_code=exit_code, signal=signal, signal_name=name,
-                epoch=err.get("epoch") if err else None, step=err.get("step") if err else None,
-                first_error=first_error(run_dir, rank), reason=reason,
-                log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
-                if rank is not None else "",
-                action=action, time=_now())
+    return stamped(dict(
+        attempt=attempt, max_attempts=max_attempts, rank=rank, host=host,
+        exit_code=exit_code, signal=signal, signal_name=name,
+        epoch=err.get("epoch") if err else None, step=err.get("step") if err else None,
+        first_error=first_error(run_dir, rank), reason=reason,
+        log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
+        if rank is not None else "",
+        action=action, time=_now()))
 
 
 def write_failure(run_dir: Path, record: dict) -> None:
     """logs/attempt_<k>/failure.json and RUN_DIR/failure.json (the newest)."""
-    text = json.dumps(record, indent=1) + "\n"
+    text = json.dumps(stamped(record), indent=1) + "\n"
     folder = run_dir / attempt_logs(record["attempt"])
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / FAILURE_JSON, text)
@@ -132,7 +135,8 @@ def write_failure(run_dir: Path, record: dict) -> None:
 
 
 def read_failure(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / FAILURE_JSON)
+    """The newest failed attempt's record; a newer packrun's is an error (schema.py)."""
+    return schema.read_json(Path(run_dir) / FAILURE_JSON)
 
 
 def summary(record: dict) -> str:

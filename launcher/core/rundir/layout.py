@@ -12,8 +12,9 @@ from pathlib import Path
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.names import JOB_JSON, LOGS
-from launcher.core.spec import JobSpec, check_output_outside_data, spec_to_json
+from launcher.core.spec import JobSpec, check_output_outside_data
 
 
 def create_run_dir(spec: JobSpec, out: str | os.PathLike | None = None) -> Path:

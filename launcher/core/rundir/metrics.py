@@ -10,10 +10,20 @@ from launcher.core.rundir.names import METRICS as METRICS_FILE
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows so far; a last line that is not JSON yet is a row being written, left out."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines) - 1:
+                raise
+    return rows
 
 
 def best_row(rows: list[dict]) -> dict | None:

@@ -1,14 +1,22 @@
-"""Names of the files in a run directory, and the exit statuses packrun's processes agree on.
+"""Names of the files in run and sweep directories, every PACKRUN_* environment variable, the
+run directory's schema number, and the exit statuses packrun's processes agree on.
 
 A run directory is self-describing: everything `status`, `report`, resume and requeue need is
-read from it. Every writer and reader takes the names from here.
+read from it. Every writer and reader takes the names from here (the launch templates through
+`template_names()`); tests/test_architecture.py fails on a name spelt anywhere else.
 """
 
 from pathlib import Path
 
 from launcher.core.errors import EXIT_USER_ERROR  # noqa: F401 (bad input: 2, never retried)
 
-JOB_JSON = "job.json"            # the resolved spec (launcher/core/spec.py)
+# The schema of job.json, run_state.json and failure.json, written into each as "schema"
+# (launcher/core/rundir/schema.py reads it): a file without the field is schema 1 (packrun before
+# the node entry point, `python -m launcher.node`); bump when a reader of this version would
+# misread a file written by the next.
+RUN_DIR_SCHEMA = 2
+
+JOB_JSON = "job.json"            # the resolved spec (launcher/core/rundir/job_json.py)
 METRICS = "metrics.jsonl"        # one row per epoch, main rank only
 BEST_CKPT = "best.ckpt"          # network at the best validation accuracy
 LAST_CKPT = "last.ckpt"          # resumable: network + optimizer state + epoch/step counters
@@ -22,7 +30,12 @@ ASCEND_LOG_PREFIX = f"{LOGS}/ascend/rank_"  # + <rank>/: CANN's plog of each ran
 MPIRUN_OUTPUT = f"{LOGS}/mpirun"  # Open MPI's --output-filename: <it>/1/rank.<rank>/stdout
 NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per node (srun %n)
 RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
-SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
+SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit` (and by a sweep's array tasks)
+SLURM_OUTPUT_GLOB = "slurm-*.out"  # the batch script's output, slurm-<job id>.out
+REPORT_HTML = "report.html"      # `packrun report` (launcher/runs/report.py)
+# The pictures a run leaves when it ends (src/pictures/run.py), in the order a report shows them.
+CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG = "curves.png", "predictions.png", "confusion.png"
+RUN_PICTURES = (CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG)
 # What `packrun render` writes to start the job: the batch script (Slurm), the launch script of
 # one machine for each launcher, and the HCCL rank table.
 JOB_SBATCH = "job.sbatch"
@@ -32,17 +45,28 @@ RANK_TABLE_JSON = "rank_table.json"
 # the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
 # it resumes. Removed by the launcher when the job starts again.
 PREEMPT_FLAG = "preempt.requested"
-# Written by the control plane (launcher/core/rundir/attempts.py) when an attempt starts and ends: kind,
-# attempt, max_restarts, state, start time. `packrun status` (launcher/core/rundir/state.py) reads it.
+# Written by the control plane (launcher/core/rundir/attempts.py) when an attempt starts and
+# ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
+# reads it.
 RUN_STATE = "run_state.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"
 
 # Held (flock) by the one launch that writes this run directory; holds that launch's pid, host,
-# start time and command as one JSON line (launcher/core/rundir/lock.py; job.sbatch takes it in bash).
+# start time and command as one JSON line (launcher/core/rundir/lock.py; job.sbatch takes it in
+# bash).
 RUN_LOCK = "run.lock"
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: the workers stopped on request; start again to resume
+# Seconds between SIGTERM and SIGKILL, for every stopper of a run's processes (the supervisor,
+# the rendered launch scripts).
+GRACE_S = 10.0
+
+# A sweep directory (launcher/sweep): sweep.json lists the points, each an ordinary run directory.
+SWEEP_JSON = "sweep.json"
+SWEEP_FORMAT = 1                 # sweep.json's "format"
+ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
+CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
 
 # Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
@@ -55,6 +79,22 @@ TRACE_ENV = "PACKRUN_TEST_TRACE_STEPS"  # TEST ONLY: "1" prints `trained step E.
 # Set to "1" by the launcher in a worker's environment when the console it copies the worker's
 # output to is a terminal (the worker's own stdout is always a pipe): progress then uses \r.
 CONSOLE_TTY_ENV = "PACKRUN_CONSOLE_TTY"
+# Set by the launch scripts for the node side: the job's device (msrun's core binding) and one
+# cpulist per local rank (the python shim binds each worker with taskset).
+DEVICE_ENV = "PACKRUN_DEVICE"
+RANK_CORES_ENV = "PACKRUN_RANK_CORES"
+# Set by a site or a user: the cores a launch may use (a cpulist; launcher/core/cores.py) ...
+CORES_ENV = "PACKRUN_CORES"
+# ... the console's verbosity, quiet | normal | verbose (launcher/core/log.py; a flag wins) ...
+LOG_LEVEL_ENV = "PACKRUN_LOG_LEVEL"
+# ... "0" turns the CPU path's native kernels off, and their thread count (src/native).
+NATIVE_ENV = "PACKRUN_NATIVE"
+NATIVE_THREADS_ENV = "PACKRUN_NATIVE_THREADS"
+
+
+def slurm_output(job_id: str) -> str:
+    """The batch script's output in the run directory (#SBATCH --output, appended to)."""
+    return SLURM_OUTPUT_GLOB.replace("*", job_id)
 
 
 def worker_log(rank: int) -> str:
@@ -99,7 +139,9 @@ def template_names() -> dict:
                 scheduler_log=SCHEDULER_LOG, ascend_log_prefix=ASCEND_LOG_PREFIX,
                 mpirun_output=MPIRUN_OUTPUT, node_output=NODE_OUTPUT, ranks_dir=RANKS_DIR,
                 msrun_sh=LAUNCH_SCRIPTS["msrun"], rank_table_json=RANK_TABLE_JSON,
-                run_lock=RUN_LOCK)
+                run_lock=RUN_LOCK, device_env=DEVICE_ENV, rank_cores_env=RANK_CORES_ENV,
+                console_tty_env=CONSOLE_TTY_ENV, job_json=JOB_JSON, slurm_job_id=SLURM_JOB_ID,
+                job_sbatch=JOB_SBATCH)
 
 
 def worker_pid(rank: int) -> str:

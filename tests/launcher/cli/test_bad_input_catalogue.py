@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 
 import pytest
 
-from launcher.core.spec import load_job, spec_to_json
+from launcher.core.rundir.job_json import spec_to_json
+from launcher.core.spec import load_job
 from tests.data_fixtures import packrun, small_job
 
 PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun

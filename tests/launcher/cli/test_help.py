@@ -102,8 +102,8 @@ def test_unknown_command_exits_2_naming_the_commands(tmp_path):
     ("--wait=0", False), ("--wait=yes", True), ("--wait=no", False)])
 def test_bool_flags_read_text_as_the_spec_does(monkeypatch, text, expected):
     seen = {}
-    import launcher.slurm.client
-    monkeypatch.setattr(launcher.slurm.client, "submit_command",
+    import launcher.slurm.submit
+    monkeypatch.setattr(launcher.slurm.submit, "submit_command",
                         lambda job, overrides, wait, out: seen.setdefault("wait", wait) and 0)
     with pytest.raises(SystemExit):
         fire.Fire(Commands(), command=["submit", "job.toml", text], name="packrun")

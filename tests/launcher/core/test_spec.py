@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_from_json, spec_to_json
 from launcher.core.spec import (
     JobSpec,
     build_spec,
     load_job,
     reference_markdown,
-    spec_from_json,
-    spec_to_json,
 )
 from tests.data_fixtures import write_job
 

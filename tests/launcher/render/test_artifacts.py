@@ -21,8 +21,9 @@ from launcher.core.errors import UserError
 from launcher.core.paths import TEMPLATES
 from launcher.core.rundir import layout as rundir
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.layout import create_run_dir
-from launcher.core.spec import load_job, spec_from_json
+from launcher.core.spec import load_job
 from launcher.render import artifacts as render
 from launcher.render.artifacts import next_command, render_artifacts, write_run_dir
 

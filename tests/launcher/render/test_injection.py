@@ -220,7 +220,7 @@ def test_every_string_key_has_a_rule(key):
 def test_every_template_value_passes_the_guard(tmp_path):
     """The guard is the templates' finalize: a bare value that is not a plain word cannot be
     written, in any template, packrun's or a site's."""
-    env = render._environment()
+    env = render.environment()
     assert env.finalize is shellsafe.finalize
     t = env.from_string("# run {{ x }}\n")
     assert t.render(x="ok-1.2") == "# run ok-1.2\n"

@@ -19,9 +19,10 @@ import pytest
 
 from launcher.cli.main import Commands
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.metrics import read_metrics
 from launcher.core.rundir.names import PREEMPT_FLAG, worker_exit
-from launcher.core.spec import build_spec, load_job, read_job_file, spec_from_json
+from launcher.core.spec import build_spec, load_job, read_job_file
 from launcher.node import launch as node_launch
 from launcher.render.artifacts import render_artifacts, write_run_dir
 from launcher.render.templates import describe, launch_templates, templates_command

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from launcher.runs.listing import scan
-from launcher.core.spec import build_spec, spec_to_json
+from launcher.core.rundir.job_json import spec_to_json
+from launcher.core.spec import build_spec
 from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
 
@@ -93,7 +94,7 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
         proc.kill()
         proc.wait()
     assert calls.read_text().count("\n") == 1          # one squeue for every Slurm run
-    got = {n: (st.kind, st.state) for n, st in states.items()}
+    got = {n: (st.kind, st.state.listed) for n, st in states.items()}  # as ls prints them
     assert got == {
         "done-1": ("debug", "completed"), "broke-1": ("run", "failed"),
         "paused-1": ("debug", "stopped"), "killed-1": ("debug", "failed"),

@@ -13,7 +13,8 @@ import pytest
 
 from launcher.runs.logs import logs_command
 from launcher.core.logtail import console_text
-from launcher.core.spec import build_spec, spec_to_json
+from launcher.core.rundir.job_json import spec_to_json
+from launcher.core.spec import build_spec
 from tests.data_fixtures import packrun, write_tiny_job
 
 

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from launcher.runs.report import write_report
-from launcher.core.spec import build_spec, spec_to_json
+from launcher.core.rundir.job_json import spec_to_json
+from launcher.core.spec import build_spec
 from src.pictures import visualize
 from tests.data_fixtures import packrun, run_dir_of, write_tiny_job
 
@@ -61,7 +62,7 @@ def test_a_finished_run_has_its_pictures(finished_run):
 @pytest.mark.e2e
 @SHARES_RUN
 def test_a_picture_that_cannot_be_made_is_a_warning_not_a_failure(finished_run, tmp_path, capsys):
-    from launcher.core.spec import spec_from_json
+    from launcher.core.rundir.job_json import spec_from_json
     from src.pictures.run import make_run_pictures
     _, run_dir = finished_run
     copy = tmp_path / "run"

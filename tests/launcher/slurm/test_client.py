@@ -20,9 +20,10 @@ import time
 import pytest
 
 from launcher.core.logtail import LogFollower
+from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.metrics import read_metrics
 from launcher.core.rundir.names import PREEMPT_FLAG, SLURM_JOB_ID, worker_exit
-from launcher.core.spec import load_job, spec_to_json
+from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
 from launcher.slurm import client as slurm
 from launcher.slurm.client import JobInfo

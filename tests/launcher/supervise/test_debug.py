@@ -7,7 +7,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from launcher.core.spec import spec_from_json
+from launcher.core.rundir.job_json import spec_from_json
 from tests.data_fixtures import packrun, params, run_dir_of, write_tiny_job
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests

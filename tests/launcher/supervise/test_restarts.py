@@ -132,15 +132,16 @@ def test_a_killed_worker_is_named_by_the_pid_msrun_reports(tmp_path):
 
 @pytest.mark.unit
 def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
-    from launcher.core.spec import load_job, spec_to_json
+    from launcher.core.rundir.job_json import spec_to_json
+    from launcher.core.spec import load_job
     (tmp_path / "logs").mkdir()
     (tmp_path / "job.json").write_text(spec_to_json(load_job(job, {})))
     attempts.begin(tmp_path, "run", 2, 0)
     attempts.write_state(tmp_path, pid=2 ** 22 + 12345)   # no such process
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": 0.75}\n')
     (tmp_path / "last.json").write_text('{"epoch": 1, "step": 2}\n')
-    rs = runstate.run_state(tmp_path)
-    assert (rs.state, rs.kind, rs.attempt, rs.epoch, rs.step, rs.epochs, rs.best_acc, rs.world) \
+    rs = runstate.read_run_state(tmp_path)
+    assert (rs.state, rs.launch, rs.attempt, rs.epoch, rs.step, rs.epochs, rs.best_acc, rs.world) \
         == ("failed", "run", 1, 1, 2, EPOCHS, 0.75, 2)
     r = packrun("status", tmp_path)
     assert r.returncode == 0, shown(r)
@@ -196,7 +197,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert not (attempt1 / worker_exit(1).split("/")[-1]).exists()   # it was killed
     assert "resuming from " in (run_dir / "logs" / "worker_0.log").read_text()
     assert digests(run_dir, 2) == digests(uninterrupted, 2)
-    rs = runstate.run_state(run_dir)
+    rs = runstate.read_run_state(run_dir)
     assert (rs.state, rs.attempt, rs.epoch, rs.failures) == ("completed", 2, EPOCHS, 1)
     s = packrun("status", run_dir)
     assert s.stdout.splitlines()[0].startswith("restarted: completed (run, 2 worker(s)), "
@@ -213,7 +214,7 @@ def test_without_restarts_the_same_kill_ends_the_run(job):
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"]) == (1, 9, "gave up")
     assert "rank 1 was killed by signal 9 (SIGKILL)" in r.stderr
-    assert runstate.run_state(run_dir).state == "failed"
+    assert runstate.read_run_state(run_dir).state == "failed"
     assert [row["epoch"] for row in rows(run_dir)] == [1]
 
 
@@ -288,7 +289,7 @@ def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp
     assert done[-1].startswith("2.") and 1 <= stopped_at <= 2, done   # within one step
     assert json.loads((run_dir / "last.json").read_text()) == {"epoch": 1, "step": stopped_at}
     assert [row["epoch"] for row in rows(run_dir)] == [1]
-    rs = runstate.run_state(run_dir)
+    rs = runstate.read_run_state(run_dir)
     assert (rs.state, rs.epoch, rs.step) == ("stopped", 1, stopped_at)
     resumed = packrun(mode, "--resume", run_dir, env_extra=env)
     assert resumed.returncode == 0, shown(resumed)
@@ -326,8 +327,8 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     second = json.loads((run_dir / attempt_logs(2) / "failure.json").read_text())
     assert (first["action"], second["action"]) == ("restarted", "gave up")
     assert first["exit_code"] == 3 and first["rank"] is None
-    rs = runstate.run_state(run_dir)
-    assert (rs.state, rs.kind, rs.attempt) == ("failed", "node-launch", 2)
+    rs = runstate.read_run_state(run_dir)
+    assert (rs.state, rs.launch, rs.attempt) == ("failed", "node-launch", 2)
     monkeypatch.setenv("STUB_EXIT", "2")                   # bad input: not restarted
     assert node_launch.node_launch_command(str(run_dir), 0, "127.0.0.1", 8118) == 2
     assert len((tmp_path / "launches").read_text().splitlines()) == 3
@@ -349,7 +350,7 @@ def test_a_users_sigterm_is_not_retried(job, tmp_path):
     assert proc.wait(timeout=120) == 143, out.read_text()[-3000:]
     run_dir = run_dir_of(out.read_text())
     assert not (run_dir / "failure.json").exists() and not (run_dir / attempt_logs(2)).exists()
-    assert runstate.run_state(run_dir).state == "stopped"
+    assert runstate.read_run_state(run_dir).state == "stopped"
 
 
 @pytest.mark.e2e

@@ -50,7 +50,7 @@ def digests(run_dir: Path) -> dict[int, str]:
 def single_process_accuracy(run_dir: Path) -> float:
     import mindspore as ms
 
-    from launcher.core.spec import spec_from_json
+    from launcher.core.rundir.job_json import spec_from_json
     from src.data import dataset
     from src.train import build_network, configure_context
     from src.training.evaluate import evaluate

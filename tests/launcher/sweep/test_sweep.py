@@ -16,12 +16,12 @@ import pytest
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.metrics import best_row, read_metrics
+from launcher.core.rundir.names import SWEEP_JSON
+from launcher.core.rundir.sweepdir import read_sweep
 from launcher.sweep.plan import (
-    SWEEP_JSON,
     parse_grid,
     plan_sweep,
     read_points_file,
-    read_sweep,
     repeated_flag,
 )
 from tests.data_fixtures import (
@@ -438,7 +438,7 @@ def test_status_of_the_point_whose_job_id_is_the_arrays_reads_its_own_task(monke
     from launcher.slurm import client as slurm
     out = ("JobId=28 ArrayJobId=27 ArrayTaskId=0 JobState=RUNNING Restarts=1 ExitCode=0:0\n"
            "JobId=27 ArrayJobId=27 ArrayTaskId=1 JobState=COMPLETED Restarts=0 ExitCode=0:0\n")
-    monkeypatch.setattr(slurm, "_call", lambda cmd, *a, **k: subprocess.CompletedProcess(
+    monkeypatch.setattr(slurm, "call", lambda cmd, *a, **k: subprocess.CompletedProcess(
         cmd, 0, out, ""))
     assert slurm._from_scontrol("27").state == "COMPLETED"
     assert slurm._from_scontrol("28").state == "RUNNING"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import PREEMPT_FLAG, RUN_LOCK
-from launcher.core.spec import load_job, spec_to_json
+from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
 from tests.data_fixtures import packrun
 
