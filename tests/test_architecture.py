@@ -104,6 +104,35 @@ def test_the_private_name_scan_sees_each_form(tmp_path, monkeypatch):
     assert private_uses(tmp_path / "launcher" / "pkg" / "a.py") == []
 
 
+LAZY = ("src", "mindspore", "matplotlib")  # the worker and its libraries: seconds to import
+
+
+def module_level_imports(tree: ast.Module):
+    """Imports that run when the module is imported: its top level, `if` / `try` blocks
+    included; not those inside functions or classes."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", []) \
+                + [n for h in getattr(node, "handlers", []) for n in h.body]
+
+
+def test_the_launcher_imports_the_worker_and_mindspore_only_inside_functions():
+    """`packrun ls` or `status` on a login node never pays for MindSpore or matplotlib; the
+    commands that need them (pyproject.toml's exceptions for `src`) import them where used."""
+    found = []
+    for path in sorted((REPO / "launcher").rglob("*.py")):
+        for node in module_level_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            names_ = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""]
+            found += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names_
+                      if n.split(".")[0] in LAZY]
+    assert not found, "module-level imports of the worker or its libraries:\n" + "\n".join(found)
+
+
 # ---------------------------------------------------------------------------------------------
 # One names module
 # ---------------------------------------------------------------------------------------------

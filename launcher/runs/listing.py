@@ -20,6 +20,7 @@ import psutil
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.names import JOB_JSON, SLURM_JOB_ID, SWEEP_JSON
+from launcher.core.rundir.schema import NewerSchema
 from launcher.core.rundir.state import Phase, RunState, job_id_of, read_run_state
 from launcher.core.rundir.sweepdir import sweep_doc
 from launcher.slurm.client import queued_phase
@@ -30,8 +31,13 @@ def read_listed(run_dir: Path, queue: dict[str, str], live: set[str],
     """A run directory's state (launcher/core/rundir/state.py) given the two looks at the world:
     the queue's state of its job (`job_id`, default its own slurm_job_id) and the live paths."""
     job_id = job_id_of(run_dir) if job_id is None else job_id
-    return read_run_state(run_dir, queued_phase(queue.get(job_id) if job_id else None),
-                          str(run_dir) in live)
+    try:
+        return read_run_state(run_dir, queued_phase(queue.get(job_id) if job_id else None),
+                              str(run_dir) in live)
+    except NewerSchema as e:  # listed, not read: one such directory must not end the listing
+        return RunState(run_dir, run_dir.name, kind="?", state=Phase.CORRUPT,
+                        start=(run_dir / JOB_JSON).stat().st_mtime,
+                        detail=f"written by a newer packrun (schema {e.schema})")
 
 
 # ---------------------------------------------------------------------------------------------

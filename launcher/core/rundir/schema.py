@@ -14,7 +14,11 @@ from launcher.core.rundir.names import RUN_DIR_SCHEMA
 
 
 class NewerSchema(UserError):
-    """The file was written by a newer packrun than this one."""
+    """The file was written by a newer packrun than this one (its schema: `schema`)."""
+
+    def __init__(self, message: str, schema: int):
+        super().__init__(message)
+        self.schema = schema
 
 
 def stamped(doc: dict) -> dict:
@@ -31,7 +35,7 @@ def schema_of(doc: dict, path: str | Path) -> int:
     if schema > RUN_DIR_SCHEMA:
         raise NewerSchema(f"{Path(path).parent} was written by a newer packrun (schema {schema}); "
                           f"this packrun reads schemas up to {RUN_DIR_SCHEMA}: use that packrun "
-                          "or a newer one")
+                          "or a newer one", schema)
     return schema
 
 
