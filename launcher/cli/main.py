@@ -3,7 +3,10 @@
 Every command turns a `UserError` into `packrun: error: ...` on stderr and exit status 2, and
 takes --quiet / --verbose (launcher/core/log.py: messages go through `logging`; results are
 printed).
-MindSpore is imported only by the commands that train.
+MindSpore is imported only by the commands that train. Each command imports its package inside
+itself, so a command loads only what it uses: `packrun status` or `ls` starts in about 100 ms
+where importing every command's package costs about 400 ms (jinja2, the preflight, the
+renderer), on a login node, for every call.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import numpy as np
 from mindspore import nn
 
 from launcher.core.errors import UserError
+from src.data import dataset
 from src.model.stages import (
     GIB,
     STAGES,
@@ -38,6 +39,7 @@ from src.model.stages import (
     human_bytes,
     prefix_output_shape,
 )
+from src.training import seeds
 from src.training.evaluate import Evaluation, evaluate
 
 
@@ -196,8 +198,6 @@ class Recomputed:
 def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
     """The feature cache for this rank (FeatureCache), its recomputing stand-in past
     cache_max_gib (Recomputed), or None when the run should train on the ordinary pipeline."""
-    from src.data import dataset
-    from src.training import seeds
     if spec.head != "end_point":
         raise UserError(f"feature_cache needs the ResNet head 'end_point' (head is {spec.head!r}); "
                         "set feature_cache = \"off\"")
