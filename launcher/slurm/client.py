@@ -94,7 +94,7 @@ class SlurmUnreachable(UserError):
 # ---------------------------------------------------------------------------------------------
 
 def call(cmd: list[str], cwd: Path | None = None,
-          env: dict | None = None) -> subprocess.CompletedProcess:
+         env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a Slurm command; a missing tool or no answer is a UserError, its status is not."""
     conf = os.environ.get("SLURM_CONF")
     if conf and not Path(conf).is_file():  # Slurm's commands would retry it for a minute
@@ -120,6 +120,7 @@ def _first_line(res: subprocess.CompletedProcess) -> str:
 
 
 def failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
+    """The error for a Slurm command that failed: SlurmUnreachable when slurmctld did not answer."""
     text = f"{cmd[0]} failed (exit {res.returncode}) running `{shlex.join(cmd)}`: " \
            f"{_first_line(res)}"
     if UNREACHABLE.search(res.stderr + res.stdout):
@@ -191,7 +192,7 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
 def _from_sacct(job_id: str) -> JobInfo | None:
     try:
         res = call(["sacct", "-j", job_id, "-X", "-n", "-P", "-o",
-                     "State,ExitCode,Elapsed,NodeList"])
+                    "State,ExitCode,Elapsed,NodeList"])
     except UserError:  # no sacct here: say what scontrol said instead
         return None
     rows = [r.split("|") for r in res.stdout.splitlines() if r.strip()]
@@ -235,7 +236,7 @@ def submit(run_dir: Path) -> str:
     to, so a requeued job keeps the output of its earlier runs. The job gets the environment
     `packrun run` gives its workers (sbatch passes it on), its progress lines for a log file."""
     out = run(["sbatch", "--parsable", "--open-mode=append", str(run_dir / JOB_SBATCH)],
-                 cwd=run_dir, env=job_env())
+              cwd=run_dir, env=job_env())
     job_id = out.strip().split(";")[0]
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")

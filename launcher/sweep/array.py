@@ -72,7 +72,7 @@ def submit_array(sweep_dir: Path) -> str:
     """sbatch the sweep's job_array.sbatch (with the environment `packrun submit` gives a job);
     records and returns the array's job id."""
     out = slurm.run(["sbatch", "--parsable", "--open-mode=append",
-                        str(sweep_dir / ARRAY_SBATCH)], cwd=sweep_dir, env=slurm.job_env())
+                     str(sweep_dir / ARRAY_SBATCH)], cwd=sweep_dir, env=slurm.job_env())
     job_id = out.strip().split(";")[0]
     if not job_id.isdigit():
         raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
