@@ -139,5 +139,6 @@ def test_a_bool_flag_with_a_typo_is_a_user_error(capsys):
 
 def test_every_job_file_the_help_names_exists():
     from launcher.core.paths import REPO
-    named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", (REPO / "launcher" / "cli" / "main.py").read_text()))
+    main_py = (REPO / "launcher" / "cli" / "main.py").read_text()
+    named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", main_py))
     assert named and sorted(n for n in named if not (REPO / n).is_file()) == []

@@ -1,5 +1,5 @@
-"""One rule decides which files are samples (launcher/core/samples.py): the preflight and the dataset
-read the same list, and what is not read is reported."""
+"""One rule decides which files are samples (launcher/core/samples.py): the preflight and the
+dataset read the same list, and what is not read is reported."""
 
 from __future__ import annotations
 

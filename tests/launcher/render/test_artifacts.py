@@ -1,7 +1,8 @@
 """Rendering of launch artifacts, the run directory, and `packrun render`.
 
 Golden files live in tests/golden/<case>/<artifact>; after a deliberate change, regenerate them
-with `PACKRUN_UPDATE_GOLDEN=1 python -m pytest tests/launcher/render/test_artifacts.py` and review the diff.
+with `PACKRUN_UPDATE_GOLDEN=1 python -m pytest tests/launcher/render/test_artifacts.py` and review
+the diff.
 """
 
 import json

@@ -1,8 +1,9 @@
-"""Jobs that recover by themselves (launcher/core/rundir/attempts.py, launcher/core/rundir/failure.py, src/testing/faults.py):
-automatic restarts after a dead rank, error.json / failure.json, never retrying bad input, a
-stop request honoured at a step and resumed from the next one, and `packrun status` of local
-runs. Real workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2 workers, 6 with 1);
-faults are injected with the test-only PACKRUN_TEST_FAULT (first attempt only)."""
+"""Jobs that recover by themselves (launcher/core/rundir/attempts.py, failure.py,
+src/testing/faults.py): automatic restarts after a dead rank, error.json / failure.json, never
+retrying bad input, a stop request honoured at a step and resumed from the next one, and `packrun
+status` of local runs. Real workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2
+workers, 6 with 1); faults are injected with the test-only PACKRUN_TEST_FAULT (first attempt
+only)."""
 
 import json
 import os

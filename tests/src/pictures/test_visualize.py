@@ -1,4 +1,5 @@
-"""The pictures (src/pictures/visualize.py), `packrun show-batch`, and the training progress line."""
+"""The pictures (src/pictures/visualize.py), `packrun show-batch`, and the training progress
+line."""
 
 import io
 import sys
@@ -264,7 +265,7 @@ def test_show_batch_user_errors_exit_2(job, args, message):
     assert "Traceback" not in r.stderr
 
 
-# --- progress lines (src/training/callbacks.py Progress) --------------------------------------------------
+# --- progress lines (src/training/callbacks.py Progress) ---------------------------------------
 
 def progress(tty, monkeypatch, interval_s=0.0):
     from src.training.callbacks import Progress

@@ -1,5 +1,5 @@
-"""One launch at a time per run directory (launcher/core/rundir/lock.py, job.sbatch's flock): a second
-launch is refused with exit status 2 naming the holder, and the lock dies with its holder."""
+"""One launch at a time per run directory (launcher/core/rundir/lock.py, job.sbatch's flock): a
+second launch is refused with exit status 2 naming the holder, and the lock dies with its holder."""
 
 from __future__ import annotations
 
