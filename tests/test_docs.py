@@ -13,7 +13,8 @@ tour, links); docs/ holds one page per topic. These tests hold both to the code:
 - every path the pages name exists, every link resolves (anchors too), README links every page
   and stays short;
 - every `packrun` command shown (in bash blocks and inline code) is a real command with real
-  flags, and README's command table names every command;
+  flags, and README's command table names every command; every benchmark flag shown is one
+  the benchmark declares;
 - docs/testing.md's tier commands select exactly the registered markers.
 """
 
@@ -401,6 +402,21 @@ def test_readme_command_table_names_every_command():
     named = set(re.findall(r"`packrun ([\w-]+)", table))
     assert sorted(set(_commands()) - named) == [], "README's command table misses these"
 
+
+def test_every_benchmark_flag_shown_is_one_the_benchmark_declares():
+    shown = []
+    for page in _all_pages():
+        text = _text(page)
+        for span in [*re.findall(r"`([^`]+)`", _prose(text)),
+                     *(body for lang, body in FENCE.findall(text) if lang in ("bash", "sh"))]:
+            for script, args in re.findall(r"\b(bench_\w+\.py)((?:\s+--[\w-]+(?:[= ]\S+)?)*)",
+                                           " ".join(span.split())):
+                path = REPO / "benchmarks" / script
+                assert path.is_file(), (_name(page), script)
+                for flag in re.findall(r"--[\w-]+", args):
+                    shown.append(flag)
+                    assert f'"{flag}"' in path.read_text(), (_name(page), script, flag)
+    assert "--binding-only" in shown
 
 # --- the tiers --------------------------------------------------------------------------------
 
