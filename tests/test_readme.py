@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.spec import reference_markdown
-from tests.data_fixtures import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 
 from launcher.cli.flags import keep_text
 from launcher.core.errors import UserError
-from tests.data_fixtures import packrun, small_job
+from tests.helpers import packrun, small_job
 
 
 @pytest.mark.unit

@@ -6,7 +6,7 @@ import pytest
 
 from launcher.core.errors import UserError
 from launcher.core.hostlist import expand
-from tests.data_fixtures import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from launcher.core.spec import (
     spec_from_json,
     spec_to_json,
 )
-from tests.data_fixtures import write_job
+from tests.helpers import write_job
 
 pytestmark = pytest.mark.unit
 

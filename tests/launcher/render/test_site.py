@@ -27,7 +27,7 @@ from launcher.render.artifacts import render_artifacts, write_run_dir
 from launcher.render.templates import describe, launch_templates, templates_command
 from launcher.slurm import client as slurm
 from launcher.slurm.env import SlurmEnvironment
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     STUB_LAUNCHER,
     packrun_argv,

@@ -21,7 +21,7 @@ from PIL import Image
 from launcher.runs.report import write_report
 from launcher.core.spec import build_spec, spec_to_json
 from src.pictures import visualize
-from tests.data_fixtures import packrun, run_dir_of, write_tiny_job
+from tests.helpers import packrun, run_dir_of, write_tiny_job
 
 PICTURES = ("curves.png", "predictions.png", "confusion.png")
 

@@ -24,22 +24,19 @@ from launcher.sweep.plan import (
     read_sweep,
     repeated_flag,
 )
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     batch_step_succeeded,
     packrun,
     packrun_argv,
     packrun_env,
+    shown,
     write_tiny_job,
 )
 
 GRID = ["--grid", "lr=0.01,0.001", "--grid", "mode=finetune,fixed_feature"]
 DIRS = {"lr=0.01_mode=finetune", "lr=0.01_mode=fixed_feature", "lr=0.001_mode=finetune",
         "lr=0.001_mode=fixed_feature"}
-
-
-def shown(r) -> str:
-    return f"exit {r.returncode}\n--- stdout\n{r.stdout[-5000:]}\n--- stderr\n{r.stderr[-3000:]}"
 
 
 def sweep_dir_of(text: str) -> Path:

@@ -11,7 +11,7 @@ import pytest
 from launcher.core.errors import UserError
 from src.model.resnet import resnet18, resnet50
 from src.training.checkpoint import freeze_backbone, load_pretrained, save_atomic
-from tests.data_fixtures import MODELZOO_RESNET50
+from tests.helpers import MODELZOO_RESNET50
 
 pytestmark = pytest.mark.e2e  # every test builds a full ResNet (seconds of CPU each)
 
