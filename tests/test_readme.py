@@ -1,5 +1,6 @@
 """README.md stays true: the job-file reference is generated from the spec, and the test command
-it quotes is the one .ci/run runs. PACKRUN_UPDATE_README=1 rewrites the reference block."""
+it quotes is the one .ci/run runs. PACKRUN_UPDATE_README=1 rewrites the reference block (never
+in CI, CI=true: there the test fails instead)."""
 
 import os
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.spec import reference_markdown
-from tests.helpers import REPO
+from tests.helpers import REPO, need_tool, update_requested
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +23,7 @@ def test_job_file_reference_matches_the_spec():
     readme = (REPO / "README.md").read_text()
     m = BLOCK.search(readme)
     assert m, "README.md lost its reference:start/end markers"
-    if os.environ.get("PACKRUN_UPDATE_README"):
+    if update_requested("PACKRUN_UPDATE_README"):  # never in CI: the test fails there
         readme = BLOCK.sub(lambda m: m.group(1) + reference_markdown() + m.group(3), readme)
         (REPO / "README.md").write_text(readme)
         m = BLOCK.search(readme)
@@ -67,8 +68,8 @@ def test_install_script_makes_a_venv_from_the_system_python_and_never_pips_into_
 def test_install_script_without_venv_support_and_not_root_says_what_to_do():
     """A Python that cannot make a venv (no python3-venv), as a non-root user: one clear
     message naming the package, nothing half-made."""
-    if os.geteuid() == 0 and not shutil.which("setpriv"):
-        pytest.skip("needs setpriv to drop root")
+    if os.geteuid() == 0:
+        need_tool("setpriv", "to run install.sh as a user other than root")
     with tempfile.TemporaryDirectory() as d:  # not under pytest's tmp_path: that is 0700
         os.chmod(d, 0o777)
         _install_without_venv_support(Path(d))
@@ -93,8 +94,8 @@ def _install_without_venv_support(tmp_path: Path):
     assert not (repo / ".venv").exists()
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_install_and_ci_scripts_pass_shellcheck():
+    need_tool("shellcheck", "to lint install.sh and .ci/run")
     r = subprocess.run(["shellcheck", "-x", str(REPO / "install.sh"), str(REPO / ".ci" / "run")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -192,6 +192,7 @@ def test_msrun_gets_the_bind_flag_and_the_existing_rank_table_byte_for_byte(make
 def test_msrun_bind_core_on_this_machine(make_job, tmp_path):
     if not Path("/sys/fs/cgroup/cpuset/cpuset.cpus").is_file() or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("msrun binds only where cgroup v1's cpuset is readable, on 2+ cores")
+    need_tool("taskset", "to start the msrun script on two cores")
     run_dir, _ = write_run_dir(load_job(make_job(cards_per_node=2)),
                                python=str(stub_python(tmp_path)))
     rec = tmp_path / "records"

@@ -27,6 +27,7 @@ from launcher.sweep.plan import (
 from tests.helpers import (
     REPO,
     batch_step_succeeded,
+    need_tool,
     packrun,
     packrun_argv,
     packrun_env,
@@ -190,6 +191,7 @@ def test_render_sweep_slurm_writes_every_point_and_one_array_script(make_job, tm
         assert (p["path"] / "job.sbatch").is_file() and (p["path"] / "msrun.sh").is_file()
         assert f"    {p['path']}\n" in script
     subprocess.run(["bash", "-n", sweep_dir / "job_array.sbatch"], check=True)
+    need_tool("shellcheck", "to lint the job array script")
     sc = subprocess.run(["shellcheck", sweep_dir / "job_array.sbatch"], capture_output=True,
                         text=True)
     assert sc.returncode == 0, sc.stdout
