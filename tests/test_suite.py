@@ -100,3 +100,7 @@ def test_every_tool_a_test_needs_has_its_package_on_record():
                 named[n.args[0].value] = f"{path.relative_to(REPO)}:{n.lineno}"
     assert len(named) >= 5  # shellcheck, mpirun, scontrol, chromium, taskset, ...
     assert {tool: at for tool, at in named.items() if tool not in APT_PACKAGES} == {}
+    # the ones named through a variable
+    from src.native.kernels import COMPILER
+    from tests.launcher.slurm.test_multinode import TOOLS
+    assert sorted({COMPILER, *TOOLS} - set(APT_PACKAGES)) == []
