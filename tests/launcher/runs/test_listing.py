@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.listing import scan
 from launcher.core.spec import build_spec, spec_to_json
+from launcher.runs.listing import scan
 from tests.helpers import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
 

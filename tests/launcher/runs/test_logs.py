@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.logs import logs_command
 from launcher.core.logtail import console_text
 from launcher.core.spec import build_spec, spec_to_json
+from launcher.runs.logs import logs_command
 from tests.helpers import packrun, write_tiny_job
 
 

@@ -5,7 +5,6 @@ renders in headless Chromium."""
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launcher.runs.report import write_report
 from launcher.core.spec import build_spec, spec_to_json
+from launcher.runs.report import write_report
 from src.pictures import visualize
 from tests.helpers import need_tool, packrun, run_dir_of, write_tiny_job
 
@@ -300,9 +299,10 @@ def test_report_does_not_import_mindspore(three_runs, tmp_path):
 # --- headless Chromium ---------------------------------------------------------------------------
 
 def screenshot(html: Path, png: Path) -> np.ndarray:
+    chromium = need_tool("chromium", "to render the report headless")
     with tempfile.TemporaryDirectory() as profile:
         r = subprocess.run(
-            [need_tool("chromium", "to render the report headless"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={png}",
              "--window-size=1200,1600", html.resolve().as_uri()],
