@@ -5,6 +5,7 @@ and every tool a test asks need_tool() for has its Debian package on record."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ HELPERS = TESTS / "helpers.py"
 CHECKS = {"raises", "fail", "warns", "deprecated_call"}  # pytest's
 
 
+@functools.cache  # parsed once for the three tests
 def sources() -> dict[Path, ast.Module]:
     return {p: ast.parse(p.read_text(), str(p)) for p in sorted(TESTS.rglob("*.py"))}
 
