@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.spec import JobSpec, reference_markdown
-from tests.data_fixtures import REPO
+from tests.helpers import REPO, need_tool, update_requested
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +73,7 @@ def test_job_file_reference_matches_the_spec():
     text = _text(page)
     m = BLOCK.search(text)
     assert m, "docs/job-file.md lost its reference:start/end markers"
-    if os.environ.get("PACKRUN_UPDATE_DOCS") or os.environ.get("PACKRUN_UPDATE_README"):
+    if update_requested("PACKRUN_UPDATE_DOCS") or update_requested("PACKRUN_UPDATE_README"):
         text = BLOCK.sub(lambda m: m.group(1) + reference_markdown() + m.group(3), text)
         page.write_text(text)
         m = BLOCK.search(text)
@@ -132,8 +132,8 @@ def test_install_script_makes_a_venv_from_the_system_python_and_never_pips_into_
 def test_install_script_without_venv_support_and_not_root_says_what_to_do():
     """A Python that cannot make a venv (no python3-venv), as a non-root user: one clear
     message naming the package, nothing half-made."""
-    if os.geteuid() == 0 and not shutil.which("setpriv"):
-        pytest.skip("needs setpriv to drop root")
+    if os.geteuid() == 0:
+        need_tool("setpriv", "to run install.sh as a user other than root")
     with tempfile.TemporaryDirectory() as d:  # not under pytest's tmp_path: that is 0700
         os.chmod(d, 0o777)
         _install_without_venv_support(Path(d))
@@ -158,8 +158,8 @@ def _install_without_venv_support(tmp_path: Path):
     assert not (repo / ".venv").exists()
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_install_and_ci_scripts_pass_shellcheck():
+    need_tool("shellcheck", "to lint install.sh and .ci/run")
     r = subprocess.run(["shellcheck", "-x", str(REPO / "install.sh"), str(REPO / ".ci" / "run")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -171,8 +171,8 @@ def _shown_scripts() -> list[tuple[str, str]]:
             if lang in ("bash", "sh") and body.startswith("#!")]
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_shown_shell_scripts_pass_shellcheck(tmp_path):
+    need_tool("shellcheck", "to lint the scripts the docs show")
     scripts = _shown_scripts()
     assert scripts, "docs/slurm.md shows an sbatch script that runs packrun node-launch"
     for i, (page, body) in enumerate(scripts):

@@ -16,7 +16,7 @@ from launcher.core import log as console_log
 from launcher.core.log import STDERR, STDOUT, console, get_logger, set_level, take_level_flags
 from launcher.core.rundir.names import SLURM_JOB_ID
 from launcher.core.spec import load_job, spec_to_json
-from tests.data_fixtures import packrun
+from tests.helpers import packrun
 
 pytestmark = pytest.mark.unit
 

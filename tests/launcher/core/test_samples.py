@@ -1,5 +1,5 @@
-"""One rule decides which files are samples (launcher/core/samples.py): the preflight and the dataset
-read the same list, and what is not read is reported."""
+"""One rule decides which files are samples (launcher/core/samples.py): the preflight and the
+dataset read the same list, and what is not read is reported."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from launcher.core.errors import UserError
 from launcher.core.samples import scan_split
 from launcher.core.spec import load_job
 from launcher.preflight import data as preflight
-from tests.data_fixtures import REPO, packrun, small_job
+from tests.helpers import REPO, packrun, small_job
 
 
 def odd_entries(d: Path, t: Path) -> None:

@@ -10,7 +10,6 @@ for it only the newline is tested (refused)."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from launcher.core.errors import UserError
 from launcher.core.spec import JobSpec, build_spec
 from launcher.render import artifacts as render
 from launcher.render import shellsafe
+from tests.helpers import need_tool
 
 MARK = "PWNED"
 
@@ -190,8 +190,7 @@ def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
     pytest.param(key, marks=pytest.mark.e2e if key in RENDERS_HOSTILE else pytest.mark.unit)
     for key in [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"]])
 def test_hostile_value_is_refused_or_inert(key, tmp_path):
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+    need_tool("shellcheck", "to lint every script a hostile value renders")
     todo = [n for n, text in enumerate(payloads(tmp_path / MARK))
             if key != "env_setup" or any(c in text for c in "\n\r\x00\u2028")]  # else verbatim
     # The payloads run side by side: most of a launch script's time with stub launchers is its
@@ -267,7 +266,8 @@ def test_the_variants_render_every_template(tmp_path):
                "_wait_port.sh.j2": "mpi_task.sh", "_stop_ranks.sh.j2": "rank_table.sh",
                "_master_addr.sh.j2": "mpirun.sh"}
     # (job_array.sbatch.j2 is rendered by `packrun sweep --slurm` through the same guarded
-    # environment, launcher/sweep/array.py; tests/test_sweep.py renders, lints and runs it)
+    # environment, launcher/sweep/array.py; tests/launcher/sweep/test_sweep.py renders, lints
+    # and runs it)
     templates = {p.name for p in render.TEMPLATES.glob("*.j2")} - {"report.html.j2",
                                                                     "job_array.sbatch.j2"}
     assert templates <= set(outputs), f"new template(s) {templates - set(outputs)}: add a variant"

@@ -9,7 +9,6 @@ it skips without one, and fails in CI (CI=true).
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +26,10 @@ from launcher.render.artifacts import render_artifacts, write_run_dir
 from launcher.render.templates import describe, launch_templates, templates_command
 from launcher.slurm import client as slurm
 from launcher.slurm.env import SlurmEnvironment
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     STUB_LAUNCHER,
+    need_tool,
     packrun_argv,
     packrun_env,
     processes_of,
@@ -133,10 +133,7 @@ def test_no_site_keys_no_site_block(make_job):
 
 @pytest.mark.unit
 def test_typical_ascend_setup_passes_shellcheck(make_job, tmp_path):
-    if not shutil.which("shellcheck"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("shellcheck is not installed; CI must install it")
-        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+    need_tool("shellcheck", "to lint the scripts a typical Ascend site setup renders")
     spec = load_job(make_job(), {"env_setup": [ASCEND_SETUP, "module load openmpi"],
                                  "env": {"HCCL_BUFFSIZE": "200"},
                                  "sbatch_extra": ["--exclusive"], "device": "Ascend"})

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.listing import scan
 from launcher.core.spec import build_spec, spec_to_json
-from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
+from launcher.runs.listing import scan
+from tests.helpers import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
 
 def make_run(root: Path, name: str, *, age_s: float, world=1, epochs=3, metrics=(),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.logs import logs_command
 from launcher.core.logtail import console_text
 from launcher.core.spec import build_spec, spec_to_json
-from tests.data_fixtures import packrun, write_tiny_job
+from launcher.runs.logs import logs_command
+from tests.helpers import packrun, write_tiny_job
 
 
 def run_dir(tmp_path: Path, world: int = 2) -> Path:

@@ -26,7 +26,7 @@ from launcher.core.spec import load_job, spec_to_json
 from launcher.render.artifacts import write_run_dir
 from launcher.slurm import client as slurm
 from launcher.slurm.client import JobInfo
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     batch_step_succeeded,
     packrun,

@@ -10,7 +10,7 @@ import pytest
 from launcher.core.errors import UserError
 from launcher.core.spec import build_spec, load_job, spec_from_json, spec_to_json
 from src.model.stages import cache_bytes, frozen_stages, prefix_output_shape, stage_of
-from tests.data_fixtures import packrun, params, run_dir_of, write_job, write_tiny_job
+from tests.helpers import packrun, params, run_dir_of, write_job, write_tiny_job
 
 BASE = {"train_dir": "/spec-only/train", "val_dir": "/spec-only/val"}  # (not a parent of cwd)
 

@@ -1,5 +1,6 @@
-"""One launch at a time per run directory (launcher/core/rundir/lock.py, job.sbatch's flock): a second
-launch is refused with exit status 2 naming the holder, and the lock dies with its holder."""
+"""One launch at a time per run directory (launcher/core/rundir/lock.py, job.sbatch's flock): a
+second launch is refused with exit status 2 naming the holder, and the lock dies with its
+holder."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import PREEMPT_FLAG, RUN_LOCK
 from launcher.core.spec import load_job, spec_to_json
 from launcher.render.artifacts import write_run_dir
-from tests.data_fixtures import packrun
+from tests.helpers import packrun
 
 pytestmark = pytest.mark.unit
 
