@@ -1,6 +1,6 @@
 """The one call that joins the collective, when the launcher started this process as one rank
-of many (launcher/core/rank_env.py reads the launcher's variables). World size 1 is the same program,
-not another one."""
+of many (launcher/core/rank_env.py reads the launcher's variables). World size 1 is the same
+program, not another one."""
 
 from __future__ import annotations
 
