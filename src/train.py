@@ -425,7 +425,8 @@ def stopped_on_request(spec: JobSpec, cbs: Callbacks, say) -> bool:
 
 def run(run_dir: Path, rank: int | None = None) -> int:
     """train(), and on an exception logs/worker_<rank>.error.json
-    (launcher/core/rundir/failure.py) before the worker goes: exit 2 for bad input (one line), the traceback and exit 1 otherwise."""
+    (launcher/core/rundir/failure.py) before the worker goes: exit 2 for bad input (one line),
+    the traceback and exit 1 otherwise."""
     from launcher.core.rundir.failure import write_worker_error
     position: list = []
     try:
