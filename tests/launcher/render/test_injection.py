@@ -220,7 +220,7 @@ def test_every_string_key_has_a_rule(key):
 def test_every_template_value_passes_the_guard(tmp_path):
     """The guard is the templates' finalize: a bare value that is not a plain word cannot be
     written, in any template, packrun's or a site's."""
-    env = render._environment()
+    env = render.environment()
     assert env.finalize is shellsafe.finalize
     t = env.from_string("# run {{ x }}\n")
     assert t.render(x="ok-1.2") == "# run ok-1.2\n"
@@ -264,7 +264,7 @@ def test_the_variants_render_every_template(tmp_path):
                "mpirun.sh.j2": "mpirun.sh", "hostfile.j2": "hostfile",
                "mpi_task.sh.j2": "mpi_task.sh", "site_setup.sh.j2": "msrun.sh",
                # included pieces: rendered inside the scripts that include them
-               "_wait_port.sh.j2": "mpi_task.sh", "_stop_ranks.sh.j2": "rank_table.sh",
+               "_wait_port.sh.j2": "mpi_task.sh",
                "_master_addr.sh.j2": "mpirun.sh"}
     # (job_array.sbatch.j2 is rendered by `packrun sweep --slurm` through the same guarded
     # environment, launcher/sweep/array.py; tests/test_sweep.py renders, lints and runs it)
