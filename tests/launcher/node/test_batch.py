@@ -51,7 +51,9 @@ exit 3
 FAKE_SCONTROL = """#!/bin/sh
 [ "$1" = show ] && { echo vm; exit 0; }  # show hostnames: job.sbatch's scheduler address
 echo "$@" >> "$RUN_DIR/scontrol.calls"
-[ "${FAKE_SCONTROL_FAILS:-}" = 1 ] && { echo "scontrol: error: Job is not requeueable" >&2; exit 1; }
+if [ "${FAKE_SCONTROL_FAILS:-}" = 1 ]; then
+    echo "scontrol: error: Job is not requeueable" >&2; exit 1
+fi
 exit 0
 """
 SRUN_LINE = ["srun", "--kill-on-bad-exit=1", "--nodes=1", "bash", "msrun.sh"]
