@@ -284,6 +284,7 @@ def supervise_ranks(run_dir: Path, commands: Sequence[tuple[int, Sequence[str]]]
         for rank, cmd in commands:
             cwd = run_dir / RANKS_DIR / str(rank)
             cwd.mkdir(parents=True, exist_ok=True)
+            (run_dir / LOGS).mkdir(exist_ok=True)
             with open(run_dir / worker_log(rank), "wb") as out:
                 procs[rank] = processes.spawn(cmd, env=env, cwd=cwd, stdout=out)
         return _watch_ranks(run_dir, procs, grace_s, stderr)
