@@ -28,9 +28,9 @@ SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit`
 JOB_SBATCH = "job.sbatch"
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
 RANK_TABLE_JSON = "rank_table.json"
-# Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after
-# the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
-# it resumes. Removed by the launcher when the job starts again.
+# Created (on Slurm's warning signal by launcher/node/batch.py, or by hand) to ask a running
+# job to stop after the current step and exit with EXIT_REQUEUE; last.ckpt (written at every
+# epoch end) is where it resumes. Removed by the launcher when the job starts again.
 PREEMPT_FLAG = "preempt.requested"
 # Written by the control plane (launcher/core/rundir/attempts.py) when an attempt starts and ends: kind,
 # attempt, max_restarts, state, start time. `packrun status` (launcher/core/rundir/state.py) reads it.
@@ -39,7 +39,7 @@ RUN_STATE = "run_state.json"
 FAILURE_JSON = "failure.json"
 
 # Held (flock) by the one launch that writes this run directory; holds that launch's pid, host,
-# start time and command as one JSON line (launcher/core/rundir/lock.py; job.sbatch takes it in bash).
+# start time and command as one JSON line (launcher/core/rundir/lock.py).
 RUN_LOCK = "run.lock"
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: the workers stopped on request; start again to resume

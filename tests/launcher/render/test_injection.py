@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.errors import UserError
-from launcher.core.spec import JobSpec, build_spec
+from launcher.core.spec import JobSpec, build_spec, spec_to_json
 from launcher.render import artifacts as render
 from launcher.render import shellsafe
 
@@ -108,6 +108,8 @@ def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path, tag: st
     assert data.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
+    # the spec, which the node verbs read (job.sbatch's batch program: launcher/node/batch.py)
+    (run_dir / "job.json").write_text(spec_to_json(spec))
     for rel, text in arts.items():
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / rel).write_text(text)
