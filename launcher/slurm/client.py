@@ -245,11 +245,9 @@ def submit(run_dir: Path) -> str:
 
 
 def cancel(run_dir: str | Path) -> str:
-    """scancel the run directory's job; returns what happened."""
+    """scancel the run directory's job; returns what happened. (A sweep directory's job array:
+    launcher/sweep/array.py, cancel_array; `packrun cancel` chooses.)"""
     job_id = job_id_of(run_dir)
-    if (Path(run_dir) / "sweep.json").is_file():  # a sweep's job array: all of its tasks
-        from launcher.sweep.array import cancel_array
-        return cancel_array(job_id)
     info = job_info(job_id)
     if info.ended:
         return f"job {job_id} already ended: {info.state}"
