@@ -19,7 +19,7 @@ from launcher.core.errors import UserError
 from launcher.core.log import get_logger
 from launcher.core.paths import REPO
 from launcher.core.rundir.atomic import write_atomic
-from launcher.core.rundir.names import JOB_SBATCH, SLURM_JOB_ID
+from launcher.core.rundir.names import JOB_JSON, JOB_SBATCH, SLURM_JOB_ID
 from launcher.core.spec import JobSpec
 from launcher.render import shellsafe
 from launcher.render.artifacts import environment
@@ -68,7 +68,8 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
         name=plan.base.name, n=len(run_dirs), parallel=min(plan.parallel, len(run_dirs)),
         sweep_dir=str(sweep_dir), points=run_dirs, sbatch_options=options,
         sbatch_extra=[shellsafe.verbatim(option) for option in first.sbatch_extra],
-        python=sys.executable, repo=str(REPO), point_script=POINT_SCRIPT)
+        python=sys.executable, repo=str(REPO), point_script=POINT_SCRIPT,
+        job_id_file=SLURM_JOB_ID, job_json=JOB_JSON)
     path = sweep_dir / ARRAY_SBATCH
     write_atomic(path, text, 0o755)
     return path
