@@ -43,7 +43,7 @@ from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
     PREEMPT_FLAG,
-    WORKER_LOG_PREFIX,
+    WORKER_EXIT_GLOB,
     read_exit_status,
 )
 from launcher.core.spec import JobSpec, spec_from_json
@@ -93,8 +93,7 @@ class Batch:
     def _clear_stale_request(self) -> None:
         """A request that an earlier run of this job already served, and its exit statuses."""
         (self.run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
-        logs = self.run_dir / WORKER_LOG_PREFIX
-        for stale in logs.parent.glob(f"{logs.name}*.exit"):
+        for stale in self.run_dir.glob(WORKER_EXIT_GLOB):
             stale.unlink(missing_ok=True)
 
     def _on_usr1(self, _signum, _frame) -> None:

@@ -37,6 +37,7 @@ from launcher.core.rundir.names import (
     LAUNCHER_LOG,
     LOGS,
     RANKS_DIR,
+    WORKER_EXIT_GLOB,
     read_exit_status,
     worker_log,
 )
@@ -161,8 +162,7 @@ class Supervisor:
 
     # -- the watch -------------------------------------------------------------------------
     def run(self) -> Outcome:
-        logs = self.run_dir / LOGS
-        for stale in logs.glob("worker_*.exit"):
+        for stale in self.run_dir.glob(WORKER_EXIT_GLOB):
             stale.unlink()
         follower = LogFollower(self.run_dir / worker_log(0), self.console)
         log.debug(f"running {shlex.join(self.cmd)} in {self.run_dir}")

@@ -67,6 +67,10 @@ def worker_exit(rank: int) -> str:
     return f"{WORKER_LOG_PREFIX}{rank}.exit"
 
 
+# Every rank's exit file, relative to the run directory (a glob).
+WORKER_EXIT_GLOB = f"{WORKER_LOG_PREFIX}*.exit"
+
+
 def read_exit_status(run_dir: str | Path, rank: int) -> int | None:
     """The exit status rank `rank` left in its exit file, or None (none yet, killed, unreadable)."""
     try:
@@ -94,7 +98,7 @@ def attempt_logs(attempt: int) -> str:
 def template_names() -> dict:
     """The protocol's names as the launch templates receive them (render context `files`)."""
     return dict(preempt_flag=PREEMPT_FLAG, exit_requeue=EXIT_REQUEUE, logs=LOGS,
-                worker_exit_glob=f"{WORKER_LOG_PREFIX}*.exit", rank0_exit=worker_exit(0),
+                worker_exit_glob=WORKER_EXIT_GLOB, rank0_exit=worker_exit(0),
                 attempt_env=ATTEMPT_ENV, worker_log_prefix=WORKER_LOG_PREFIX,
                 scheduler_log=SCHEDULER_LOG, ascend_log_prefix=ASCEND_LOG_PREFIX,
                 mpirun_output=MPIRUN_OUTPUT, node_output=NODE_OUTPUT, ranks_dir=RANKS_DIR,
