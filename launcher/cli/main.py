@@ -287,8 +287,13 @@ class Commands:
     @_user_errors_exit_2
     def cancel(self, run_dir):
         """Cancel the Slurm job of a run directory (scancel)."""
-        from launcher.slurm.client import cancel
-        print(f"packrun: {cancel(run_dir)}")
+        from launcher.slurm.client import cancel, job_id_of
+        from launcher.sweep.plan import is_sweep_dir
+        if is_sweep_dir(run_dir):  # a sweep's job array: all of its tasks
+            from launcher.sweep.array import cancel_array
+            print(f"packrun: {cancel_array(job_id_of(run_dir))}")
+        else:
+            print(f"packrun: {cancel(run_dir)}")
 
     # --- site customisation (launcher/node/launch.py, templates) ---
 

@@ -23,9 +23,9 @@ from markupsafe import Markup
 
 from launcher.core.errors import UserError
 from launcher.core.logtail import console_text
-from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.paths import TEMPLATES
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.rundir.names import EXIT_REQUEUE, JOB_JSON, LOGS, read_exit_status
 from launcher.core.spec import JobSpec, spec_from_json
 from src.pictures.visualize import RUN_PICTURES, Curve, curves_figure

@@ -28,6 +28,7 @@ from launcher.core.rundir.layout import create_run_dir
 from launcher.core.spec import load_job, spec_from_json
 from launcher.render import artifacts as render
 from launcher.render.artifacts import next_command, render_artifacts, write_run_dir
+from launcher.render.sbatch import sbatch_options
 from tests.helpers import need_tool, stub_repo, update_requested
 
 pytestmark = pytest.mark.unit
@@ -155,11 +156,17 @@ def test_sbatch_script(make_job, hccn_conf):
                           "--requeue"]
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in sbatch
     assert "srun --kill-on-bad-exit=1" in sbatch and 'bash "$RUN_DIR/msrun.sh"' in sbatch
-    assert "trap " in sbatch and " USR1" in sbatch
+    # the batch protocol (lock, SIGUSR1, attempts, requeue) is launcher/node/batch.py's, exec'd
+    # with the srun line, so that it is the batch shell's process (Slurm's B:USR1 reaches it)
+    assert 'exec "$PYTHON" -m launcher.node batch "$RUN_DIR" -- \\\n    srun ' in sbatch
+    assert "trap " not in sbatch and "flock" not in sbatch and "scontrol requeue" not in sbatch
+    spec = spec_for(make_job, hccn_conf, CASES["slurm_ascend_2x8"][0])
+    assert directives == [o.line().removeprefix("#SBATCH ")
+                          for o in sbatch_options(spec, RUN_DIR)]  # the data, printed
     assert 'NODE_RANK=$SLURM_NODEID' in art["msrun.sh"]
     gpu = render_case(make_job, hccn_conf, "slurm_gpu_2x4")["job.sbatch"]
     assert "#SBATCH --gres=gpu:4\n" in gpu and "#SBATCH --nodelist=gpu[01-02]\n" in gpu
-    assert "#SBATCH --no-requeue\n" in gpu and "--signal" not in gpu and "trap" not in gpu
+    assert "#SBATCH --no-requeue\n" in gpu and "--signal" not in gpu
     assert "scontrol" not in gpu and "export MASTER_ADDR=10.0.0.1\n" in gpu
 
 

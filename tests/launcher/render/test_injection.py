@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.errors import UserError
-from launcher.core.spec import JobSpec, build_spec
+from launcher.core.spec import JobSpec, build_spec, spec_to_json
 from launcher.render import artifacts as render
 from launcher.render import shellsafe
 from tests.helpers import need_tool
@@ -108,6 +108,8 @@ def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path, tag: st
     assert data.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
+    # the spec, which the node verbs read (job.sbatch's batch program: launcher/node/batch.py)
+    (run_dir / "job.json").write_text(spec_to_json(spec))
     for rel, text in arts.items():
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / rel).write_text(text)
@@ -219,7 +221,7 @@ def test_every_string_key_has_a_rule(key):
 def test_every_template_value_passes_the_guard(tmp_path):
     """The guard is the templates' finalize: a bare value that is not a plain word cannot be
     written, in any template, packrun's or a site's."""
-    env = render._environment()
+    env = render.environment()
     assert env.finalize is shellsafe.finalize
     t = env.from_string("# run {{ x }}\n")
     assert t.render(x="ok-1.2") == "# run ok-1.2\n"
@@ -263,7 +265,7 @@ def test_the_variants_render_every_template(tmp_path):
                "mpirun.sh.j2": "mpirun.sh", "hostfile.j2": "hostfile",
                "mpi_task.sh.j2": "mpi_task.sh", "site_setup.sh.j2": "msrun.sh",
                # included pieces: rendered inside the scripts that include them
-               "_wait_port.sh.j2": "mpi_task.sh", "_stop_ranks.sh.j2": "rank_table.sh",
+               "_wait_port.sh.j2": "mpi_task.sh",
                "_master_addr.sh.j2": "mpirun.sh"}
     # (job_array.sbatch.j2 is rendered by `packrun sweep --slurm` through the same guarded
     # environment, launcher/sweep/array.py; tests/launcher/sweep/test_sweep.py renders, lints
