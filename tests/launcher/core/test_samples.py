@@ -95,7 +95,7 @@ def test_the_dataset_reads_exactly_what_the_preflight_counts(data, tmp_path):
     code = f"""
 import sys
 from launcher.preflight.data import scan
-from src import dataset
+from src.data import dataset
 train = {str(data / 'train')!r}
 classes = dataset.class_names(train)
 n = dataset.count_images(train)
