@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from launcher.demo.digits_data import export_digits  # noqa: E402 (after sys.path gets the checkout)
-from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
+from tests.helpers import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
 def packrun_debug(job: Path, **flags) -> tuple[float, Path]:

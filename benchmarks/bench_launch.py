@@ -30,7 +30,7 @@ from launcher.core.rank_env import worker_env  # noqa: E402 (after sys.path gets
 from launcher.core.rundir.layout import new_run_dir  # noqa: E402 (after sys.path gets the checkout)
 from launcher.core.spec import load_job  # noqa: E402 (after sys.path gets the checkout)
 from launcher.demo.digits_data import export_digits  # noqa: E402 (after sys.path gets the checkout)
-from tests.data_fixtures import write_job  # noqa: E402 (after sys.path gets the checkout)
+from tests.helpers import write_job  # noqa: E402 (after sys.path gets the checkout)
 
 
 def timed(cmd: list[str], **kw) -> float:

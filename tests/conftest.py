@@ -1,4 +1,4 @@
-"""Shared pytest fixtures and the test tiers.
+"""The shared pytest fixtures and the test tiers. (The shared helpers are in tests/helpers.py.)
 
 Every test belongs to exactly one tier (README, "Run the tests"; setup.cfg registers them):
   unit     no MindSpore training, no daemons, no real workers: `python -m pytest -m unit`
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-# The helpers and fixtures of tests/data_fixtures.py (digits_2class, tiny_job, data, make_job)
-# for every test module, without an import.
-pytest_plugins = ["tests.data_fixtures"]
+from launcher.demo.digits_data import export_digits
+from tests.helpers import HCCN_CONF, need_tool, unavailable, write_job, write_tiny_job
 
 TIERS = ("unit", "e2e", "cluster")
 
@@ -48,15 +47,74 @@ def pytest_collection_modifyitems(config, items):
                                 f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))
 
 
+# --- data and job files --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def digits_2class(tmp_path_factory) -> Path:
+    """<root>/{train,val}/digit_{0,1}/*.jpg: 24 train and 8 val images per class, 32 px."""
+    root = tmp_path_factory.mktemp("digits2")
+    export_digits(root, [0, 1], size=32, train_per_class=24, val_fraction=0.1, val_per_class=8)
+    return root
+
+
+@pytest.fixture
+def tiny_job(tmp_path, digits_2class) -> Path:
+    """<tmp_path>/tiny.toml: write_tiny_job on digits_2class, two epochs."""
+    return write_tiny_job(tmp_path / "tiny.toml", digits_2class, epochs=2)
+
+
+@pytest.fixture
+def data(tmp_path, digits_2class) -> Path:
+    """A private, writable copy of digits_2class, for tests that break it."""
+    root = tmp_path / "data"
+    shutil.copytree(digits_2class, root)
+    return root
+
+
+@pytest.fixture
+def make_job(tmp_path):
+    """`make_job(name="demo", **keys)` writes <tmp>/<name>.toml whose train_dir / val_dir exist
+    (two empty class folders each) and whose output_dir is <tmp>/runs, and returns its path;
+    `keys` add or override job keys (Python str / int / float / bool values). For launcher
+    tests that render or check but never train."""
+    def make(name: str = "demo", **keys):
+        data = tmp_path / "data"
+        for split in ("train", "val"):
+            for cls in ("cat", "dog"):
+                (data / split / cls).mkdir(parents=True, exist_ok=True)
+        values = {"name": name, "train_dir": str(data / "train"), "val_dir": str(data / "val"),
+                  "output_dir": str(tmp_path / "runs")} | keys
+        return write_job(tmp_path / f"{name}.toml", **values)
+    return make
+
+
+@pytest.fixture
+def hccn_conf(tmp_path) -> Path:
+    """<tmp_path>/hccn.conf: HCCN_CONF, an 8-card Ascend server's."""
+    path = tmp_path / "hccn.conf"
+    path.write_text(HCCN_CONF)
+    return path
+
+
+@pytest.fixture(params=["graph", "pynative"])
+def mode(request):
+    """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE, then restore the previous
+    mode (MindSpore is imported only by the tests that take this fixture)."""
+    import mindspore as ms
+    previous = ms.get_context("mode")
+    ms.set_context(mode={"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[request.param])
+    yield request.param
+    ms.set_context(mode=previous)
+
+
 # --- the single-node Slurm test cluster (tests/cluster/slurm_up.sh) ---------------------------
-# tests/test_multinode.py has a `cluster` of its own: the two-host network-namespace cluster.
+# tests/launcher/slurm/test_multinode.py has a `cluster` of its own: the two-host
+# network-namespace cluster.
 
 START_CLUSTER = "bash tests/cluster/slurm_up.sh && source /tmp/packrun-slurm/env.sh"
 
 
 def _slurm_problem() -> str | None:
-    if not shutil.which("scontrol"):
-        return "Slurm's commands are not installed (apt-get install slurm-client)"
     conf = os.environ.get("SLURM_CONF")
     if conf and not Path(conf).is_file():
         return f"SLURM_CONF is {conf}, which is not a file"
@@ -72,9 +130,9 @@ def _slurm_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A Slurm cluster that answers; skips the test without one (fails it in CI)."""
+    """A Slurm cluster that answers; skips the test without one (fails it in CI, whose .ci/run
+    starts one)."""
+    need_tool("scontrol", "to ask the Slurm test cluster")
     problem = _slurm_problem()
-    if problem and os.environ.get("CI") == "true":
-        pytest.fail(f"{problem}; CI must start one first (.ci/run: {START_CLUSTER})")
     if problem:
-        pytest.skip(f"{problem}; start one: {START_CLUSTER}")
+        unavailable(f"{problem}; start one: {START_CLUSTER}")

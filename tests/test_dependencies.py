@@ -9,7 +9,7 @@ from importlib.metadata import packages_distributions
 
 import pytest
 
-from tests.data_fixtures import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -56,7 +56,7 @@ def test_under_xdist_loadgroup_every_cluster_test_runs_on_one_worker(tmp_path):
     import subprocess
     import sys
 
-    from tests.data_fixtures import packrun_env  # this checkout's tests/ on PYTHONPATH
+    from tests.helpers import packrun_env  # this checkout's tests/ on PYTHONPATH
     (tmp_path / "conftest.py").write_text(
         "import pytest\nfrom tests.conftest import pytest_collection_modifyitems  # noqa: F401\n")
     (tmp_path / "test_x.py").write_text(

@@ -9,7 +9,7 @@ job.sbatch exports in packrun's own batch script and this module exports here:
   port         --master_port, else the job's master_port, else 20000 + SLURM_JOB_ID % 20000
                (every node computes the same port without talking to the others)
 SIGINT / SIGTERM stop this node's msrun and workers (TERM, then KILL); SIGUSR1 creates
-RUN_DIR/preempt.requested, the stop-after-this-step request that job.sbatch's trap makes. The
+RUN_DIR/preempt.requested, the stop-after-this-step request job.sbatch's batch program makes. The
 exit status is msrun.sh's, or 128 + the signal that stopped it.
 """
 

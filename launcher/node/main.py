@@ -12,6 +12,18 @@ result on stdout and exits 0; bad input is one `packrun: error: ...` line and ex
     attempt begin RUN_DIR ATTEMPT      a Slurm attempt begins
     attempt end RUN_DIR ATTEMPT RC     it ended: prints completed, restart or stop
     lock-holder RUN_DIR                who holds the run directory's lock
+    batch RUN_DIR -- SRUN ...          one run of job.sbatch: lock, SIGUSR1, attempt, the srun
+                                       step, requeue (launcher/node/batch.py); its exit status
+    supervise-ranks RUN_DIR SERVER_INDEX --rank R CMD ... [--rank R CMD ...]
+                                       start this server's ranks (rank_table.sh), each CMD in
+                                       ranks/R/ with its log, and supervise them
+                                       (launcher/supervise/supervisor.py); their exit status
+    array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID
+                                       a sweep's array task starts point POINT: the job ids,
+                                       written atomically (job_array.sbatch)
+
+`batch` and `supervise-ranks` are exec'd by their scripts: from then on they are the script's
+process.
 """
 
 from __future__ import annotations
@@ -25,8 +37,9 @@ from typing import Callable, Sequence
 from launcher.core import cores, hostlist
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.rundir import attempts
+from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.lock import holder
-from launcher.core.rundir.names import DEVICE_ENV, node_lock
+from launcher.core.rundir.names import DEVICE_ENV, EXIT_REQUEUE, JOB_JSON, SLURM_JOB_ID, node_lock
 from launcher.render.ranktable import server_index_main
 
 
@@ -85,12 +98,60 @@ def _lock_holder(argv: Sequence[str]) -> int:
     return 0
 
 
+def _batch(argv: Sequence[str]) -> int:
+    from launcher.node.batch import batch_main
+    return batch_main(argv)
+
+
+def _supervise_ranks(argv: Sequence[str]) -> int:
+    usage = "supervise-ranks RUN_DIR SERVER_INDEX --rank R CMD ... [--rank R CMD ...]"
+    if len(argv) < 5 or not argv[1].isdigit() or argv[2] != "--rank":
+        return _usage(usage)
+    run_dir, server = Path(argv[0]), argv[1]
+    commands: list[tuple[int, list[str]]] = []
+    for arg in argv[2:]:
+        if arg == "--rank":
+            commands.append((-1, []))
+        elif commands[-1][0] < 0:
+            if not arg.isdigit():
+                return _usage(usage)
+            commands[-1] = (int(arg), [])
+        else:
+            commands[-1][1].append(arg)
+    if any(rank < 0 or not cmd for rank, cmd in commands):
+        return _usage(usage)
+    from launcher.supervise.supervisor import supervise_ranks
+    outcome = supervise_ranks(run_dir, commands)
+    if outcome.code == EXIT_REQUEUE:
+        print(f"packrun: the ranks of server {server} stopped on request (exit {outcome.code})",
+              flush=True)
+    elif outcome.code == 0:
+        print(f"packrun: all {len(commands)} rank(s) of server {server} finished", flush=True)
+    return outcome.code
+
+
+def _array_task(argv: Sequence[str]) -> int:
+    if len(argv) != 4 or not argv[2].isdigit() or not argv[3].isdigit():
+        return _usage("array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID")
+    sweep_dir, point, job_id, array_id = Path(argv[0]), Path(argv[1]), argv[2], argv[3]
+    if not (point / SLURM_JOB_ID).exists():
+        # the point's start time (packrun ls): when its first task starts, not at submission
+        (point / JOB_JSON).touch()
+    # the job ids, for packrun status / ls / cancel of the point and of the sweep
+    write_atomic(point / SLURM_JOB_ID, job_id + "\n")
+    write_atomic(sweep_dir / SLURM_JOB_ID, array_id + "\n")
+    return 0
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "cores": _cores,
     "hostnames": _hostnames,
     "server-index": _server_index,
     "attempt": _attempt,
     "lock-holder": _lock_holder,
+    "batch": _batch,
+    "supervise-ranks": _supervise_ranks,
+    "array-task": _array_task,
 }
 
 

@@ -45,7 +45,8 @@ MiB = 1 << 20
 OUTPUT_MARGIN = 64 * MiB  # logs, metrics, pictures, report
 
 # (parameters of the network without its head, including BatchNorm statistics; features into
-# the head). From src/model/resnet.py; tests/test_check.py holds them equal to the built networks.
+# the head). From src/model/resnet.py; tests/launcher/preflight/test_checks.py holds them equal
+# to the built networks.
 ARCH_SIZES = {"resnet18": (11_186_112, 512), "resnet34": (21_301_696, 512),
               "resnet50": (23_561_152, 2048), "resnet101": (42_605_504, 2048)}
 # A machine's cards show as /dev/<prefix>N.

@@ -37,7 +37,6 @@ from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.layout import create_run_dir
 from launcher.core.rundir.names import (
     EXIT_REQUEUE,
-    GRACE_S,
     JOB_JSON,
     JOB_SBATCH,
     LAUNCH_SCRIPTS,
@@ -48,6 +47,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec, load_job, path_problems
 from launcher.render import ranktable, shellsafe
+from launcher.render import sbatch as slurm_options
 
 log = get_logger(__name__)
 
@@ -73,6 +73,8 @@ def template_dirs(template_dir: str = "") -> list[Path]:
 
 
 def environment(template_dir: str = "") -> jinja2.Environment:
+    """The Jinja environment every launch template is rendered in: the site's template_dir
+    first, every value through the shellsafe guard (launcher/render/shellsafe.py)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dirs(template_dir)),
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -263,7 +265,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
                site_env=spec.env,
                bind_cores=spec.bind_cores, rank_table_file=bool(existing),
-               multi_node=spec.nodes > 1, grace_s=GRACE_S, exit_requeue=EXIT_REQUEUE,
+               multi_node=spec.nodes > 1, exit_requeue=EXIT_REQUEUE,
                files=template_names())
     templates = environment(spec.template_dir)
     out: dict[str, str] = {}
@@ -274,17 +276,17 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
         out[LAUNCH_SCRIPTS["msrun"]] = templates.get_template("msrun.sh.j2").render(ctx)
         out["bin/python"] = templates.get_template("python_shim.j2").render(ctx)
         if slurm:
-            gres = spec.gres or (f"gpu:{spec.cards_per_node}" if spec.device == "GPU" else "")
-            whole_node = spec.device != "CPU"  # its cards, cores and memory are the job's
-            cpus = spec.cpus_per_task or (0 if whole_node else spec.cards_per_node)
+            # (nodelist ... exit_user_error: the single values, for site templates written
+            # before sbatch_options)
             out[JOB_SBATCH] = templates.get_template("job.sbatch.j2").render(
-                ctx, nodelist=shellsafe.sbatch(spec.hosts), gres=gres, partition=spec.partition,
-                account=spec.account, qos=spec.qos, time=spec.time, requeue=spec.requeue,
-                cpus_per_task=cpus, exclusive=whole_node,
-                signal_before_s=spec.signal_before_s, run_lock=RUN_LOCK,
-                exit_user_error=EXIT_USER_ERROR,
+                ctx, sbatch_options=slurm_options.sbatch_options(spec, run_dir),
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra],
-                max_restarts=max_restarts(spec, "slurm"))
+                requeue=spec.requeue, cpus_per_task=slurm_options.cpus_per_task(spec),
+                signal_before_s=spec.signal_before_s, max_restarts=max_restarts(spec, "slurm"),
+                nodelist=shellsafe.sbatch(spec.hosts), gres=slurm_options.gres(spec),
+                partition=spec.partition, account=spec.account, qos=spec.qos, time=spec.time,
+                exclusive=slurm_options.whole_node(spec), run_lock=RUN_LOCK,
+                exit_user_error=EXIT_USER_ERROR)
     elif spec.launcher == "rank_table":
         if not existing:
             try:

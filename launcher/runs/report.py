@@ -23,9 +23,10 @@ from markupsafe import Markup
 
 from launcher.core.errors import UserError
 from launcher.core.logtail import console_text
-from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.paths import TEMPLATES
 from launcher.core.rundir.atomic import write_atomic
+from launcher.core.rundir.job_json import spec_from_json
+from launcher.core.rundir.metrics import best_row, read_metrics
 from launcher.core.rundir.names import (
     EXIT_REQUEUE,
     JOB_JSON,
@@ -34,7 +35,6 @@ from launcher.core.rundir.names import (
     RUN_PICTURES,
     read_exit_status,
 )
-from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.spec import JobSpec
 
 TEMPLATE = "report.html.j2"

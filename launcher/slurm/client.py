@@ -136,6 +136,40 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str
     return res.stdout
 
 
+def sbatch(script: Path, cwd: Path) -> str:
+    """`sbatch SCRIPT` from `cwd`, with the environment `packrun run` gives its workers (sbatch
+    passes it on), progress lines meant for a log file; the job id. The batch output is
+    appended to, so a requeued job keeps the output of its earlier runs."""
+    out = run(["sbatch", "--parsable", "--open-mode=append", str(script)], cwd=cwd, env=job_env())
+    job_id = out.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
+    return job_id
+
+
+def scancel(job_id: str) -> None:
+    """`scancel JOB_ID` (a job, or every task of a job array)."""
+    run(["scancel", job_id])
+
+
+def requeue(job_id: str) -> None:
+    """`scontrol requeue JOB_ID`: the batch protocol's restart (launcher/node/batch.py); a
+    failure is a UserError naming scontrol's reason."""
+    run(["scontrol", "requeue", job_id])
+
+
+def show_job(job_id: str) -> list[str] | None:
+    """`scontrol -o show job JOB_ID`, one line per job (a job array's id: one per task); None
+    when slurmctld does not know the id (never did, or forgot it after MinJobAge)."""
+    cmd = ["scontrol", "-o", "show", "job", job_id]
+    res = call(cmd)
+    if res.returncode != 0:
+        if "Invalid job id" in res.stderr:
+            return None
+        raise failed(cmd, res)
+    return res.stdout.splitlines()
+
+
 # ---------------------------------------------------------------------------------------------
 # Jobs
 # ---------------------------------------------------------------------------------------------
@@ -169,13 +203,9 @@ def _exit_code(text: str) -> tuple[int, int]:
 
 
 def _from_scontrol(job_id: str) -> JobInfo | None:
-    cmd = ["scontrol", "-o", "show", "job", job_id]
-    res = call(cmd)
-    if res.returncode != 0:
-        if "Invalid job id" in res.stderr:
-            return None
-        raise failed(cmd, res)
-    lines = res.stdout.splitlines()
+    lines = show_job(job_id)
+    if lines is None:
+        return None
     # a job array's id lists every task; the one whose own JobId it is is this job
     own = re.compile(rf"(?:^|\s)JobId={job_id}(?:\s|$)")
     line = next((ln for ln in lines if own.search(ln)), lines[0])
@@ -235,11 +265,7 @@ def submit(run_dir: Path) -> str:
     """sbatch RUN_DIR/job.sbatch; records and returns the job id. The batch output is appended
     to, so a requeued job keeps the output of its earlier runs. The job gets the environment
     `packrun run` gives its workers (sbatch passes it on), its progress lines for a log file."""
-    out = run(["sbatch", "--parsable", "--open-mode=append", str(run_dir / JOB_SBATCH)],
-              cwd=run_dir, env=job_env())
-    job_id = out.strip().split(";")[0]
-    if not job_id.isdigit():
-        raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
+    job_id = sbatch(run_dir / JOB_SBATCH, cwd=run_dir)
     write_atomic(run_dir / SLURM_JOB_ID, job_id + "\n")
     return job_id
 
@@ -257,7 +283,7 @@ def cancel(run_dir: str | Path) -> str:
     info = job_info(job_id)
     if info.ended:
         return f"job {job_id} already ended: {info.state}"
-    run(["scancel", job_id])
+    scancel(job_id)
     return f"cancelled job {job_id} (it was {info.state})"
 
 

@@ -1,5 +1,8 @@
 """Watch a launch (msrun.sh, mpirun.sh, rank_table.sh) on this machine until it ends, and end it
-as a whole when any part fails.
+as a whole when any part fails: `Supervisor` (`packrun run`), and `supervise_ranks`, which starts
+the ranks of one server itself (rank_table.sh hands them over through `python -m launcher.node
+ranks`). Both name the first failing rank the same way (`rank_failure`) and stop what is left
+the same way (`stop_processes`: TERM, then KILL after a grace period).
 
 Launchers start workers in sessions of their own (msrun does), so a signal to the launch
 script's group does not reach them. The supervisor therefore finds the run's processes by their
@@ -15,6 +18,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,8 @@ from launcher.core.rundir.names import (
     EXIT_REQUEUE,
     LAUNCHER_LOG,
     LOGS,
+    RANKS_DIR,
+    WORKER_EXIT_GLOB,
     read_exit_status,
     worker_log,
 )
@@ -150,21 +156,13 @@ class Supervisor:
 
     def stop_all(self, launcher) -> None:
         self._discover()
-        procs = self._everything(launcher)
-        processes.kill_group(launcher, signal.SIGTERM)
-        for p in procs:
-            _signal(p, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=self.grace_s)
-        processes.kill_group(launcher, signal.SIGKILL)
-        for p in alive + self._everything(launcher):
-            _signal(p, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
+        stop_processes(self._everything(launcher), [launcher], self.grace_s,
+                       stragglers=lambda: self._everything(launcher))
         launcher.wait()
 
     # -- the watch -------------------------------------------------------------------------
     def run(self) -> Outcome:
-        logs = self.run_dir / LOGS
-        for stale in logs.glob("worker_*.exit"):
+        for stale in self.run_dir.glob(WORKER_EXIT_GLOB):
             stale.unlink()
         follower = LogFollower(self.run_dir / worker_log(0), self.console)
         log.debug(f"running {shlex.join(self.cmd)} in {self.run_dir}")
@@ -234,15 +232,113 @@ class Supervisor:
         return Outcome(0)
 
 
+def rank_failure(rank: int, exit_code: int | None, sig: int | None) -> str:
+    """How a rank failed, in the words every supervisor uses: its exit status, or the signal
+    that killed it (None: a rank gone without an exit status, signal unknown)."""
+    if exit_code is not None:
+        return f"rank {rank} exited with status {exit_code}"
+    if sig:
+        return f"rank {rank} was killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"rank {rank} was killed"
+
+
+def stop_processes(procs: Sequence[psutil.Process], groups: Sequence = (),
+                   grace_s: float = processes.GRACE_S, stragglers=None) -> None:
+    """The one teardown: SIGTERM the process groups of `groups` (Popen children started in
+    sessions of their own) and every process of `procs`, SIGKILL what is left after `grace_s`
+    (and whatever `stragglers()` finds then: processes started meanwhile)."""
+    for g in groups:
+        processes.kill_group(g, signal.SIGTERM)
+    for p in procs:
+        _signal(p, signal.SIGTERM)
+    _, alive = psutil.wait_procs(list(procs), timeout=grace_s)
+    for g in groups:
+        processes.kill_group(g, signal.SIGKILL)
+    for p in alive + (list(stragglers()) if stragglers else []):
+        _signal(p, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+
+
 def _failed_outcome(w: Worker, sig: int | None) -> Outcome:
-    if w.exit_code is not None:
-        how = f"exited with status {w.exit_code}"
-    elif sig:
-        how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
-    else:
-        how = "was killed"
-    return Outcome(w.exit_code or 1, w.rank, f"rank {w.rank} {how}", signal=sig,
-                   rank_exit=w.exit_code)
+    return Outcome(w.exit_code or 1, w.rank, rank_failure(w.rank, w.exit_code, sig),
+                   signal=sig, rank_exit=w.exit_code)
+
+
+# --------------------------------------------------------------------------------------------
+# The ranks of one server, started here (rank_table.sh)
+# --------------------------------------------------------------------------------------------
+
+def supervise_ranks(run_dir: Path, commands: Sequence[tuple[int, Sequence[str]]],
+                    env: dict | None = None, grace_s: float = processes.GRACE_S,
+                    stderr=None) -> Outcome:
+    """Start each rank's command, (rank, argv), in RUN_DIR/ranks/<rank>/ with its output in
+    logs/worker_<rank>.log, each in a process group of its own, and watch them to their end.
+    The first rank that fails (a non-zero exit status other than 75, or a signal) is named on
+    `stderr` with its log, stops the others at once (TERM, then KILL after `grace_s`) and its
+    status is the outcome. Ranks that stop on request (75) let the others finish their step:
+    the outcome is then 75. SIGINT / SIGTERM stop every rank: 128 + the signal."""
+    run_dir = Path(run_dir)
+    stderr = stderr or sys.stderr
+    procs: dict[int, subprocess.Popen] = {}
+    try:
+        for rank, cmd in commands:
+            cwd = run_dir / RANKS_DIR / str(rank)
+            cwd.mkdir(parents=True, exist_ok=True)
+            (run_dir / LOGS).mkdir(exist_ok=True)
+            with open(run_dir / worker_log(rank), "wb") as out:
+                procs[rank] = processes.spawn(cmd, env=env, cwd=cwd, stdout=out)
+        return _watch_ranks(run_dir, procs, grace_s, stderr)
+    finally:
+        for proc in procs.values():  # nothing outlives the supervisor
+            if proc.poll() is None:
+                processes.stop(proc, grace_s)
+            processes.kill_group(proc, signal.SIGKILL)  # a rank's leftover helpers
+
+
+def _watch_ranks(run_dir: Path, procs: dict[int, subprocess.Popen], grace_s: float,
+                 stderr) -> Outcome:
+    code = 0
+    running = dict(procs)
+    with processes.forward_signals(list(procs.values()), grace_s) as got:
+        while running:
+            if got["signal"] is not None:  # forward_signals stops them: wait for the end
+                for proc in running.values():
+                    proc.wait()
+                name = signal.Signals(got["signal"]).name
+                return Outcome(128 + got["signal"], reason=f"stopped by {name}", user_stop=True)
+            for rank, proc in sorted(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[rank]
+                status = processes.exit_code(proc.returncode)
+                if status == EXIT_REQUEUE:
+                    code = EXIT_REQUEUE
+                elif status != 0:
+                    sig = -proc.returncode if proc.returncode < 0 else None
+                    outcome = Outcome(status, rank, rank_failure(
+                        rank, None if sig else status, sig), signal=sig,
+                        rank_exit=None if sig else status)
+                    print(f"packrun: {outcome.reason}; log: {run_dir / worker_log(rank)}; "
+                          "stopping the other ranks of this node", file=stderr, flush=True)
+                    others = list(running.values())
+                    stop_processes(_with_children(others), others, grace_s)
+                    for other in others:
+                        other.wait()
+                    return outcome
+            time.sleep(POLL_S)
+    return Outcome(code, reason="stopped on request; start again to resume"
+                   if code == EXIT_REQUEUE else "")
+
+
+def _with_children(procs: Sequence[subprocess.Popen]) -> list[psutil.Process]:
+    found: list[psutil.Process] = []
+    for proc in procs:
+        try:
+            p = psutil.Process(proc.pid)
+            found += [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def _msrun_failed_pids(launcher_log: Path) -> set[int]:

@@ -4,42 +4,47 @@ Every point is rendered exactly as `packrun submit` renders a job (its own job.s
 msrun.sh); templates/job_array.sbatch.j2 adds only the array: task i runs point i's job.sbatch,
 so a point may be multi-card or multi-node, and its preemption / requeue / resume logic is that
 of a single job (a requeue of task i, `scontrol requeue <task job id>`, reruns point i only).
-One array has one resource request, so the points must agree on their #SBATCH options.
+One array has one resource request, so the points must agree on their #SBATCH options, which
+render builds as data (launcher/render/sbatch.py): the array prints point 1's.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
 from launcher.core.errors import UserError
 from launcher.core.log import get_logger
+from launcher.core.paths import REPO
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.names import ARRAY_SBATCH, JOB_JSON, JOB_SBATCH, SLURM_JOB_ID
 from launcher.core.rundir.sweepdir import read_sweep
+from launcher.core.spec import JobSpec
 from launcher.render import shellsafe
 from launcher.render.artifacts import environment
+from launcher.render.sbatch import PER_JOB, sbatch_options
 from launcher.slurm import client as slurm
 from launcher.sweep.plan import Plan
 
 log = get_logger(__name__)
 
 POINT_SCRIPT = JOB_SBATCH
-# A point's own #SBATCH lines that the array replaces (its output, its name).
-PER_POINT = re.compile(r"#SBATCH --(output|job-name)=")
 
 
-def _options(script: str) -> list[str]:
-    return [line for line in script.splitlines()
-            if line.startswith("#SBATCH ") and not PER_POINT.match(line)]
+def _options(spec: JobSpec, run_dir: Path) -> list[str]:
+    """A point's #SBATCH lines that the array shares: packrun's own (launcher/render/sbatch.py)
+    but the ones the array sets for itself (its name, its output), then the site's."""
+    return [o.line() for o in sbatch_options(spec, run_dir) if o.name not in PER_JOB] \
+        + [f"#SBATCH {option}" for option in spec.sbatch_extra]
 
 
 def check_uniform(plan: Plan) -> None:
     """One array, one resource request: every point's #SBATCH options must be the same."""
-    first = _options(plan.artifacts[0][POINT_SCRIPT])
-    for p, files in zip(plan.points[1:], plan.artifacts[1:]):
-        other = _options(files[POINT_SCRIPT])
+    first = _options(plan.points[0].spec, plan.sweep_dir / plan.points[0].name)
+    for p in plan.points[1:]:
+        other = _options(p.spec, plan.sweep_dir / p.name)
         if other != first:
             diff = next((b for a, b in zip(first + [""] * len(other), other) if a != b),
                         "(fewer options)")
@@ -56,13 +61,16 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
     if any(c.isspace() for c in str(sweep_dir)):
         raise UserError(f"sweep directory {sweep_dir} contains a space, which #SBATCH --output "
                         "cannot hold; choose an output_dir without spaces")
-    # the #SBATCH lines of point 1's own job.sbatch: rendered (and guarded) there already
-    options = [shellsafe.verbatim(line) for line in
-               _options((sweep_dir / read["points"][0]["dir"] / POINT_SCRIPT).read_text())]
+    # point 1's options, the same list its job.sbatch prints (check_uniform: every point's)
+    first = plan.points[0].spec
+    options = [o for o in sbatch_options(first, read["points"][0]["path"])
+               if o.name not in PER_JOB]
     text = environment(plan.base.template_dir).get_template("job_array.sbatch.j2").render(
         name=plan.base.name, n=len(run_dirs), parallel=min(plan.parallel, len(run_dirs)),
         sweep_dir=str(sweep_dir), points=run_dirs, sbatch_options=options,
-        point_script=POINT_SCRIPT, job_id_file=SLURM_JOB_ID, job_json=JOB_JSON)
+        sbatch_extra=[shellsafe.verbatim(option) for option in first.sbatch_extra],
+        python=sys.executable, repo=str(REPO), point_script=POINT_SCRIPT,
+        job_id_file=SLURM_JOB_ID, job_json=JOB_JSON)
     path = sweep_dir / ARRAY_SBATCH
     write_atomic(path, text, 0o755)
     return path
@@ -71,11 +79,7 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
 def submit_array(sweep_dir: Path) -> str:
     """sbatch the sweep's job_array.sbatch (with the environment `packrun submit` gives a job);
     records and returns the array's job id."""
-    out = slurm.run(["sbatch", "--parsable", "--open-mode=append",
-                     str(sweep_dir / ARRAY_SBATCH)], cwd=sweep_dir, env=slurm.job_env())
-    job_id = out.strip().split(";")[0]
-    if not job_id.isdigit():
-        raise UserError(f"sbatch printed {out.strip()!r} instead of a job id")
+    job_id = slurm.sbatch(sweep_dir / ARRAY_SBATCH, cwd=sweep_dir)
     write_atomic(sweep_dir / SLURM_JOB_ID, job_id + "\n")
     return job_id
 
@@ -97,14 +101,11 @@ def _task_ids(text: str) -> list[int]:
 def array_tasks(array_id: str) -> dict[int, dict] | None:
     """{task: {"state", "job_id", "restarts", "exit"}} from `scontrol show job ARRAY`; None when
     slurmctld no longer knows the array."""
-    cmd = ["scontrol", "-o", "show", "job", array_id]
-    res = slurm.call(cmd)
-    if res.returncode != 0:
-        if "Invalid job id" in res.stderr:
-            return None
-        raise slurm.failed(cmd, res)
+    lines = slurm.show_job(array_id)
+    if lines is None:
+        return None
     tasks: dict[int, dict] = {}
-    for line in res.stdout.splitlines():
+    for line in lines:
         f = dict(re.findall(r"(?:^|\s)([A-Za-z]+)=(\S*)", line))
         if f.get("ArrayJobId") != array_id:
             continue
@@ -169,7 +170,7 @@ def cancel_array(array_id: str) -> str:
     alive = {t: i for t, i in (tasks or {}).items() if i["state"] not in slurm.ENDED}
     if not alive:
         return f"job array {array_id} already ended"
-    slurm.run(["scancel", array_id])
+    slurm.scancel(array_id)
     states = ", ".join(f"task {t} {i['state']}" for t, i in sorted(alive.items()))
     return f"cancelled job array {array_id}: {len(alive)} task(s) ({states})"
 

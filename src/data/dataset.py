@@ -2,9 +2,9 @@
 
 Layout: <dir>/<class_name>/<image files>. Class indices follow sorted folder names, the same for
 train and val (the launcher's preflight checks both splits agree before training starts). Which
-files are samples is decided by launcher/core/samples.py, the same rule the preflight scans with;
-the dataset reads exactly that list (a GeneratorDataset of encoded bytes, decoded by MindSpore's C++
-vision ops as ImageFolderDataset would).
+files are samples is decided by launcher/core/samples.py, the same rule the preflight scans
+with; the dataset reads exactly that list (a GeneratorDataset of encoded bytes, decoded by
+MindSpore's C++ vision ops as ImageFolderDataset would).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 // Training-mode BatchNorm (batch statistics), optionally fused with the ReLU after it, for
-// src/resnet.py's CPU path, as MindSpore "aot" Custom operators (built by
-// src/native_kernels.py with g++).
+// src/model/resnet.py's CPU path, as MindSpore "aot" Custom operators (built by
+// src/native/kernels.py with g++).
 //
 // MindSpore's CPU BatchNorm (oneDNN's plain-layout ncsp_bnorm) and a separate ReLU / ReluGrad
 // make five passes over each activation forward and backward; here the forward reads x twice

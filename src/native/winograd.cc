@@ -1,6 +1,6 @@
-// Winograd F(m x m, 3x3) input and output transforms for src/resnet.py's CPU path, as
+// Winograd F(m x m, 3x3) input and output transforms for src/model/resnet.py's CPU path, as
 // MindSpore "aot" Custom operators (mindspore.ops.Custom, func_type="aot"; built by
-// src/native_kernels.py with g++).
+// src/native/kernels.py with g++).
 //
 // Each transform replaces a chain of MindSpore kernels (unfold, a transpose, a Kronecker
 // matmul; and their adjoints col2im, transpose, matmul) by one pass over memory that reads
@@ -14,7 +14,7 @@
 // Tiles: tile (th, tw) reads x rows th*m-1 .. th*m+m and columns tw*m-1 .. tw*m+m (zero
 // outside the map: padding 1 all round, and the bottom/right extended to a multiple of m).
 // v[a*(m+2)+b] = (B^T d B)[a][b]; y tile = A^T M A, written at rows th*m.., columns tw*m..
-// The matrices are Lavin & Gray's, the same as _WINOGRAD in src/resnet.py.
+// The matrices are Lavin & Gray's, the same as _WINOGRAD in src/model/resnet.py.
 //
 // Work is split over the (n, c) planes (parallel.h). Every kernel returns 0, or 1 on a shape
 // it does not expect (MindSpore then raises).

@@ -1,7 +1,8 @@
 """TEST ONLY: make a worker fail on purpose at a given rank, epoch and step, so that the restart,
-failure-report and requeue paths are tested with real processes (tests/test_restarts.py).
+failure-report and requeue paths are tested with real processes
+(tests/launcher/supervise/test_restarts.py).
 
-Armed by the environment variable named in launcher/runfiles.FAULT_ENV (PACKRUN_TEST_FAULT):
+Armed by the environment variable FAULT_ENV of launcher/core/rundir/names.py (PACKRUN_TEST_FAULT):
 `ACTION:rank=R:epoch=E:step=S`, ACTION one of
   kill   the worker SIGKILLs itself (what the OOM killer or a node loss does),
   raise  a RuntimeError (a bug, a device error),

@@ -2,7 +2,7 @@
 evaluation, metrics.jsonl), `Checkpoint` (best.ckpt, last.ckpt at every epoch end and at a
 requested stop) and `StopOnRequest` (the per-step stop check). They share a `Position`: the
 epoch and step training is at, which the trainer sets when it (re)starts an epoch and the
-failure report (src/failure.py) reads.
+failure report (launcher/core/rundir/failure.py) reads.
 
 Output a user of the tutorial recognises, per evaluated epoch:
 

@@ -1,7 +1,8 @@
 """Training the unfrozen rest of the network on cached outputs of its frozen prefix.
 
-With stages frozen up to `freeze` (their BatchNorm statistics too, see src/training/transfer.py),
-the prefix's output is a function of the input image alone, so recomputing it every epoch is waste.
+With stages frozen up to `freeze` (their BatchNorm statistics too, see
+src/training/transfer.py), the prefix's output is a function of the input image alone, so
+recomputing it every epoch is waste.
 The cache runs the prefix once per image and view; the trainable rest (the later stages, the
 pooling and the head; for `freeze = "all"` the head alone) then trains on the stored
 activations every epoch. The rest's parameters are the network's own, so best.ckpt and

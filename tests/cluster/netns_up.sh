@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a 2-host Slurm cluster on this machine for tests/test_multinode.py:
+# Start a 2-host Slurm cluster on this machine for tests/launcher/slurm/test_multinode.py:
 #   root namespace   bridge prnbr0 10.77.0.1/24, munged, slurmctld (port 6917)
 #   host node1       network namespace packrun-node1, eth0 10.77.0.11, slurmd (port 6918)
 #   host node2       network namespace packrun-node2, eth0 10.77.0.12, slurmd (port 6918)

@@ -1,6 +1,6 @@
 """Attempts of a run: each launch begun and ended in the run directory (the restart loop around
-them is launcher/supervise/restarts.py; under Slurm the batch script plays the loop by
-requeueing itself, through `python -m launcher.node attempt`).
+them is launcher/supervise/restarts.py; under Slurm the batch program, launcher/node/batch.py,
+plays the loop by requeueing the job, through `batch_begin` / `batch_end` below).
 
 An attempt is one launch in a run directory. `begin` numbers it (1, 2, ... over the run
 directory's life, manual resumes included), moves the logs an earlier attempt left where logs
@@ -10,9 +10,10 @@ for a failure and decides: restart (while restarts < max_restarts), give up, or 
 (bad input, exit 2; a stop on request, 75; a user's Ctrl-C / SIGTERM / cancel). A restarted
 launch resumes from last.ckpt like any other start.
 
-Batch-script use (templates/job.sbatch.j2):
+Batch use: launcher/node/batch.py calls batch_begin / batch_end; job.sbatch files rendered
+before it (and site templates) call the same as
   python -m launcher.node attempt begin RUN_DIR ATTEMPT
-  python -m launcher.node attempt end RUN_DIR ATTEMPT RC   -> prints `restart` or `stop`
+  python -m launcher.node attempt end RUN_DIR ATTEMPT RC   -> prints completed, restart or stop
 """
 
 from __future__ import annotations
@@ -196,20 +197,29 @@ def _host(run_dir: Path, rank: int) -> str:
         return ""
 
 
-def batch_main(argv: list[str]) -> int:
-    command, run_dir, attempt = argv[0], Path(argv[1]), int(argv[2])
+def batch_allowed(spec) -> int:
+    """Restarts a Slurm job may make: requeues, so none without requeue."""
+    return max_restarts(spec, "slurm") if spec.requeue else 0
+
+
+def batch_begin(run_dir: Path, attempt: int) -> None:
+    """A run of the batch script begins attempt `attempt` (SLURM_RESTART_COUNT + 1)."""
+    spec = spec_from_json(run_dir)
+    begin(run_dir, "slurm", spec.nodes * spec.cards_per_node, batch_allowed(spec), attempt)
+
+
+def batch_end(run_dir: Path, attempt: int, rc: int) -> str:
+    """The srun step of attempt `attempt` ended with status `rc`: record it (logs kept,
+    failure.json written) and decide: "completed" (every rank finished with exit status 0,
+    whatever srun's own status), "restart" (a failure that may be retried: requeue) or "stop"."""
     spec = spec_from_json(run_dir)
     world = spec.nodes * spec.cards_per_node
-    allowed = max_restarts(spec, "slurm") if spec.requeue else 0  # restarts are requeues
-    if command == "begin":
-        begin(run_dir, "slurm", world, allowed, attempt)
-        return 0
-    rc = int(argv[3])
+    allowed = batch_allowed(spec)
     if rc == 0:
         result = Result(0)
     elif (run_dir / PREEMPT_FLAG).exists() and any(
             read_exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):
-        result = Result(EXIT_REQUEUE)  # stopped on request: the batch script requeues it
+        result = Result(EXIT_REQUEUE)  # stopped on request: the batch program requeues it
     else:
         result = result_from_files(run_dir, rc, world)
     record = end(run_dir, attempt, result, restart_allowed=attempt - 1 < allowed,
@@ -217,9 +227,18 @@ def batch_main(argv: list[str]) -> int:
     if record is not None:
         log.error(f"packrun: {failure.summary(record)}")
     if result.code == 0:
-        print("completed")
+        return "completed"
+    return "restart" if record and record["action"] == failure.RESTARTED else "stop"
+
+
+def batch_main(argv: list[str]) -> int:
+    """`attempt begin|end ...` (the node verb job.sbatch of job.json schema 1 calls; packrun's
+    own batch program, launcher/node/batch.py, calls batch_begin / batch_end)."""
+    command, run_dir, attempt = argv[0], Path(argv[1]), int(argv[2])
+    if command == "begin":
+        batch_begin(run_dir, attempt)
     else:
-        print("restart" if record and record["action"] == failure.RESTARTED else "stop")
+        print(batch_end(run_dir, attempt, int(argv[3])))
     return 0
 
 

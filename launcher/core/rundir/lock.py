@@ -1,11 +1,11 @@
 """One launch at a time per run directory: an exclusive flock on RUN_DIR/run.lock.
 
-`packrun debug`, `run` (also with --resume), `node-launch` and job.sbatch (in bash, with
-flock(1)) take the lock before they start a worker and hold it until they exit; a second launch
-of the same run directory is refused with exit status 2, naming the holder (pid, host, start
-time, command) that the holder wrote into the lock file. The kernel drops the lock when the
-holding process ends, however it ends (crash, kill -9): there is no stale lock to clean up, and
-the file's text only describes the last holder.
+`packrun debug`, `run` (also with --resume), `node-launch` and job.sbatch (its batch program,
+launcher/node/batch.py) take the lock before they start a worker and hold it until they exit;
+a second launch of the same run directory is refused with exit status 2, naming the holder
+(pid, host, start time, command) that the holder wrote into the lock file. The kernel drops
+the lock when the holding process ends, however it ends (crash, kill -9): there is no stale
+lock to clean up, and the file's text only describes the last holder.
 
 Shared storage: the lock is only as good as the file system's flock. Local disks, NFSv4 (Linux
 maps flock onto NFS byte-range locks, so clients see each other's), CephFS, GPFS and BeeGFS

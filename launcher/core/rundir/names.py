@@ -41,9 +41,9 @@ RUN_PICTURES = (CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG)
 JOB_SBATCH = "job.sbatch"
 LAUNCH_SCRIPTS = {"msrun": "msrun.sh", "mpirun": "mpirun.sh", "rank_table": "rank_table.sh"}
 RANK_TABLE_JSON = "rank_table.json"
-# Created (by job.sbatch's warning-signal trap, or by hand) to ask a running job to stop after
-# the current step and exit with EXIT_REQUEUE; last.ckpt (written at every epoch end) is where
-# it resumes. Removed by the launcher when the job starts again.
+# Created (on Slurm's warning signal by launcher/node/batch.py, or by hand) to ask a running
+# job to stop after the current step and exit with EXIT_REQUEUE; last.ckpt (written at every
+# epoch end) is where it resumes. Removed by the launcher when the job starts again.
 PREEMPT_FLAG = "preempt.requested"
 # Written by the control plane (launcher/core/rundir/attempts.py) when an attempt starts and
 # ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
@@ -53,8 +53,7 @@ RUN_STATE = "run_state.json"
 FAILURE_JSON = "failure.json"
 
 # Held (flock) by the one launch that writes this run directory; holds that launch's pid, host,
-# start time and command as one JSON line (launcher/core/rundir/lock.py; job.sbatch takes it in
-# bash).
+# start time and command as one JSON line (launcher/core/rundir/lock.py).
 RUN_LOCK = "run.lock"
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: the workers stopped on request; start again to resume
@@ -107,6 +106,10 @@ def worker_exit(rank: int) -> str:
     return f"{WORKER_LOG_PREFIX}{rank}.exit"
 
 
+# Every rank's exit file, relative to the run directory (a glob).
+WORKER_EXIT_GLOB = f"{WORKER_LOG_PREFIX}*.exit"
+
+
 def read_exit_status(run_dir: str | Path, rank: int) -> int | None:
     """The exit status rank `rank` left in its exit file, or None (none yet, killed, unreadable)."""
     try:
@@ -134,7 +137,7 @@ def attempt_logs(attempt: int) -> str:
 def template_names() -> dict:
     """The protocol's names as the launch templates receive them (render context `files`)."""
     return dict(preempt_flag=PREEMPT_FLAG, exit_requeue=EXIT_REQUEUE, logs=LOGS,
-                worker_exit_glob=f"{WORKER_LOG_PREFIX}*.exit", rank0_exit=worker_exit(0),
+                worker_exit_glob=WORKER_EXIT_GLOB, rank0_exit=worker_exit(0),
                 attempt_env=ATTEMPT_ENV, worker_log_prefix=WORKER_LOG_PREFIX,
                 scheduler_log=SCHEDULER_LOG, ascend_log_prefix=ASCEND_LOG_PREFIX,
                 mpirun_output=MPIRUN_OUTPUT, node_output=NODE_OUTPUT, ranks_dir=RANKS_DIR,

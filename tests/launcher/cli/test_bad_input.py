@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.data_fixtures import packrun, small_job
+from tests.helpers import packrun, small_job
 
 
 def job(tmp_path, data, **extra):

@@ -1,9 +1,9 @@
-"""A catalogue of bad input through the real CLI (with tests/test_bad_input.py): job files, flags,
-data folders, images, checkpoints, hccn.conf, rank tables, device ids, ports, nodes and cards,
-launcher tools, run directories. Each case: exit status 2, no traceback, stderr names the
-culprit and the fix, and nothing is started or written. Only the three checkpoint cases and the
-resume cases the worker reports import MindSpore (`packrun check` builds the network: the e2e
-tier); the rest take about a second each."""
+"""A catalogue of bad input through the real CLI (with tests/launcher/cli/test_bad_input.py):
+job files, flags, data folders, images, checkpoints, hccn.conf, rank tables, device ids, ports,
+nodes and cards, launcher tools, run directories. Each case: exit status 2, no traceback, stderr
+names the culprit and the fix, and nothing is started or written. Only the three checkpoint
+cases and the resume cases the worker reports import MindSpore (`packrun check` builds the
+network: the e2e tier); the rest take about a second each."""
 
 import json
 import os
@@ -16,7 +16,7 @@ import pytest
 
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import load_job
-from tests.data_fixtures import packrun, small_job
+from tests.helpers import packrun, resnet18_ckpt, small_job
 
 PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun
 ASCEND_RT = ["--device=Ascend", "--launcher=rank_table", "--cards_per_node=2"]
@@ -29,10 +29,6 @@ class Case(NamedTuple):
     setup: Callable[[Path, Path], None] | None = None
     path: str | None = None    # PATH for the command (default: the test's)
     worker: bool = False       # the worker reports it: on the console (stdout) and its log
-
-
-def hccn_conf(text: str):
-    return lambda t, d: (t / "hccn.conf").write_text(text)
 
 
 def write(name: str, text: str):
@@ -209,19 +205,19 @@ CASES = {
         ["check", "{job}", "--head=fc"],
         ["job key 'head' is 'fc', which is not a cell", "its classifier cells are: end_point"]),
     # --- hccn.conf and rank tables -------------------------------------------------------------
-    "hccn.conf missing": Case(  # (render and check --quick only warn: test_render_without_data)
+    "hccn.conf missing": Case(  # (render, check --quick only warn: test_artifacts_without_data)
         ["run", "{job}", *ASCEND_RT, "--hccn_conf={t}/nowhere.conf"],
         ["hccn.conf {t}/nowhere.conf not found", "point hccn_conf (--hccn_conf) at the file"]),
     "hccn.conf lacks a device": Case(
         ["check", "{job}", "--quick", *ASCEND_RT, "--hccn_conf={t}/hccn.conf"],
         ["{t}/hccn.conf has no address for device 1 (no address_1=IP line)",
          "configure it with hccn_tool or give the device IPs"],
-        hccn_conf("address_0=192.168.100.101\nnetmask_0=255.255.255.0\n")),
+        write("hccn.conf", "address_0=192.168.100.101\nnetmask_0=255.255.255.0\n")),
     "hccn.conf bad address": Case(
         [*RANK_TABLE, "--devices=0,1", "--hccn_conf={t}/hccn.conf"],
         ["{t}/hccn.conf line 2 (address_1): '192.168.100.300' is not an IPv4 address",
          "four numbers 0-255"],
-        hccn_conf("address_0=192.168.100.101\naddress_1=192.168.100.300\n")),
+        write("hccn.conf", "address_0=192.168.100.101\naddress_1=192.168.100.300\n")),
     "device_ips too few": Case(
         ["check", "{job}", "--quick", *ASCEND_RT, "--device_ips=192.168.100.101"],
         ["key 'device_ips' has 1 address(es); 1 node(s) x 2 card(s) need 2"]),
@@ -308,13 +304,9 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def resnet18_ckpt(tmp_path_factory) -> Path:
-    import mindspore as ms
-
-    from src.model.resnet import resnet18
-    path = tmp_path_factory.mktemp("ckpt") / "resnet18.ckpt"
-    ms.save_checkpoint(resnet18(2), str(path))
-    return path
+def ckpt(tmp_path_factory) -> Path:
+    """A resnet18 checkpoint with a 2-class head, for the cases that name {ckpt}."""
+    return resnet18_ckpt(tmp_path_factory.mktemp("ckpt") / "resnet18.ckpt")
 
 
 @pytest.fixture
@@ -343,7 +335,7 @@ def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port
         case.setup(tmp_path, data)
     places = dict(t=tmp_path, d=data, job=job, port=busy_port)
     if "{ckpt}" in " ".join(case.args):
-        places["ckpt"] = request.getfixturevalue("resnet18_ckpt")
+        places["ckpt"] = request.getfixturevalue("ckpt")
     env = os.environ | ({"PATH": case.path} if case.path else {})
     r = packrun(*(a.format(**places) for a in case.args), env=env, timeout=120)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]

@@ -14,7 +14,7 @@ import pytest
 from launcher.cli import main as cli
 from launcher.cli.help import commands
 from launcher.cli.main import Commands
-from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env
+from tests.helpers import REPO, packrun, packrun_argv, packrun_env
 
 pytestmark = pytest.mark.unit
 
@@ -139,6 +139,6 @@ def test_a_bool_flag_with_a_typo_is_a_user_error(capsys):
 
 def test_every_job_file_the_help_names_exists():
     from launcher.core.paths import REPO
-    main_py = (REPO / "launcher" / "cli" / "main.py").read_text()
-    named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", main_py))
+    main = (REPO / "launcher" / "cli" / "main.py").read_text()
+    named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", main))
     assert named and sorted(n for n in named if not (REPO / n).is_file()) == []

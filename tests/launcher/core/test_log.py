@@ -17,7 +17,7 @@ from launcher.core.log import STDERR, STDOUT, console, get_logger, set_level, ta
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.names import SLURM_JOB_ID
 from launcher.core.spec import load_job
-from tests.data_fixtures import packrun
+from tests.helpers import packrun
 
 pytestmark = pytest.mark.unit
 

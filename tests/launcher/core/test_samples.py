@@ -15,7 +15,7 @@ from launcher.core.errors import UserError
 from launcher.core.samples import scan_split
 from launcher.core.spec import load_job
 from launcher.preflight import data as preflight
-from tests.data_fixtures import REPO, packrun, small_job
+from tests.helpers import REPO, packrun, small_job
 
 
 def odd_entries(d: Path, t: Path) -> None:
@@ -95,7 +95,7 @@ def test_the_dataset_reads_exactly_what_the_preflight_counts(data, tmp_path):
     code = f"""
 import sys
 from launcher.preflight.data import scan
-from src import dataset
+from src.data import dataset
 train = {str(data / 'train')!r}
 classes = dataset.class_names(train)
 n = dataset.count_images(train)

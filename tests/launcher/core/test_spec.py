@@ -2,6 +2,7 @@
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from launcher.core.spec import (
     load_job,
     reference_markdown,
 )
-from tests.data_fixtures import write_job
+from tests.helpers import REPO, write_job
 
 pytestmark = pytest.mark.unit
 
@@ -101,8 +102,27 @@ def test_every_key_is_documented():
         assert f"`{name}`" in ref and f.metadata["doc"]
 
 
-def test_shipped_job_files_parse():
-    jobs = Path(__file__).resolve().parent.parent / "jobs"
-    for job in sorted(jobs.glob("*.toml")):
-        build_spec(__import__("tomllib").loads(job.read_text()), source=str(job),
-                   check_paths=False)
+# jobs/*.toml: (name, arch, num_classes, mode, device) as each file sets them
+SHIPPED_JOBS = {
+    "canidae_finetune.toml": ("canidae_finetune", "resnet50", 2, "finetune", "Ascend"),
+    "canidae_fixed_feature.toml": ("canidae_fixed_feature", "resnet50", 2, "fixed_feature",
+                                   "Ascend"),
+    "demo.toml": ("demo_finetune", "resnet18", 2, "finetune", "CPU"),
+    "demo_source.toml": ("demo_source", "resnet18", 8, "finetune", "CPU"),
+}
+
+
+def test_shipped_job_files_parse_to_what_they_say(tmp_path):
+    """Every job file in jobs/ is a valid job (its data need not exist here) whose spec holds
+    each key as the file writes it, relative paths resolved against the working directory."""
+    assert sorted(p.name for p in (REPO / "jobs").glob("*.toml")) == sorted(SHIPPED_JOBS)
+    for name, (job_name, arch, num_classes, mode, device) in SHIPPED_JOBS.items():
+        job = REPO / "jobs" / name
+        keys = tomllib.loads(job.read_text())
+        spec = build_spec(keys, source=str(job), base_dir=tmp_path, check_paths=False)
+        assert (spec.name, spec.arch, spec.num_classes, spec.mode, spec.device) == \
+            (job_name, arch, num_classes, mode, device), name
+        paths = {k for k, f in JobSpec.fields().items() if f.metadata["path"]}
+        for key, value in keys.items():
+            expected = str(tmp_path / value) if key in paths and value else value
+            assert getattr(spec, key) == expected, f"{name}: {key}"

@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from tests.data_fixtures import packrun
+from tests.helpers import packrun
 
 pytestmark = pytest.mark.e2e
 

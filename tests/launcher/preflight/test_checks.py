@@ -4,7 +4,6 @@ estimate, and the cheap part that `packrun run` runs first."""
 import re
 import shutil
 import socket
-from pathlib import Path
 from types import SimpleNamespace
 
 import mindspore as ms
@@ -16,7 +15,7 @@ from launcher.preflight import data as preflight
 from launcher.preflight.checks import ERROR, OK, WARNING, Finding, Options
 from src.model.resnet import ARCHS
 from src.training.checkpoint import check_fit
-from tests.data_fixtures import packrun, small_job
+from tests.helpers import packrun, resnet18_ckpt, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -25,11 +24,6 @@ def job(tmp_path, data, **extra):
 
 def findings_of(topic, spec, opts) -> list[Finding]:
     return [f for f in check.findings(spec, opts, network=False) if f.topic == topic]
-
-
-def resnet18_ckpt(path: Path, num_classes=2) -> Path:
-    ms.save_checkpoint(ARCHS["resnet18"](num_classes), str(path))
-    return path
 
 
 # --- the pure parts ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Rendering of launch artifacts, the run directory, and `packrun render`.
+"""Rendering of launch artifacts (launcher/render/artifacts.py), the run directory, and
+`packrun render`.
 
-Golden files live in tests/golden/<case>/<artifact>; after a deliberate change, regenerate them
-with `PACKRUN_UPDATE_GOLDEN=1 python -m pytest tests/launcher/render/test_artifacts.py` and review
-the diff.
+Golden files live in tests/launcher/render/golden/<case>/<artifact>; after a deliberate change,
+regenerate them with `PACKRUN_UPDATE_GOLDEN=1 python -m pytest
+tests/launcher/render/test_artifacts.py` and review the diff. CI (CI=true) refuses the variable:
+there the run fails instead of rewriting the goldens it checks.
 """
 
 import json
@@ -27,11 +29,13 @@ from launcher.core.rundir.layout import create_run_dir
 from launcher.core.spec import load_job
 from launcher.render import artifacts as render
 from launcher.render.artifacts import next_command, render_artifacts, write_run_dir
+from launcher.render.sbatch import sbatch_options
+from tests.helpers import need_tool, stub_repo, update_requested
 
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("PACKRUN_UPDATE_GOLDEN") == "1"
+UPDATE_GOLDEN = "PACKRUN_UPDATE_GOLDEN"
 # Fixed machine-independent paths for goldens.
 RUN_DIR = "/runs/demo-20250101-000000"
 PYTHON = "/opt/venv/bin/python"
@@ -40,8 +44,6 @@ REPO = "/opt/packrun"
 ASCEND8 = dict(device="Ascend", cards_per_node=8)
 TWO_NODES = dict(nodes=2, hosts="10.0.0.[1-2]", master_port=8118)
 DEVICE_IPS_2X8 = ",".join(f"192.168.{n}.{101 + i}" for n in (1, 2) for i in range(8))
-HCCN_CONF = "".join(f"address_{i}=192.168.100.{101 + i}\nnetmask_{i}=255.255.255.0\n"
-                    for i in range(8))
 
 # case name -> (job keys, --slurm)
 CASES = {
@@ -61,13 +63,6 @@ CASES = {
                            master_port=29500, hosts="gpu[01-02]", cpus_per_task=32,
                            requeue=False, signal_before_s=0), True),
 }
-
-
-@pytest.fixture
-def hccn_conf(tmp_path):
-    path = tmp_path / "hccn.conf"
-    path.write_text(HCCN_CONF)
-    return path
 
 
 def spec_for(make_job, hccn_conf, keys):
@@ -90,7 +85,7 @@ def shell_scripts(artifacts):
 def test_golden(make_job, hccn_conf, case):
     artifacts = render_case(make_job, hccn_conf, case)
     folder = GOLDEN / case
-    if UPDATE:
+    if update_requested(UPDATE_GOLDEN):  # never in CI: the run fails there
         shutil.rmtree(folder, ignore_errors=True)
         for name, text in artifacts.items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -107,19 +102,24 @@ def test_goldens_have_no_stale_cases():
     assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(CASES)
 
 
+def test_ci_refuses_to_rewrite_the_goldens():
+    """PACKRUN_UPDATE_GOLDEN=1 rewrites the goldens from what the code renders, so every golden
+    test passes whatever it renders: under CI=true the test fails instead, saying why."""
+    with pytest.raises(pytest.fail.Exception,
+                       match=r"PACKRUN_UPDATE_GOLDEN=1 with CI=true: CI checks the expected "
+                             r"files and never rewrites them"):
+        update_requested(UPDATE_GOLDEN, {UPDATE_GOLDEN: "1", "CI": "true"})
+    assert update_requested(UPDATE_GOLDEN, {UPDATE_GOLDEN: "1"}) is True         # locally
+    assert update_requested(UPDATE_GOLDEN, {UPDATE_GOLDEN: "1", "CI": "false"}) is True
+    assert update_requested(UPDATE_GOLDEN, {"CI": "true"}) is False              # CI's own run
+    assert update_requested(UPDATE_GOLDEN, {UPDATE_GOLDEN: "0"}) is False
+
+
 # --- every rendered script is valid shell -------------------------------------------------------
-
-def _need(tool):
-    if shutil.which(tool):
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{tool} is not installed; CI must install it (apt-get install -y {tool})")
-    pytest.skip(f"{tool} is not installed here (apt-get install -y {tool}); CI runs this test")
-
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_scripts_pass_bash_n_and_shellcheck(make_job, hccn_conf, tmp_path, case):
-    _need("shellcheck")
+    need_tool("shellcheck", "to lint every rendered script")
     scripts = shell_scripts(render_case(make_job, hccn_conf, case))
     assert scripts
     for name, text in scripts.items():
@@ -157,11 +157,17 @@ def test_sbatch_script(make_job, hccn_conf):
                           "--requeue"]
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in sbatch
     assert "srun --kill-on-bad-exit=1" in sbatch and 'bash "$RUN_DIR/msrun.sh"' in sbatch
-    assert "trap " in sbatch and " USR1" in sbatch
+    # the batch protocol (lock, SIGUSR1, attempts, requeue) is launcher/node/batch.py's, exec'd
+    # with the srun line, so that it is the batch shell's process (Slurm's B:USR1 reaches it)
+    assert 'exec "$PYTHON" -m launcher.node batch "$RUN_DIR" -- \\\n    srun ' in sbatch
+    assert "trap " not in sbatch and "flock" not in sbatch and "scontrol requeue" not in sbatch
+    spec = spec_for(make_job, hccn_conf, CASES["slurm_ascend_2x8"][0])
+    assert directives == [o.line().removeprefix("#SBATCH ")
+                          for o in sbatch_options(spec, RUN_DIR)]  # the data, printed
     assert 'NODE_RANK=$SLURM_NODEID' in art["msrun.sh"]
     gpu = render_case(make_job, hccn_conf, "slurm_gpu_2x4")["job.sbatch"]
     assert "#SBATCH --gres=gpu:4\n" in gpu and "#SBATCH --nodelist=gpu[01-02]\n" in gpu
-    assert "#SBATCH --no-requeue\n" in gpu and "--signal" not in gpu and "trap" not in gpu
+    assert "#SBATCH --no-requeue\n" in gpu and "--signal" not in gpu
     assert "scontrol" not in gpu and "export MASTER_ADDR=10.0.0.1\n" in gpu
 
 
@@ -342,16 +348,19 @@ def test_write_atomic(tmp_path):
 
 # --- rendering starts nothing -------------------------------------------------------------------
 
-def test_render_starts_no_process(make_job, hccn_conf, monkeypatch, capsys):
+def test_render_starts_no_process(make_job, hccn_conf, monkeypatch, capsys, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError(f"render started a process: {args!r}")
     monkeypatch.setattr(subprocess, "Popen", refuse)
     for name in ("fork", "system", "posix_spawn", "posix_spawnp", "execv", "execve"):
         monkeypatch.setattr(os, name, refuse)
-    for _case, (keys, slurm) in CASES.items():
-        spec = spec_for(make_job, hccn_conf, keys)
-        write_run_dir(spec, slurm=slurm)
+    written = [write_run_dir(spec_for(make_job, hccn_conf, keys), slurm=slurm)[0]
+               for keys, slurm in CASES.values()]
     render.render_command(str(make_job(**ASCEND8)), {}, print_only=True)
+    # every case rendered (into a run directory of its own), and so did --print
+    assert sorted(written) == sorted((tmp_path / "runs").iterdir()) and len(written) == len(CASES)
+    assert all((d / "job.json").is_file() for d in written)
+    assert re.search(r"^==> .*/job\.json <==$", capsys.readouterr().out, re.M)
 
 
 # --- packrun render (command line) --------------------------------------------------------------
@@ -400,9 +409,9 @@ def test_cli_render_errors_exit_2(make_job, tmp_path, capsys, args, message):
 
 
 def test_render_warns_about_missing_data_dirs_and_renders(make_job, tmp_path, capsys):
-    """Decision (issue 16): a render is the dry run of a launch, also where the data is not
-    visible (a laptop, a login node): missing train_dir / val_dir are warnings; run, debug and
-    submit refuse them (tests/test_render_without_data.py). job.json stores them absolute."""
+    """A render is the dry run of a launch, also where the data is not visible (a laptop, a
+    login node): missing train_dir / val_dir are warnings; run, debug and submit refuse them
+    (tests/launcher/render/test_artifacts_without_data.py). job.json stores them absolute."""
     job = make_job(train_dir=str(tmp_path / "missing"))
     cli("render", str(job))
     err = capsys.readouterr().err
@@ -420,16 +429,6 @@ print("rank", os.environ["RANK_ID"], "device", os.environ["DEVICE_ID"], "of",
       os.environ["RANK_SIZE"], os.environ["RANK_TABLE_FILE"])
 sys.exit(int(os.environ["RANK_ID"] == os.environ.get("FAIL_RANK")))
 """
-
-
-def stub_repo(tmp_path, worker: str) -> Path:
-    """A checkout whose worker is `worker` (packrun's launcher package beside it: the launch
-    scripts split cores with it)."""
-    repo = tmp_path / "repo"
-    (repo / "src").mkdir(parents=True)
-    (repo / "src" / "train.py").write_text(worker)
-    (repo / "launcher").symlink_to(Path(render.REPO) / "launcher")
-    return repo
 
 
 def test_rank_table_script_runs_every_card_and_reports_failures(make_job, hccn_conf, tmp_path):

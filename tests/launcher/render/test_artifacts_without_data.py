@@ -5,7 +5,7 @@ cluster's data: missing data folders, checkpoint and hccn.conf are warnings in `
 
 import pytest
 
-from tests.data_fixtures import REPO, packrun, write_job
+from tests.helpers import REPO, packrun, write_job
 
 pytestmark = pytest.mark.unit
 

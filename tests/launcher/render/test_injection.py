@@ -10,7 +10,6 @@ for it only the newline is tested (refused)."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -20,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import JobSpec, build_spec
 from launcher.render import artifacts as render
 from launcher.render import shellsafe
+from tests.helpers import need_tool
 
 MARK = "PWNED"
 
@@ -108,6 +109,8 @@ def render_or_refuse(values: dict, tmp: Path, slurm: bool, python: Path, tag: st
     assert data.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
+    # the spec, which the node verbs read (job.sbatch's batch program: launcher/node/batch.py)
+    (run_dir / "job.json").write_text(spec_to_json(spec))
     for rel, text in arts.items():
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / rel).write_text(text)
@@ -190,8 +193,7 @@ def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
     pytest.param(key, marks=pytest.mark.e2e if key in RENDERS_HOSTILE else pytest.mark.unit)
     for key in [*FREE_KEYS, "env", "env:name", "env_setup", "sbatch_extra"]])
 def test_hostile_value_is_refused_or_inert(key, tmp_path):
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+    need_tool("shellcheck", "to lint every script a hostile value renders")
     todo = [n for n, text in enumerate(payloads(tmp_path / MARK))
             if key != "env_setup" or any(c in text for c in "\n\r\x00\u2028")]  # else verbatim
     # The payloads run side by side: most of a launch script's time with stub launchers is its
@@ -264,10 +266,11 @@ def test_the_variants_render_every_template(tmp_path):
                "mpirun.sh.j2": "mpirun.sh", "hostfile.j2": "hostfile",
                "mpi_task.sh.j2": "mpi_task.sh", "site_setup.sh.j2": "msrun.sh",
                # included pieces: rendered inside the scripts that include them
-               "_wait_port.sh.j2": "mpi_task.sh", "_stop_ranks.sh.j2": "rank_table.sh",
+               "_wait_port.sh.j2": "mpi_task.sh",
                "_master_addr.sh.j2": "mpirun.sh"}
     # (job_array.sbatch.j2 is rendered by `packrun sweep --slurm` through the same guarded
-    # environment, launcher/sweep/array.py; tests/test_sweep.py renders, lints and runs it)
+    # environment, launcher/sweep/array.py; tests/launcher/sweep/test_sweep.py renders, lints
+    # and runs it)
     templates = {p.name for p in render.TEMPLATES.glob("*.j2")} - {"report.html.j2",
                                                                     "job_array.sbatch.j2"}
     assert templates <= set(outputs), f"new template(s) {templates - set(outputs)}: add a variant"

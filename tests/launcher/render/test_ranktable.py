@@ -1,3 +1,7 @@
+"""Ascend rank tables (launcher/render/ranktable.py) and `packrun rank-table`: the table
+hccl_tools.py writes, from device lists and ranges, the device IPs from hccn.conf, hccn_tool or
+given explicitly, merged tables renumbered in file order, and errors that name the culprit."""
+
 import json
 import os
 import re

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.listing import scan
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
-from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
+from launcher.runs.listing import scan
+from tests.helpers import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
 
 
 def make_run(root: Path, name: str, *, age_s: float, world=1, epochs=3, metrics=(),

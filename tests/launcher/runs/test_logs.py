@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runs.logs import logs_command
 from launcher.core.logtail import console_text
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
-from tests.data_fixtures import packrun, write_tiny_job
+from launcher.runs.logs import logs_command
+from tests.helpers import packrun, write_tiny_job
 
 
 def run_dir(tmp_path: Path, world: int = 2) -> Path:

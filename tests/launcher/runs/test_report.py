@@ -5,7 +5,6 @@ renders in headless Chromium."""
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launcher.runs.report import write_report
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
+from launcher.runs.report import write_report
 from src.pictures import visualize
-from tests.data_fixtures import packrun, run_dir_of, write_tiny_job
+from tests.helpers import need_tool, packrun, run_dir_of, write_tiny_job
 
 PICTURES = ("curves.png", "predictions.png", "confusion.png")
 
@@ -300,19 +299,11 @@ def test_report_does_not_import_mindspore(three_runs, tmp_path):
 
 # --- headless Chromium ---------------------------------------------------------------------------
 
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed; .ci/run installs Debian's `chromium`")
-        pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
-    return path
-
-
 def screenshot(html: Path, png: Path) -> np.ndarray:
+    chromium = need_tool("chromium", "to render the report headless")
     with tempfile.TemporaryDirectory() as profile:
         r = subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={png}",
              "--window-size=1200,1600", html.resolve().as_uri()],

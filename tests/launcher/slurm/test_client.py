@@ -27,7 +27,7 @@ from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
 from launcher.slurm import client as slurm
 from launcher.slurm.client import JobInfo
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     batch_step_succeeded,
     packrun,

@@ -6,7 +6,6 @@ HCCL's execution timeout, Slurm resources, a loopback master."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ import pytest
 
 from launcher.core.errors import UserError
 from launcher.core.spec import load_job
-from launcher.render import artifacts as render
 from launcher.render.artifacts import render_artifacts, write_run_dir
+from tests.helpers import need_tool, stub_repo
 
 pytestmark = pytest.mark.unit
 
@@ -48,14 +47,6 @@ export STUB_TASKSET_CORES="$2"
 shift 2
 exec "$@"
 """
-
-
-def stub_repo(tmp_path: Path, worker: str) -> Path:
-    repo = tmp_path / "repo"
-    (repo / "src").mkdir(parents=True)
-    (repo / "src" / "train.py").write_text(worker)
-    (repo / "launcher").symlink_to(Path(render.REPO) / "launcher")
-    return repo
 
 
 def stub_bin(tmp_path: Path, **tools: str) -> Path:
@@ -111,8 +102,9 @@ def test_a_dead_rank_stops_its_peers_and_each_rank_has_its_cores_and_directory(m
 
 def test_the_real_taskset_binds_each_rank_to_its_own_core(make_job, tmp_path):
     """On this machine, for real: 2 ranks on the process's own cores, one core each."""
-    if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
-        pytest.skip("needs 2 cores and taskset")
+    need_tool("taskset", "to start the rank table script on two cores")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 cores to bind 2 ranks to one core each")
     repo = stub_repo(tmp_path, STUB_WORKER.replace("time.sleep(600)", "pass"))
     spec = load_job(make_job(device="Ascend", cards_per_node=2, launcher="rank_table",
                              hosts="10.0.0.1", device_ips="192.168.1.1,192.168.1.2"))
@@ -200,6 +192,7 @@ def test_msrun_gets_the_bind_flag_and_the_existing_rank_table_byte_for_byte(make
 def test_msrun_bind_core_on_this_machine(make_job, tmp_path):
     if not Path("/sys/fs/cgroup/cpuset/cpuset.cpus").is_file() or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("msrun binds only where cgroup v1's cpuset is readable, on 2+ cores")
+    need_tool("taskset", "to start the msrun script on two cores")
     run_dir, _ = write_run_dir(load_job(make_job(cards_per_node=2)),
                                python=str(stub_python(tmp_path)))
     rec = tmp_path / "records"
@@ -342,11 +335,9 @@ def test_a_server_finds_its_own_place_in_the_table(tmp_path):
 
 # --- card subsets -----------------------------------------------------------------------------
 
-def test_devices_pick_the_cards_everywhere(make_job, tmp_path):
-    conf = tmp_path / "hccn.conf"
-    conf.write_text("".join(f"address_{i}=192.168.100.{101 + i}\n" for i in range(8)))
+def test_devices_pick_the_cards_everywhere(make_job, hccn_conf):
     spec = load_job(make_job(device="Ascend", cards_per_node=4, devices="4-7",
-                             launcher="rank_table", hosts="10.0.0.1", hccn_conf=str(conf)))
+                             launcher="rank_table", hosts="10.0.0.1", hccn_conf=str(hccn_conf)))
     art = render_artifacts(spec, RUN_DIR)
     table = json.loads(art["rank_table.json"])
     assert [(d["device_id"], d["device_ip"], d["rank_id"]) for d in

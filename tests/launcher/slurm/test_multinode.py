@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,15 +29,20 @@ import pytest
 
 from launcher.core import rank_env as ranks
 from launcher.core.rundir.names import SLURM_JOB_ID
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
+    digests,
+    need_tool,
     packrun_argv,
     packrun_env,
+    processes_of,
     run_dir_of,
+    shown,
+    unavailable,
     wait_for,
     write_tiny_job,
 )
-from tests.data_fixtures import packrun as checkout_packrun
+from tests.helpers import packrun as checkout_packrun
 
 pytestmark = pytest.mark.cluster
 
@@ -47,24 +51,15 @@ WORKER = str(REPO / "src" / "train.py")
 STATE = Path(os.environ.get("PACKRUN_NETNS_DIR", "/tmp/packrun-netns"))
 TOOLS = ("ip", "nsenter", "unshare", "getent", "munged", "mungekey", "slurmctld", "slurmd",
          "sbatch", "scontrol", "sinfo")
-APT = "apt-get install -y iproute2 util-linux slurmctld slurmd slurm-client munge"
 MASTER_PORT = 8118  # free in node1's namespace: nothing else listens there
 TWO_NODES = ("--nodes=2", "--cards_per_node=1")  # one CPU worker per host: 2 cores in all
-
-
-def unavailable(reason: str):
-    """Skip, saying why; in CI a missing capability is a failure, never a silent pass."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the multi-node tests must run)")
-    pytest.skip(reason)
 
 
 def _capability_problem() -> str | None:
     if os.geteuid() != 0:
         return "the netns cluster needs root (network namespaces, a bridge, bind mounts)"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"the netns cluster needs {', '.join(missing)}: {APT}"
+    for tool in TOOLS:
+        need_tool(tool, "for the two-host network-namespace cluster")
     probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
@@ -157,10 +152,6 @@ def packrun(cluster: Cluster, *args, timeout=300) -> subprocess.CompletedProcess
     return checkout_packrun(*args, env=cluster.subprocess_env(), timeout=timeout)
 
 
-def shown(text: str) -> str:
-    return text[-5000:]
-
-
 def render(cluster: Cluster, job: Path, *flags) -> Path:
     r = packrun(cluster, "render", job, *TWO_NODES, "--hosts=node1,node2", *flags)
     assert r.returncode == 0, r.stderr
@@ -209,36 +200,26 @@ class Placement:
         self._thread.join()
 
 
-def leftovers(cluster: Cluster, run_dir: Path) -> list[str]:
-    """Live processes that name the run directory, or that run on a host and are not its
-    slurmd."""
+def left_on_hosts(cluster: Cluster) -> list[str]:
+    """Live processes on the cluster's hosts other than their slurmd."""
     found, hosts = [], cluster.node_of_namespace()
     for p in psutil.process_iter(["cmdline", "name"]):
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
             on_host = os.stat(f"/proc/{p.pid}/ns/net").st_ino in hosts
         except OSError:
             continue
-        if str(run_dir) in cmd or (on_host and p.info["name"] != "slurmd"):
-            found.append(f"{p.pid} {cmd}")
+        if on_host and p.info["name"] != "slurmd":
+            found.append(f"{p.pid} {' '.join(p.info['cmdline'] or [])}")
     return found
 
 
 def assert_nothing_left(cluster: Cluster, run_dir: Path):
+    """Nothing names the run directory and nothing but slurmd runs on the hosts (within 30 s)."""
     deadline = time.monotonic() + 30  # Slurm's step daemons take a moment to go
-    while (left := leftovers(cluster, run_dir)) and time.monotonic() < deadline:
+    while (left := processes_of(run_dir) + left_on_hosts(cluster)) and \
+            time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"left running: {left}"
-
-
-def digests(run_dir: Path) -> dict[int, str]:
-    found = {}
-    for rank in (0, 1):
-        m = re.search(r"rank (\d): final weights sha256 (\w+), batchnorm statistics sha256 (\w+)",
-                      (run_dir / "logs" / f"worker_{rank}.log").read_text())
-        assert m, f"worker_{rank}.log has no final digest"
-        found[int(m.group(1))] = m.group(2, 3)
-    return found
 
 
 def assert_trained_across_hosts(run_dir: Path, placement: Placement):
@@ -308,8 +289,7 @@ def test_rendered_msrun_command_on_each_node(cluster, job, tmp_path):
 
 
 def test_mpirun_reaches_the_other_host_through_its_rsh_agent(cluster, job, tmp_path):
-    if shutil.which("mpirun") is None:
-        unavailable("Open MPI is not installed (apt-get install openmpi-bin)")
+    need_tool("mpirun", "for the mpirun launch across the hosts")
     run_dir = render(cluster, job, "--launcher=mpirun")
     assert (run_dir / "hostfile").read_text() == "node1 slots=1\nnode2 slots=1\n"
     with Placement(run_dir, cluster) as placement:
@@ -394,8 +374,8 @@ def test_killed_worker_on_node2_ends_both_per_node_commands(cluster, job, tmp_pa
 @pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
 def test_unresolvable_master_is_an_error_before_any_worker_starts(cluster, job, tmp_path,
                                                                   launcher):
-    if launcher == "mpirun" and shutil.which("mpirun") is None:
-        unavailable("Open MPI is not installed (apt-get install openmpi-bin)")
+    if launcher == "mpirun":
+        need_tool("mpirun", "for the mpirun launch across the hosts")
     run_dir = render(cluster, job, f"--launcher={launcher}", "--master_addr=nosuchhost.invalid",
                      f"--master_port={MASTER_PORT}")
     script = f"bash {run_dir}/{launcher}.sh" + (" {rank}" if launcher == "msrun" else "")
@@ -415,8 +395,8 @@ def test_unresolvable_master_is_an_error_before_any_worker_starts(cluster, job, 
 def test_a_loopback_master_is_an_error_before_any_worker_starts(cluster, job, launcher):
     """The hosts' private /etc/hosts maps localhost to 127.0.0.1, as a Debian host maps its own
     name to 127.0.1.1: a scheduler there is unreachable from the other host."""
-    if launcher == "mpirun" and shutil.which("mpirun") is None:
-        unavailable("Open MPI is not installed (apt-get install openmpi-bin)")
+    if launcher == "mpirun":
+        need_tool("mpirun", "for the mpirun launch across the hosts")
     run_dir = render(cluster, job, f"--launcher={launcher}", "--master_addr=localhost",
                      f"--master_port={MASTER_PORT}")
     script = f"bash {run_dir}/{launcher}.sh" + (" {rank}" if launcher == "msrun" else "")

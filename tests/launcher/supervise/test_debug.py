@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from launcher.core.rundir.job_json import spec_from_json
-from tests.data_fixtures import packrun, params, run_dir_of, write_tiny_job
+from tests.helpers import packrun, params, run_dir_of, write_tiny_job
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
 # that share `scratch_run` are one xdist group, so that README's `-n 2 --dist loadgroup` builds

@@ -1,9 +1,9 @@
-"""Jobs that recover by themselves (launcher/core/rundir/attempts.py, failure.py,
-src/testing/faults.py): automatic restarts after a dead rank, error.json / failure.json, never
-retrying bad input, a stop request honoured at a step and resumed from the next one, and `packrun
-status` of local runs. Real workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2
-workers, 6 with 1); faults are injected with the test-only PACKRUN_TEST_FAULT (first attempt
-only)."""
+"""Jobs that recover by themselves: the restart loop (launcher/supervise/restarts.py) over the
+attempts a run directory records (launcher/core/rundir/attempts.py, failure.py): automatic
+restarts after a dead rank, error.json / failure.json, never retrying bad input, a stop request
+honoured at a step and resumed from the next one, and `packrun status` of local runs. Real
+workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2 workers, 6 with 1); faults are
+injected with the test-only PACKRUN_TEST_FAULT (src/testing/faults.py, first attempt only)."""
 
 import json
 import os
@@ -25,8 +25,10 @@ from launcher.core.rundir.names import (
     worker_exit,
 )
 from src.train import sink_chunks
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
+    STUB_LAUNCHER,
+    digests,
     packrun,
     packrun_argv,
     packrun_env,
@@ -41,16 +43,6 @@ EPOCHS = 4
 def rows(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def digests(run_dir: Path, world: int) -> list[str]:
-    out = []
-    for rank in range(world):
-        m = re.search(r"final weights sha256 \w+, batchnorm statistics sha256 \w+",
-                      (run_dir / "logs" / f"worker_{rank}.log").read_text())
-        assert m, f"worker_{rank}.log has no final digest"
-        out.append(m.group(0))
-    return out
 
 
 def trained_steps(log: Path) -> list[str]:
@@ -310,7 +302,6 @@ def test_node_launch_restarts_its_msrun_after_a_failure(make_job, tmp_path, monk
     from launcher.core.spec import load_job
     from launcher.node import launch as node_launch
     from launcher.render.artifacts import write_run_dir
-    from tests.data_fixtures import STUB_LAUNCHER
     python = tmp_path / "stub-python"
     python.write_text(STUB_LAUNCHER)
     python.chmod(0o755)

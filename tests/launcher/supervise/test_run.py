@@ -4,7 +4,6 @@ weights, rank-0 and sharded evaluation, and teardown on failure, kill and SIGTER
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,10 +14,17 @@ import psutil
 import pytest
 
 from src.data.dataset import shard_indices
-from tests.data_fixtures import REPO, packrun, packrun_argv, packrun_env, run_dir_of, write_tiny_job
-
-pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None and os.environ.get("CI") != "true",
-                                reason="Open MPI (apt-get install openmpi-bin) is not installed")
+from tests.helpers import (
+    REPO,
+    digests,
+    need_tool,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    processes_of,
+    run_dir_of,
+    write_tiny_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +32,6 @@ def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("dp")
     return write_tiny_job(d / "dp.toml", digits_2class, epochs=2, lr=0.02,
                           num_parallel_workers=1)
-
-
-def leftovers(run_dir: Path) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if str(run_dir) in cmd and p.pid != os.getpid():
-            found.append(cmd)
-    return found
-
-
-def digests(run_dir: Path) -> dict[int, str]:
-    out = {}
-    for rank in (0, 1):
-        m = re.search(r"rank (\d): final weights sha256 (\w+, batchnorm statistics sha256 \w+)",
-                      (run_dir / "logs" / f"worker_{rank}.log").read_text())
-        assert m, f"worker_{rank}.log has no final digest"
-        out[int(m.group(1))] = m.group(2)
-    return out
 
 
 def single_process_accuracy(run_dir: Path) -> float:
@@ -79,6 +66,8 @@ def test_shards_are_disjoint_equal_and_change_per_epoch():
 @pytest.mark.e2e
 @pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
 def test_two_worker_run(job, launcher):
+    if launcher == "mpirun":
+        need_tool("mpirun", "to launch the two workers with Open MPI")
     r = packrun("run", job, f"--launcher={launcher}", "--workers=2", f"--name=dp_{launcher}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run_dir = run_dir_of(r)
@@ -107,7 +96,7 @@ def test_two_worker_run(job, launcher):
     assert sorted(p.name for p in run_dir.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     best = max(rows, key=lambda row: (row["val_acc"], row["epoch"]))
     assert single_process_accuracy(run_dir) == best["val_acc"]
-    assert leftovers(run_dir) == []
+    assert processes_of(run_dir) == []
 
 
 @pytest.mark.e2e
@@ -182,7 +171,7 @@ def test_kill_9_of_one_rank_takes_the_job_down(job):
     assert proc.returncode != 0
     assert "rank 1 was killed" in err
     assert f"last lines of {run_dir}/logs/worker_1.log" in err
-    assert leftovers(run_dir) == []
+    assert processes_of(run_dir) == []
 
 
 @pytest.mark.e2e
@@ -197,7 +186,7 @@ def test_sigterm_stops_every_worker_and_keeps_best_ckpt_valid(job):
     proc.communicate(timeout=60)
     assert time.monotonic() - t0 < 12
     assert proc.returncode == 128 + signal.SIGTERM
-    assert leftovers(run_dir) == []
+    assert processes_of(run_dir) == []
     assert "end_point.weight" in ms.load_checkpoint(str(run_dir / "best.ckpt"))
 
 

@@ -24,22 +24,20 @@ from launcher.sweep.plan import (
     read_points_file,
     repeated_flag,
 )
-from tests.data_fixtures import (
+from tests.helpers import (
     REPO,
     batch_step_succeeded,
+    need_tool,
     packrun,
     packrun_argv,
     packrun_env,
+    shown,
     write_tiny_job,
 )
 
 GRID = ["--grid", "lr=0.01,0.001", "--grid", "mode=finetune,fixed_feature"]
 DIRS = {"lr=0.01_mode=finetune", "lr=0.01_mode=fixed_feature", "lr=0.001_mode=finetune",
         "lr=0.001_mode=fixed_feature"}
-
-
-def shown(r) -> str:
-    return f"exit {r.returncode}\n--- stdout\n{r.stdout[-5000:]}\n--- stderr\n{r.stderr[-3000:]}"
 
 
 def sweep_dir_of(text: str) -> Path:
@@ -193,6 +191,7 @@ def test_render_sweep_slurm_writes_every_point_and_one_array_script(make_job, tm
         assert (p["path"] / "job.sbatch").is_file() and (p["path"] / "msrun.sh").is_file()
         assert f"    {p['path']}\n" in script
     subprocess.run(["bash", "-n", sweep_dir / "job_array.sbatch"], check=True)
+    need_tool("shellcheck", "to lint the job array script")
     sc = subprocess.run(["shellcheck", sweep_dir / "job_array.sbatch"], capture_output=True,
                         text=True)
     assert sc.returncode == 0, sc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import REPO, packrun, run_dir_of, write_tiny_job
+from tests.helpers import REPO, packrun, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.e2e
 # (xdist: a module fixture is built once per worker that runs a test using it; the tests that

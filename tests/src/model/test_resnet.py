@@ -12,8 +12,7 @@ import pytest
 from mindspore import nn, ops
 
 from src.model.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
-from tests.data_fixtures import MODELZOO_RESNET50
-from tests.ms_helpers import ConvGrads, rel_err
+from tests.helpers import MODELZOO_RESNET50, conv_grads, rel_err
 
 
 @pytest.fixture
@@ -199,8 +198,8 @@ def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, s
     assert rel_err(actual.asnumpy(), expected.asnumpy()) < 1e-4
 
     dout = ms.Tensor(np.random.default_rng(1).standard_normal(expected.shape, np.float32))
-    (dx_expected,), dw_expected = ConvGrads(native)(x, dout)
-    (dx_actual,), dw_actual = ConvGrads(im2col)(x, dout)
+    (dx_expected,), dw_expected = conv_grads(native)(x, dout)
+    (dx_actual,), dw_actual = conv_grads(im2col)(x, dout)
     assert rel_err(dx_actual.asnumpy(), dx_expected.asnumpy()) < 1e-4
     assert len(dw_actual) == len(dw_expected) == 1 + has_bias  # weight (, bias)
     for got, want in zip(dw_actual, dw_expected):
@@ -218,8 +217,8 @@ def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
         ms.set_seed(4)
         im2col = Im2colConv2d(8, 16, 3, stride=2, pad_mode="same")
         x, dout = images(size=10, channels=8), images(size=5, channels=16, seed=1)
-        (dx_expected,), (dw_expected,) = ConvGrads(native)(x, dout)
-        grads = ConvGrads(im2col)
+        (dx_expected,), (dw_expected,) = conv_grads(native)(x, dout)
+        grads = conv_grads(im2col)
         for _ in range(3):
             (dx,), (dw,) = grads(x, dout)
             assert rel_err(dx.asnumpy(), dx_expected.asnumpy()) < 1e-4

@@ -12,6 +12,7 @@ import pytest
 
 from src.model.resnet import _WINOGRAD
 from src.native import kernels as native_kernels
+from tests.helpers import need_tool
 
 pytestmark = pytest.mark.unit
 
@@ -124,9 +125,7 @@ def test_an_unwritable_build_dir_falls_through_to_the_next(monkeypatch, tmp_path
 
 
 def test_the_library_name_follows_the_source_and_the_cpu(monkeypatch):
-    compiler = native_kernels.shutil.which(native_kernels.COMPILER)
-    if compiler is None:
-        pytest.fail("g++ is needed here (CI installs it)")
+    compiler = need_tool(native_kernels.COMPILER, "to build the native kernels")
     first = native_kernels._library_name(compiler)
     monkeypatch.setattr(native_kernels, "_cpu_identity", lambda: "model name: another cpu")
     assert native_kernels._library_name(compiler) != first

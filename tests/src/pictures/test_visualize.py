@@ -10,7 +10,7 @@ from PIL import Image
 
 from src.pictures import visualize
 from src.pictures.visualize import Curve
-from tests.data_fixtures import packrun, write_tiny_job
+from tests.helpers import packrun, write_tiny_job
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -265,7 +265,7 @@ def test_show_batch_user_errors_exit_2(job, args, message):
     assert "Traceback" not in r.stderr
 
 
-# --- progress lines (src/training/callbacks.py Progress) ---------------------------------------
+# --- progress lines (src/training/callbacks.py Progress) ------------------------------------
 
 def progress(tty, monkeypatch, interval_s=0.0):
     from src.training.callbacks import Progress

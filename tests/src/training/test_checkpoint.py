@@ -1,8 +1,11 @@
-"""Pretrained checkpoints: the tutorial's head filtering on a Model-Zoo-shaped training
-checkpoint, the load report, mismatches named, and freezing."""
+"""Checkpoints (src/training/checkpoint.py): the tutorial's head filtering on a Model-Zoo-shaped
+training checkpoint, the load report, mismatches named, freezing, and saving atomically (a full
+disk keeps the previous file)."""
 
+import errno
 import json
 import re
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 from launcher.core.errors import UserError
 from src.model.resnet import resnet18, resnet50
 from src.training.checkpoint import freeze_backbone, load_pretrained, save_atomic
-from tests.data_fixtures import MODELZOO_RESNET50
+from tests.helpers import MODELZOO_RESNET50
 
 pytestmark = pytest.mark.e2e  # every test builds a full ResNet (seconds of CPU each)
 
@@ -112,3 +115,28 @@ def test_save_atomic_replaces_and_leaves_no_temp_files(tmp_path):
     save_atomic(net, target, append_dict={"epoch": 4})
     assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
     assert int(ms.load_checkpoint(str(target))["epoch"]) == 4
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from src.training import checkpoint
+    net = resnet18(2)
+    best = tmp_path / "best.ckpt"
+    checkpoint.save_atomic(net, best)
+    before = best.read_bytes()
+
+    def full_disk(obj, name, append_dict=None):
+        Path(name).write_bytes(b"partial")  # MindSpore got this far, then the disk filled
+        raise RuntimeError("Failed to save the checkpoint file: No space left on device")
+    monkeypatch.setattr(ms, "save_checkpoint", full_disk)
+    with pytest.raises(UserError, match=r"no space left on the device of .* while saving "
+                                        r"best.ckpt \(the previous best.ckpt is kept\)"):
+        checkpoint.save_atomic(net, best)
+    assert best.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temporary left
+
+    def enospc(obj, name, append_dict=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ms, "save_checkpoint", enospc)
+    with pytest.raises(UserError, match="no space left"):
+        checkpoint.save_atomic(net, tmp_path / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]

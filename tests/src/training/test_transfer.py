@@ -11,7 +11,7 @@ from launcher.core.errors import UserError
 from launcher.core.rundir.job_json import spec_from_json, spec_to_json
 from launcher.core.spec import build_spec, load_job
 from src.model.stages import cache_bytes, frozen_stages, prefix_output_shape, stage_of
-from tests.data_fixtures import packrun, params, run_dir_of, write_job, write_tiny_job
+from tests.helpers import packrun, params, run_dir_of, write_job, write_tiny_job
 
 BASE = {"train_dir": "/spec-only/train", "val_dir": "/spec-only/val"}  # (not a parent of cwd)
 

@@ -2,7 +2,7 @@
 (save_atomic) and a metrics file (write_atomic), as the worker does at every epoch end, leaves
 both readable and each one of the versions it wrote; the temporary files of a killed checkpoint
 save are removed by the next save (those of the small text files are left: see
-src/checkpoint.remove_stale_temps)."""
+src/training/checkpoint.remove_stale_temps)."""
 
 import os
 import random

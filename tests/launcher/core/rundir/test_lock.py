@@ -1,5 +1,6 @@
-"""One launch at a time per run directory (launcher/core/rundir/lock.py, job.sbatch's flock): a
-second launch is refused with exit status 2 naming the holder, and the lock dies with its holder."""
+"""One launch at a time per run directory (launcher/core/rundir/lock.py, which the Slurm batch
+program launcher/node/batch.py takes too): a second launch is refused with exit status 2 naming
+the holder, and the lock dies with its holder."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import PREEMPT_FLAG, RUN_LOCK
 from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
-from tests.data_fixtures import packrun
+from tests.helpers import packrun
 
 pytestmark = pytest.mark.unit
 
@@ -118,8 +119,9 @@ def _stub_srun(bin_dir: Path, body: str) -> None:
 
 
 def test_batch_script_holds_the_lock(tmp_path, make_job):
-    """job.sbatch (also when Slurm requeues it) takes the same lock: refused while another
-    launch holds it; while it runs, `packrun run --resume` is refused naming the Slurm job."""
+    """job.sbatch (also when Slurm requeues it) takes the same lock (launcher/node/batch.py):
+    refused while another launch holds it; while it runs, `packrun run --resume` is refused
+    naming the Slurm job."""
     spec = load_job(make_job(nodes=1, master_addr="127.0.0.1", master_port=8118),
                     check_paths=False)
     rd, _ = write_run_dir(spec, slurm=True, out=str(tmp_path / "runs"))
@@ -135,7 +137,7 @@ def test_batch_script_holds_the_lock(tmp_path, make_job):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert r.returncode == 2 and "srun-started" not in r.stdout
-    assert f"is in use by {{\"pid\": {proc.pid}" in r.stderr, r.stderr
+    assert f"is in use by holder test (pid {proc.pid} on " in r.stderr, r.stderr
     batch = subprocess.Popen(["bash", str(rd / "job.sbatch")], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

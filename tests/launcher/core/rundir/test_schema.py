@@ -23,7 +23,7 @@ from launcher.core.rundir.names import (
 from launcher.core.rundir.state import Phase, read_run_state
 from launcher.core.spec import build_spec
 from launcher.runs.listing import scan
-from tests.data_fixtures import packrun, shown
+from tests.helpers import packrun, shown
 
 pytestmark = pytest.mark.unit
 

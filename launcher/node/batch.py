@@ -1,0 +1,187 @@
+"""The Slurm batch protocol: one run of a job's job.sbatch, from the lock to the requeue.
+
+job.sbatch picks the scheduler's address and port, then hands its srun line to this module:
+
+    exec "$PYTHON" -m launcher.node batch "$RUN_DIR" -- srun ... bash "$RUN_DIR/msrun.sh"
+
+`exec`: this process IS the batch shell's process, so Slurm's warning signal
+(`#SBATCH --signal=B:USR1@N`, or `scancel --signal=USR1 --batch JOBID`), which goes to the batch
+shell only, reaches it. In order:
+
+  1. the run directory's lock (launcher/core/rundir/lock.py): a second launch (a local
+     `--resume`, another job) is refused with exit status 2, naming the holder;
+  2. with a warning signal (signal_before_s): the stop request and the ranks' exit statuses an
+     earlier run of the job left are removed, and SIGUSR1 creates the stop request
+     (preempt.requested): the workers stop after their current step, leaving last.ckpt;
+  3. the attempt begins (launcher/core/rundir/attempts.py): attempt = SLURM_RESTART_COUNT + 1;
+  4. the srun step starts (launcher/supervise/processes.py) and is waited for; after a stop
+     request, only until rank 0 has stopped on request (exit status 75 in its exit file):
+     msrun's teardown adds nothing after that but time;
+  5. the attempt ends and decides: completed (every rank finished with exit status 0, also
+     when srun's own status is not: a crash while the processes shut down), restart or stop;
+  6. stopped on request: requeue (`scontrol requeue`, launcher/slurm/client.py) and exit 0, or
+     without requeue exit 75 (`packrun run --resume RUN_DIR`); failed: requeue while
+     SLURM_RESTART_COUNT < max_restarts and exit 0, else exit with srun's status.
+
+SIGINT / SIGTERM (scancel, the time limit) stop the step (TERM, then KILL), record the attempt
+as stopped and end this process by the same signal, as the batch shell would have ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.rundir import attempts
+from launcher.core.rundir.job_json import spec_from_json
+from launcher.core.rundir.lock import acquire
+from launcher.core.rundir.names import (
+    ATTEMPT_ENV,
+    EXIT_REQUEUE,
+    PREEMPT_FLAG,
+    WORKER_EXIT_GLOB,
+    read_exit_status,
+)
+from launcher.core.spec import JobSpec
+from launcher.slurm import client as slurm
+from launcher.supervise import processes
+
+POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
+
+
+def say(text: str, err: bool = False) -> None:
+    """One line of the batch output (slurm-<job id>.out), as the batch script's echo wrote it."""
+    print(f"packrun: {text}", file=sys.stderr if err else sys.stdout, flush=True)
+
+
+class Batch:
+    """One run of the batch script in `run_dir`, whose srun line is `cmd`."""
+
+    def __init__(self, run_dir: Path, cmd: Sequence[str], env: dict | None = None):
+        self.run_dir, self.cmd = Path(run_dir), list(cmd)
+        self.env = dict(os.environ if env is None else env)
+        self.spec: JobSpec = spec_from_json(self.run_dir)
+        self.job_id = self.env.get("SLURM_JOB_ID", "")
+        self.restarts = int(self.env.get("SLURM_RESTART_COUNT") or 0)
+        self.attempt = self.restarts + 1
+        self.preemptible = self.spec.signal_before_s > 0
+        self.stop_requested = False
+
+    # -- the steps -----------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            lock = acquire(self.run_dir, f"job.sbatch (Slurm job {self.job_id or '?'})")
+        except UserError as e:
+            say(str(e), err=True)
+            return EXIT_USER_ERROR
+        with lock:
+            if self.preemptible:
+                self._clear_stale_request()
+                signal.signal(signal.SIGUSR1, self._on_usr1)
+            attempts.batch_begin(self.run_dir, self.attempt)
+            say(f"job {self.job_id} (restart {self.restarts}) on "
+                f"{self.env.get('SLURM_JOB_NODELIST', '?')}, scheduler "
+                f"{self.env.get('MASTER_ADDR', '?')}:{self.env.get('MASTER_PORT', '?')}")
+            rc = self._step()
+            decision = attempts.batch_end(self.run_dir, self.attempt, rc)
+            return self._decide(rc, decision)
+
+    def _clear_stale_request(self) -> None:
+        """A request that an earlier run of this job already served, and its exit statuses."""
+        (self.run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
+        for stale in self.run_dir.glob(WORKER_EXIT_GLOB):
+            stale.unlink(missing_ok=True)
+
+    def _on_usr1(self, _signum, _frame) -> None:
+        (self.run_dir / PREEMPT_FLAG).touch()
+        self.stop_requested = True
+        say("SIGUSR1: asking the workers to stop after their current step", err=True)
+
+    def _step(self) -> int:
+        """Run the srun step; its exit status (128 + N for signal N), or after a stop request
+        that rank 0 served while srun still tears down, 128 + SIGUSR1 (as the interrupted
+        `wait` of the batch shell said)."""
+        env = self.env | {ATTEMPT_ENV: str(self.attempt)}
+        proc = processes.spawn(self.cmd, env=env, stdout=None)
+        try:
+            with processes.forward_signals([proc]) as got:
+                while proc.poll() is None:
+                    if self.stop_requested and \
+                            read_exit_status(self.run_dir, 0) == EXIT_REQUEUE:
+                        return 128 + signal.SIGUSR1
+                    time.sleep(POLL_S)
+            if got["signal"] is not None:
+                self._stopped_by(got["signal"])
+            return processes.exit_code(proc.returncode)
+        finally:
+            if proc.poll() is None:
+                processes.stop(proc)  # a step still tearing down ends with this job
+
+    def _stopped_by(self, signum: int) -> None:
+        """SIGINT / SIGTERM: the step was stopped; the attempt ends as stopped and this process
+        by the same signal."""
+        name = signal.Signals(signum).name
+        allowed = attempts.batch_allowed(self.spec)
+        attempts.end(self.run_dir, self.attempt,
+                     attempts.Result(128 + signum, reason=f"stopped by {name}", user_stop=True),
+                     restart_allowed=False, max_attempts=allowed + 1)
+        say(f"{name}: stopped the srun step", err=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        sys.exit(128 + signum)  # (not reached: the signal ends this process)
+
+    def _decide(self, rc: int, decision: str) -> int:
+        if rc != 0 and decision == "completed":
+            return 0  # a crash while the processes shut down: attempts.batch_end said so
+        if self.preemptible and (self.run_dir / PREEMPT_FLAG).exists() and any(
+                read_exit_status(self.run_dir, r) == EXIT_REQUEUE for r in range(self.world)):
+            # stopped on request: a worker left exit status 75 in its exit file (msrun reports
+            # it as 1, and kills the other workers when the first one exits)
+            if self.spec.requeue:
+                say(f"the workers stopped on request; requeueing job {self.job_id}")
+                if self._requeue():
+                    return 0
+            else:
+                say(f"the workers stopped on request; resume with: packrun run --resume "
+                    f"{self.run_dir}")
+            return EXIT_REQUEUE
+        say(f"srun exited with status {rc}")
+        if self.spec.requeue and decision == "restart":
+            say(f"requeueing job {self.job_id} after a failure (attempt {self.attempt + 1} of "
+                f"{attempts.max_restarts(self.spec, 'slurm') + 1})")
+            if self._requeue():
+                return 0
+        return rc
+
+    def _requeue(self) -> bool:
+        try:
+            slurm.requeue(self.job_id)
+            return True
+        except UserError as e:
+            say(str(e), err=True)
+            say(f"scontrol requeue failed; resume with: packrun run --resume {self.run_dir}",
+                err=True)
+            return False
+
+    @property
+    def world(self) -> int:
+        return self.spec.nodes * self.spec.cards_per_node
+
+
+def batch_main(argv: Sequence[str]) -> int:
+    """`batch RUN_DIR -- CMD ...` (launcher/node/main.py)."""
+    args = list(argv)
+    if len(args) < 3 or args[1] != "--":
+        print("usage: python -m launcher.node batch RUN_DIR -- srun ... bash RUN_DIR/msrun.sh",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return Batch(Path(args[0]), args[2:]).run()
+    except UserError as e:
+        say(f"error: {e}", err=True)
+        return EXIT_USER_ERROR

@@ -1,0 +1,307 @@
+"""The tests' shared helpers, in one place; tests import them from here. (The shared fixtures,
+digits_2class, tiny_job, data, make_job, mode, hccn_conf and cluster, are in tests/conftest.py:
+every test gets them without an import.)
+
+- Job files and data: `write_job()`, `write_tiny_job()`, `small_job()`, HCCN_CONF,
+  `resnet18_ckpt()`, MODELZOO_RESNET50.
+- Running things: `packrun()` runs this checkout's CLI in a subprocess (`packrun_argv()` /
+  `packrun_env()` build the same command for a `Popen` that must stay alive), `shown()` puts its
+  result in an assertion's message, `run_dir_of()` reads the run directory it printed,
+  `wait_for()` polls, `processes_of()` lists what still runs in a run directory, `stub_repo()`
+  is a checkout whose worker is a stub, `digests()` reads the ranks' final weight digests.
+- Tools the environment provides: `need_tool()` skips a test here and fails it in CI;
+  `update_requested()` lets a test rewrite its expected files, never in CI.
+- MindSpore (imported only when called: the unit tier loads this module too): `params()`,
+  `conv_grads()`, `rel_err()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import psutil
+import pytest
+
+from launcher.core.paths import REPO  # the checkout under test: the one repository root
+
+# A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
+# parameters in definition order), kept in the repo so the tests need nothing beside it.
+MODELZOO_RESNET50 = REPO / "tests" / "fixtures" / "modelzoo_resnet50_1001.json"
+
+# ---------------------------------------------------------------------------------------------
+# The environment: tools CI installs, files tests may rewrite
+# ---------------------------------------------------------------------------------------------
+
+# The Debian package of every tool a test needs (.ci/run apt-installs each one; libc-bin is
+# Essential, on every Debian system). tests/test_helpers.py holds both.
+APT_PACKAGES = {
+    "shellcheck": "shellcheck",
+    "mpirun": "openmpi-bin",
+    "scontrol": "slurm-client", "sbatch": "slurm-client", "sinfo": "slurm-client",
+    "slurmctld": "slurmctld", "slurmd": "slurmd",
+    "munged": "munge", "mungekey": "munge",
+    "ip": "iproute2",
+    "nsenter": "util-linux", "unshare": "util-linux", "taskset": "util-linux",
+    "setpriv": "util-linux",
+    "getent": "libc-bin",
+    "chromium": "chromium",
+    "g++": "g++",
+}
+
+
+def in_ci(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this is CI (CI=true, as .ci/run's runner sets it)."""
+    return (os.environ if env is None else env).get("CI") == "true"
+
+
+def unavailable(reason: str, env: Mapping[str, str] | None = None) -> NoReturn:
+    """Skip the test, saying why; under CI=true fail it instead: CI (.ci/run) provides every
+    tool and service the tests need, so a missing one there is a broken CI, never a pass."""
+    if in_ci(env):
+        pytest.fail(f"{reason}; CI=true: .ci/run must provide it, so this test fails",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def need_tool(name: str, why: str, env: Mapping[str, str] | None = None) -> str:
+    """The path of the command `name`; without it the test skips here and fails in CI, naming
+    the Debian package that has it. `why`: what the test needs it for."""
+    path = shutil.which(name, path=None if env is None else env.get("PATH"))
+    if path:
+        return path
+    unavailable(f"{name} is not installed (apt-get install -y {APT_PACKAGES[name]}), "
+                f"needed {why}", env)
+
+
+def update_requested(variable: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether `variable`=1 asks a test to rewrite its expected files (goldens, README blocks)
+    from what the code now gives. Never in CI: there the rewritten files would pass for the
+    expected ones and every such test would pass whatever the code does; the run fails."""
+    env = os.environ if env is None else env
+    if env.get(variable) != "1":
+        return False
+    if in_ci(env):
+        pytest.fail(f"{variable}=1 with CI=true: CI checks the expected files and never "
+                    "rewrites them; regenerate them locally and commit the reviewed diff",
+                    pytrace=False)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Job files and data
+# ---------------------------------------------------------------------------------------------
+
+
+def write_job(path: Path, **keys) -> Path:
+    """A flat TOML job file from keyword arguments (strings quoted, bools lower-case)."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    path.write_text("".join(f"{k} = {fmt(v)}\n" for k, v in keys.items()))
+    return path
+
+
+def write_tiny_job(path: Path, data: Path, **keys) -> Path:
+    """A job file at `path` for a seconds-long CPU run on the digits at `data` (resnet18, 32 px,
+    two classes, batch 8, one epoch), named after the file, writing runs to <its folder>/runs.
+    `keys` add or override job keys; a key given as None is left out of the file (the job's
+    default then holds)."""
+    tiny = dict(name=path.stem, arch="resnet18", num_classes=2, train_dir=str(data / "train"),
+                val_dir=str(data / "val"), image_size=32, batch_size=8, epochs=1, lr=0.01,
+                device="CPU", output_dir=str(path.parent / "runs"), min_crop_scale=0.5,
+                hflip=False, num_parallel_workers=2)
+    return write_job(path, **{k: v for k, v in (tiny | keys).items() if v is not None})
+
+
+def small_job(tmp_path: Path, data: Path, name: str = "small", **extra) -> Path:
+    """<tmp_path>/job.toml: resnet18, 32 px, one epoch on `data`; `extra` adds or overrides."""
+    keys = dict(name=name, arch="resnet18", num_classes=2, train_dir=str(data / "train"),
+                val_dir=str(data / "val"), image_size=32, batch_size=8, epochs=1,
+                output_dir=str(tmp_path / "runs"))
+    return write_job(tmp_path / "job.toml", **(keys | extra))
+
+
+# An Ascend server's /etc/hccn.conf for 8 cards: card i at 192.168.100.(101 + i).
+HCCN_CONF = "".join(f"address_{i}=192.168.100.{101 + i}\nnetmask_{i}=255.255.255.0\n"
+                    for i in range(8))
+
+
+def resnet18_ckpt(path: Path, num_classes: int = 2) -> Path:
+    """A resnet18 checkpoint with a `num_classes` head (fresh weights) at `path`."""
+    import mindspore as ms
+
+    from src.model.resnet import resnet18
+    ms.save_checkpoint(resnet18(num_classes), str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Running things
+# ---------------------------------------------------------------------------------------------
+
+# A stand-in for an interpreter or launcher (msrun, python) in rendered launch scripts: logs
+# "launch $SITE_VAR $FROM_SETUP ARGS" to $SITE_LOG, sleeps $STUB_SLEEP s, exits $STUB_EXIT.
+STUB_LAUNCHER = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_LOG"\n'
+                 'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
+
+
+def packrun_argv(*args) -> list[str]:
+    """`python -m launcher.cli.main ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "launcher.cli.main", *map(str, args)]
+
+
+def packrun_env(env: Mapping[str, str] | None = None,
+                env_extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to run this checkout's CLI in: `env` (default: this process's) updated
+    with `env_extra`, with the checkout on PYTHONPATH unless it is there already. From a cwd
+    outside the checkout, `-m launcher.cli.main` would otherwise import an installed packrun."""
+    out = dict(os.environ if env is None else env) | dict(env_extra or {})
+    path = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO) not in path:
+        out["PYTHONPATH"] = os.pathsep.join([str(REPO), *path])
+    return out
+
+
+def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
+            env_extra: Mapping[str, str] | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run this checkout's CLI: `python -m launcher.cli.main ARGS...` in a subprocess, from `cwd`
+    (default: the checkout), in `packrun_env(env, env_extra)`, output captured as text."""
+    return subprocess.run(packrun_argv(*args), cwd=cwd, env=packrun_env(env, env_extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def shown(result: subprocess.CompletedProcess | str) -> str:
+    """For an assertion's message: a finished command's status and the ends of its stdout and
+    stderr, or the end of a console text."""
+    if isinstance(result, str):
+        return result[-5000:]
+    return (f"exit {result.returncode}\n--- stdout\n{result.stdout[-5000:]}\n--- stderr\n"
+            f"{result.stderr[-4000:]}")
+
+
+def batch_step_succeeded(batch_log: str) -> bool:
+    """Whether a job.sbatch log shows its srun step ending well: exit status 0, or every rank
+    finished with status 0 before a crash while the processes shut down (which the batch
+    script treats as completed, launcher.core.rundir.attempts.finished_anyway)."""
+    return ("packrun: srun exited with status 0" in batch_log
+            or "after every rank had finished with exit status 0" in batch_log)
+
+
+def run_dir_of(output: str | subprocess.CompletedProcess) -> Path:
+    """The (last) run directory a packrun command printed ("packrun: run directory DIR"), from
+    its result (stdout) or its console text."""
+    text = output if isinstance(output, str) else output.stdout
+    said = text if isinstance(output, str) else output.stdout + output.stderr
+    found = [line.split("packrun: run directory ", 1)[1] for line in text.splitlines()
+             if line.startswith("packrun: run directory ")]
+    assert found, said[-3000:]
+    return Path(found[-1])
+
+
+def wait_for(condition, timeout_s: float, what: str = "condition", every: float = 0.2):
+    """Poll `condition` every `every` s until it returns something true, and return that;
+    AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every)
+    return result
+
+
+def processes_of(run_dir: Path) -> list[str]:
+    """Command lines of the live processes (other than this one) that name the run directory:
+    what a launch left running, once it has ended."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(run_dir) in cmd and p.pid != os.getpid():
+            found.append(cmd)
+    return found
+
+
+# A rank's closing line (src/train.py): "rank 1: final weights sha256 a29a...,
+# batchnorm statistics sha256 5c1e..."
+FINAL_DIGESTS = re.compile(r"rank (\d+): final weights sha256 (\w+), "
+                           r"batchnorm statistics sha256 (\w+)")
+
+
+def digests(run_dir: Path, world: int = 2) -> dict[int, tuple[str, str]]:
+    """{rank: (weights digest, batchnorm statistics digest)} from each rank's log of a run of
+    `world` ranks (the first such line in logs/worker_<rank>.log, which must name that rank).
+    Equal digests: equal final weights and statistics."""
+    found = {}
+    for rank in range(world):
+        m = FINAL_DIGESTS.search((run_dir / "logs" / f"worker_{rank}.log").read_text())
+        assert m, f"worker_{rank}.log has no final digest"
+        assert int(m.group(1)) == rank, f"worker_{rank}.log states the digest of rank {m[1]}"
+        found[rank] = (m.group(2), m.group(3))
+    return found
+
+
+def stub_repo(tmp_path: Path, worker: str) -> Path:
+    """<tmp_path>/repo: a checkout whose worker (src/train.py) is the script `worker`, with
+    packrun's launcher package beside it (the launch scripts split cores with it)."""
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "train.py").write_text(worker)
+    (repo / "launcher").symlink_to(REPO / "launcher")
+    return repo
+
+
+# ---------------------------------------------------------------------------------------------
+# MindSpore
+# ---------------------------------------------------------------------------------------------
+
+
+def params(ckpt: Path) -> dict:
+    """A checkpoint's parameters as numpy arrays, without the epoch / val_acc records."""
+    import mindspore as ms
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(ckpt)).items()
+            if k not in ("epoch", "val_acc")}
+
+
+@functools.cache
+def _conv_grads_cell():
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class ConvGrads(nn.Cell):
+        """(d input, d weights) of a conv for a given output cotangent."""
+
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+            self.weights = ms.ParameterTuple(conv.trainable_params())
+            self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+
+        def construct(self, x, dout):
+            return self.grad(self.conv, self.weights)(x, dout)
+
+    return ConvGrads
+
+
+def conv_grads(conv):
+    """A cell that gives ((d input,), (d weight[, d bias])) of the convolution `conv` for an
+    output cotangent: `conv_grads(conv)(x, dout)`."""
+    return _conv_grads_cell()(conv)
+
+
+def rel_err(actual, expected) -> float:
+    """max |actual - expected| relative to max |expected|."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
