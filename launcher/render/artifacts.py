@@ -83,6 +83,26 @@ def environment(template_dir: str = "") -> jinja2.Environment:
     return env
 
 
+def render_template(env: jinja2.Environment, name: str, *args, **kwargs) -> str:
+    """Template `name` rendered. A site's copy that no longer fits this packrun (copied by an
+    older one: it includes a template or uses a variable this packrun does not have) is one
+    UserError naming the file and the fix, before anything is written."""
+    try:
+        return env.get_template(name).render(*args, **kwargs)
+    except jinja2.TemplateNotFound as e:
+        what = f"includes {e.name}, which this packrun does not have"
+    except jinja2.UndefinedError as e:
+        what = f"uses a variable this packrun does not pass ({e.message})"
+    except jinja2.TemplateSyntaxError as e:
+        what = f"line {e.lineno}: {e.message}"
+    assert env.loader is not None
+    _, where, _ = env.loader.get_source(env, name)
+    raise UserError(f"template {where} {what}: it was written for another packrun version; "
+                    f"start again from `packrun templates --copy {name} DIR` and re-apply the "
+                    "site's changes") from None
+
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks and derived values
 # ---------------------------------------------------------------------------------------------
@@ -273,13 +293,14 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
         out[RANK_TABLE_JSON] = existing[0]
     if spec.launcher == "msrun":
         ctx["rank_table_file"] = RANK_TABLE_JSON in out
-        out[LAUNCH_SCRIPTS["msrun"]] = templates.get_template("msrun.sh.j2").render(ctx)
-        out["bin/python"] = templates.get_template("python_shim.j2").render(ctx)
+        out[LAUNCH_SCRIPTS["msrun"]] = render_template(templates, "msrun.sh.j2", ctx)
+        out["bin/python"] = render_template(templates, "python_shim.j2", ctx)
         if slurm:
             # (nodelist ... exit_user_error: the single values, for site templates written
             # before sbatch_options)
-            out[JOB_SBATCH] = templates.get_template("job.sbatch.j2").render(
-                ctx, sbatch_options=slurm_options.sbatch_options(spec, run_dir),
+            out[JOB_SBATCH] = render_template(
+                templates, "job.sbatch.j2", ctx,
+                sbatch_options=slurm_options.sbatch_options(spec, run_dir),
                 sbatch_extra=[shellsafe.verbatim(option) for option in spec.sbatch_extra],
                 requeue=spec.requeue, cpus_per_task=slurm_options.cpus_per_task(spec),
                 signal_before_s=spec.signal_before_s, max_restarts=max_restarts(spec, "slurm"),
@@ -305,16 +326,17 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
             table = [(host, [(d, i * len(cards) + j) for j, d in enumerate(cards)])
                      for i, host in enumerate(hosts or ["this server"])]
         device_ids, rank_ids = _server_slots(table, spec.cards_per_node)
-        out[LAUNCH_SCRIPTS["rank_table"]] = templates.get_template("rank_table.sh.j2").render(
-            ctx, device_ids=device_ids, rank_ids=rank_ids)
+        out[LAUNCH_SCRIPTS["rank_table"]] = render_template(
+            templates, "rank_table.sh.j2", ctx, device_ids=device_ids, rank_ids=rank_ids)
     else:
         cpu = spec.device == "CPU"
         mpi_vars = ["MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM", "MS_TOPO_TIMEOUT"]
-        out[LAUNCH_SCRIPTS["mpirun"]] = templates.get_template("mpirun.sh.j2").render(
-            ctx, cpu=cpu, exports=["PATH", *ctx["env"], *spec.env, *(mpi_vars if cpu else [])])
-        out["hostfile"] = templates.get_template("hostfile.j2").render(
-            ctx, hosts=hosts or ["localhost"])
-        out["mpi_task.sh"] = templates.get_template("mpi_task.sh.j2").render(ctx, cpu=cpu)
+        out[LAUNCH_SCRIPTS["mpirun"]] = render_template(
+            templates, "mpirun.sh.j2", ctx, cpu=cpu,
+            exports=["PATH", *ctx["env"], *spec.env, *(mpi_vars if cpu else [])])
+        out["hostfile"] = render_template(templates, "hostfile.j2", ctx,
+                                          hosts=hosts or ["localhost"])
+        out["mpi_task.sh"] = render_template(templates, "mpi_task.sh.j2", ctx, cpu=cpu)
     return out
 
 

@@ -23,7 +23,7 @@ from launcher.core.rundir.names import ARRAY_SBATCH, JOB_JSON, JOB_SBATCH, SLURM
 from launcher.core.rundir.sweepdir import read_sweep
 from launcher.core.spec import JobSpec
 from launcher.render import shellsafe
-from launcher.render.artifacts import environment
+from launcher.render.artifacts import environment, render_template
 from launcher.render.sbatch import PER_JOB, sbatch_options
 from launcher.slurm import client as slurm
 from launcher.sweep.plan import Plan
@@ -65,7 +65,7 @@ def write_array_script(plan: Plan, sweep_dir: Path) -> Path:
     first = plan.points[0].spec
     options = [o for o in sbatch_options(first, read["points"][0]["path"])
                if o.name not in PER_JOB]
-    text = environment(plan.base.template_dir).get_template("job_array.sbatch.j2").render(
+    text = render_template(environment(plan.base.template_dir), "job_array.sbatch.j2",
         name=plan.base.name, n=len(run_dirs), parallel=min(plan.parallel, len(run_dirs)),
         sweep_dir=str(sweep_dir), points=run_dirs, sbatch_options=options,
         sbatch_extra=[shellsafe.verbatim(option) for option in first.sbatch_extra],

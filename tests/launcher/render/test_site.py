@@ -220,6 +220,29 @@ def test_a_template_dir_that_vanished_after_the_render_is_named(make_job, tmp_pa
         render_artifacts(spec, "/runs/x")
 
 
+@pytest.mark.parametrize("launcher, name, body, says", [
+    # a rank_table.sh.j2 copied before the ranks' supervision moved into Python
+    ("rank_table", "rank_table.sh.j2", '#!/bin/bash\n{% include "_stop_ranks.sh.j2" %}\n',
+     r"includes _stop_ranks.sh.j2, which this packrun does not have"),
+    ("msrun", "msrun.sh.j2", "#!/bin/bash\necho {{ no_such_variable }}\n",
+     r"uses a variable this packrun does not pass \('no_such_variable' is undefined\)"),
+])
+@pytest.mark.unit
+def test_a_site_template_of_another_packrun_version_is_one_line_and_no_run_dir(
+        make_job, tmp_path, launcher, name, body, says):
+    site, out = tmp_path / "site", tmp_path / "out"
+    site.mkdir()
+    (site / name).write_text(body)
+    keys = {"template_dir": str(site), "launcher": launcher}
+    if launcher == "rank_table":
+        keys |= {"device": "Ascend", "device_ips": "10.0.0.1"}
+    spec = load_job(make_job(), keys)
+    with pytest.raises(UserError, match=rf"template {site / name} {says}: .*packrun templates "
+                                        rf"--copy {name} DIR"):
+        write_run_dir(spec, out=str(out))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 @pytest.mark.unit
 def test_every_launch_template_states_its_variables(capsys):
     names = [p.name for p in launch_templates()]
