@@ -1,8 +1,8 @@
 """Watch a launch (msrun.sh, mpirun.sh, rank_table.sh) on this machine until it ends, and end it
 as a whole when any part fails: `Supervisor` (`packrun run`), and `supervise_ranks`, which starts
 the ranks of one server itself (rank_table.sh hands them over through `python -m launcher.node
-ranks`). Both name the first failing rank the same way (`rank_failure`) and stop what is left
-the same way (`stop_processes`: TERM, then KILL after a grace period).
+supervise-ranks`). Both name the first failing rank the same way (`rank_failure`) and stop what
+is left the same way (`stop_processes`: TERM, then KILL after a grace period).
 
 Launchers start workers in sessions of their own (msrun does), so a signal to the launch
 script's group does not reach them. The supervisor therefore finds the run's processes by their
