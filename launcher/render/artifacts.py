@@ -83,12 +83,13 @@ def environment(template_dir: str = "") -> jinja2.Environment:
     return env
 
 
-def render_template(env: jinja2.Environment, name: str, *args, **kwargs) -> str:
-    """Template `name` rendered. A site's copy that no longer fits this packrun (copied by an
-    older one: it includes a template or uses a variable this packrun does not have) is one
-    UserError naming the file and the fix, before anything is written."""
+def render_template(env: jinja2.Environment, template: str, /, *args, **kwargs) -> str:
+    """Template `template` rendered with the variables given (one of them may be `name`). A
+    site's copy that no longer fits this packrun (copied by an older one: it includes a template
+    or uses a variable this packrun does not have) is one UserError naming the file and the fix,
+    before anything is written."""
     try:
-        return env.get_template(name).render(*args, **kwargs)
+        return env.get_template(template).render(*args, **kwargs)
     except jinja2.TemplateNotFound as e:
         what = f"includes {e.name}, which this packrun does not have"
     except jinja2.UndefinedError as e:
@@ -96,11 +97,10 @@ def render_template(env: jinja2.Environment, name: str, *args, **kwargs) -> str:
     except jinja2.TemplateSyntaxError as e:
         what = f"line {e.lineno}: {e.message}"
     assert env.loader is not None
-    _, where, _ = env.loader.get_source(env, name)
+    _, where, _ = env.loader.get_source(env, template)
     raise UserError(f"template {where} {what}: it was written for another packrun version; "
-                    f"start again from `packrun templates --copy {name} DIR` and re-apply the "
+                    f"start again from `packrun templates --copy {template} DIR` and re-apply the "
                     "site's changes") from None
-
 
 
 # ---------------------------------------------------------------------------------------------
