@@ -14,4 +14,8 @@ pyproject.toml), and `src` (the worker) only where a command needs MindSpore:
     preflight  checks that cost seconds before a run instead of a failed run later
     render     pure: a job spec in, the run directory's files out
     core       what both planes share: the job spec, the run-directory protocol, errors, logging
+
+The four modules beside the packages (`attempts`, `cores`, `nodelist`, `ranktable`) are kept only
+for run directories rendered before the node entry point: their scripts run `python -m
+launcher.attempts ...`, which forwards to `python -m launcher.node`.
 """

@@ -1,5 +1,6 @@
 """The core both planes stand on: the job spec (`spec`, `devices`, `hostlist`), the
-run-directory protocol (`rundir`: names, atomic writes, lock, attempts, failure, metrics, state),
+run-directory protocol (`rundir`: names and schema, job.json, atomic writes, lock, attempts,
+failure, metrics, state, the sweep directory),
 errors and exit statuses, console logging, the sample rule of an ImageFolder, a rank's
 environment and cores, and reading workers' output.
 

@@ -1,6 +1,7 @@
 """The node side: programs the rendered launch scripts run on compute nodes, behind one stable
 entry point, `python -m launcher.node VERB` (`main`): core lists, host names, the rank table's
-server index, attempts, the Slurm batch protocol (`batch`), and `packrun node-launch` (`launch`).
+server index, the Slurm batch protocol (`batch`), the supervision of a server's ranks, a sweep's
+array task, and `packrun node-launch` (`launch`).
 Rendered scripts name only `launcher.node`, so modules can move without re-rendering.
 
 May import: `launcher.slurm`, `launcher.supervise`, `launcher.preflight`, `launcher.render`,
