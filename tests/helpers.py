@@ -226,11 +226,20 @@ def wait_for(condition, timeout_s: float, what: str = "condition", every: float 
 def processes_of(run_dir: Path) -> list[str]:
     """Command lines of the live processes (other than this one) that name the run directory:
     what a launch left running, once it has ended."""
+    return [cmd for _, cmd in _naming(run_dir)]
+
+
+def pids_of(run_dir: Path) -> list[int]:
+    """The pids of those processes (to clean up after a test that fails on them)."""
+    return [pid for pid, _ in _naming(run_dir)]
+
+
+def _naming(run_dir: Path) -> list[tuple[int, str]]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if str(run_dir) in cmd and p.pid != os.getpid():
-            found.append(cmd)
+            found.append((p.pid, cmd))
     return found
 
 

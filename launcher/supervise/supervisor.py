@@ -191,7 +191,7 @@ class Supervisor:
             if failed is not None:
                 sig = self._killed_by(failed)
                 self.stop_all(launcher)
-                return self._failed(failed, sig)
+                return failed_outcome(failed.rank, failed.exit_code, sig)
             rc = launcher.poll()
             if rc is not None:
                 return self._finish(launcher, processes.exit_code(rc))
@@ -209,16 +209,13 @@ class Supervisor:
                 return sig
             time.sleep(0.1)
 
-    @staticmethod
-    def _failed(w: Worker, sig: int | None) -> Outcome:
-        return _failed_outcome(w, sig)
-
     def _finish(self, launcher, rc: int) -> Outcome:
         """The launch script ended: its workers' exit files decide."""
         self.stop_all(launcher)  # stragglers (a scheduler, a hung worker) end with it
         failed = self._check_workers()
         if failed is not None:
-            return self._failed(failed, self._killed_by(failed, wait_s=0))
+            return failed_outcome(failed.rank, failed.exit_code,
+                                  self._killed_by(failed, wait_s=0))
         codes = {w.exit_code for w in self.workers.values()}
         if self.workers and codes == {EXIT_REQUEUE}:
             return Outcome(EXIT_REQUEUE, reason="stopped on request; start again to resume")
@@ -259,9 +256,12 @@ def stop_processes(procs: Sequence[psutil.Process], groups: Sequence = (),
     psutil.wait_procs(alive, timeout=5)
 
 
-def _failed_outcome(w: Worker, sig: int | None) -> Outcome:
-    return Outcome(w.exit_code or 1, w.rank, rank_failure(w.rank, w.exit_code, sig),
-                   signal=sig, rank_exit=w.exit_code)
+def failed_outcome(rank: int, exit_code: int | None, sig: int | None,
+                   code: int | None = None) -> Outcome:
+    """The outcome of a launch whose rank `rank` failed (exit status `exit_code`, or killed by
+    `sig`); its exit status `code`, by default the rank's (1 when it has none)."""
+    return Outcome(code if code is not None else exit_code or 1, rank,
+                   rank_failure(rank, exit_code, sig), signal=sig, rank_exit=exit_code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,11 +280,11 @@ def supervise_ranks(run_dir: Path, commands: Sequence[tuple[int, Sequence[str]]]
     run_dir = Path(run_dir)
     stderr = stderr or sys.stderr
     procs: dict[int, subprocess.Popen] = {}
+    (run_dir / LOGS).mkdir(exist_ok=True)
     try:
         for rank, cmd in commands:
             cwd = run_dir / RANKS_DIR / str(rank)
             cwd.mkdir(parents=True, exist_ok=True)
-            (run_dir / LOGS).mkdir(exist_ok=True)
             with open(run_dir / worker_log(rank), "wb") as out:
                 procs[rank] = processes.spawn(cmd, env=env, cwd=cwd, stdout=out)
         return _watch_ranks(run_dir, procs, grace_s, stderr)
@@ -315,9 +315,7 @@ def _watch_ranks(run_dir: Path, procs: dict[int, subprocess.Popen], grace_s: flo
                     code = EXIT_REQUEUE
                 elif status != 0:
                     sig = -proc.returncode if proc.returncode < 0 else None
-                    outcome = Outcome(status, rank, rank_failure(
-                        rank, None if sig else status, sig), signal=sig,
-                        rank_exit=None if sig else status)
+                    outcome = failed_outcome(rank, None if sig else status, sig, code=status)
                     print(f"packrun: {outcome.reason}; log: {run_dir / worker_log(rank)}; "
                           "stopping the other ranks of this node", file=stderr, flush=True)
                     others = list(running.values())

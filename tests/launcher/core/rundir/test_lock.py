@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from launcher.core.errors import UserError
@@ -23,7 +22,7 @@ from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import PREEMPT_FLAG, RUN_LOCK
 from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
-from tests.helpers import packrun, processes_of
+from tests.helpers import packrun, pids_of, processes_of
 
 pytestmark = pytest.mark.unit
 
@@ -155,14 +154,8 @@ def test_batch_script_holds_the_lock(tmp_path, make_job):
         try:
             batch.wait(timeout=30)
         finally:
-            for pid in _pids_of(rd):
+            for pid in pids_of(rd):
                 os.kill(pid, signal.SIGKILL)
     assert batch.returncode == -signal.SIGTERM
     assert processes_of(rd) == []
     acquire(rd, "after the job").release()
-
-
-def _pids_of(run_dir: Path) -> list[int]:
-    """Processes naming the run directory (a backstop: the test fails on them anyway)."""
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if str(run_dir) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()]
