@@ -220,7 +220,14 @@ def stop_node(run_dir: Path, node: int, grace_s: float = GRACE_S) -> int:
         rank = rank_env.rank_from_env(env)
         if rank in ranks or (rank is None and node == 0):  # node 0: the scheduler too
             procs.append(p)
-    stop_processes(procs, [], grace_s)
+    for p in procs:
+        _send(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_running(p) for p in procs):
+        time.sleep(POLL_S)
+    for p in procs:
+        if _running(p):
+            _send(p, signal.SIGKILL)
     pgid = doc.get("pgid")
     if isinstance(pgid, int) and pgid > 1:
         try:
@@ -229,3 +236,18 @@ def stop_node(run_dir: Path, node: int, grace_s: float = GRACE_S) -> int:
             pass
     print(f"packrun: node {node}: stopped {len(procs)} process(es)", flush=True)
     return 0
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive, and not a zombie (a process whose parent has not reaped it yet is gone)."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _send(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except psutil.Error:
+        pass
