@@ -242,7 +242,8 @@ def new_run(spec: JobSpec, python: str = sys.executable, repo: str = str(REPO)) 
     rendered = spec.replace(master_addr=master_addr, master_port=port,
                             cluster_timeout=spec.cluster_timeout or CLUSTER_TIMEOUT_TOGETHER,
                             hosts=",".join(addrs) if spec.launcher == "rank_table" else spec.hosts)
-    check_before_launch(rendered)  # (the data, here: it must be on storage every node shares)
+    # the data, here (it must be on storage every node shares); the cards where node 0 runs
+    check_before_launch(rendered, here=local0)
     run_dir, _ = write_run_dir(rendered, python=python, repo=repo)
     nodes.write_plan(run_dir, hosts, addrs, list(options.words), local0)
     plan = nodes.read_plan(run_dir) or {}
