@@ -163,7 +163,8 @@ def test_two_nodes_over_ssh_train_to_the_same_weights(cluster, ssh, job, tmp_pat
     assert [states[k]["state"] for k in (0, 1)] == ["finished", "finished"]
     plan = json.loads((run_dir / "nodes" / "plan.json").read_text())
     assert plan["addresses"] == [cluster.ips["node1"], cluster.ips["node2"]]
-    assert json.loads((run_dir / "job.json").read_text())["master_addr"] == cluster.ips["node1"]
+    assert json.loads((run_dir / "job.json").read_text())["spec"]["master_addr"] == \
+        cluster.ips["node1"]
     # status and logs, from the run directory's files
     status = subprocess.run([sys.executable, "-m", "launcher.cli.main", "status", str(run_dir)],
                             capture_output=True, text=True, cwd=REPO, env=packrun_env())
@@ -269,7 +270,10 @@ def test_a_rank_table_launch_from_a_machine_outside_the_hosts(cluster, ssh, digi
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        cwd=REPO, env=packrun_env(), timeout=300)
     assert r.returncode == 0, shown(r)
-    assert "started over ssh" in r.stderr
+    for k, host in enumerate(("node1", "node2")):     # both over ssh: node 0 is not here
+        assert f"packrun: node {k} ({host}): finished" in r.stdout, shown(r)
+    assert json.loads((run_dir_of(r.stdout) / "nodes" / "plan.json").read_text())[
+        "node0_local"] is False
     run_dir = run_dir_of(r.stdout)
     table = json.loads((run_dir / "rank_table.json").read_text())
     assert [s["server_id"] for s in table["server_list"]] == [cluster.ips["node1"],
@@ -296,16 +300,16 @@ PREFLIGHT = {
     "no checkout": (["--hosts=node1,node2-no-checkout"],
                     f"node2-no-checkout: the packrun checkout {REPO} is not there"),
     "the run directory not shared": (["--hosts=node1,node2-hidden-out", "HIDDEN"],
-                                     "node2-hidden-out: {hidden} is not visible there at the "
-                                     "same path"),
+                                     ("node2-hidden-out: {hidden} is not visible there at the "
+                                     "same path")),
     "one machine twice": (["--hosts=node1,node1-again"],
                           "node1 and node1-again are the same machine (both have address"),
     "a loopback master": (["--hosts=node1,node2", "--master_addr=localhost"],
-                          "node1: master_addr 'localhost' resolves to 127.0.0.1 there, a "
-                          "loopback address"),
+                          ("node1: master_addr 'localhost' resolves to 127.0.0.1 there, a "
+                          "loopback address")),
     "a master that is another host": (["--hosts=node1,node2", "--master_addr=node2"],
-                                      "node1: master_addr 'node2' resolves to {node2} there, "
-                                      "which is not an address of node 0"),
+                                      ("node1: master_addr 'node2' resolves to {node2} there, "
+                                      "which is not an address of node 0")),
     "a busy master port": (["--hosts=node1,node2", "--master_port=8118", "BUSY"],
                            "node1: the master port 8118 is busy there"),
 }
@@ -322,9 +326,9 @@ def test_preflight_over_ssh(cluster, ssh, job, tmp_path, case):
     busy = None
     if "BUSY" in PREFLIGHT[case][0]:   # a listener on node1's port 8118
         busy = subprocess.Popen(["bash", str(CLUSTER / "on_node.sh"), "node1",
-                                 f"exec {sys.executable} -c 'import socket, time; s = socket."
+                                 (f"exec {sys.executable} -c 'import socket, time; s = socket."
                                  "socket(); s.bind((\"0.0.0.0\", 8118)); s.listen(); "
-                                 "time.sleep(120)'"])
+                                 "time.sleep(120)'")])
         wait_for(lambda: _listening(cluster.ips["node1"], 8118), 30, "the listener")
     try:
         t0 = time.monotonic()
