@@ -168,6 +168,17 @@ def node_out(node: int) -> str:
     return f"{LOGS}/node{node}.out"
 
 
+def worker_progress(rank: int) -> str:
+    """Each rank's progress record (launcher/core/rundir/progress.py): one JSON object, replaced
+    after every training step, evaluation batch and phase change. The stall watchdog, the console
+    and the TensorBoard writer read it: one record, several readers."""
+    return f"{WORKER_LOG_PREFIX}{rank}.progress"
+
+
+# Every rank's progress record, relative to the run directory (a glob).
+WORKER_PROGRESS_GLOB = f"{WORKER_LOG_PREFIX}*.progress"
+
+
 def worker_pid(rank: int) -> str:
     """Written by each worker as it starts: its pid, which launchers' logs name (msrun: "Worker
     process PID exit with exception. Error code: -9"), so a killed rank is found with its signal."""
