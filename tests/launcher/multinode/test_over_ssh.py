@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.core.rundir.names import FAULT_ENV
+from launcher.core.rundir.names import FAULT_ENV, NODES_PLAN, node_state
 from tests.helpers import (
     REPO,
     digests,
@@ -131,11 +131,11 @@ def assert_nothing_left(cluster: Cluster, under: Path, within_s: float = 30):
 
 
 def node_states(run_dir: Path) -> dict[int, dict]:
-    return {k: json.loads((run_dir / "nodes" / f"node{k}.json").read_text()) for k in (0, 1)}
+    return {k: json.loads((run_dir / node_state(k)).read_text()) for k in (0, 1)}
 
 
 def run_dir_under(out: Path) -> Path:
-    found = wait_for(lambda: sorted(out.glob("*/nodes/plan.json")), 120, "the run directory")
+    found = wait_for(lambda: sorted(out.glob(f"*/{NODES_PLAN}")), 120, "the run directory")
     return found[-1].parent.parent
 
 
@@ -161,7 +161,7 @@ def test_two_nodes_over_ssh_train_to_the_same_weights(cluster, ssh, job, tmp_pat
     states = node_states(run_dir)
     assert [states[k]["hostname"] for k in (0, 1)] == ["node1", "node2"]   # where each ran
     assert [states[k]["state"] for k in (0, 1)] == ["finished", "finished"]
-    plan = json.loads((run_dir / "nodes" / "plan.json").read_text())
+    plan = json.loads((run_dir / NODES_PLAN).read_text())
     assert plan["addresses"] == [cluster.ips["node1"], cluster.ips["node2"]]
     assert json.loads((run_dir / "job.json").read_text())["spec"]["master_addr"] == \
         cluster.ips["node1"]
@@ -221,9 +221,8 @@ def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job
                                    f"--output_dir={tmp_path / 'runs'}"], out)
     try:
         run_dir = run_dir_under(tmp_path / "runs")
-        wait_for(lambda: all(p.exists() and '"training"' in p.read_text()
-                             for p in (run_dir / "nodes").glob("node[01].json"))
-                 and len(list((run_dir / "nodes").glob("node[01].json"))) == 2, 300,
+        paths = [run_dir / node_state(k) for k in (0, 1)]
+        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
                  "both nodes training")
         t0 = time.monotonic()
         os.kill(proc.pid, sig)
@@ -272,7 +271,7 @@ def test_a_rank_table_launch_from_a_machine_outside_the_hosts(cluster, ssh, digi
     assert r.returncode == 0, shown(r)
     for k, host in enumerate(("node1", "node2")):     # both over ssh: node 0 is not here
         assert f"packrun: node {k} ({host}): finished" in r.stdout, shown(r)
-    assert json.loads((run_dir_of(r.stdout) / "nodes" / "plan.json").read_text())[
+    assert json.loads((run_dir_of(r.stdout) / NODES_PLAN).read_text())[
         "node0_local"] is False
     run_dir = run_dir_of(r.stdout)
     table = json.loads((run_dir / "rank_table.json").read_text())
