@@ -86,17 +86,18 @@ REFERENCE: dict = {}  # the uninterrupted run's final digests, for the restart t
 # Helpers
 # ---------------------------------------------------------------------------------------------
 
-def start_on(node: str, ssh: sshd.Sshd, args, out: Path, env: dict | None = None):
-    """`packrun ARGS --ssh=...` started on host `node` (its output to `out`); the process is
-    packrun itself (each shell on the way execs the next)."""
-    argv = [sys.executable, "-m", "launcher.cli.main", *map(str, args), f"--ssh={ssh.option()}"]
+def start_on(node: str, ssh: sshd.Sshd | None, args, out: Path, env: dict | None = None):
+    """`packrun ARGS --ssh=...` started on host `node` (its output to `out`; no --ssh when
+    `ssh` is None); the process is packrun itself (each shell on the way execs the next)."""
+    argv = [sys.executable, "-m", "launcher.cli.main", *map(str, args)] + \
+        ([f"--ssh={ssh.option()}"] if ssh else [])
     command = f"cd {REPO} && exec {subprocess.list2cmdline(argv)}"
     with open(out, "w") as f:
         return subprocess.Popen(["bash", str(CLUSTER / "on_node.sh"), node, command], stdout=f,
                                 stderr=subprocess.STDOUT, env=packrun_env(env))
 
 
-def run_on(node: str, ssh: sshd.Sshd, *args, timeout=600) -> tuple[int, str]:
+def run_on(node: str, ssh: sshd.Sshd | None, *args, timeout=600) -> tuple[int, str]:
     out = Path(f"/tmp/packrun-oversh-{os.getpid()}.out")
     try:
         proc = start_on(node, ssh, args, out)
@@ -216,8 +217,10 @@ def test_a_killed_rank_on_node2_stops_both_nodes_and_the_restart_ends_as_uninter
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job, tmp_path, sig):
+    """Both while the workers start (both nodes report training, long before the first step);
+    after Ctrl-C, `--resume` runs the job again on both hosts to the uninterrupted weights."""
     out = tmp_path / "run.out"
-    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2", "--epochs=50",
+    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
                                    f"--output_dir={tmp_path / 'runs'}"], out)
     try:
         run_dir = run_dir_under(tmp_path / "runs")
@@ -237,6 +240,12 @@ def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job
         assert code == 130, shown(text)
         assert "SIGINT: stopping every node" in text
         assert [s["state"] for s in node_states(run_dir).values()] == ["stopped", "stopped"]
+        if "digests" in REFERENCE:   # (after the uninterrupted run)
+            code, text = run_on("node1", None, "run", "--resume", run_dir)
+            assert code == 0, shown(text)
+            assert "packrun: node 1 (node2): finished" in text
+            assert digests(run_dir) == REFERENCE["digests"]
+            assert_nothing_left(cluster, tmp_path)
     else:
         assert code == -signal.SIGKILL
         assert [s["state"] for s in node_states(run_dir).values()] == ["stopped", "stopped"]
