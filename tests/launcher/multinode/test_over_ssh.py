@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -318,8 +317,8 @@ PREFLIGHT = {
     "a master that is another host": (["--hosts=node1,node2", "--master_addr=node2"],
                                       ("node1: master_addr 'node2' resolves to {node2} there, "
                                       "which is not an address of node 0")),
-    "a busy master port": (["--hosts=node1,node2", "--master_port=8118", "BUSY"],
-                           "node1: the master port 8118 is busy there"),
+    "a busy master port": (["--hosts=node1,node2", "--master_port=PORT", "BUSY"],
+                           "node1: the master port PORT is busy there"),
 }
 
 
@@ -332,12 +331,15 @@ def test_preflight_over_ssh(cluster, ssh, job, tmp_path, case):
     flags = [f for f in flags if f not in ("HIDDEN", "BUSY")] + [f"--output_dir={out}"]
     said = said.format(hidden=out, node2=cluster.ips["node2"])
     busy = None
-    if "BUSY" in PREFLIGHT[case][0]:   # a listener on node1's port 8118
+    if "BUSY" in PREFLIGHT[case][0]:   # a listener on node1, on a port it picks
         busy = subprocess.Popen(["bash", str(CLUSTER / "on_node.sh"), "node1",
-                                 (f"exec {sys.executable} -c 'import socket, time; s = socket."
-                                 "socket(); s.bind((\"0.0.0.0\", 8118)); s.listen(); "
-                                 "time.sleep(120)'")])
-        wait_for(lambda: _listening(cluster.ips["node1"], 8118), 30, "the listener")
+                                 (f"exec {sys.executable} -c 'import socket, time; s = "
+                                 "socket.socket(); s.bind((\"0.0.0.0\", 0)); s.listen(); "
+                                 "print(s.getsockname()[1], flush=True); time.sleep(120)'")],
+                                stdout=subprocess.PIPE, text=True)
+        port = int(busy.stdout.readline())
+        flags = [f"--master_port={port}" if f == "--master_port=PORT" else f for f in flags]
+        said = said.replace("PORT", str(port))
     try:
         t0 = time.monotonic()
         code, text = run_on("node1", ssh, "run", job, *TWO_NODES, *flags, timeout=120)
@@ -353,11 +355,3 @@ def test_preflight_over_ssh(cluster, ssh, job, tmp_path, case):
     assert not (out.exists() and [p for p in out.iterdir()]), "a run directory was written"
     assert_nothing_left(cluster, tmp_path)
     print(f"{case}: {took:.1f} s")
-
-
-def _listening(ip: str, port: int) -> bool:
-    try:
-        socket.create_connection((ip, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
