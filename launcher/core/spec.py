@@ -166,6 +166,13 @@ class JobSpec:
     cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
                         "`native` (nn.Conv2d). Ignored on GPU/Ascend.",
                         choices=("im2col", "native"), group="device")
+    compile_cache: bool = key(True, "Keep the compiled graphs for the next run of the same "
+                              "network, shapes and code (MindSpore's compile cache in "
+                              "~/.cache/packrun/compile, per user; docs/speed.md): a repeated "
+                              "run skips most of the compile before its first step. false "
+                              "compiles afresh (a variable turns it off for all jobs: "
+                              "docs/speed.md).",
+                              group="device")
     num_parallel_workers: int = key(0, "Data pipeline worker threads per process; 0 = the cores "
                                     "of the rank's range (bind_cores), at most 8. Never more "
                                     "than the cores the process may use.", minimum=0,
