@@ -22,7 +22,6 @@ time's ratio to PyTorch's of the same round (issue 30's targets: repeated <= 1.2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
