@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 HEALTHY = "OK"
 # What npu-smi prints instead of a table when it cannot reach the driver (e.g. in a container
 # without the devices mounted: "dcmi model initialized failed, because the device is used.").
-FAILURE_LINES = re.compile(r"^.*(?:dcmi model initialized failed|DrvMngGetConsoleLogLevel failed|"
+FAILURE_LINES = re.compile(r"^.*(?:dcmi model initialized failed|"
                            r"Invalid card id|[Pp]ermission denied|not found).*$", re.M)
 
 

@@ -100,6 +100,11 @@ def check(doc, max_device_id: int = DEVICE_ID_MAX) -> Table:
         raise TableError("", "version \"2.0\" is the rank table of Ascend 950 (rank_list, "
                          "level_list, numeric ids), which packrun does not launch; give a "
                          "version \"1.0\" table (AI Server mode) or \"1.2\" (Atlas A3 super pods)")
+    if version is None and "group_list" in doc:
+        raise TableError("", "this is the template without 'version' (group_list, "
+                         "instance_list: HCCL's older format for Atlas training servers); "
+                         "packrun reads version \"1.0\" tables (server_list): write one with "
+                         "`packrun rank-table`")
     if not isinstance(version, str):
         raise TableError("", f"field 'version' is {version!r}; give \"1.0\" (AI Server mode) or "
                          "\"1.2\" (Atlas A3 super-pod mode), as a string")
