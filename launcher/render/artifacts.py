@@ -362,7 +362,7 @@ def next_command(spec: JobSpec, run_dir: Path, slurm: bool, rank_table: bool = T
         return (f"packrun rank-table --rank_table_version=1.2 --devices=0-"
                 f"{spec.cards_per_node - 1} --server_ip=IP --out=part_N.json   # on every "
                 f"server; then packrun merge-rank-tables part_*.json --out={table} && bash "
-                f"{shlex.quote(str(d / 'rank_table.sh'))} N   # on every server")
+                f"{shlex.quote(str(d / LAUNCH_SCRIPTS['rank_table']))} N   # on every server")
     if spec.launcher == "rank_table" and not rank_table:
         table = shlex.quote(str(d / RANK_TABLE_JSON))
         return (f"packrun rank-table --devices=0-{spec.cards_per_node - 1} --out={table} && "

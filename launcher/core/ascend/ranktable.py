@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 VERSIONS = ("1.0", "1.2")
-SERVER_ID_MAX = 64      # HCCL: "字符串类型，长度小于等于64"
+SERVER_ID_MAX = 64      # HCCL: a string of at most 64 characters
 DEVICE_ID_MAX = 15
 
 
@@ -202,7 +202,7 @@ def check(doc, max_device_id: int = DEVICE_ID_MAX) -> Table:
         pod_of = {sid: pid for pid, members in pods for sid in members}
         out = [Server(s.server_id, s.devices, s.host_ip, pod_of[s.server_id]) for s in out]
         _check_pod_order(out)
-        for pid, members in pods:
+        for pid, _ in pods:
             sdids: dict[str, str] = {}
             for s in out:
                 if s.super_pod_id != pid:
@@ -319,7 +319,7 @@ def build_v12(parts: Sequence[Part]) -> dict:
             entry["rank_id"] = str(rank)
             devices.append(entry)
             rank += 1
-        server = {"server_id": p.server_id}
+        server: dict = {"server_id": p.server_id}
         if p.host_ip:
             server["host_ip"] = p.host_ip
         server["device"] = devices

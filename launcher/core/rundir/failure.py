@@ -142,7 +142,8 @@ def explanation(run_dir: Path, rank: int | None) -> dict | None:
         first += sorted((Path(run_dir) / f"{ASCEND_LOG_PREFIX}{rank}").rglob("*.log"))
     rest = sorted(p for p in logs.glob("*") if p.is_file() and p.suffix in (".log", ".out"))
     rest += sorted(p for p in logs.glob("ascend/rank_*/**/*.log"))
-    seen, texts = set(), []
+    seen: set[Path] = set()
+    texts: list[tuple[str, int | None, str]] = []
     for path in first + rest:
         if path in seen or len(seen) >= EXPLAIN_MAX_FILES or not path.is_file():
             continue

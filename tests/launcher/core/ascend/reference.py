@@ -9,10 +9,12 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "ascend"
 NPU_SMI_910B3 = FIXTURES / "npu-smi-info_910B3_8cards_no_processes_vllm-ascend-issue-6672.txt"
 NPU_SMI_A3 = FIXTURES / "npu-smi-info_A3_16chips_with_processes_vllm-ascend-issue-4930.txt"
-NPU_SMI_910A = FIXTURES / "npu-smi-info_910A_8cards_no_process_table_haicgu-training-slurm-1111.txt"
+NPU_SMI_910A = FIXTURES / ("npu-smi-info_910A_8cards_no_process_table_haicgu-training-slurm-"
+                           "1111.txt")
 NPU_SMI_CONTAINER = FIXTURES / "log_npu-smi-in-container-fails_vllm-ascend-issue-632_excerpt.txt"
-FAULTDIAG_BEFORE = FIXTURES / "mind-cluster_ascend-faultdiag_test_st_module_testcase_kg_parse_npu_info_before.txt"
-FAULTDIAG_AFTER = FIXTURES / "mind-cluster_ascend-faultdiag_test_st_module_testcase_kg_parse_npu_info_after.txt"
+FAULTDIAG = "mind-cluster_ascend-faultdiag_test_st_module_testcase_kg_parse_npu_info_{}.txt"
+FAULTDIAG_BEFORE = FIXTURES / FAULTDIAG.format("before")
+FAULTDIAG_AFTER = FIXTURES / FAULTDIAG.format("after")
 SHMEM_README = FIXTURES / "hicann-shmem_examples_rma_d2h_demo_README.md"
 A3_DOC = FIXTURES / "hicann-hccl_zh_cluster_info_config_rank_table_config_a3.md"
 A5_DOC = FIXTURES / "hicann-hccl_zh_cluster_info_config_rank_table_config_a5.md"
@@ -31,7 +33,8 @@ def section(path: Path, command: str) -> str:
 def spod_info() -> str:
     """The `npu-smi info -t spod-info -i 0 -c 0` example output of hicann/shmem's README."""
     text = SHMEM_README.read_text()
-    block = text.split("输出示例：", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    after = text.split("\u8f93\u51fa\u793a\u4f8b\uff1a", 1)[1]  # "output example:"
+    block = after.split("```bash\n", 1)[1].split("```", 1)[0]
     return block
 
 

@@ -74,9 +74,9 @@ def test_each_signature_explains_its_reference_line(name):
 
 def test_the_sources_of_the_msrun_lines_print_what_the_signatures_match():
     """The msrun lines above are the ones MindSpore's source formats."""
-    cc = log("mindspore_meta_server_node.cc_timeout-excerpt.cc")
+    cc = log("mindspore_meta_server_node.cc_timeout-excerpt.txt")
     assert '" is the first one timed out, please check its log."' in cc
-    py = log("mindspore_msrun_api.py_join_processes-excerpt.py")
+    py = log("mindspore_msrun_api.py_join_processes-excerpt.txt")
     assert 'f"Worker process {p.pid} exit with exception. Error code: {ret_code}."' in py
 
 
