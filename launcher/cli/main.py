@@ -78,12 +78,17 @@ class Commands:
 
     @_user_errors_exit_2
     def run(self, job=None, workers=None, resume=None, **overrides):
-        """Data-parallel run on this machine: render JOB's launch and execute it, supervised.
+        """Data-parallel run: render JOB's launch and execute it, supervised.
 
         packrun run JOB --launcher=msrun|mpirun --workers=N [--key=value ...]
+        packrun run JOB --nodes=N --hosts=a,b,... [--ssh="-p 2222"]   (every node over ssh)
         packrun run --resume RUN_DIR   (continue from RUN_DIR/last.ckpt)
-        The console follows rank 0; a failing rank stops every worker and is named.
+        The console follows rank 0; a failing rank stops every worker (every node) and is named.
         """
+        from launcher.multinode.run import is_multinode
+        if is_multinode(job, overrides, resume):
+            from launcher.multinode.run import run_command as run_nodes
+            sys.exit(run_nodes(job, overrides, workers=workers, resume=resume))
         from launcher.supervise.run import run_command
         sys.exit(run_command(job, overrides, workers=workers, resume=resume))
 

@@ -72,6 +72,9 @@ HOST = Grammar(r"[A-Za-z0-9._:-]",
 HOSTLIST = Grammar(r"[A-Za-z0-9._,\[\]-]", r"[A-Za-z0-9_\[][A-Za-z0-9._,\[\]-]*",
                    "host names, comma-separated, with Slurm [ranges] (letters, digits, '.', '_', "
                    "'-', ',', '[', ']')")
+SSH_OPTIONS = Grammar(r"[A-Za-z0-9._,:@/~+%=* \[\]-]", r"-[A-Za-z0-9._,:@/~+%=* \[\]-]*",
+                      "ssh options such as '-p 2222 -J bastion -F ~/.ssh/cluster' (which options "
+                      "pass: docs/multinode.md)")
 SLURM_NAME = Grammar(r"[A-Za-z0-9._-]", r"[A-Za-z0-9_][A-Za-z0-9._-]*",
                      "a Slurm name: letters, digits, '.', '_' and '-'")
 SLURM_NAMES = Grammar(r"[A-Za-z0-9._,-]",
@@ -202,6 +205,12 @@ class JobSpec:
     master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
                            "127.0.0.1 on one node, else the first of `hosts` or the first node of "
                            "the Slurm allocation.", group="launch", grammar=HOST)
+    ssh: str = key("", "Extra options for the ssh that `packrun run --nodes=N --hosts=...` "
+                   "starts the other nodes with, e.g. `-p 2222 -J bastion -F ~/.ssh/cluster`: "
+                   "where and how to connect only (-p, -J, -F, -i, -l, -o KEY=VALUE for "
+                   "connection settings, -4, -6, -C, -q, -v); options that run commands "
+                   "(ProxyCommand, LocalCommand, ...) are refused. Your ~/.ssh/config applies "
+                   "either way.", group="launch", grammar=SSH_OPTIONS)
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
                            "starts (one node, Slurm, or mpirun); nodes started one by one need an "
                            "explicit port.", minimum=0, maximum=65535, group="launch")

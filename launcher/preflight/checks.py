@@ -442,11 +442,14 @@ def findings(spec: JobSpec, opts: Options, network: bool) -> Iterator[Finding]:
         yield from _guarded(topic, check, spec, opts)
 
 
-def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None) -> None:
+def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
+                        here: bool | None = None) -> None:
     """The cheap checks, before `packrun run` / `submit` start anything: warnings are logged,
     errors raise one UserError listing them. Images are decoded as the job's image_check says
-    (`auto`: every image up to 20000, else a sample)."""
-    opts = Options(slurm=slurm, out=out, images=spec.image_check, here=not slurm)
+    (`auto`: every image up to 20000, else a sample). `here`: whether the job's node 0 runs on
+    this machine (its cards checked here); by default, unless `slurm`."""
+    opts = Options(slurm=slurm, out=out, images=spec.image_check,
+                   here=not slurm if here is None else here)
     found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:

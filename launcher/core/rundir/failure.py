@@ -156,13 +156,13 @@ def explanation(run_dir: Path, rank: int | None) -> dict | None:
 
 def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int | None,
                    host: str, exit_code: int | None, signal: int | None, reason: str,
-                   action: str) -> dict:
+                   action: str, node: int | None = None) -> dict:
     err = read_json(run_dir / worker_error(rank)) if rank is not None else None
     if err and err.get("host"):
         host = err["host"]
     name = signals.Signals(signal).name if signal else None
     return stamped(dict(
-        attempt=attempt, max_attempts=max_attempts, rank=rank, host=host,
+        attempt=attempt, max_attempts=max_attempts, rank=rank, host=host, node=node,
         exit_code=exit_code, signal=signal, signal_name=name,
         epoch=err.get("epoch") if err else None, step=err.get("step") if err else None,
         first_error=first_error(run_dir, rank), reason=reason,
@@ -198,6 +198,8 @@ def summary(record: dict) -> str:
     who = f"rank {record['rank']}" if record.get("rank") is not None else "the launch"
     if record.get("host"):
         who += f" on {record['host']}"
+    if record.get("node") is not None:
+        who += f" (node {record['node']})"
     if record.get("signal"):
         how = f"was killed by signal {record['signal']} ({record['signal_name']})"
     elif record.get("exit_code") is not None:
