@@ -359,10 +359,8 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     """Train the job in `run_dir` from where last.ckpt left it; 0, or EXIT_REQUEUE after a
     requested stop. `position_out` receives the callbacks' Position (for the failure report)."""
     import mindspore as ms
-    from mindspore.train import Model
 
-    from src.training import collective, parallel, seeds, transfer
-    from src.training.evaluate import evaluate
+    from src.training import compile_cache, parallel, seeds
     from src.training.progress import Recorder
 
     configure_context(spec)
@@ -375,6 +373,23 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     ms.set_seed(seeds.network_seed(spec.seed))
 
     data = prepare_data(spec, par)
+    from src.data.dataset import count_images
+    counts = {"train_images": data.n_train, "steps": data.steps, "val_images":  # graph shapes
+              len(data.val_indices) if data.val_indices is not None else
+              count_images(spec.val_dir)}
+    with compile_cache.session(spec, run_dir, par.rank, par.world, counts, say):
+        return train_prepared(spec, run_dir, par, data, say, recorder, amp_level, sink_mode,
+                              position_out)
+
+
+def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder, amp_level: str,
+                   sink_mode: bool, position_out: list | None) -> int:
+    """train() once the data is counted: everything that compiles graphs."""
+    from mindspore.train import Model
+
+    from src.training import collective, transfer
+    from src.training.evaluate import evaluate
+
     net, cache = prepare_network(spec, run_dir, par, data, say)
     steps, train_data = data.steps, data.train_data
     if cache:  # the trainable rest trains on the frozen prefix's cached activations

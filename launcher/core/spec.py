@@ -169,6 +169,13 @@ class JobSpec:
     cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
                         "`native` (nn.Conv2d). Ignored on GPU/Ascend.",
                         choices=("im2col", "native"), group="device")
+    compile_cache: bool = key(True, "Keep the compiled graphs for the next run of the same "
+                              "network, shapes and code (MindSpore's compile cache in "
+                              "~/.cache/packrun/compile, per user; docs/speed.md): a repeated "
+                              "run skips most of the compile before its first step. false "
+                              "compiles afresh (a variable turns it off for all jobs: "
+                              "docs/speed.md).",
+                              group="device")
     num_parallel_workers: int = key(0, "Data pipeline worker threads per process; 0 = the cores "
                                     "of the rank's range (bind_cores), at most 8. Never more "
                                     "than the cores the process may use.", minimum=0,
@@ -241,12 +248,34 @@ class JobSpec:
                        "many as cards_per_node); \"\" = cards 0..cards_per_node-1. Sets the rank "
                        "table's devices, DEVICE_ID and ASCEND_RT_VISIBLE_DEVICES / "
                        "CUDA_VISIBLE_DEVICES.", group="launch", grammar=DEVICES)
-    rank_table_file: str = key("", "An existing HCCL rank table (version 1.0, from hccl_tools.py "
-                               "or merge_hccl.py), validated and copied byte for byte into the "
+    rank_table_file: str = key("", "An existing HCCL rank table (version 1.0 "
+                               "from hccl_tools.py or merge_hccl.py, or 1.2 for Atlas A3 super "
+                               "pods), validated and copied byte for byte into the "
                                "run directory as rank_table.json; \"\" = packrun writes one "
                                "(launcher rank_table) or none.", path="file", group="launch",
                                fix="give the rank table file hccl_tools.py / merge_hccl.py / "
                                    "packrun rank-table wrote, or rank_table_file = \"\"")
+    rank_table_version: str = key("auto", "HCCL rank table version, following the networking "
+                                  "mode: \"1.0\" for AI Server mode (every Ascend server; Atlas "
+                                  "A3 outside a super pod), \"1.2\" for Atlas A3 super-pod mode "
+                                  "(super_device_id, super_pod_list; written on each server by "
+                                  "`packrun rank-table --rank_table_version=1.2` and merged); "
+                                  "auto = what npu-smi reports on the node (`npu-smi info -t "
+                                  "spod-info`: a super pod means 1.2). An existing "
+                                  "rank_table_file must be of this version.",
+                                  choices=("auto", "1.0", "1.2"), group="launch")
+    node_checks: str = key("error", "Ascend node checks before any rank starts (each node's "
+                           "launch, and `packrun check` on the node it runs on): cards present "
+                           "and healthy (npu-smi), none held by a process, device-network link "
+                           "UP with the rank table's device_ip (hccn_tool), CANN environment "
+                           "set. `error` stops the node with exit 2, `warn` only reports, `off` "
+                           "skips them.", choices=("error", "warn", "off"), group="launch")
+    net_health_check: bool = key(False, "Also require `hccn_tool -i N -net_health -g` to say "
+                                 "Success for every card (needs the peers' addresses set with "
+                                 "`hccn_tool -netdetect`).", group="launch")
+    held_card_wait_s: int = key(60, "On a restart, seconds a node waits for cards still held by "
+                                "the job's own previous attempt to be released before judging "
+                                "them.", minimum=0, maximum=3600, group="launch")
     hccn_conf: str = key("/etc/hccn.conf", "hccn.conf holding this server's Ascend device IPs "
                          "(`address_N=IP` lines), read for a one-node rank table when device_ips "
                          "is \"\".", group="launch")

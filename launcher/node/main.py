@@ -18,6 +18,9 @@ result on stdout and exits 0; bad input is one `packrun: error: ...` line and ex
                                        start this server's ranks (rank_table.sh), each CMD in
                                        ranks/R/ with its log, and supervise them
                                        (launcher/supervise/supervisor.py); their exit status
+    check RUN_DIR NODE                 Ascend: this node's cards (printed when Slurm's gres/npu
+                                       chose them) and the node checks before any rank starts
+                                       (launcher/preflight/node.py); exit 2 when one fails
     array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID
                                        a sweep's array task starts point POINT: the job ids,
                                        written atomically (job_array.sbatch)
@@ -137,6 +140,13 @@ def _supervise_ranks(argv: Sequence[str]) -> int:
     return outcome.code
 
 
+def _check(argv: Sequence[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        return _usage("check RUN_DIR NODE")
+    from launcher.preflight.node import node_check_main
+    return node_check_main(argv)
+
+
 def _array_task(argv: Sequence[str]) -> int:
     if len(argv) != 4 or not argv[2].isdigit() or not argv[3].isdigit():
         return _usage("array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID")
@@ -178,6 +188,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "batch": _batch,
     "supervise-ranks": _supervise_ranks,
     "array-task": _array_task,
+    "check": _check,
     "probe": _probe,
     "host-run": _host_run,
     "stop-node": _stop_node,

@@ -55,9 +55,40 @@ def _sources() -> list[Path]:
     return sorted(NATIVE_DIR.glob("*.cc"))
 
 
-def _library_name(compiler: str) -> str:
+def _compiler_version(compiler: str) -> str:
+    """`compiler --version`, run once per compiler binary: the answer is kept in the build
+    directory under a digest of the binary's resolved path, size, mtime and inode (an upgrade
+    replaces the file, so it asks again), since every worker's start needs it for the
+    library's name and the subprocess cost more than the rest of the check."""
+    real = Path(compiler).resolve()
+    try:
+        st = real.stat()
+    except OSError:
+        st = None
+    ident = hashlib.sha256(f"{real}\0{st and (st.st_size, st.st_mtime_ns, st.st_ino)}".encode())
+    stamp = f"compiler-{ident.hexdigest()[:16]}.version"
+    for directory in _build_dirs():
+        try:
+            return (directory / stamp).read_text()
+        except OSError:
+            pass
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=False).stdout
+    if st is not None and version:
+        for directory in _build_dirs():
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                tmp = directory / f".{stamp}.{os.getpid()}.tmp"
+                tmp.write_text(version)
+                os.replace(tmp, directory / stamp)
+                break
+            except OSError:
+                continue
+    return version
+
+
+def _library_name(compiler: str) -> str:
+    version = _compiler_version(compiler)
     digest = hashlib.sha256()
     files = [*_sources(), *sorted(NATIVE_DIR.glob("*.h"))]
     for part in ([f.read_bytes() for f in files]

@@ -89,6 +89,11 @@ LOG_LEVEL_ENV = "PACKRUN_LOG_LEVEL"
 # ... "0" turns the CPU path's native kernels off, and their thread count (src/native).
 NATIVE_ENV = "PACKRUN_NATIVE"
 NATIVE_THREADS_ENV = "PACKRUN_NATIVE_THREADS"
+# ... the compile cache (launcher/core/compile_cache.py): "0" turns it off, its directory (default
+# $XDG_CACHE_HOME/packrun/compile or ~/.cache/packrun/compile), its size bound in GiB (default 2).
+COMPILE_CACHE_ENV = "PACKRUN_COMPILE_CACHE"
+COMPILE_CACHE_DIR_ENV = "PACKRUN_COMPILE_CACHE_DIR"
+COMPILE_CACHE_MAX_ENV = "PACKRUN_COMPILE_CACHE_MAX_GIB"
 
 
 def slurm_output(job_id: str) -> str:
