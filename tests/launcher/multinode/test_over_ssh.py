@@ -252,6 +252,37 @@ def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job
     print(f"{sig.name}: every node stopped within {took:.1f} s")
 
 
+def test_a_host_lost_mid_run_counts_as_its_node_failing(cluster, ssh, job, tmp_path):
+    """node2's network goes down while both nodes train: ssh's keep-alives end its session
+    (about 15 s), packrun names node 1 as failed and stops node 0; node2's sshd ends the session
+    on its side too (ClientAliveInterval), so its node program stops as well."""
+    out = tmp_path / "run.out"
+    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2", "--epochs=50",
+                                   "--max_restarts=0", f"--output_dir={tmp_path / 'runs'}"], out)
+    link = ["ip", "-n", cluster.netns["node2"], "link", "set", "eth0"]
+    try:
+        run_dir = run_dir_under(tmp_path / "runs")
+        paths = [run_dir / node_state(k) for k in (0, 1)]
+        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
+                 "both nodes training")
+        t0 = time.monotonic()
+        subprocess.run(link + ["down"], check=True)
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        subprocess.run(link + ["up"], check=True)
+        proc.kill()
+    text = out.read_text()
+    assert code == 255, shown(text)
+    assert "node 1 (node2): its ssh session ended without a report" in text, shown(text)
+    assert node_states(run_dir)[0]["state"] == "stopped"
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["node"], record["host"]) == (1, "node2"), record
+    assert took < 60, f"packrun took {took:.0f} s to give the lost node up"
+    assert_nothing_left(cluster, tmp_path, within_s=45)
+    print(f"a lost host: packrun ended {took:.1f} s after its network went down")
+
+
 STUB_WORKER = """import json, os, socket, sys
 rec = {k: os.environ.get(k) for k in ("RANK_ID", "DEVICE_ID", "RANK_SIZE", "RANK_TABLE_FILE")}
 rec["host"] = socket.gethostname()
