@@ -147,7 +147,9 @@ class Launch:
             log.error(f"packrun: run failed: {result.reason}")
             if result.rank is not None:
                 log_file = self.run_dir / worker_log(result.rank)
-                log.error(f"packrun: last lines of {log_file}:\n{tail(log_file)}")
+            else:  # no rank failed: the node's launch script or session did
+                log_file = self.run_dir / node_out(result.node or 0)
+            log.error(f"packrun: last lines of {log_file}:\n{tail(log_file)}")
         return result
 
     # -- stopping --------------------------------------------------------------------------
