@@ -49,7 +49,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
-from launcher.supervise import processes
+from launcher.supervise import lifeline, processes
 
 POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
 
@@ -79,7 +79,10 @@ class Batch:
         except UserError as e:
             say(str(e), err=True)
             return EXIT_USER_ERROR
-        with lock:
+        # killed (kill -9), the batch program leaves nothing running: its srun step and the
+        # local tasks end within seconds (launcher/supervise/lifeline.py)
+        with lock, lifeline.hold(lock, self.run_dir) as line:
+            self.env |= line.env
             if self.preemptible:
                 self._clear_stale_request()
                 signal.signal(signal.SIGUSR1, self._on_usr1)

@@ -67,6 +67,13 @@ SWEEP_FORMAT = 1                 # sweep.json's "format"
 ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
 CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
 
+# Exported by a launcher (launcher/supervise/lifeline.py) to every process it starts: a random
+# token; when the launcher dies, its watcher ends every process whose environment carries it.
+LIFELINE_ENV = "PACKRUN_LIFELINE"
+# Seconds between the watcher's SIGTERM and SIGKILL: the launcher is gone, nothing waits for
+# the processes to finish a step (their run resumes from last.ckpt).
+LIFELINE_GRACE_S = 2.0
+
 # Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
 # TEST ONLY (tests/test_restarts.py): makes a worker fail on purpose, on the first attempt only.
