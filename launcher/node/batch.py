@@ -71,6 +71,7 @@ class Batch:
         self.attempt = self.restarts + 1
         self.preemptible = self.spec.signal_before_s > 0
         self.stop_requested = False
+        self.line: lifeline.Lifeline | None = None
 
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -81,8 +82,8 @@ class Batch:
             return EXIT_USER_ERROR
         # killed (kill -9), the batch program leaves nothing running: its srun step and the
         # local tasks end within seconds (launcher/supervise/lifeline.py)
-        with lock, lifeline.hold(lock, self.run_dir) as line:
-            self.env |= line.env
+        with lock, lifeline.hold(lock, self.run_dir) as self.line:
+            self.env |= self.line.env
             if self.preemptible:
                 self._clear_stale_request()
                 signal.signal(signal.SIGUSR1, self._on_usr1)
@@ -134,6 +135,8 @@ class Batch:
                      attempts.Result(128 + signum, reason=f"stopped by {name}", user_stop=True),
                      restart_allowed=False, max_attempts=allowed + 1)
         say(f"{name}: stopped the srun step", err=True)
+        if self.line is not None:
+            self.line.release()  # its watcher gone: the run directory is free when this ends
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         sys.exit(128 + signum)  # (not reached: the signal ends this process)

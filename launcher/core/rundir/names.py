@@ -49,6 +49,10 @@ PREEMPT_FLAG = "preempt.requested"
 # ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
 # reads it.
 RUN_STATE = "run_state.json"
+# What the run ran with (packrun, Python, MindSpore, numpy, native kernels, CANN, driver, hosts,
+# cores, HCCL_* / MS_* / ASCEND_* / CUDA_* variables, rank table): rewritten at every attempt,
+# compared with the one before (launcher/core/rundir/envrecord.py).
+ENV_JSON = "env.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"
 
