@@ -433,11 +433,15 @@ def run(run_dir: Path, rank: int | None = None) -> int:
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)
-    except UserError as e:
-        print(f"packrun: error: {e}", file=sys.stderr, flush=True)
-        write_worker_error(run_dir, rank, e, position[0] if position else None)
-        return EXIT_USER_ERROR
     except Exception as e:
+        from src.data.images import BadImage, bad_image_in
+        bad = bad_image_in(e)  # a BadImage the data pipeline re-raised inside its own report
+        if bad is not None:
+            e = BadImage(bad)
+        if isinstance(e, UserError):
+            print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+            write_worker_error(run_dir, rank, e, position[0] if position else None)
+            return EXIT_USER_ERROR
         write_worker_error(run_dir, rank, e, position[0] if position else None)
         raise
 
