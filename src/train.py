@@ -19,7 +19,7 @@ if __name__ == "__main__" and not __package__:
 
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -460,6 +460,9 @@ def main(argv: list[str]) -> int:
     code = 1
     try:
         code = run(run_dir, rank)
+    except KeyboardInterrupt:  # Ctrl-C reaching the worker itself: 130 in its exit file too
+        print("packrun: worker interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")
