@@ -17,7 +17,13 @@ import sys
 
 import fire
 
-from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from launcher.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USER_ERROR,
+    Unavailable,
+    UserError,
+)
 from launcher.core.log import get_logger, take_level_flags
 
 log = get_logger(__name__)
@@ -37,6 +43,9 @@ def _user_errors_exit_2(fn):
         except UserError as e:
             log.error(f"packrun: error: {e}")
             sys.exit(EXIT_USER_ERROR)
+        except Unavailable as e:  # an outage (Slurm's controller): not bad input, retry later
+            log.error(f"packrun: error: {e}")
+            sys.exit(EXIT_UNAVAILABLE)
         except KeyboardInterrupt as e:  # Ctrl-C outside a run (which reports its own)
             log.error(f"packrun: {e}" if str(e) else "packrun: interrupted (Ctrl-C)")
             sys.exit(EXIT_INTERRUPTED)

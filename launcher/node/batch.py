@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, Unavailable, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
@@ -168,7 +168,7 @@ class Batch:
         try:
             slurm.requeue(self.job_id)
             return True
-        except UserError as e:
+        except (UserError, Unavailable) as e:
             say(str(e), err=True)
             say(f"scontrol requeue failed; resume with: packrun run --resume {self.run_dir}",
                 err=True)
@@ -191,3 +191,6 @@ def batch_main(argv: Sequence[str]) -> int:
     except UserError as e:
         say(f"error: {e}", err=True)
         return EXIT_USER_ERROR
+    except Unavailable as e:  # an outage: not bad input (a requeue may try again)
+        say(f"error: {e}", err=True)
+        return EXIT_UNAVAILABLE
