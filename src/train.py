@@ -25,6 +25,7 @@ from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.metrics import read_metrics
 from launcher.core.rundir.names import (
+    ATTEMPT_ENV,
     CLASSES_JSON,
     EXIT_REQUEUE,
     JOB_JSON,
@@ -290,7 +291,7 @@ class Callbacks:
 
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
-                   evaluate_fn, resume: ResumePoint) -> Callbacks:
+                   evaluate_fn, resume: ResumePoint, recorder) -> Callbacks:
     from src.testing import faults
     from src.training import collective, transfer
     from src.training.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
@@ -303,7 +304,8 @@ def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rate
         evaluation=Evaluation(evaluate_fn, data.sharded_eval, spec.eval_interval,
                               spec.eval_start_epoch),
         lr_at=lambda step: rates[min(step, len(rates) - 1)],
-        end_of_epoch_sync=lambda: collective.average_parameters(bn_statistics, par.world))
+        end_of_epoch_sync=lambda: collective.average_parameters(bn_statistics, par.world),
+        recorder=recorder)
     stop = StopOnRequest(lambda: collective.any_rank(flag.exists(), par.world), position)
     ckpt = Checkpoint(run_dir=run_dir, network=net, is_main=par.is_main, report=report,
                       resume_state=lambda: resumable_parameters(net, opt),
@@ -338,6 +340,8 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
 
 
 def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+    from launcher.core.rundir.progress import Stage
+    cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
     # Every rank prints it: equal digests mean the ranks ended with identical weights.
     print(f"rank {par.rank}: final weights sha256 {weights_digest(net.trainable_params())}, "
@@ -348,6 +352,7 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
         make_run_pictures(spec, run_dir, net, full_val, data.classes)
+    cbs.report.recorder.stage(Stage.DONE)
 
 
 def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int:
@@ -358,10 +363,13 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
 
     from src.training import collective, parallel, seeds, transfer
     from src.training.evaluate import evaluate
+    from src.training.progress import Recorder
 
     configure_context(spec)
     amp_level, sink_mode = effective_settings(spec)
     par = parallel.init_parallel()
+    recorder = Recorder(run_dir if (run_dir / LOGS).is_dir() else None, par.rank,
+                        attempt_number(os.environ), head_lr_mult=spec.head_lr_mult)
     say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)
     # identical initial weights (incl. the new head) on every rank
     ms.set_seed(seeds.network_seed(spec.seed))
@@ -372,11 +380,14 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     if cache:  # the trainable rest trains on the frozen prefix's cached activations
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
     opt, rates, base_lr = build_optimizer(spec, par, net, steps)
+    recorder.images_per_step = spec.batch_size * par.world
+    recorder.lr_at = lambda step: rates[min(step, len(rates) - 1)]
     loss = transfer.loss_fn(spec.label_smoothing)
     model = Model(cache.network if cache else net, loss, opt, amp_level=amp_level)
 
     def validation_accuracy() -> float:
-        result = cache.evaluate() if cache else evaluate(net, data.val_ds)
+        result = cache.evaluate(recorder.batch) if cache else \
+            evaluate(net, data.val_ds, recorder.batch)
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)
         return float(correct) / float(total) if total else 0.0
@@ -384,7 +395,7 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     resume = resume_agreed(run_dir, net, opt, par)
     announce(spec, run_dir, par, data, resume, steps, base_lr, say)
     cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
-                         resume)
+                         resume, recorder)
     if position_out is not None:
         position_out.append(cbs.position)
     fit(spec, model, train_data, cbs, resume, sink_mode)
@@ -392,6 +403,12 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
         return EXIT_REQUEUE
     finish(spec, run_dir, par, net, data, cbs, say)
     return 0
+
+
+def attempt_number(env) -> int:
+    """This launch's attempt (PACKRUN_ATTEMPT, 1 when unset or not a number)."""
+    text = env.get(ATTEMPT_ENV, "1")
+    return int(text) if text.isdigit() else 1
 
 
 def announce(spec: JobSpec, run_dir: Path, par, data: Data, resume: ResumePoint, steps: int,

@@ -24,6 +24,7 @@ freshly augmented images as `feature_cache = "off"` does.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -161,15 +162,16 @@ class FeatureCache:
                                    column_names=["feature", "label"], shuffle=False,
                                    python_multiprocessing=False)
 
-    def evaluate(self) -> Evaluation:
+    def evaluate(self, on_batch: Callable[[int], None] = lambda n: None) -> Evaluation:
         """The rest's predictions on the cached validation activations."""
         rest = self.network
         was_training = rest.training
         rest.set_train(False)
         preds = []
-        for start in range(0, len(self.val_labels), self.batch_size):
+        for n, start in enumerate(range(0, len(self.val_labels), self.batch_size), 1):
             logits = rest(ms.Tensor(self.val_feats[start:start + self.batch_size]))
             preds.append(logits.asnumpy().argmax(axis=1))
+            on_batch(n)
         rest.set_train(was_training)
         preds = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         return Evaluation(preds, self.val_labels.astype(np.int64))
@@ -192,8 +194,8 @@ class Recomputed:
         order, _ = epoch_order(self.seed, epoch, self.rank, len(self.shard), 1)
         return self.make_dataset(self.shard[order].tolist())
 
-    def evaluate(self) -> Evaluation:
-        return evaluate(self.network, self.val_ds)
+    def evaluate(self, on_batch: Callable[[int], None] = lambda n: None) -> Evaluation:
+        return evaluate(self.network, self.val_ds, on_batch)
 
 
 def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
