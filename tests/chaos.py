@@ -63,9 +63,14 @@ class Trial:
 
 
 def plan(seed: int, trials: int, victims=VICTIMS, longest_s: float = 20.0) -> list[Trial]:
-    """`trials` trials: victim and moment drawn from random.Random(seed)."""
+    """`trials` trials, victims and moments drawn from random.Random(seed): the victims in
+    shuffled rounds (each victim once per round, so a few trials kill different kinds of
+    process), each moment uniform in 0..`longest_s` s after both ranks started."""
     rng = random.Random(seed)
-    return [Trial(i + 1, rng.choice(victims), round(rng.uniform(0.0, longest_s), 1))
+    order: list[str] = []
+    while len(order) < trials:
+        order += rng.sample(list(victims), len(victims))
+    return [Trial(i + 1, order[i], round(rng.uniform(0.0, longest_s), 1))
             for i in range(trials)]
 
 

@@ -21,7 +21,7 @@ from tests.helpers import digests, packrun, processes_of, run_dir_of, write_tiny
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("no_orphans")]
 
 EPOCHS = 2
-SEED, TRIALS = 30, 3  # victims: msrun, scheduler, rank (tests/chaos.plan)
+SEED, TRIALS = 31, 3  # victims: a rank, the scheduler, the launcher (tests/chaos.plan)
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,6 @@ def reference(job):
     return chaos.uninterrupted(job)
 
 
-def test_kill_9_of_packrun_run_leaves_nothing_and_resume_ends_as_uninterrupted(job, reference):
-    launch = chaos.start_launcher("run", job, job.parent / "runs", "killrun")
-    run_dir, gone_s, running = chaos.kill_launcher(launch)
-    print(f"kill -9 of packrun run: {running} processes gone in {gone_s:.1f} s")
-    assert running >= 4  # msrun.sh's msrun, the scheduler, two ranks (and the lifeline)
-    r = packrun("run", "--resume", run_dir, timeout=chaos.RUN_TIMEOUT_S)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert digests(run_dir) == reference
-    assert processes_of(run_dir) == []
-
-
 def test_kill_9_of_packrun_debug_leaves_nothing_and_resume_ends_as_uninterrupted(job):
     launch = chaos.start_launcher("debug", job, job.parent / "runs", "killdebug")
     run_dir, gone_s, _ = chaos.kill_launcher(launch)
@@ -60,35 +49,38 @@ def test_kill_9_of_packrun_debug_leaves_nothing_and_resume_ends_as_uninterrupted
     assert digests(run_dir, world=1) == digests(uninterrupted, world=1)
 
 
-def test_kill_9_of_node_launch_leaves_nothing_and_a_new_one_ends_as_uninterrupted(
-        job, reference, tmp_path):
+def test_kill_9_of_node_launch_and_of_the_batch_program(job, reference, tmp_path):
+    """One Slurm-style run directory, killed twice: node-launch, then job.sbatch's batch program
+    (launcher/node/batch.py), which starts srun in a session of its own and, killed, used to
+    leave the step running (srun here is a stand-in that runs the step's one task, msrun.sh of
+    node 0, itself). Then the job runs again as a requeue would and ends with the uninterrupted
+    run's weights."""
     launch = chaos.start_launcher("node-launch", job, tmp_path / "runs", "killnode")
-    run_dir, gone_s, _ = chaos.kill_launcher(launch)
-    print(f"kill -9 of node-launch: gone in {gone_s:.1f} s")
-    r = packrun("node-launch", run_dir, *chaos.NODE_FLAGS, env=chaos.no_slurm_env(),
-                timeout=chaos.RUN_TIMEOUT_S)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert digests(run_dir) == reference
-
-
-def test_kill_9_of_the_batch_program_ends_its_srun_step_and_a_requeue_ends_as_uninterrupted(
-        job, reference, tmp_path):
-    """job.sbatch's batch program (launcher/node/batch.py) starts srun in a session of its own;
-    killed, it used to leave the step running. srun here is a stand-in that runs the step's
-    one task (msrun.sh of node 0) itself."""
-    launch = chaos.start_launcher("batch", job, tmp_path / "runs", "killbatch")
-    run_dir, gone_s, _ = chaos.kill_launcher(launch)
+    run_dir, gone_s, running = chaos.kill_launcher(launch)
+    print(f"kill -9 of node-launch: {running} processes gone in {gone_s:.1f} s")
+    assert running >= 4  # msrun, the scheduler, two ranks (and the lifeline's watcher)
+    for rank in (0, 1):  # the killed attempt's: wait for the next one's
+        (run_dir / "logs" / f"worker_{rank}.pid").unlink(missing_ok=True)
+    env = chaos.batch_env(tmp_path / "bin")
+    batch = subprocess.Popen(["bash", str(run_dir / "job.sbatch")], cwd=run_dir, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launch = chaos.Launch("batch", batch, run_dir, run_dir.parent, run_dir.name, 2)
+    _, gone_s, _ = chaos.kill_launcher(launch)
     print(f"kill -9 of the batch program: gone in {gone_s:.1f} s")
     r = subprocess.run(["bash", str(run_dir / "job.sbatch")], cwd=run_dir, capture_output=True,
                        text=True, timeout=chaos.RUN_TIMEOUT_S,
-                       env=chaos.batch_env(tmp_path / "runs" / "bin", restart=1))
+                       env=chaos.batch_env(tmp_path / "bin", restart=1))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert digests(run_dir) == reference
+    assert chaos._epochs(run_dir) == list(range(1, EPOCHS + 1))
     assert processes_of(run_dir) == []
 
 
 def test_chaos_every_trial_ends_as_the_uninterrupted_run(job, reference):
+    """Also kill -9 of `packrun run` itself (the launcher trial): everything it started ends
+    within the bound and `packrun run --resume` ends with the uninterrupted weights."""
     trials = chaos.plan(SEED, TRIALS)
+    assert "launcher" in [t.victim for t in trials]
     for trial in trials:
         chaos.run_trial(job, trial, reference, EPOCHS)
         print(f"trial {trial.number}: killed {trial.killed} {trial.moment_s} s in: "
