@@ -19,7 +19,7 @@ if __name__ == "__main__" and not __package__:
 
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -465,11 +465,15 @@ def run(run_dir: Path, rank: int | None = None) -> int:
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)
-    except UserError as e:
-        print(f"packrun: error: {e}", file=sys.stderr, flush=True)
-        write_worker_error(run_dir, rank, e, position[0] if position else None)
-        return EXIT_USER_ERROR
     except Exception as e:
+        from src.data.images import BadImage, bad_image_in
+        bad = bad_image_in(e)  # a BadImage the data pipeline re-raised inside its own report
+        if bad is not None:
+            e = BadImage(bad)
+        if isinstance(e, UserError):
+            print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+            write_worker_error(run_dir, rank, e, position[0] if position else None)
+            return EXIT_USER_ERROR
         write_worker_error(run_dir, rank, e, position[0] if position else None)
         raise
 
@@ -488,6 +492,9 @@ def main(argv: list[str]) -> int:
     code = 1
     try:
         code = run(run_dir, rank)
+    except KeyboardInterrupt:  # Ctrl-C reaching the worker itself: 130 in its exit file too
+        print("packrun: worker interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")

@@ -586,32 +586,57 @@ def _resolve_path(value: str, base: Path) -> str:
     return str((base / os.path.expanduser(value)).resolve())
 
 
+class WrongKind(UserError):
+    """A path that exists but is the wrong kind (a file given for a directory, a directory for a
+    file, a path under a file): wrong wherever the job runs, unlike a missing one."""
+
+
+def wrong_kind(value: str, kind: str) -> str | None:
+    """Why `value` cannot be the `kind` ("dir" or "file") a key needs although something is
+    there: "is a file, not a directory", "is a directory, not a file", "lies under the file X";
+    None when it is that kind or does not exist at all."""
+    p = Path(value)
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            return "is a file, not a directory"
+        if kind == "file" and not p.is_file():
+            return "is a directory, not a file"
+        return None
+    for parent in p.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"lies under the file {parent}"
+    return None
+
+
 def _check_path(name: str, value: str, kind: str, where: str, fix: str | None = None):
     if value == "" or kind == "out":
         return
     p = Path(value)
-    if kind == "dir" and not p.is_dir():
-        what = "is a file, not a directory" if p.exists() else "does not exist"
+    if (kind == "dir" and p.is_dir()) or (kind == "file" and p.is_file()):
+        return
+    if kind == "dir":
         fix = fix or f"set {name} to the folder that holds one sub-folder per class"
-        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
-    if kind == "file" and not p.is_file():
-        what = "is a directory, not a file" if p.exists() else "does not exist"
+    else:
         fix = fix or f"give a checkpoint file, or {name} = \"\" to train from scratch"
-        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
+    wrong = wrong_kind(value, kind)
+    if wrong:
+        raise WrongKind(f"{where}: key '{name}': {value} {wrong}; {fix}")
+    raise UserError(f"{where}: key '{name}': {value} does not exist; {fix}")
 
 
-def path_problems(spec: "JobSpec", where: str = "job") -> list[str]:
-    """What `check_paths` would refuse (missing data folders, checkpoint), one message each:
-    `packrun render` and `check --quick` report them as warnings, since a cluster's data often
-    lives where the launch runs, not where it is rendered."""
-    problems = []
+def path_problems(spec: "JobSpec", where: str = "job") -> list[UserError]:
+    """What `check_paths` would refuse (missing data folders, checkpoint), one error each:
+    `packrun render` and `check --quick` report a missing one as a warning, since a cluster's
+    data often lives where the launch runs, not where it is rendered; a WrongKind (a file given
+    as a folder, ...) is an error everywhere."""
+    problems: list[UserError] = []
     for name, f in JobSpec.fields().items():
         if f.metadata["path"]:
             try:
                 _check_path(name, getattr(spec, name), f.metadata["path"], where,
                             f.metadata["fix"])
             except UserError as e:
-                problems.append(str(e))
+                problems.append(e)
     return problems
 
 

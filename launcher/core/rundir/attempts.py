@@ -30,7 +30,7 @@ from typing import Callable
 
 from launcher.core import hostlist
 from launcher.core.errors import EXIT_USER_ERROR
-from launcher.core.rundir import failure
+from launcher.core.rundir import envrecord, failure
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
@@ -115,6 +115,8 @@ def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | Non
     attempt = attempt or previous + 1
     if not record:
         return attempt
+    for change in envrecord.record(run_dir):  # env.json: what this attempt runs with
+        log.warning(f"packrun: attempt {attempt} runs with a changed environment: {change}")
     now = time.time()
     write_state(run_dir, kind=kind, world=world, attempt=attempt, max_restarts=allowed,
                 state=Phase.RUNNING, started=state.get("started", now), attempt_started=now,

@@ -49,6 +49,10 @@ PREEMPT_FLAG = "preempt.requested"
 # ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
 # reads it.
 RUN_STATE = "run_state.json"
+# What the run ran with (packrun, Python, MindSpore, numpy, native kernels, CANN, driver, hosts,
+# cores, HCCL_* / MS_* / ASCEND_* / CUDA_* variables, rank table): rewritten at every attempt,
+# compared with the one before (launcher/core/rundir/envrecord.py).
+ENV_JSON = "env.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"
 
@@ -66,6 +70,13 @@ SWEEP_JSON = "sweep.json"
 SWEEP_FORMAT = 1                 # sweep.json's "format"
 ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
 CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
+
+# Exported by a launcher (launcher/supervise/lifeline.py) to every process it starts: a random
+# token; when the launcher dies, its watcher ends every process whose environment carries it.
+LIFELINE_ENV = "PACKRUN_LIFELINE"
+# Seconds between the watcher's SIGTERM and SIGKILL: the launcher is gone, nothing waits for
+# the processes to finish a step (their run resumes from last.ckpt).
+LIFELINE_GRACE_S = 2.0
 
 # Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
