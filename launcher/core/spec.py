@@ -184,6 +184,14 @@ class JobSpec:
                          "all-reduces the counts; `auto` is `sharded` with more than one worker. "
                          "Same accuracy either way.",
                          choices=("auto", "rank0", "sharded"), group="output")
+    tensorboard: bool = key(True, "Write TensorBoard event files into RUN_DIR/tb (rank 0 only): "
+                            "per-step loss, learning rate, images/s and step time, per-epoch "
+                            "accuracy and times, the run's pictures, the job and an HParams "
+                            "entry (docs/tensorboard.md). `packrun board` shows them.",
+                            group="output")
+    log_every_steps: int = key(5, "TensorBoard's per-step values are written every this many "
+                               "training steps (global step); 5 keeps 4 points of a 20-step "
+                               "epoch.", minimum=1, group="output")
     scale_lr: bool = key(False, "Scale lr linearly with the number of workers (effective batch = "
                          "workers x batch_size). Off by default: lr means the same in a debug "
                          "run and an 8-card run.", group="launch")
