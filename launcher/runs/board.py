@@ -14,7 +14,6 @@ import getpass
 import importlib.util
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -56,7 +55,7 @@ def tensorboard_argv(logdir: Path, host: str, port: int) -> list[str]:
 
 
 def board_command(dir: str = "runs", port: int | None = None, host: str = "127.0.0.1") -> int:
-    """Start TensorBoard for `dir` and wait for it (Ctrl-C stops it): its exit status."""
+    """Become TensorBoard for `dir` (exec: Ctrl-C stops it) after printing where it listens."""
     logdir = Path(str(dir)).expanduser()
     if not logdir.is_dir():
         raise UserError(f"{logdir} is not a directory; pass a run, sweep or runs directory "
@@ -78,10 +77,9 @@ def board_command(dir: str = "runs", port: int | None = None, host: str = "127.0
     for line in access_lines(host, port, os.environ, name, getpass.getuser()):
         print(f"packrun: {line}", flush=True)
     print(f"packrun: showing {logdir.resolve()}", flush=True)
-    proc = subprocess.Popen(tensorboard_argv(logdir.resolve(), host, port))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        return 0
+    argv = tensorboard_argv(logdir.resolve(), host, port)
+    log.debug(f"packrun: exec {' '.join(argv)}")
+    # TensorBoard takes this process's place: Ctrl-C and a stopper's SIGTERM reach it, and
+    # nothing is left behind when it goes
+    os.execv(argv[0], argv)
+    return 1  # not reached
