@@ -432,6 +432,7 @@ def test_a_2x2_grid_as_one_slurm_job_array(slurm_job):
         point = sweep_dir / d
         task_jobs.add((point / "slurm_job_id").read_text().strip())
         assert (point / "best.ckpt").is_file()
+        assert len(list((point / TB_DIR).glob("events.out.tfevents.*"))) == 1  # rank 0's
         assert batch_step_succeeded(
             (point / f"slurm-{(point / 'slurm_job_id').read_text().strip()}.out").read_text())
     assert len(task_jobs) == 4          # one array, four tasks, each its own job id
