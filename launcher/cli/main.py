@@ -78,12 +78,17 @@ class Commands:
 
     @_user_errors_exit_2
     def run(self, job=None, workers=None, resume=None, **overrides):
-        """Data-parallel run on this machine: render JOB's launch and execute it, supervised.
+        """Data-parallel run: render JOB's launch and execute it, supervised.
 
         packrun run JOB --launcher=msrun|mpirun --workers=N [--key=value ...]
+        packrun run JOB --nodes=N --hosts=a,b,... [--ssh="-p 2222"]   (every node over ssh)
         packrun run --resume RUN_DIR   (continue from RUN_DIR/last.ckpt)
-        The console follows rank 0; a failing rank stops every worker and is named.
+        The console follows rank 0; a failing rank stops every worker (every node) and is named.
         """
+        from launcher.multinode.run import is_multinode
+        if is_multinode(job, overrides, resume):
+            from launcher.multinode.run import run_command as run_nodes
+            sys.exit(run_nodes(job, overrides, workers=workers, resume=resume))
         from launcher.supervise.run import run_command
         sys.exit(run_command(job, overrides, workers=workers, resume=resume))
 
@@ -178,22 +183,29 @@ class Commands:
 
     @_user_errors_exit_2
     def rank_table(self, devices="0-7", server_ip=None, out=None, hccn_conf=None,
-                   device_ips=None):
-        """Write an HCCL rank table (version 1.0, as the Model Zoo's hccl_tools.py writes it).
+                   device_ips=None, rank_table_version="auto", server_id=None):
+        """Write an HCCL rank table: version 1.0 as the Model Zoo's hccl_tools.py writes it, or
+        1.2 for an Atlas A3 server in a super pod (this server's part; join the parts with
+        merge-rank-tables).
 
         --devices: any subset, e.g. 0-7, 0,1, 4-7, 0-3,6. --server_ip: this server's IPv4, or
-        several comma-separated for one table over several servers (rank ids follow their
+        several comma-separated for one 1.0 table over several servers (rank ids follow their
         order). Device IPs: --device_ips=IP,... (devices x servers, in server order), else
         --hccn_conf (default /etc/hccn.conf), else `hccn_tool -i N -ip -g`.
+        --rank_table_version: auto (1.2 when `npu-smi info -t spod-info` names a super pod),
+        1.0 or 1.2 (super_device_id and super pod from npu-smi). --server_id: the 1.2 table's
+        name for this server (default: --server_ip), e.g. node_0.
         """
         from launcher.render.ranktable import rank_table_command
         print(rank_table_command(devices, server_ip, out, hccn_conf=hccn_conf,
-                                 device_ips=device_ips))
+                                 device_ips=device_ips, rank_table_version=rank_table_version,
+                                 server_id=server_id))
 
     @_user_errors_exit_2
     def merge_rank_tables(self, *tables, out=None):
         """Merge per-server rank tables into one: packrun merge-rank-tables A.json B.json
-        --out=FILE. Servers keep the order given; rank ids are renumbered from 0."""
+        --out=FILE. Servers keep the order given (version 1.2: grouped by super pod); rank ids
+        are renumbered from 0."""
         from launcher.render.ranktable import merge_command
         print(merge_command(tables, out))
 

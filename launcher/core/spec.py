@@ -72,6 +72,9 @@ HOST = Grammar(r"[A-Za-z0-9._:-]",
 HOSTLIST = Grammar(r"[A-Za-z0-9._,\[\]-]", r"[A-Za-z0-9_\[][A-Za-z0-9._,\[\]-]*",
                    "host names, comma-separated, with Slurm [ranges] (letters, digits, '.', '_', "
                    "'-', ',', '[', ']')")
+SSH_OPTIONS = Grammar(r"[A-Za-z0-9._,:@/~+%=* \[\]-]", r"-[A-Za-z0-9._,:@/~+%=* \[\]-]*",
+                      "ssh options such as '-p 2222 -J bastion -F ~/.ssh/cluster' (which options "
+                      "pass: docs/multinode.md)")
 SLURM_NAME = Grammar(r"[A-Za-z0-9._-]", r"[A-Za-z0-9_][A-Za-z0-9._-]*",
                      "a Slurm name: letters, digits, '.', '_' and '-'")
 SLURM_NAMES = Grammar(r"[A-Za-z0-9._,-]",
@@ -210,6 +213,12 @@ class JobSpec:
     master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
                            "127.0.0.1 on one node, else the first of `hosts` or the first node of "
                            "the Slurm allocation.", group="launch", grammar=HOST)
+    ssh: str = key("", "Extra options for the ssh that `packrun run --nodes=N --hosts=...` "
+                   "starts the other nodes with, e.g. `-p 2222 -J bastion -F ~/.ssh/cluster`: "
+                   "where and how to connect only (-p, -J, -F, -i, -l, -o KEY=VALUE for "
+                   "connection settings, -4, -6, -C, -q, -v); options that run commands "
+                   "(ProxyCommand, LocalCommand, ...) are refused. Your ~/.ssh/config applies "
+                   "either way.", group="launch", grammar=SSH_OPTIONS)
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
                            "starts (one node, Slurm, or mpirun); nodes started one by one need an "
                            "explicit port.", minimum=0, maximum=65535, group="launch")
@@ -235,12 +244,34 @@ class JobSpec:
                        "many as cards_per_node); \"\" = cards 0..cards_per_node-1. Sets the rank "
                        "table's devices, DEVICE_ID and ASCEND_RT_VISIBLE_DEVICES / "
                        "CUDA_VISIBLE_DEVICES.", group="launch", grammar=DEVICES)
-    rank_table_file: str = key("", "An existing HCCL rank table (version 1.0, from hccl_tools.py "
-                               "or merge_hccl.py), validated and copied byte for byte into the "
+    rank_table_file: str = key("", "An existing HCCL rank table (version 1.0 "
+                               "from hccl_tools.py or merge_hccl.py, or 1.2 for Atlas A3 super "
+                               "pods), validated and copied byte for byte into the "
                                "run directory as rank_table.json; \"\" = packrun writes one "
                                "(launcher rank_table) or none.", path="file", group="launch",
                                fix="give the rank table file hccl_tools.py / merge_hccl.py / "
                                    "packrun rank-table wrote, or rank_table_file = \"\"")
+    rank_table_version: str = key("auto", "HCCL rank table version, following the networking "
+                                  "mode: \"1.0\" for AI Server mode (every Ascend server; Atlas "
+                                  "A3 outside a super pod), \"1.2\" for Atlas A3 super-pod mode "
+                                  "(super_device_id, super_pod_list; written on each server by "
+                                  "`packrun rank-table --rank_table_version=1.2` and merged); "
+                                  "auto = what npu-smi reports on the node (`npu-smi info -t "
+                                  "spod-info`: a super pod means 1.2). An existing "
+                                  "rank_table_file must be of this version.",
+                                  choices=("auto", "1.0", "1.2"), group="launch")
+    node_checks: str = key("error", "Ascend node checks before any rank starts (each node's "
+                           "launch, and `packrun check` on the node it runs on): cards present "
+                           "and healthy (npu-smi), none held by a process, device-network link "
+                           "UP with the rank table's device_ip (hccn_tool), CANN environment "
+                           "set. `error` stops the node with exit 2, `warn` only reports, `off` "
+                           "skips them.", choices=("error", "warn", "off"), group="launch")
+    net_health_check: bool = key(False, "Also require `hccn_tool -i N -net_health -g` to say "
+                                 "Success for every card (needs the peers' addresses set with "
+                                 "`hccn_tool -netdetect`).", group="launch")
+    held_card_wait_s: int = key(60, "On a restart, seconds a node waits for cards still held by "
+                                "the job's own previous attempt to be released before judging "
+                                "them.", minimum=0, maximum=3600, group="launch")
     hccn_conf: str = key("/etc/hccn.conf", "hccn.conf holding this server's Ascend device IPs "
                          "(`address_N=IP` lines), read for a one-node rank table when device_ips "
                          "is \"\".", group="launch")

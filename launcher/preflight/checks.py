@@ -419,18 +419,37 @@ def _guarded(topic: str, check: Callable[..., Iterator[Finding]], spec: JobSpec,
         yield Finding(ERROR, topic, str(e))
 
 
+def check_node(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """`packrun check` on an Ascend node: the node checks its launch will run
+    (launcher/preflight/node.py) for node 0's cards; skipped for Slurm (they run on the nodes)."""
+    if spec.device != "Ascend" or spec.node_checks == "off" or opts.slurm:
+        return
+    from launcher.preflight import node
+    cards, source = node.node_cards(spec, os.environ)
+    yield Finding(OK, "node", f"cards {','.join(map(str, cards))} from {source}")
+    for f in node.check_node(spec, cards, None, None, env=os.environ):
+        level = WARNING if f.level == ERROR and spec.node_checks == "warn" else f.level
+        card = f"card {f.card}: " if f.card is not None else ""
+        yield Finding(level, "node", f"{card}{f.text}" + (f"; fix: {f.fix}" if f.fix else ""))
+
+
 def findings(spec: JobSpec, opts: Options, network: bool) -> Iterator[Finding]:
-    """Every finding of the cheap checks, then of the network check when `network`."""
-    checks = CHEAP_CHECKS + ((("network", check_network),) if network else ())
+    """Every finding of the cheap checks, then of the node checks (`packrun check` on an Ascend
+    node) and the network check when `network`."""
+    checks = CHEAP_CHECKS + ((("node", check_node), ("network", check_network))
+                             if network else ())
     for topic, check in checks:
         yield from _guarded(topic, check, spec, opts)
 
 
-def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None) -> None:
+def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
+                        here: bool | None = None) -> None:
     """The cheap checks, before `packrun run` / `submit` start anything: warnings are logged,
     errors raise one UserError listing them. Images are decoded as the job's image_check says
-    (`auto`: every image up to 20000, else a sample)."""
-    opts = Options(slurm=slurm, out=out, images=spec.image_check, here=not slurm)
+    (`auto`: every image up to 20000, else a sample). `here`: whether the job's node 0 runs on
+    this machine (its cards checked here); by default, unless `slurm`."""
+    opts = Options(slurm=slurm, out=out, images=spec.image_check,
+                   here=not slurm if here is None else here)
     found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from launcher.core.errors import UserError
+from launcher.core.rundir import nodes
 from launcher.core.rundir.names import JOB_JSON, SLURM_JOB_ID
 from launcher.core.rundir.state import describe, read_run_state
 from launcher.slurm.client import status
@@ -24,4 +25,16 @@ def status_command(run_dir: str | Path) -> str:
     if rs is None:
         raise UserError(f"{path} is not a run directory (no {JOB_JSON}): pass the one packrun "
                         "debug / run / submit printed")
-    return "\n".join(describe(rs))
+    return "\n".join(describe(rs) + node_lines(path, rs.state.is_going))
+
+
+def node_lines(run_dir: Path, going: bool) -> list[str]:
+    """A launch over ssh: one line per node, from the state its node program wrote
+    (nodes/node<K>.json). A node that never wrote its end while the run is over went with its
+    session (packrun killed, the host lost)."""
+    lines = []
+    for doc in nodes.read_nodes(run_dir):
+        if not going and doc.get("state") in (nodes.STARTED, nodes.TRAINING):
+            doc = doc | {"state": f"{doc['state']} when the launch ended (no word since)"}
+        lines.append(f"  {nodes.describe(doc)}")
+    return (["nodes:"] + lines) if lines else []

@@ -63,6 +63,7 @@ class Result:
     reason: str = ""
     user_stop: bool = False       # packrun was asked to stop (Ctrl-C, SIGTERM, cancel)
     host: str = ""
+    node: int | None = None       # the failing node of a launch over ssh (launcher/multinode)
 
 
 def max_restarts(spec, kind: str) -> int:
@@ -143,7 +144,7 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
         record = failure.failure_record(
             run_dir, attempt=attempt, max_attempts=max_attempts, rank=result.rank,
             host=result.host or socket.gethostname(), exit_code=result.exit_code,
-            signal=result.signal, reason=result.reason, action=action)
+            signal=result.signal, reason=result.reason, action=action, node=result.node)
         state = Phase.RESTARTING if action == failure.RESTARTED else Phase.FAILED
     archive_logs(run_dir, attempt, move=False, only=only)
     if not record_state:

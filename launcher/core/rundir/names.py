@@ -152,6 +152,27 @@ def template_names() -> dict:
                 job_sbatch=JOB_SBATCH)
 
 
+# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): nodes/ holds the
+# plan (hosts as ssh reaches them, ssh options, each node's address) and, per node, the state
+# its node program writes (state, pid, host, how it ended); logs/node<K>.out is that node's
+# launch script output. TOKEN_PREFIX: the file a preflight writes on node 0's side and reads
+# back on every node (shared storage at the same path), removed at once.
+NODES_DIR = "nodes"
+NODES_PLAN = f"{NODES_DIR}/plan.json"
+TOKEN_PREFIX = ".packrun-token-"
+
+
+def node_state(node: int) -> str:
+    """One node's state, written by its node program (`python -m launcher.node host-run`):
+    started, training, finished, failed, stopped; its pid and process group; how it ended."""
+    return f"{NODES_DIR}/node{node}.json"
+
+
+def node_out(node: int) -> str:
+    """One node's launch script output (msrun's, rank_table.sh's) in a launch over ssh."""
+    return f"{LOGS}/node{node}.out"
+
+
 def worker_progress(rank: int) -> str:
     """Each rank's progress record (launcher/core/rundir/progress.py): one JSON object, replaced
     after every training step, evaluation batch and phase change. The stall watchdog, the console
