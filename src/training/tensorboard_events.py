@@ -42,11 +42,6 @@ from typing import Callable, Iterable
 from launcher.core.rundir.names import TB_DIR, TB_HPARAMS_DIR
 from launcher.core.rundir.progress import Event, Progress
 
-# The job keys an HParams entry always shows (besides the keys a sweep varies): the training
-# keys (what is trained, and how) and the few launch keys that change results.
-ALWAYS_COMPARED_GROUPS = ("training",)
-ALWAYS_COMPARED_KEYS = ("device", "amp_level", "graph_mode", "nodes", "cards_per_node",
-                        "scale_lr", "eval_interval")
 # The HParams metrics (scalars of the tb/hparams run).
 BEST_ACC, FINAL_ACC = "hparams/best_acc", "hparams/final_acc"
 
@@ -126,13 +121,14 @@ def hparam_value(value):
 
 
 def compared_hparams(job: dict, sweep_keys: Iterable[str] = ()) -> dict:
-    """The job keys an HParams entry shows: ALWAYS_COMPARED_GROUPS' and ALWAYS_COMPARED_KEYS'
-    keys (the same set in every run, so runs of different sweeps line up in one table), plus
-    every key its sweep varies. `job` is the spec as a dict; groups come from the spec."""
+    """The job keys an HParams entry shows: those the spec declares compared (`compare` in
+    launcher/core/spec.py: what is trained and how, the device and the world size; the same
+    set in every run, so that runs of different sweeps line up in one table), plus every key
+    its sweep varies. `job` is the spec as a dict."""
     from launcher.core.spec import JobSpec
     fields = JobSpec.fields()
-    keys = [k for k, f in fields.items() if f.metadata["group"] in ALWAYS_COMPARED_GROUPS]
-    keys += [k for k in (*ALWAYS_COMPARED_KEYS, *sweep_keys) if k in fields and k not in keys]
+    keys = [k for k, f in fields.items() if f.metadata["compare"]]
+    keys += [k for k in sweep_keys if k in fields and k not in keys]
     return {k: hparam_value(job[k]) for k in keys if k in job}
 
 

@@ -153,7 +153,9 @@ def test_hparams_hold_the_training_keys_and_every_key_a_sweep_varies(tmp_path):
                        "env": {"A": "1"}}, check_paths=False).to_dict()
     hp = compared_hparams(spec, ["sink_size", "env"])
     training = {k for k, f in JobSpec.fields().items() if f.metadata["group"] == "training"}
-    assert training <= set(hp) and {"device", "cards_per_node", "nodes"} <= set(hp)
+    assert training <= set(hp)
+    assert {"device", "amp_level", "graph_mode", "cards_per_node", "scale_lr",
+            "eval_interval"} <= set(hp)
     assert (hp["lr"], hp["sink_size"], hp["env"]) == (0.05, 7, '{"A": "1"}')
     assert "partition" not in hp and "output_dir" not in hp
     # a sweep's point knows its sweep's keys from sweep.json beside it
