@@ -152,12 +152,16 @@ class TensorBoardEvents:
         self.main = EventFile(self.run_dir / TB_DIR, attempt, first_step, clock=clock)
         self.hparams = EventFile(self.run_dir / TB_HPARAMS_DIR, attempt, first_step, clock=clock)
         self.last_step = first_step
+        self._logged = first_step - 1  # the global step of the last per-step point
 
     # --- per step: the progress record --------------------------------------------------------
     def listen(self, record: Progress) -> None:
-        """A Recorder listener: the training steps' values every `log_every_steps` steps."""
-        if record.event is not Event.STEP or record.global_step % self.every:
+        """A Recorder listener: the training steps' values every `log_every_steps` steps (the
+        first record past each multiple: in sink mode a record covers a chunk of steps)."""
+        if record.event is not Event.STEP or \
+                record.global_step // self.every <= self._logged // self.every:
             return
+        self._logged = record.global_step
         values = {"train/loss": record.loss, "train/lr": record.lr,
                   "train/head_lr": record.head_lr, "train/images_per_s": record.images_per_s,
                   "train/step_time_s": record.step_time_s}

@@ -81,6 +81,18 @@ def test_per_step_values_every_log_every_steps_global_steps(tmp_path):
 
 
 @pytest.mark.unit
+def test_in_sink_mode_a_record_covering_several_steps_still_gives_a_point(tmp_path):
+    """Sink mode reports every sink_size steps (here 7): the first record past each multiple of
+    log_every_steps (10) is written, none is lost to the modulo."""
+    board = TensorBoardEvents(tmp_path, attempt=1, first_step=1, log_every_steps=10)
+    for g in range(7, 50, 7):
+        board.listen(step_record(g, loss=1.0))
+    board.close(finished=False)
+    assert [s for s, _ in scalar_points(tensorboard_events(tmp_path / TB_DIR), "train/loss")] \
+        == [14, 21, 35, 42]
+
+
+@pytest.mark.unit
 def test_epoch_rows_at_the_step_that_ends_the_epoch_accuracy_only_when_evaluated(tmp_path):
     board = TensorBoardEvents(tmp_path, attempt=1, first_step=1, log_every_steps=5)
     row = dict(epoch=1, steps=4, train_loss=0.7, epoch_time_s=2.0, val_acc=None, best_acc=0.0,
