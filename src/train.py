@@ -412,15 +412,19 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
         finished = True
     finally:
         if board is not None:
-            board.close(finished=finished)
+            try:
+                board.close(finished=finished)
+            except OSError as e:  # the run's outcome stands
+                print(f"warning: TensorBoard event files: {e}", file=sys.stderr, flush=True)
     return 0
 
 
 def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: int, recorder,
-                      report):
+                      report, budget=None):
     """Rank 0's TensorBoard writer (src/training/tensorboard_events.py), listening to the
     progress record (per step) and to the metrics rows (per epoch; curves at a new best when
-    that costs under 1% of the run). Its purge marker is the first step this attempt trains."""
+    `budget` allows: by default, when that costs under 1% of the run). Its purge marker is the
+    first step this attempt trains. None (and a warning) when it cannot write."""
     from src.training.tensorboard_events import (
         PictureBudget,
         TensorBoardEvents,
@@ -439,7 +443,7 @@ def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: 
         return None
     recorder.subscribe(board.listen)
     report.row_listeners.append(board.epoch_row)
-    budget = PictureBudget()
+    budget = budget or PictureBudget()
 
     def curves_at_new_best(row: dict) -> None:
         if row["val_acc"] is None or row["best_epoch"] != row["epoch"] or not budget.allows():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.core.rundir.names import TB_DIR, TB_HPARAMS_DIR, TRACE_ENV
+from launcher.core.rundir.names import ATTEMPT_ENV, TB_DIR, TB_HPARAMS_DIR, TRACE_ENV
 from launcher.core.rundir.progress import Event, Progress, Stage
 from launcher.core.spec import JobSpec, build_spec
 from src.training.tensorboard_events import (
@@ -192,6 +192,60 @@ def test_pictures_during_training_stay_under_one_percent_of_the_run():
     assert not budget.allows()          # 1.5 + 1.5 > 2.5
     now[0] = 300.0
     assert budget.allows()
+
+
+@pytest.mark.unit
+def test_the_worker_wires_the_writer_to_the_record_and_the_rows_and_adds_curves_at_a_new_best(
+        tmp_path, monkeypatch):
+    """src/train.start_tensorboard on a resumed run: the purge marker and the job text at the
+    first step after the resume point, per-step values from the Recorder, epoch values from
+    the rows, curves.png at a new best when the budget allows it (and not when it does not)."""
+    from launcher.core.rundir.job_json import spec_to_json
+    from src.train import ResumePoint, start_tensorboard
+    from src.training.progress import Recorder
+    spec = build_spec({"train_dir": "/d", "val_dir": "/d", "name": "w", "epochs": 3,
+                       "log_every_steps": 2}, check_paths=False)
+    (tmp_path / "job.json").write_text(spec_to_json(spec))
+    rows = [dict(epoch=e, steps=4, train_loss=1.0 / e, val_acc=a, best_acc=b, best_epoch=be,
+                 epoch_time_s=1.0, eval_time_s=0.1, lr=0.1, step_time_ms=250.0,
+                 images_per_s=32.0) for e, a, b, be in [(2, 0.5, 0.5, 2), (3, 0.4, 0.5, 2)]]
+
+    class Report:
+        row_listeners: list = []
+
+    class Always(PictureBudget):
+        def allows(self):
+            return True
+
+    monkeypatch.setenv(ATTEMPT_ENV, "2")
+    recorder, report = Recorder(None, 0, 2, lr_at=lambda g: 0.1), Report()
+    board = start_tensorboard(spec, tmp_path, ResumePoint(epoch=1), 4, recorder, report,
+                              budget=Always())
+    for step in (1, 2, 3, 4):
+        recorder.step(2, step, 4, loss=float(step))
+    for i, row in enumerate(rows):
+        (tmp_path / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows[:i + 1]))
+        for listener in report.row_listeners:
+            listener(row)
+    board.close(finished=True)
+    acc = tensorboard_events(tmp_path / TB_DIR)
+    assert scalar_points(acc, "train/loss") == [(6, 2.0), (8, 4.0)]
+    assert scalar_points(acc, "epoch/val_acc") == [(8, 0.5), (12, float32(0.4))]
+    assert acc.Tensors("job/text_summary")[0].step == 5
+    assert [i.step for i in acc.Images("pictures/curves")] == [8]   # epoch 2: the new best
+    assert (tmp_path / "curves.png").is_file()
+    assert [f.name.split(".")[-2] for f in (tmp_path / TB_DIR).glob("events.*")] == \
+        ["attempt002"]
+    # the default budget: a picture's expected 2 s is not under 1% of a run just begun
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("job.json", "metrics.jsonl"):
+        (fresh / name).write_text((tmp_path / name).read_text())
+    report.row_listeners = []
+    start_tensorboard(spec, fresh, ResumePoint(), 4, recorder, report).close(finished=False)
+    report.row_listeners[-1](rows[0])
+    assert not (fresh / "curves.png").exists()
 
 
 # =============================================================================================
