@@ -10,6 +10,7 @@ import json
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -210,15 +211,13 @@ def test_the_worker_wires_the_writer_to_the_record_and_the_rows_and_adds_curves_
                  epoch_time_s=1.0, eval_time_s=0.1, lr=0.1, step_time_ms=250.0,
                  images_per_s=32.0) for e, a, b, be in [(2, 0.5, 0.5, 2), (3, 0.4, 0.5, 2)]]
 
-    class Report:
-        row_listeners: list = []
-
     class Always(PictureBudget):
         def allows(self):
             return True
 
     monkeypatch.setenv(ATTEMPT_ENV, "2")
-    recorder, report = Recorder(None, 0, 2, lr_at=lambda g: 0.1), Report()
+    recorder, report = Recorder(None, 0, 2, lr_at=lambda g: 0.1), \
+        SimpleNamespace(row_listeners=[])
     board = start_tensorboard(spec, tmp_path, ResumePoint(epoch=1), 4, recorder, report,
                               budget=Always())
     for step in (1, 2, 3, 4):
