@@ -339,7 +339,8 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
             return
 
 
-def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say,
+           board=None) -> None:
     from launcher.core.rundir.progress import Stage
     cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
@@ -351,7 +352,9 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
-        make_run_pictures(spec, run_dir, net, full_val, data.classes)
+        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes)
+        if board is not None:
+            board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
 
 
@@ -413,11 +416,62 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
                          resume, recorder)
     if position_out is not None:
         position_out.append(cbs.position)
-    fit(spec, model, train_data, cbs, resume, sink_mode)
-    if stopped_on_request(spec, cbs, say):
-        return EXIT_REQUEUE
-    finish(spec, run_dir, par, net, data, cbs, say)
+    board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \
+        if par.is_main and spec.tensorboard else None
+    finished = False
+    try:
+        fit(spec, model, train_data, cbs, resume, sink_mode)
+        if stopped_on_request(spec, cbs, say):
+            return EXIT_REQUEUE
+        finish(spec, run_dir, par, net, data, cbs, say, board)
+        finished = True
+    finally:
+        if board is not None:
+            try:
+                board.close(finished=finished)
+            except OSError as e:  # the run's outcome stands
+                print(f"warning: TensorBoard event files: {e}", file=sys.stderr, flush=True)
     return 0
+
+
+def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: int, recorder,
+                      report, budget=None):
+    """Rank 0's TensorBoard writer (src/training/tensorboard_events.py), listening to the
+    progress record (per step) and to the metrics rows (per epoch; curves at a new best when
+    `budget` allows: by default, when that costs under 1% of the run). Its purge marker is the
+    first step this attempt trains. None (and a warning) when it cannot write."""
+    from src.training.tensorboard_events import (
+        PictureBudget,
+        TensorBoardEvents,
+        compared_hparams,
+        sweep_keys_of,
+    )
+    try:
+        board = TensorBoardEvents(run_dir, attempt=attempt_number(os.environ),
+                                  first_step=resume.epoch * steps + resume.step + 1,
+                                  log_every_steps=spec.log_every_steps)
+        board.job((run_dir / JOB_JSON).read_text(encoding="utf-8"))
+        board.session_start(compared_hparams(spec.to_dict(), sweep_keys_of(run_dir)))
+    except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+        print(f"warning: no TensorBoard event files for this run: {e!r}", file=sys.stderr,
+              flush=True)
+        return None
+    recorder.subscribe(board.listen)
+    report.row_listeners.append(board.epoch_row)
+    budget = budget or PictureBudget()
+
+    def curves_at_new_best(row: dict) -> None:
+        if row["val_acc"] is None or row["best_epoch"] != row["epoch"] or not budget.allows():
+            return
+        import time
+
+        from src.pictures.run import write_curves
+        t0 = time.monotonic()
+        board.pictures([write_curves(spec, run_dir)], row["epoch"] * row["steps"])
+        budget.charge(time.monotonic() - t0)
+
+    report.row_listeners.append(curves_at_new_best)
+    return board
 
 
 def attempt_number(env) -> int:

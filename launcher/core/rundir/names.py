@@ -32,6 +32,11 @@ NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per no
 RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit` (and by a sweep's array tasks)
 SLURM_OUTPUT_GLOB = "slurm-*.out"  # the batch script's output, slurm-<job id>.out
+# TensorBoard event files (src/training/tensorboard_events.py), rank 0 only: the run's curves,
+# pictures and job in TB_DIR, its HParams session (the compared job keys, best and final
+# accuracy) in TB_HPARAMS_DIR. One file per attempt, named by start second, host, attempt, pid.
+TB_DIR = "tb"
+TB_HPARAMS_DIR = f"{TB_DIR}/hparams"
 REPORT_HTML = "report.html"      # `packrun report` (launcher/runs/report.py)
 # The pictures a run leaves when it ends (src/pictures/run.py), in the order a report shows them.
 CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG = "curves.png", "predictions.png", "confusion.png"
