@@ -9,6 +9,10 @@ failure.json:
   when killed), signal (number or null), signal_name, first_error (the first error line of that
   rank's error.json or log, "" if none), reason (the supervisor's words), log (path),
   action: "restarted" | "gave up" | "not retryable", time
+  stall (only when the stall watchdog ended the attempt, launcher/supervise/watchdog.py):
+    silent_s, bound_s, bound ("stall_timeout" | "startup_timeout"), rank (the one that differs
+    from the others, or null), why, per_rank: [{rank, stage, where, epoch, step, eval_batch, pid,
+    answered (its stacks came), state (why not), top_frame, stack (its dump's path)}]
 No MindSpore import: the worker writes its file with the same module the launcher reads it with.
 """
 
@@ -110,7 +114,7 @@ def first_error(run_dir: Path, rank: int | None) -> str:
 
 def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int | None,
                    host: str, exit_code: int | None, signal: int | None, reason: str,
-                   action: str) -> dict:
+                   action: str, stall: dict | None = None) -> dict:
     err = read_json(run_dir / worker_error(rank)) if rank is not None else None
     if err and err.get("host"):
         host = err["host"]
@@ -122,7 +126,7 @@ def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int 
         first_error=first_error(run_dir, rank), reason=reason,
         log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
         if rank is not None else "",
-        action=action, time=_now()))
+        action=action, time=_now()) | ({"stall": stall} if stall else {}))
 
 
 def write_failure(run_dir: Path, record: dict) -> None:
@@ -144,7 +148,10 @@ def summary(record: dict) -> str:
     who = f"rank {record['rank']}" if record.get("rank") is not None else "the launch"
     if record.get("host"):
         who += f" on {record['host']}"
-    if record.get("signal"):
+    stall = record.get("stall")
+    if stall:
+        how = f"stalled: {_stalled(stall)}"
+    elif record.get("signal"):
         how = f"was killed by signal {record['signal']} ({record['signal_name']})"
     elif record.get("exit_code") is not None:
         how = f"exited with status {record['exit_code']}"
@@ -163,4 +170,28 @@ def summary(record: dict) -> str:
     line = f"attempt {record['attempt']} failed: {who} {how}{where}; {then}"
     if record.get("first_error"):
         line += f"\n  first error: {record['first_error']}"
+    if stall:
+        line += _stuck(stall)
     return line
+
+
+def _stalled(stall: dict) -> str:
+    """`no rank made progress for 31 s (stall_timeout 30 s) at training epoch 2 step 0/3`."""
+    odd = next((r for r in stall.get("per_rank", []) if r["rank"] == stall.get("rank")), None)
+    where = f" at {odd['where']}" if odd else ""
+    return (f"no rank made progress for {stall['silent_s']:.0f} s ({stall['bound']} "
+            f"{stall['bound_s']:.0f} s){where}")
+
+
+def _stuck(stall: dict) -> str:
+    """The stuck rank's top frame and stack file, or why it has none; why it is the one."""
+    lines = f"\n  stuck: {stall['why']}" if stall.get("why") not in (None, "the only rank") \
+        else ""
+    for r in stall.get("per_rank", []):
+        if r["rank"] != stall.get("rank"):
+            continue
+        if r.get("top_frame"):
+            lines += f"\n  top frame of rank {r['rank']}: {r['top_frame']} ({r['stack']})"
+        elif not r.get("answered"):
+            lines += f"\n  rank {r['rank']} gave no stacks: {r.get('state') or 'no answer'}"
+    return lines
