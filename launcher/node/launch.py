@@ -134,8 +134,8 @@ def node_attempt(run_dir: Path, env: dict[str, str], attempt: int, world: int,
     if node == 0:
         (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     received: dict = {}
-    watchdog = Watchdog(run_dir, spec_from_json(run_dir), attempt, world)
-    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received, watchdog)
+    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received,
+                  Watchdog.for_run(run_dir, attempt))
     if received["stall"].report is not None:
         return attempts.Result(**received["stall"].result_fields())
     if received.get("signal") is not None:

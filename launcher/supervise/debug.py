@@ -76,8 +76,7 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
     (run_dir / worker_exit(0)).unlink(missing_ok=True)
     received: dict = {}
     child: list = []  # the worker, for the stall watchdog's stop
-    watchdog = Watchdog(run_dir, spec_from_json(run_dir), attempt, 1)
-    with watching(watchdog, lambda: stop(child[0])) as watch:
+    with watching(Watchdog.for_run(run_dir, attempt, 1), lambda: stop(child[0])) as watch:
         rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
                            env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
                            received=received, started=child.append)

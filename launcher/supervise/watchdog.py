@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 import psutil
 
 from launcher.core.log import get_logger
+from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
     EXIT_STALLED,
     STACK_SIGNAL_NAME,
@@ -76,6 +77,14 @@ class Watchdog:
         self.run_dir, self.spec, self.attempt, self.clock = Path(run_dir), spec, attempt, clock
         self.watch = StallWatch(world, spec.stall_timeout, spec.startup_timeout, clock(),
                                 sink=sink_effective(spec), attempt=attempt)
+
+    @classmethod
+    def for_run(cls, run_dir: Path, attempt: int | None, world: int | None = None) -> "Watchdog":
+        """The watchdog of attempt `attempt` of the run in `run_dir` with its job's bounds
+        (job.json), expecting `world` ranks (default: every rank of the job, nodes x
+        cards_per_node): the one-line hook of a launch that has no spec at hand."""
+        spec = spec_from_json(Path(run_dir))
+        return cls(run_dir, spec, attempt, world or spec.nodes * spec.cards_per_node)
 
     @property
     def enabled(self) -> bool:
