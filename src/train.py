@@ -32,8 +32,10 @@ from launcher.core.rundir.names import (
     LAST_CKPT,
     LOGS,
     PREEMPT_FLAG,
+    STACK_SIGNAL_NAME,
     worker_exit,
     worker_pid,
+    worker_stack,
 )
 from launcher.core.spec import JobSpec
 
@@ -228,7 +230,7 @@ def prepare_data(spec: JobSpec, par) -> Data:
     return Data(spec, par, classes, n_train, steps, data_args, val_indices, val_ds, sharded_eval)
 
 
-def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
+def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder=None):
     """The network with the pretrained backbone (or from scratch), frozen up to `freeze`, and
     the feature cache of the frozen prefix when the job uses one: (net, cache or None)."""
     from src.training import checkpoint, feature_cache, transfer
@@ -245,7 +247,7 @@ def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
     cache = None
     if spec.freeze != "none" and spec.feature_cache != "off":
         cache = feature_cache.build(spec, par, net, data.n_train, data.val_indices, data.val_ds,
-                                    data.data_args, say)
+                                    data.data_args, say, recorder)
     return net, cache
 
 
@@ -352,7 +354,8 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
-        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes)
+        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
+                                     cbs.report.recorder.batch)
         if board is not None:
             board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
@@ -393,10 +396,12 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     from src.training import collective, transfer
     from src.training.evaluate import evaluate
 
-    net, cache = prepare_network(spec, run_dir, par, data, say)
+    net, cache = prepare_network(spec, run_dir, par, data, say, recorder)
     steps, train_data = data.steps, data.train_data
     if cache:  # the trainable rest trains on the frozen prefix's cached activations
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
+    from src.testing import faults
+    train_data = faults.in_data(os.environ, par.rank, train_data)  # test-only: a data fault
     opt, rates, base_lr = build_optimizer(spec, par, net, steps)
     recorder.images_per_step = spec.batch_size * par.world
     recorder.lr_at = lambda step: rates[min(step, len(rates) - 1)]
@@ -532,6 +537,16 @@ def run(run_dir: Path, rank: int | None = None) -> int:
         raise
 
 
+def answer_stack_requests(run_dir: Path, rank: int) -> None:
+    """The stall watchdog's stack request (launcher/supervise/watchdog.py): on STACK_SIGNAL the
+    interpreter's C-level handler appends every thread's Python stack to
+    logs/worker_<rank>.stack, also while Python code is blocked (a data loader, a collective)."""
+    import faulthandler
+    import signal
+    out = open(run_dir / worker_stack(rank), "a", encoding="utf-8")  # open for the process's life
+    faulthandler.register(signal.Signals[STACK_SIGNAL_NAME], file=out, all_threads=True)
+
+
 def main(argv: list[str]) -> int:
     """Run, and leave logs/worker_<rank>.exit behind with the exit status, so that the
     supervisor tells a worker that failed from one that finished (and a killed one, which
@@ -543,6 +558,7 @@ def main(argv: list[str]) -> int:
     rank = ranks.rank_from_env(os.environ)
     if rank is not None and (run_dir / LOGS).is_dir():
         write_atomic(run_dir / worker_pid(rank), f"{os.getpid()}\n")
+        answer_stack_requests(run_dir, rank)
     code = 1
     try:
         code = run(run_dir, rank)

@@ -249,6 +249,20 @@ class JobSpec:
                                   "checkpoints while the others wait (eval_mode = \"rank0\"). "
                                   "GPU (NCCL) and CPU have no such timeout in MindSpore.",
                                   minimum=68, maximum=17340, group="launch")
+    stall_timeout: int = key(600, "Seconds without progress from any rank (a training step, an "
+                             "evaluation or caching batch, a save) after which the supervisor "
+                             "declares the job stalled: it writes every rank's stacks to "
+                             "logs/worker_<rank>.stack, names the stuck rank in failure.json, "
+                             "stops the job and restarts it within max_restarts. In sink mode the "
+                             "bound grows by the longest sink chunk seen. 0 = no watchdog. The "
+                             "default is about 10x the longest silence of a healthy job after "
+                             "start-up (docs/resume.md: how it was chosen).", minimum=0,
+                             maximum=86400, group="launch")
+    startup_timeout: int = key(1800, "The stall bound (seconds) until every rank has trained its "
+                               "first step, and for the first batch of an evaluation or caching "
+                               "pass (imports, reading the data, graph compilation); at least "
+                               "stall_timeout is used.", minimum=1, maximum=86400,
+                               group="launch")
     bind_cores: bool = key(True, "Bind each local rank to its own contiguous, NUMA-local range of "
                            "the cores the launch may use (cores // local ranks each): msrun "
                            "--bind_core, taskset for rank tables, Open MPI --bind-to core.",

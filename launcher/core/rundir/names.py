@@ -87,7 +87,8 @@ LIFELINE_GRACE_S = 2.0
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
 # TEST ONLY (tests/test_restarts.py): makes a worker fail on purpose, on the first attempt only.
 # "ACTION:rank=R:epoch=E:step=S", ACTION one of kill (SIGKILL itself), raise (RuntimeError),
-# exit2 (a UserError); see src/testing/faults.py. Never set it in a real job.
+# exit2 (a UserError), stop (preempt.requested), hang / slow (in the data loader; slow takes
+# ":seconds=X"); see src/testing/faults.py. Never set it in a real job.
 FAULT_ENV = "PACKRUN_TEST_FAULT"
 TRACE_ENV = "PACKRUN_TEST_TRACE_STEPS"  # TEST ONLY: "1" prints `trained step E.S` every step
 
@@ -198,6 +199,23 @@ def worker_progress(rank: int) -> str:
 
 # Every rank's progress record, relative to the run directory (a glob).
 WORKER_PROGRESS_GLOB = f"{WORKER_LOG_PREFIX}*.progress"
+
+
+def worker_stack(rank: int) -> str:
+    """Each rank's stack dumps: the worker registers Python's faulthandler on STACK_SIGNAL with
+    this file (every thread's Python stack, appended per request); the stall watchdog
+    (launcher/supervise/watchdog.py) sends the signal and appends py-spy's native frames."""
+    return f"{WORKER_LOG_PREFIX}{rank}.stack"
+
+
+# The signal that asks a worker for its Python stacks. SIGUSR2: MindSpore 2.10 catches SIGINT,
+# SIGCHLD and SIGBUS (and msrun SIGINT / SIGTERM), none of the user signals; SIGUSR1 is the
+# Slurm warning packrun's batch program and node-launch turn into a stop request.
+STACK_SIGNAL_NAME = "SIGUSR2"
+
+# The exit status of an attempt the stall watchdog ended (timeout(1)'s): a failure, retried
+# within max_restarts like a dead rank.
+EXIT_STALLED = 124
 
 
 def worker_pid(rank: int) -> str:
