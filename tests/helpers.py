@@ -58,6 +58,7 @@ APT_PACKAGES = {
     "getent": "libc-bin",
     "chromium": "chromium",
     "g++": "g++",
+    "sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
 }
 
 

@@ -221,10 +221,13 @@ class JobSpec:
                               compare=True)
     hosts: str = key("", "The nodes in node-rank order, comma-separated or in Slurm hostlist "
                      "syntax (`node[01-02]`, `10.0.0.[1-2]`): the mpirun hostfile and the rank "
-                     "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. With "
-                     "Slurm it becomes `--nodelist`.", group="launch", grammar=HOSTLIST)
+                     "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. "
+                     "`packrun run` starts node k on host k over ssh (ssh aliases work; the rank "
+                     "table then holds the address each host has). With Slurm it becomes "
+                     "`--nodelist`.", group="launch", grammar=HOSTLIST)
     master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
-                           "127.0.0.1 on one node, else the first of `hosts` or the first node of "
+                           "127.0.0.1 on one node, node 0's own address when `packrun run` starts "
+                           "the nodes over ssh, else the first of `hosts` or the first node of "
                            "the Slurm allocation.", group="launch", grammar=HOST)
     ssh: str = key("", "Extra options for the ssh that `packrun run --nodes=N --hosts=...` "
                    "starts the other nodes with, e.g. `-p 2222 -J bastion -F ~/.ssh/cluster`: "
@@ -233,14 +236,16 @@ class JobSpec:
                    "(ProxyCommand, LocalCommand, ...) are refused. Your ~/.ssh/config applies "
                    "either way.", group="launch", grammar=SSH_OPTIONS)
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
-                           "starts (one node, Slurm, or mpirun); nodes started one by one need an "
-                           "explicit port.", minimum=0, maximum=65535, group="launch")
+                           "starts (one node, Slurm, or mpirun), or on node 0 before `packrun run` "
+                           "starts the nodes over ssh; nodes started one by one need an explicit "
+                           "port.", minimum=0, maximum=65535, group="launch")
     cluster_timeout: int = key(0, "Seconds processes wait for their peers while the cluster forms "
                                "(msrun --cluster_time_out, MS_TOPO_TIMEOUT; on Ascend also "
                                "HCCL_CONNECT_TIMEOUT, which is at least 120). 0 = by launch kind: "
                                "60 where one command starts every node (one machine, Slurm, "
-                               "mpirun), so a dead peer fails the job fast; 600 (msrun's own) "
-                               "where each node's script is started by hand.", minimum=0,
+                               "mpirun, `packrun run` over ssh), so a dead peer fails the "
+                               "job fast; 600 (msrun's own) where each node's script is "
+                               "started by hand.", minimum=0,
                                maximum=7200, group="launch")
     collective_timeout: int = key(1836, "Seconds a rank may wait in one collective operation "
                                   "before the job fails (HCCL_EXEC_TIMEOUT on Ascend; CANN rounds "

@@ -169,12 +169,12 @@ def template_names() -> dict:
                 job_sbatch=JOB_SBATCH)
 
 
-# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): nodes/ holds the
+# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): multinode/ holds the
 # plan (hosts as ssh reaches them, ssh options, each node's address) and, per node, the state
 # its node program writes (state, pid, host, how it ended); logs/node<K>.out is that node's
 # launch script output. TOKEN_PREFIX: the file a preflight writes on node 0's side and reads
 # back on every node (shared storage at the same path), removed at once.
-NODES_DIR = "nodes"
+NODES_DIR = "multinode"
 NODES_PLAN = f"{NODES_DIR}/plan.json"
 TOKEN_PREFIX = ".packrun-token-"
 
