@@ -33,7 +33,7 @@ from launcher.core.devices import parse_devices
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.log import STDERR, get_logger
 from launcher.core.rundir.names import RANK_TABLE_JSON
-from launcher.core.spec import JobSpec, load_job, path_problems
+from launcher.core.spec import JobSpec, WrongKind, load_job, path_problems
 from launcher.preflight import data as preflight
 from launcher.render import artifacts as render
 
@@ -81,8 +81,9 @@ class Options:
 
 def check_paths(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Data folders and checkpoint exist (the checks `load_job` makes for run/debug/submit)."""
-    for text in path_problems(spec, opts.source):  # (when they exist, data and network say so)
-        yield Finding(opts.missing, "paths", text)
+    for problem in path_problems(spec, opts.source):  # (when they exist, data and network say so)
+        yield Finding(ERROR if isinstance(problem, WrongKind) else opts.missing, "paths",
+                      str(problem))
 
 
 def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
