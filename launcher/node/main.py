@@ -24,6 +24,13 @@ result on stdout and exits 0; bad input is one `packrun: error: ...` line and ex
     array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID
                                        a sweep's array task starts point POINT: the job ids,
                                        written atomically (job_array.sbatch)
+    probe TOKEN_FILE TOKEN MASTER_ADDR PORT SELF_NAME
+                                       what this node says before a launch over ssh, one JSON
+                                       line (launcher/multinode/probe.py)
+    host-run RUN_DIR NODE ATTEMPT      this node's share of a launch over ssh: its launch
+                                       script, watched, ended with its session
+                                       (launcher/node/host.py)
+    stop-node RUN_DIR NODE             stop what node NODE's program recorded, on this host
 
 `batch` and `supervise-ranks` are exec'd by their scripts: from then on they are the script's
 process.
@@ -38,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launcher.core import cores, hostlist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.lock import holder
@@ -153,6 +160,25 @@ def _array_task(argv: Sequence[str]) -> int:
     return 0
 
 
+def _probe(argv: Sequence[str]) -> int:
+    from launcher.multinode.probe import probe_main
+    return probe_main(argv)
+
+
+def _host_run(argv: Sequence[str]) -> int:
+    if len(argv) != 3 or not argv[1].isdigit() or not argv[2].isdigit():
+        return _usage("host-run RUN_DIR NODE ATTEMPT")
+    from launcher.node.host import host_run
+    return host_run(Path(argv[0]), int(argv[1]), int(argv[2]))
+
+
+def _stop_node(argv: Sequence[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        return _usage("stop-node RUN_DIR NODE")
+    from launcher.node.host import stop_node
+    return stop_node(Path(argv[0]), int(argv[1]))
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "cores": _cores,
     "hostnames": _hostnames,
@@ -163,6 +189,9 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "supervise-ranks": _supervise_ranks,
     "array-task": _array_task,
     "check": _check,
+    "probe": _probe,
+    "host-run": _host_run,
+    "stop-node": _stop_node,
 }
 
 
@@ -184,4 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in VERBS:
         return _usage("{" + " | ".join(VERBS) + "} ARGS")
-    return VERBS[args[0]](args[1:])
+    try:
+        return VERBS[args[0]](args[1:])
+    except KeyboardInterrupt:  # (batch and supervise-ranks stop their children themselves)
+        print(f"packrun: {args[0]}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -39,7 +39,7 @@ from launcher.core.spec import JobSpec
 
 TEMPLATE = "report.html.j2"
 LOG_TAIL_LINES = 30
-# The rate in a progress line (src/training/callbacks.py Progress): "... 812.3 img/s ..."
+# The rate in a progress line (src/training/callbacks.py ProgressLine): "... 812.3 img/s ..."
 PROGRESS_RATE = re.compile(r"step \d+/\d+\s+loss \S+\s+([\d.]+) img/s")
 # Each rank's closing digest (src/train.py): "rank 1: final weights sha256 a29a5963a4cb2ae1, ..."
 WEIGHTS_DIGEST = re.compile(r"^rank \d+: final weights sha256 ([0-9a-f]+)", re.M)

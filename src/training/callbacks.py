@@ -1,8 +1,8 @@
-"""Training callbacks, one job each: `Report` (progress, the tutorial's per-epoch block,
-evaluation, metrics.jsonl), `Checkpoint` (best.ckpt, last.ckpt at every epoch end and at a
-requested stop) and `StopOnRequest` (the per-step stop check). They share a `Position`: the
-epoch and step training is at, which the trainer sets when it (re)starts an epoch and the
-failure report (launcher/core/rundir/failure.py) reads.
+"""Training callbacks, one job each: `Report` (the progress record of every step and stage,
+the tutorial's per-epoch block, evaluation, metrics.jsonl), `Checkpoint` (best.ckpt, last.ckpt
+at every epoch end and at a requested stop) and `StopOnRequest` (the per-step stop check). They
+share a `Position`: the epoch and step training is at, which the trainer sets when it (re)starts
+an epoch and the failure report (launcher/core/rundir/failure.py) reads.
 
 Output a user of the tutorial recognises, per evaluated epoch:
 
@@ -33,7 +33,10 @@ from mindspore.train.callback import Callback
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.metrics import best_row, metrics_text
 from launcher.core.rundir.names import BEST_CKPT, CONSOLE_TTY_ENV, LAST_CKPT, LAST_POINT, METRICS
+from launcher.core.rundir.progress import Event, Stage
+from launcher.core.rundir.progress import Progress as Record
 from src.training.checkpoint import save_atomic
+from src.training.progress import Recorder
 
 
 def _as_float(loss) -> float:
@@ -42,8 +45,9 @@ def _as_float(loss) -> float:
     return float(loss.asnumpy()) if hasattr(loss, "asnumpy") else float(loss)
 
 
-class Progress:
-    """Within-epoch progress of the main rank: steps done, loss, images/s, ETA.
+class ProgressLine:
+    """Within-epoch progress of the main rank on the console: steps done, loss, images/s, ETA.
+    It reads the progress record (`listen`, a Recorder listener).
 
     On a terminal (the launcher sets PACKRUN_CONSOLE_TTY=1 when its console is one: the worker's
     own stdout is always a pipe) one line is rewritten with `\r` every `tty_interval_s` and ended
@@ -78,6 +82,13 @@ class Progress:
         return (f"  epoch {epoch}/{epochs} step {done}/{self.steps}  loss {loss:.4f}  "
                 f"{self.images_per_step / per_step:.1f} img/s  "
                 f"ETA epoch {_duration(epoch_eta)}, run {_duration(run_eta)}")
+
+    def listen(self, epochs: int) -> Callable[[Record], None]:
+        """A Recorder listener that prints the line for the training steps' records."""
+        def on_record(record: Record) -> None:
+            if record.event is Event.STEP and record.loss is not None:
+                self.step(record.step, record.loss, record.epoch, epochs)
+        return on_record
 
     def step(self, done: int, loss: float, epoch: int, epochs: int):
         now = time.monotonic()
@@ -161,16 +172,18 @@ class EpochRecord:
 
 
 class Report(Callback):
-    """Per step: the loss and the progress line (main rank). Per completed epoch: BatchNorm sync
-    (`end_of_epoch_sync()`, every rank), evaluation, the tutorial's block and a metrics.jsonl row
-    (main rank only prints and writes). `history` holds the rows of epochs done before a resume;
-    `partial` the record of an epoch resumed mid-way."""
+    """Per step: the loss, and the rank's progress record (`recorder`; on the main rank the
+    progress line listens to it). Per completed epoch: BatchNorm sync (`end_of_epoch_sync()`,
+    every rank), evaluation, the tutorial's block and a metrics.jsonl row (main rank only prints
+    and writes). `history` holds the rows of epochs done before a resume; `partial` the record
+    of an epoch resumed mid-way."""
 
     def __init__(self, *, run_dir: Path, epochs: int, images_per_step: int, position: Position,
                  evaluation: Evaluation, is_main: bool,
                  lr_at: Callable[[int], float] | None = None,
                  end_of_epoch_sync: Callable[[], None] = lambda: None,
-                 history: list[dict] | None = None, partial: EpochRecord | None = None):
+                 history: list[dict] | None = None, partial: EpochRecord | None = None,
+                 recorder: Recorder | None = None):
         super().__init__()
         self.run_dir, self.epochs, self.images_per_step = Path(run_dir), epochs, images_per_step
         self.position, self.evaluation, self.is_main = position, evaluation, is_main
@@ -180,15 +193,25 @@ class Report(Callback):
         best = best_row(self.history)
         self.best_res = best["val_acc"] if best else 0.0
         self.best_epoch = best["epoch"] if best else 0
-        self.progress = Progress(self.steps_per_epoch, images_per_step)
+        self.progress = ProgressLine(self.steps_per_epoch, images_per_step)
+        self.recorder = recorder or Recorder(None, 0, 1)
+        if is_main:
+            self.recorder.subscribe(self.progress.listen(epochs))
+        self._compiled = False  # the first Model.train of this process compiles the graph
         self.record = partial or EpochRecord()
         self.last_row: dict | None = None  # the row of the epoch that just ended
+        # called with each new row once metrics.jsonl holds it (the TensorBoard writer)
+        self.row_listeners: list[Callable[[dict], None]] = []
         self._started = 0.0
 
     def on_train_epoch_begin(self, run_context):
         self._started = time.monotonic()
         if self.position.step == self.position.skipped:  # a fresh (or resumed) epoch
             self.progress.restart()
+        self.recorder.stage(Stage.TRAINING if self._compiled else Stage.COMPILING,
+                            epoch=self.position.epoch, step=self.position.step,
+                            steps_per_epoch=self.steps_per_epoch)
+        self._compiled = True
 
     def on_train_end(self, run_context):
         if not self.position.epoch_complete:  # the epoch goes on in the next Model.train
@@ -203,8 +226,7 @@ class Report(Callback):
         done = self.position.steps_done(cb)
         loss = _as_float(cb.net_outputs)
         self.record.losses.append(loss)
-        if self.is_main:
-            self.progress.step(done, loss, self.position.epoch, self.epochs)
+        self.recorder.step(self.position.epoch, done, self.steps_per_epoch, loss)
 
     def on_train_epoch_end(self, run_context):
         if not self.position.epoch_complete:
@@ -216,10 +238,14 @@ class Report(Callback):
             print(f"warning: train loss is {train_loss} in epoch {epoch}; lower lr?", flush=True)
         self.end_of_epoch_sync()  # every rank, before the main rank evaluates and saves
         val_acc, eval_time = None, 0.0
-        if self.evaluation.due(epoch) and (self.is_main or self.evaluation.on_all_ranks):
+        due = self.evaluation.due(epoch)
+        if due and (self.is_main or self.evaluation.on_all_ranks):
+            self.recorder.stage(Stage.EVALUATING)
             t0 = time.monotonic()
             val_acc = float(self.evaluation.evaluate_fn())
             eval_time = time.monotonic() - t0
+        elif due:  # the main rank evaluates; this one waits in the next collective
+            self.recorder.stage(Stage.WAITING)
         if self.is_main:
             self._print_block(epoch, train_loss, train_time, val_acc)
             self._write_row(epoch, train_loss, train_time, val_acc, eval_time)
@@ -252,6 +278,14 @@ class Report(Callback):
         # metrics first, then last.ckpt (Checkpoint, after this callback): a resume trusts rows
         # only up to last.ckpt's epoch
         write_atomic(self.run_dir / METRICS, metrics_text(self.history))
+        for listener in list(self.row_listeners):
+            try:
+                listener(row)
+            except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+                self.row_listeners.remove(listener)
+                print(f"warning: metrics row listener {getattr(listener, '__qualname__', listener)}"
+                      f" failed and is off for the rest of the run: {e!r}", file=sys.stderr,
+                      flush=True)
 
     def closing_line(self) -> str:
         return (f"End training, the best acc is: {self.best_res}, "
@@ -293,6 +327,7 @@ class Checkpoint(Callback):
         if not self.report.position.epoch_complete or not self.is_main or row is None:
             return
         epoch = row["epoch"]
+        self.report.recorder.stage(Stage.SAVING)
         if row["val_acc"] is not None and row["best_epoch"] == epoch:
             save_atomic(self.network, self.run_dir / BEST_CKPT,
                         append_dict={"epoch": epoch, "val_acc": row["val_acc"]})
@@ -311,6 +346,7 @@ class Checkpoint(Callback):
         extra = self.rank_state()
         if not self.is_main:
             return
+        self.report.recorder.stage(Stage.SAVING)
         record = self.report.record
         params = self.resume_state() + [{"name": k, "data": ms.Tensor(v)}
                                         for k, v in extra.items()]

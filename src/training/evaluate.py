@@ -4,6 +4,7 @@ for pictures and confusion matrices."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from mindspore import nn
@@ -27,16 +28,19 @@ class Evaluation:
         return self.correct / self.total if self.total else 0.0
 
 
-def evaluate(net: nn.Cell, dataset) -> Evaluation:
-    """Predict every batch of `dataset` with `net` in inference mode; restores training mode."""
+def evaluate(net: nn.Cell, dataset, on_batch: Callable[[int], None] = lambda n: None) -> Evaluation:
+    """Predict every batch of `dataset` with `net` in inference mode; restores training mode.
+    `on_batch(n)` after batch n (the progress record: an evaluation's batches are progress)."""
     was_training = net.training
     net.set_train(False)
     preds, labels = [], []
     try:
-        for images, batch_labels in dataset.create_tuple_iterator(num_epochs=1):
+        batches = dataset.create_tuple_iterator(num_epochs=1)
+        for n, (images, batch_labels) in enumerate(batches, 1):
             logits = net(images)
             preds.append(logits.asnumpy().argmax(axis=1))
             labels.append(batch_labels.asnumpy())
+            on_batch(n)
     finally:
         net.set_train(was_training)
     if not labels:

@@ -45,6 +45,19 @@ def test_debug_run_writes_metrics_best_ckpt_and_log(scratch_run):
     assert spec_from_json(run_dir).epochs == 3  # the CLI override reached the worker
 
 
+def test_the_worker_leaves_its_progress_record_at_the_last_step(scratch_run):
+    from launcher.core.rundir.progress import Event, Stage, read_all_progress
+    _, run_dir = scratch_run
+    records = read_all_progress(run_dir)
+    assert list(records) == [0]
+    last = records[0]
+    steps = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["steps"]
+    assert (last.stage, last.event, last.epoch, last.step) == (Stage.DONE, Event.STAGE, 3, steps)
+    assert last.global_step == 3 * steps and last.seq > 3 * steps  # one record per step at least
+    assert last.loss is not None and last.lr == pytest.approx(0.02)
+    assert last.pid == int((run_dir / "logs" / "worker_0.pid").read_text())
+
+
 def test_best_ckpt_reproduces_the_recorded_best_accuracy(scratch_run):
     _, run_dir = scratch_run
     assert_best_ckpt_reproduces_recorded_accuracy(run_dir)

@@ -265,14 +265,14 @@ def test_show_batch_user_errors_exit_2(job, args, message):
     assert "Traceback" not in r.stderr
 
 
-# --- progress lines (src/training/callbacks.py Progress) ------------------------------------
+# --- progress lines (src/training/callbacks.py ProgressLine) ------------------------------------
 
 def progress(tty, monkeypatch, interval_s=0.0):
-    from src.training.callbacks import Progress
+    from src.training.callbacks import ProgressLine
     clock = iter(range(1000))
     monkeypatch.setattr("src.training.callbacks.time.monotonic", lambda: float(next(clock)))
     out = io.StringIO()
-    return Progress(steps=4, images_per_step=8, interval_s=interval_s, tty=tty,
+    return ProgressLine(steps=4, images_per_step=8, interval_s=interval_s, tty=tty,
                     tty_interval_s=interval_s, out=out), out
 
 
@@ -292,11 +292,11 @@ def test_progress_off_a_terminal_prints_plain_lines(monkeypatch):
 @pytest.mark.unit
 def test_progress_eta_leaves_out_the_slow_first_step(monkeypatch):
     """The first step compiles the graph (30 s of a 69 s run): the ETA must not scale it up."""
-    from src.training.callbacks import Progress
+    from src.training.callbacks import ProgressLine
     times = iter([0.0, 100.0, 101.0, 102.0, 200.0, 201.0])  # start, steps 1-3; epoch 2
     monkeypatch.setattr("src.training.callbacks.time.monotonic", lambda: next(times))
     out = io.StringIO()
-    p = Progress(steps=10, images_per_step=8, interval_s=0.0, tty=False, out=out)
+    p = ProgressLine(steps=10, images_per_step=8, interval_s=0.0, tty=False, out=out)
     for done in (1, 2, 3):
         p.step(done, 0.5, epoch=1, epochs=2)
     assert out.getvalue().splitlines()[-1].endswith("8.0 img/s  ETA epoch 7 s, run 17 s")
@@ -325,11 +325,11 @@ def test_progress_on_a_terminal_rewrites_one_line_and_ends_it_with_the_epoch(mon
 
 @pytest.mark.unit
 def test_progress_reads_the_launchers_terminal_flag(monkeypatch):
-    from src.training.callbacks import CONSOLE_TTY_ENV, Progress
+    from src.training.callbacks import CONSOLE_TTY_ENV, ProgressLine
     monkeypatch.setenv(CONSOLE_TTY_ENV, "1")
-    assert Progress(4, 8).tty
+    assert ProgressLine(4, 8).tty
     monkeypatch.setenv(CONSOLE_TTY_ENV, "0")
-    assert not Progress(4, 8).tty
+    assert not ProgressLine(4, 8).tty
 
 
 @pytest.mark.unit
