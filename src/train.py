@@ -32,8 +32,10 @@ from launcher.core.rundir.names import (
     LAST_CKPT,
     LOGS,
     PREEMPT_FLAG,
+    STACK_SIGNAL_NAME,
     worker_exit,
     worker_pid,
+    worker_stack,
 )
 from launcher.core.spec import JobSpec
 
@@ -228,7 +230,7 @@ def prepare_data(spec: JobSpec, par) -> Data:
     return Data(spec, par, classes, n_train, steps, data_args, val_indices, val_ds, sharded_eval)
 
 
-def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
+def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder=None):
     """The network with the pretrained backbone (or from scratch), frozen up to `freeze`, and
     the feature cache of the frozen prefix when the job uses one: (net, cache or None)."""
     from src.training import checkpoint, feature_cache, transfer
@@ -245,7 +247,7 @@ def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
     cache = None
     if spec.freeze != "none" and spec.feature_cache != "off":
         cache = feature_cache.build(spec, par, net, data.n_train, data.val_indices, data.val_ds,
-                                    data.data_args, say)
+                                    data.data_args, say, recorder)
     return net, cache
 
 
@@ -339,7 +341,8 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
             return
 
 
-def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say,
+           board=None) -> None:
     from launcher.core.rundir.progress import Stage
     cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
@@ -351,7 +354,10 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
-        make_run_pictures(spec, run_dir, net, full_val, data.classes)
+        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
+                                     cbs.report.recorder.batch)
+        if board is not None:
+            board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
 
 
@@ -359,10 +365,8 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     """Train the job in `run_dir` from where last.ckpt left it; 0, or EXIT_REQUEUE after a
     requested stop. `position_out` receives the callbacks' Position (for the failure report)."""
     import mindspore as ms
-    from mindspore.train import Model
 
-    from src.training import collective, parallel, seeds, transfer
-    from src.training.evaluate import evaluate
+    from src.training import compile_cache, parallel, seeds
     from src.training.progress import Recorder
 
     configure_context(spec)
@@ -375,10 +379,29 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     ms.set_seed(seeds.network_seed(spec.seed))
 
     data = prepare_data(spec, par)
-    net, cache = prepare_network(spec, run_dir, par, data, say)
+    from src.data.dataset import count_images
+    counts = {"train_images": data.n_train, "steps": data.steps, "val_images":  # graph shapes
+              len(data.val_indices) if data.val_indices is not None else
+              count_images(spec.val_dir)}
+    with compile_cache.session(spec, run_dir, par.rank, par.world, counts, say):
+        return train_prepared(spec, run_dir, par, data, say, recorder, amp_level, sink_mode,
+                              position_out)
+
+
+def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder, amp_level: str,
+                   sink_mode: bool, position_out: list | None) -> int:
+    """train() once the data is counted: everything that compiles graphs."""
+    from mindspore.train import Model
+
+    from src.training import collective, transfer
+    from src.training.evaluate import evaluate
+
+    net, cache = prepare_network(spec, run_dir, par, data, say, recorder)
     steps, train_data = data.steps, data.train_data
     if cache:  # the trainable rest trains on the frozen prefix's cached activations
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
+    from src.testing import faults
+    train_data = faults.in_data(os.environ, par.rank, train_data)  # test-only: a data fault
     opt, rates, base_lr = build_optimizer(spec, par, net, steps)
     recorder.images_per_step = spec.batch_size * par.world
     recorder.lr_at = lambda step: rates[min(step, len(rates) - 1)]
@@ -398,11 +421,62 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
                          resume, recorder)
     if position_out is not None:
         position_out.append(cbs.position)
-    fit(spec, model, train_data, cbs, resume, sink_mode)
-    if stopped_on_request(spec, cbs, say):
-        return EXIT_REQUEUE
-    finish(spec, run_dir, par, net, data, cbs, say)
+    board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \
+        if par.is_main and spec.tensorboard else None
+    finished = False
+    try:
+        fit(spec, model, train_data, cbs, resume, sink_mode)
+        if stopped_on_request(spec, cbs, say):
+            return EXIT_REQUEUE
+        finish(spec, run_dir, par, net, data, cbs, say, board)
+        finished = True
+    finally:
+        if board is not None:
+            try:
+                board.close(finished=finished)
+            except OSError as e:  # the run's outcome stands
+                print(f"warning: TensorBoard event files: {e}", file=sys.stderr, flush=True)
     return 0
+
+
+def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: int, recorder,
+                      report, budget=None):
+    """Rank 0's TensorBoard writer (src/training/tensorboard_events.py), listening to the
+    progress record (per step) and to the metrics rows (per epoch; curves at a new best when
+    `budget` allows: by default, when that costs under 1% of the run). Its purge marker is the
+    first step this attempt trains. None (and a warning) when it cannot write."""
+    from src.training.tensorboard_events import (
+        PictureBudget,
+        TensorBoardEvents,
+        compared_hparams,
+        sweep_keys_of,
+    )
+    try:
+        board = TensorBoardEvents(run_dir, attempt=attempt_number(os.environ),
+                                  first_step=resume.epoch * steps + resume.step + 1,
+                                  log_every_steps=spec.log_every_steps)
+        board.job((run_dir / JOB_JSON).read_text(encoding="utf-8"))
+        board.session_start(compared_hparams(spec.to_dict(), sweep_keys_of(run_dir)))
+    except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+        print(f"warning: no TensorBoard event files for this run: {e!r}", file=sys.stderr,
+              flush=True)
+        return None
+    recorder.subscribe(board.listen)
+    report.row_listeners.append(board.epoch_row)
+    budget = budget or PictureBudget()
+
+    def curves_at_new_best(row: dict) -> None:
+        if row["val_acc"] is None or row["best_epoch"] != row["epoch"] or not budget.allows():
+            return
+        import time
+
+        from src.pictures.run import write_curves
+        t0 = time.monotonic()
+        board.pictures([write_curves(spec, run_dir)], row["epoch"] * row["steps"])
+        budget.charge(time.monotonic() - t0)
+
+    report.row_listeners.append(curves_at_new_best)
+    return board
 
 
 def attempt_number(env) -> int:
@@ -463,6 +537,16 @@ def run(run_dir: Path, rank: int | None = None) -> int:
         raise
 
 
+def answer_stack_requests(run_dir: Path, rank: int) -> None:
+    """The stall watchdog's stack request (launcher/supervise/watchdog.py): on STACK_SIGNAL the
+    interpreter's C-level handler appends every thread's Python stack to
+    logs/worker_<rank>.stack, also while Python code is blocked (a data loader, a collective)."""
+    import faulthandler
+    import signal
+    out = open(run_dir / worker_stack(rank), "a", encoding="utf-8")  # open for the process's life
+    faulthandler.register(signal.Signals[STACK_SIGNAL_NAME], file=out, all_threads=True)
+
+
 def main(argv: list[str]) -> int:
     """Run, and leave logs/worker_<rank>.exit behind with the exit status, so that the
     supervisor tells a worker that failed from one that finished (and a killed one, which
@@ -474,6 +558,7 @@ def main(argv: list[str]) -> int:
     rank = ranks.rank_from_env(os.environ)
     if rank is not None and (run_dir / LOGS).is_dir():
         write_atomic(run_dir / worker_pid(rank), f"{os.getpid()}\n")
+        answer_stack_requests(run_dir, rank)
     code = 1
     try:
         code = run(run_dir, rank)

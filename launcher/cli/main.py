@@ -140,6 +140,15 @@ class Commands:
         print(ls_command(dir))
 
     @_user_errors_exit_2
+    def board(self, dir="runs", port=None, host="127.0.0.1"):
+        """TensorBoard over DIR (default runs; a sweep directory shows its points by name) on a
+        free port (--port=N to choose): prints the URL, and from an ssh session the `ssh -L`
+        line for a laptop. Every run writes its event files into RUN_DIR/tb. Needs the optional
+        viewer: pip install tensorboard."""
+        from launcher.runs.board import board_command
+        sys.exit(board_command(dir, port=port, host=host))
+
+    @_user_errors_exit_2
     def logs(self, run_dir, follow=False, ranks=None, grep=None):
         """Every rank's log of RUN_DIR merged in time order, each line prefixed [rank N]
         (the scheduler's, launcher's and Slurm's logs with their own prefixes).

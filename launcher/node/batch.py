@@ -23,6 +23,11 @@ shell only, reaches it. In order:
      without requeue exit 75 (`packrun run --resume RUN_DIR`); failed: requeue while
      SLURM_RESTART_COUNT < max_restarts and exit 0, else exit with srun's status.
 
+While the step runs, the stall watchdog (launcher/supervise/watchdog.py) reads the ranks'
+progress records: when no rank has made progress for stall_timeout seconds it asks the ranks on
+this node for their stacks, stops the step and fails the attempt (exit status 124, EXIT_STALLED):
+requeued within max_restarts like any failure.
+
 SIGINT / SIGTERM (scancel, the time limit) stop the step (TERM, then KILL), record the attempt
 as stopped and end this process by the same signal, as the batch shell would have ended.
 """
@@ -43,6 +48,7 @@ from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
+    EXIT_STALLED,
     PREEMPT_FLAG,
     WORKER_EXIT_GLOB,
     read_exit_status,
@@ -50,6 +56,7 @@ from launcher.core.rundir.names import (
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
 from launcher.supervise import lifeline, processes
+from launcher.supervise.watchdog import StallReport, Watchdog
 
 POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
 
@@ -72,6 +79,7 @@ class Batch:
         self.preemptible = self.spec.signal_before_s > 0
         self.stop_requested = False
         self.line: lifeline.Lifeline | None = None
+        self.stalled: attempts.Result | None = None  # the stall watchdog ended the step
 
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -92,7 +100,7 @@ class Batch:
                 f"{self.env.get('SLURM_JOB_NODELIST', '?')}, scheduler "
                 f"{self.env.get('MASTER_ADDR', '?')}:{self.env.get('MASTER_PORT', '?')}")
             rc = self._step()
-            decision = attempts.batch_end(self.run_dir, self.attempt, rc)
+            decision = attempts.batch_end(self.run_dir, self.attempt, rc, self.stalled)
             return self._decide(rc, decision)
 
     def _clear_stale_request(self) -> None:
@@ -111,6 +119,7 @@ class Batch:
         that rank 0 served while srun still tears down, 128 + SIGUSR1 (as the interrupted
         `wait` of the batch shell said)."""
         env = self.env | {ATTEMPT_ENV: str(self.attempt)}
+        watchdog = Watchdog(self.run_dir, self.spec, self.attempt, self.world)
         proc = processes.spawn(self.cmd, env=env, stdout=None)
         try:
             with processes.forward_signals([proc]) as got:
@@ -118,6 +127,9 @@ class Batch:
                     if self.stop_requested and \
                             read_exit_status(self.run_dir, 0) == EXIT_REQUEUE:
                         return 128 + signal.SIGUSR1
+                    stall = watchdog.check()
+                    if stall is not None:
+                        return self._stalled(watchdog.report(stall))
                     time.sleep(POLL_S)
             if got["signal"] is not None:
                 self._stopped_by(got["signal"])
@@ -125,6 +137,14 @@ class Batch:
         finally:
             if proc.poll() is None:
                 processes.stop(proc)  # a step still tearing down ends with this job
+
+    def _stalled(self, report: StallReport) -> int:
+        """The stall watchdog found no progress (it has the stacks): the step ends (the finally
+        of _step stops it) and the attempt fails like any other, requeued within max_restarts."""
+        say(f"stalled: {report.reason}; stopping the srun step", err=True)
+        self.stalled = attempts.Result(EXIT_STALLED, report.rank, reason=report.reason,
+                                       stall=report.record)
+        return EXIT_STALLED
 
     def _stopped_by(self, signum: int) -> None:
         """SIGINT / SIGTERM: the step was stopped; the attempt ends as stopped and this process

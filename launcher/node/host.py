@@ -6,7 +6,7 @@ launcher/multinode/run.py), on that node:
 
 `host-run` starts the run directory's launch script for node NODE (`msrun.sh NODE` or
 `rank_table.sh NODE`, output to logs/node<NODE>.out), records its own pid and the script's
-process group in nodes/node<NODE>.json, reports each state change there and as one line on
+process group in multinode/node<NODE>.json, reports each state change there and as one line on
 stdout (started, training, finished / failed / stopped), and watches:
 - the session: its stdin is the ssh session's (or the launching packrun's pipe, on the machine
   it runs on); end of input means the session ended (the launching packrun stopped, was
@@ -135,7 +135,7 @@ class Node:
                 proc = processes.spawn(["bash", str(script), str(self.node)], env=env,
                                        cwd=self.run_dir, stdout=out)
             self.say(nodes.STARTED, pid=os.getpid(), pgid=proc.pid, hostname=socket.gethostname(),
-                     attempt=self.attempt, ranks=list(self.ranks), reason="", rank=None,
+                     attempt=self.attempt, rank_ids=list(self.ranks), reason="", rank=None,
                      exit_code=None, signal=None, code=None)
             training = False
             while proc.poll() is None:
@@ -207,7 +207,7 @@ def stop_node(run_dir: Path, node: int, grace_s: float = GRACE_S) -> int:
                 procs.append(p)
         except psutil.Error:
             pass
-    ranks = set(doc.get("ranks") or [])
+    ranks = set(doc.get("rank_ids") or [])
     for p in psutil.process_iter(["cmdline"]):
         if p.pid == os.getpid() or str(run_dir) not in (p.info["cmdline"] or []):
             continue

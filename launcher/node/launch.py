@@ -35,7 +35,8 @@ from launcher.core.rundir.names import (
 from launcher.core.spec import JobSpec
 from launcher.slurm.env import SlurmEnvironment
 from launcher.supervise import lifeline, restarts
-from launcher.supervise.processes import exit_code, forward_signals, spawn
+from launcher.supervise.processes import exit_code, forward_signals, spawn, stop
+from launcher.supervise.watchdog import Watchdog, watching
 
 log = get_logger(__name__)
 
@@ -109,19 +110,21 @@ def launch_env(rank: int, addr: str, port: int) -> dict[str, str]:
     return dict(os.environ, SLURM_NODEID=str(rank), MASTER_ADDR=addr, MASTER_PORT=str(port))
 
 
-def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None) -> int:
+def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None,
+             watchdog: Watchdog | None = None) -> int:
     """Run msrun.sh with `env`, forwarding signals; its exit status (`received["signal"]`: the
-    signal that stopped it, when `received` is given)."""
+    signal that stopped it, when `received` is given; `received["stall"]`: the stall
+    `watchdog`'s Watching, which stopped it on a stall)."""
     script = run_dir / LAUNCH_SCRIPTS["msrun"]
     proc = spawn(["bash", str(script)], env=env, cwd=run_dir, stdout=None)
     old_usr1 = signal.signal(signal.SIGUSR1, lambda *_: (run_dir / PREEMPT_FLAG).touch())
     try:
-        with forward_signals([proc]) as got:
+        with forward_signals([proc]) as got, watching(watchdog, lambda: stop(proc)) as watch:
             proc.wait()
     finally:
         signal.signal(signal.SIGUSR1, old_usr1)
     if received is not None:
-        received["signal"] = got["signal"]
+        received["signal"], received["stall"] = got["signal"], watch
     return 128 + got["signal"] if got["signal"] is not None else exit_code(proc.returncode)
 
 
@@ -131,7 +134,10 @@ def node_attempt(run_dir: Path, env: dict[str, str], attempt: int, world: int,
     if node == 0:
         (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     received: dict = {}
-    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received)
+    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received,
+                  Watchdog.for_run(run_dir, attempt))
+    if received["stall"].report is not None:
+        return attempts.Result(**received["stall"].result_fields())
     if received.get("signal") is not None:
         return attempts.Result(rc, reason="stopped by a signal", user_stop=True)
     if rc in (0, EXIT_REQUEUE):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from launcher.core import cores
+from launcher.core import compile_cache, cores
 from launcher.core.devices import parse_devices
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.log import STDERR, get_logger
@@ -340,9 +340,26 @@ def check_tools(spec: JobSpec, opts: Options) -> Iterator[Finding]:
             yield Finding(ERROR, "tools", f"{tool} not found on PATH; {fixes[tool]}")
 
 
+def check_compile_cache(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """Where this machine keeps compiled graphs (launcher/core/compile_cache.py); a size bound
+    that is not a number is an error, a directory others may write to a warning (the workers
+    then compile without it)."""
+    settings = compile_cache.settings(os.environ, spec.compile_cache)
+    if settings.root is None:
+        yield Finding(OK, "compile cache", f"off ({settings.why})")
+        return
+    why = compile_cache.prepare_root(settings.root)
+    if why:
+        yield Finding(WARNING, "compile cache", f"not used: {why}")
+    else:
+        yield Finding(OK, "compile cache", f"{settings.root} (at most "
+                      f"{settings.max_bytes / 2**30:g} GiB, least recently used entries go)")
+
+
 CHEAP_CHECKS = (("job", check_job), ("paths", check_paths), ("data", check_data),
                 ("devices", check_devices), ("launch", check_launch), ("cores", check_cores),
-                ("port", check_port), ("output", check_output), ("tools", check_tools))
+                ("port", check_port), ("output", check_output), ("tools", check_tools),
+                ("compile cache", check_compile_cache))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +484,7 @@ def check_debug_run(spec: JobSpec) -> None:
     """What `packrun debug` needs besides the data (preflight): its card, and room to write
     (a read-only or full output_dir fails before a run directory exists)."""
     opts, one_worker = Options(here=True), dataclasses.replace(spec, cards_per_node=1)
-    for check in (check_devices, check_output):
+    for check in (check_devices, check_output, check_compile_cache):
         for f in check(one_worker, opts):
             if f.level == ERROR:
                 raise UserError(f.text)

@@ -32,7 +32,7 @@ def status_command(run_dir: str | Path) -> str:
 
 def node_lines(run_dir: Path, going: bool) -> list[str]:
     """A launch over ssh: one line per node, from the state its node program wrote
-    (nodes/node<K>.json). A node that never wrote its end while the run is over went with its
+    (multinode/node<K>.json). A node that never wrote its end while the run is over went with its
     session (packrun killed, the host lost)."""
     lines = []
     for doc in nodes.read_nodes(run_dir):

@@ -29,7 +29,8 @@ from launcher.preflight.checks import check_debug_run
 from launcher.preflight.data import preflight
 from launcher.preflight.resume import resume_target
 from launcher.supervise import lifeline, restarts
-from launcher.supervise.processes import run_streaming
+from launcher.supervise.processes import run_streaming, stop
+from launcher.supervise.watchdog import Watchdog, watching
 
 log = get_logger(__name__)
 
@@ -74,9 +75,13 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
     (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     (run_dir / worker_exit(0)).unlink(missing_ok=True)
     received: dict = {}
-    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
-                       env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
-                       received=received)
+    child: list = []  # the worker, for the stall watchdog's stop
+    with watching(Watchdog.for_run(run_dir, attempt, 1), lambda: stop(child[0])) as watch:
+        rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
+                           env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
+                           received=received, started=child.append)
+    if watch.report is not None:
+        return attempts.Result(**watch.result_fields())
     if received.get("signal") is not None:
         return attempts.Result(rc, reason=f"stopped by {signal.Signals(received['signal']).name}",
                                user_stop=True)

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from launcher.core.rundir import nodes
+from launcher.core.rundir.names import node_state
 from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
 from tests.helpers import REPO, wait_for
@@ -57,7 +58,7 @@ def gone(pid: int) -> bool:
 
 
 def state(run_dir) -> dict:
-    return json.loads((run_dir / "nodes/node1.json").read_text())
+    return json.loads((run_dir / node_state(1)).read_text())
 
 
 def test_the_end_of_its_session_stops_the_node_and_its_worker_in_another_session(run_dir):

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import mindspore as ms
 import pytest
 
+from launcher.core.errors import UserError
+from launcher.core.rundir.names import COMPILE_CACHE_DIR_ENV, COMPILE_CACHE_MAX_ENV
 from launcher.core.spec import load_job
 from launcher.preflight import checks as check
 from launcher.preflight import data as preflight
@@ -126,6 +128,25 @@ def test_port(make_job):
 
 
 @pytest.mark.unit
+def test_compile_cache(tmp_path, make_job, monkeypatch):
+    spec = load_job(make_job())
+    root = tmp_path / "cc"
+    monkeypatch.setenv(COMPILE_CACHE_DIR_ENV, str(root))
+    [f] = findings_of("compile cache", spec, Options())
+    assert (f.level, f.text) == (OK, f"{root} (at most 2 GiB, least recently used entries go)")
+    root.chmod(0o775)
+    [f] = findings_of("compile cache", spec, Options())
+    assert f.level == WARNING and f"not used: {root} is writable by other users" in f.text
+    [f] = findings_of("compile cache", spec.replace(compile_cache=False), Options())
+    assert (f.level, f.text) == (OK, "off (compile_cache = false in the job)")
+    monkeypatch.setenv(COMPILE_CACHE_MAX_ENV, "lots")
+    [f] = findings_of("compile cache", spec, Options())
+    assert f.level == ERROR and f"{COMPILE_CACHE_MAX_ENV}='lots' is not a size in GiB" in f.text
+    with pytest.raises(UserError, match=COMPILE_CACHE_MAX_ENV):  # debug: before its run dir
+        check.check_debug_run(spec)
+
+
+@pytest.mark.unit
 def test_tools(make_job, monkeypatch):
     spec = load_job(make_job(launcher="mpirun"))
     monkeypatch.setattr(check.shutil, "which", lambda tool: None)
@@ -166,7 +187,8 @@ def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert [l.split(":")[0].split()[1] for l in lines[:-1]] == [
-        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools"] + \
+        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools",
+        "compile"] + \
         ["trainable"] * 7 + ["network"]  # what trains: a headline, then stem .. layer4, head
     assert re.search(r"^ok      cores: \d+ core\(s\) per rank \(rank 0: [\d,-]+\)", r.stdout, re.M)
     assert all(l.startswith("ok      ") for l in lines[:-1])

@@ -540,3 +540,28 @@ def test_an_unreachable_controller_is_an_outage_not_bad_input(tmp_path, job_file
     assert "Unable to contact slurm controller" in r.stderr and "Traceback" not in r.stderr
     from launcher.core.rundir.attempts import Result, retryable
     assert retryable(Result(EXIT_UNAVAILABLE)) and not retryable(Result(2))
+
+
+@pytest.mark.cluster
+def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_requeued(cleanup,
+                                                                                     job_file):
+    """The batch program's stall watchdog on a real Slurm job: rank 1 blocks for good fetching
+    epoch 2's first batch; after stall_timeout its stacks name the hang, the step is stopped and
+    the job requeued, and the restart completes."""
+    env = dict(os.environ, PACKRUN_TEST_FAULT="hang:rank=1:epoch=2:step=1")
+    r = packrun("submit", job_file, "--wait", "--epochs=2", "--max_restarts=1",
+                "--stall_timeout=30", env=env, timeout=900)
+    assert r.returncode == 0, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    job_id = (run_dir / SLURM_JOB_ID).read_text().strip()
+    batch = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert "packrun: stalled: no rank made progress for " in batch, batch[-3000:]
+    assert f"packrun: requeueing job {job_id} after a failure (attempt 2 of 2)" in batch
+    assert f"packrun: job {job_id} COMPLETED, exit code 0" in r.stdout
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["rank"], record["action"], record["stall"]["rank"]) == (1, "restarted", 1)
+    top = record["stall"]["per_rank"][1]["top_frame"]
+    assert top.endswith(" in hang_in_data_loader"), record["stall"]
+    assert "hang_in_data_loader" in \
+        (run_dir / "logs" / "attempt_1" / "worker_1.stack").read_text()
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
