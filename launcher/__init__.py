@@ -9,6 +9,8 @@ pyproject.toml), and `src` (the worker) only where a command needs MindSpore:
     sweep      one job over many points: plan, sweep directory, local runs, a Slurm job array
     runs       reading run directories: status, ls, logs, reports
     node       the node-side programs the rendered launch scripts call (`python -m launcher.node`)
+    multinode  a job on several servers without a scheduler: every node started, watched,
+               stopped and restarted over ssh (`packrun run --nodes=N --hosts=...`)
     slurm      Slurm's commands: submit, follow, cancel, the batch protocol's requeue
     supervise  local processes: start, watch, stop, restart ranks on this machine
     preflight  checks that cost seconds before a run instead of a failed run later

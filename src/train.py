@@ -19,7 +19,7 @@ if __name__ == "__main__" and not __package__:
 
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -341,7 +341,8 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
             return
 
 
-def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say,
+           board=None) -> None:
     from launcher.core.rundir.progress import Stage
     cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
@@ -353,7 +354,10 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
-        make_run_pictures(spec, run_dir, net, full_val, data.classes, cbs.report.recorder.batch)
+        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
+                                     cbs.report.recorder.batch)
+        if board is not None:
+            board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
 
 
@@ -361,10 +365,8 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     """Train the job in `run_dir` from where last.ckpt left it; 0, or EXIT_REQUEUE after a
     requested stop. `position_out` receives the callbacks' Position (for the failure report)."""
     import mindspore as ms
-    from mindspore.train import Model
 
-    from src.training import collective, parallel, seeds, transfer
-    from src.training.evaluate import evaluate
+    from src.training import compile_cache, parallel, seeds
     from src.training.progress import Recorder
 
     configure_context(spec)
@@ -377,6 +379,23 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     ms.set_seed(seeds.network_seed(spec.seed))
 
     data = prepare_data(spec, par)
+    from src.data.dataset import count_images
+    counts = {"train_images": data.n_train, "steps": data.steps, "val_images":  # graph shapes
+              len(data.val_indices) if data.val_indices is not None else
+              count_images(spec.val_dir)}
+    with compile_cache.session(spec, run_dir, par.rank, par.world, counts, say):
+        return train_prepared(spec, run_dir, par, data, say, recorder, amp_level, sink_mode,
+                              position_out)
+
+
+def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder, amp_level: str,
+                   sink_mode: bool, position_out: list | None) -> int:
+    """train() once the data is counted: everything that compiles graphs."""
+    from mindspore.train import Model
+
+    from src.training import collective, transfer
+    from src.training.evaluate import evaluate
+
     net, cache = prepare_network(spec, run_dir, par, data, say, recorder)
     steps, train_data = data.steps, data.train_data
     if cache:  # the trainable rest trains on the frozen prefix's cached activations
@@ -402,11 +421,62 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
                          resume, recorder)
     if position_out is not None:
         position_out.append(cbs.position)
-    fit(spec, model, train_data, cbs, resume, sink_mode)
-    if stopped_on_request(spec, cbs, say):
-        return EXIT_REQUEUE
-    finish(spec, run_dir, par, net, data, cbs, say)
+    board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \
+        if par.is_main and spec.tensorboard else None
+    finished = False
+    try:
+        fit(spec, model, train_data, cbs, resume, sink_mode)
+        if stopped_on_request(spec, cbs, say):
+            return EXIT_REQUEUE
+        finish(spec, run_dir, par, net, data, cbs, say, board)
+        finished = True
+    finally:
+        if board is not None:
+            try:
+                board.close(finished=finished)
+            except OSError as e:  # the run's outcome stands
+                print(f"warning: TensorBoard event files: {e}", file=sys.stderr, flush=True)
     return 0
+
+
+def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: int, recorder,
+                      report, budget=None):
+    """Rank 0's TensorBoard writer (src/training/tensorboard_events.py), listening to the
+    progress record (per step) and to the metrics rows (per epoch; curves at a new best when
+    `budget` allows: by default, when that costs under 1% of the run). Its purge marker is the
+    first step this attempt trains. None (and a warning) when it cannot write."""
+    from src.training.tensorboard_events import (
+        PictureBudget,
+        TensorBoardEvents,
+        compared_hparams,
+        sweep_keys_of,
+    )
+    try:
+        board = TensorBoardEvents(run_dir, attempt=attempt_number(os.environ),
+                                  first_step=resume.epoch * steps + resume.step + 1,
+                                  log_every_steps=spec.log_every_steps)
+        board.job((run_dir / JOB_JSON).read_text(encoding="utf-8"))
+        board.session_start(compared_hparams(spec.to_dict(), sweep_keys_of(run_dir)))
+    except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+        print(f"warning: no TensorBoard event files for this run: {e!r}", file=sys.stderr,
+              flush=True)
+        return None
+    recorder.subscribe(board.listen)
+    report.row_listeners.append(board.epoch_row)
+    budget = budget or PictureBudget()
+
+    def curves_at_new_best(row: dict) -> None:
+        if row["val_acc"] is None or row["best_epoch"] != row["epoch"] or not budget.allows():
+            return
+        import time
+
+        from src.pictures.run import write_curves
+        t0 = time.monotonic()
+        board.pictures([write_curves(spec, run_dir)], row["epoch"] * row["steps"])
+        budget.charge(time.monotonic() - t0)
+
+    report.row_listeners.append(curves_at_new_best)
+    return board
 
 
 def attempt_number(env) -> int:
@@ -454,11 +524,15 @@ def run(run_dir: Path, rank: int | None = None) -> int:
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)
-    except UserError as e:
-        print(f"packrun: error: {e}", file=sys.stderr, flush=True)
-        write_worker_error(run_dir, rank, e, position[0] if position else None)
-        return EXIT_USER_ERROR
     except Exception as e:
+        from src.data.images import BadImage, bad_image_in
+        bad = bad_image_in(e)  # a BadImage the data pipeline re-raised inside its own report
+        if bad is not None:
+            e = BadImage(bad)
+        if isinstance(e, UserError):
+            print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+            write_worker_error(run_dir, rank, e, position[0] if position else None)
+            return EXIT_USER_ERROR
         write_worker_error(run_dir, rank, e, position[0] if position else None)
         raise
 
@@ -488,6 +562,9 @@ def main(argv: list[str]) -> int:
     code = 1
     try:
         code = run(run_dir, rank)
+    except KeyboardInterrupt:  # Ctrl-C reaching the worker itself: 130 in its exit file too
+        print("packrun: worker interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")

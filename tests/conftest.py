@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.core.rundir.names import COMPILE_CACHE_DIR_ENV
 from launcher.demo.digits_data import export_digits
 from tests.helpers import HCCN_CONF, need_tool, unavailable, write_job, write_tiny_job
 
@@ -45,6 +46,21 @@ def pytest_collection_modifyitems(config, items):
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers "
                                 f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))
+
+
+# --- the compile cache ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_dir(tmp_path_factory):
+    """One compile cache for the whole session, shared by the pytest-xdist workers, set the way
+    a user sets it (PACKRUN_COMPILE_CACHE_DIR): every worker a test starts inherits it, tests of
+    the same network, shapes and data counts reuse each other's compiled graphs, and no test
+    writes into ~/.cache. Tests of the cache itself point it elsewhere."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(COMPILE_CACHE_DIR_ENV, str(shared / "compile-cache"))
+        yield shared / "compile-cache"
 
 
 # --- data and job files --------------------------------------------------------------------------

@@ -17,7 +17,13 @@ import sys
 
 import fire
 
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USER_ERROR,
+    Unavailable,
+    UserError,
+)
 from launcher.core.log import get_logger, take_level_flags
 
 log = get_logger(__name__)
@@ -37,9 +43,12 @@ def _user_errors_exit_2(fn):
         except UserError as e:
             log.error(f"packrun: error: {e}")
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:  # Ctrl-C outside a run (which reports its own): no traceback
-            log.error("packrun: interrupted (Ctrl-C)")
-            sys.exit(130)
+        except Unavailable as e:  # an outage (Slurm's controller): not bad input, retry later
+            log.error(f"packrun: error: {e}")
+            sys.exit(EXIT_UNAVAILABLE)
+        except KeyboardInterrupt as e:  # Ctrl-C outside a run (which reports its own)
+            log.error(f"packrun: {e}" if str(e) else "packrun: interrupted (Ctrl-C)")
+            sys.exit(EXIT_INTERRUPTED)
     return wrapper
 
 
@@ -78,12 +87,17 @@ class Commands:
 
     @_user_errors_exit_2
     def run(self, job=None, workers=None, resume=None, **overrides):
-        """Data-parallel run on this machine: render JOB's launch and execute it, supervised.
+        """Data-parallel run: render JOB's launch and execute it, supervised.
 
         packrun run JOB --launcher=msrun|mpirun --workers=N [--key=value ...]
+        packrun run JOB --nodes=N --hosts=a,b,... [--ssh="-p 2222"]   (every node over ssh)
         packrun run --resume RUN_DIR   (continue from RUN_DIR/last.ckpt)
-        The console follows rank 0; a failing rank stops every worker and is named.
+        The console follows rank 0; a failing rank stops every worker (every node) and is named.
         """
+        from launcher.multinode.run import is_multinode
+        if is_multinode(job, overrides, resume):
+            from launcher.multinode.run import run_command as run_nodes
+            sys.exit(run_nodes(job, overrides, workers=workers, resume=resume))
         from launcher.supervise.run import run_command
         sys.exit(run_command(job, overrides, workers=workers, resume=resume))
 
@@ -124,6 +138,15 @@ class Commands:
         come from one squeue call for all of them."""
         from launcher.runs.listing import ls_command
         print(ls_command(dir))
+
+    @_user_errors_exit_2
+    def board(self, dir="runs", port=None, host="127.0.0.1"):
+        """TensorBoard over DIR (default runs; a sweep directory shows its points by name) on a
+        free port (--port=N to choose): prints the URL, and from an ssh session the `ssh -L`
+        line for a laptop. Every run writes its event files into RUN_DIR/tb. Needs the optional
+        viewer: pip install tensorboard."""
+        from launcher.runs.board import board_command
+        sys.exit(board_command(dir, port=port, host=host))
 
     @_user_errors_exit_2
     def logs(self, run_dir, follow=False, ranks=None, grep=None):
@@ -169,22 +192,29 @@ class Commands:
 
     @_user_errors_exit_2
     def rank_table(self, devices="0-7", server_ip=None, out=None, hccn_conf=None,
-                   device_ips=None):
-        """Write an HCCL rank table (version 1.0, as the Model Zoo's hccl_tools.py writes it).
+                   device_ips=None, rank_table_version="auto", server_id=None):
+        """Write an HCCL rank table: version 1.0 as the Model Zoo's hccl_tools.py writes it, or
+        1.2 for an Atlas A3 server in a super pod (this server's part; join the parts with
+        merge-rank-tables).
 
         --devices: any subset, e.g. 0-7, 0,1, 4-7, 0-3,6. --server_ip: this server's IPv4, or
-        several comma-separated for one table over several servers (rank ids follow their
+        several comma-separated for one 1.0 table over several servers (rank ids follow their
         order). Device IPs: --device_ips=IP,... (devices x servers, in server order), else
         --hccn_conf (default /etc/hccn.conf), else `hccn_tool -i N -ip -g`.
+        --rank_table_version: auto (1.2 when `npu-smi info -t spod-info` names a super pod),
+        1.0 or 1.2 (super_device_id and super pod from npu-smi). --server_id: the 1.2 table's
+        name for this server (default: --server_ip), e.g. node_0.
         """
         from launcher.render.ranktable import rank_table_command
         print(rank_table_command(devices, server_ip, out, hccn_conf=hccn_conf,
-                                 device_ips=device_ips))
+                                 device_ips=device_ips, rank_table_version=rank_table_version,
+                                 server_id=server_id))
 
     @_user_errors_exit_2
     def merge_rank_tables(self, *tables, out=None):
         """Merge per-server rank tables into one: packrun merge-rank-tables A.json B.json
-        --out=FILE. Servers keep the order given; rank ids are renumbered from 0."""
+        --out=FILE. Servers keep the order given (version 1.2: grouped by super pod); rank ids
+        are renumbered from 0."""
         from launcher.render.ranktable import merge_command
         print(merge_command(tables, out))
 
@@ -331,10 +361,13 @@ def main():
     from launcher.cli.flags import keep_text  # job-key values as typed (fire would eval them)
     from launcher.cli.help import dispatch_help
     argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
-    rc = dispatch_help(Commands, argv)
-    if rc is not None:
-        sys.exit(rc)
-    fire.Fire(Commands(), command=keep_text(argv), name="packrun")
+    try:
+        rc = dispatch_help(Commands, argv)
+        if rc is not None:
+            sys.exit(rc)
+        fire.Fire(Commands(), command=keep_text(argv), name="packrun")
+    except KeyboardInterrupt:  # Ctrl-C before a command began (imports, help): no traceback
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,24 @@ def parse_devices(value, what: str = "--devices") -> list[int]:
     if not devices:
         raise UserError(f"{what}: the device set is empty; give ids such as 0-7 or 0,1")
     return sorted(devices)
+
+
+# Ascend's gres/npu plugin for Slurm (slurm-atlas-plugin, src/plugins/gres/npu/gres_npu.c)
+# exports the allocated cards as comma-separated device numbers: ASCEND_VISIBLE_DEVICES (and
+# NPU_DEVICE_ORDINAL) beside SLURM_JOB_NPUS (the job's environment) or SLURM_STEP_NPUS (a step's).
+GRES_NPU_VARS = ("SLURM_JOB_NPUS", "SLURM_STEP_NPUS")
+GRES_NPU_VISIBLE = "ASCEND_VISIBLE_DEVICES"
+
+
+def gres_npus(env) -> list[int] | None:
+    """The cards Slurm's gres/npu plugin allocated to this node (ASCEND_VISIBLE_DEVICES, when
+    the plugin also set SLURM_JOB_NPUS or SLURM_STEP_NPUS), in the plugin's order; None when it
+    did not run."""
+    if not any(env.get(v) for v in GRES_NPU_VARS) or not env.get(GRES_NPU_VISIBLE, "").strip():
+        return None
+    value = env[GRES_NPU_VISIBLE].strip()
+    ids = [s.strip() for s in value.split(",")]
+    if not all(re.fullmatch(r"\d+", i) for i in ids):
+        raise UserError(f"{GRES_NPU_VISIBLE}={value!r} (Slurm's gres/npu): not a list of card "
+                        "numbers such as 0,1,2,3")
+    return [int(i) for i in ids]

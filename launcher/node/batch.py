@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, Unavailable, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
@@ -55,7 +55,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
-from launcher.supervise import processes
+from launcher.supervise import lifeline, processes
 from launcher.supervise.watchdog import StallReport, Watchdog
 
 POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
@@ -78,6 +78,7 @@ class Batch:
         self.attempt = self.restarts + 1
         self.preemptible = self.spec.signal_before_s > 0
         self.stop_requested = False
+        self.line: lifeline.Lifeline | None = None
         self.stalled: attempts.Result | None = None  # the stall watchdog ended the step
 
     # -- the steps -----------------------------------------------------------------------------
@@ -87,7 +88,10 @@ class Batch:
         except UserError as e:
             say(str(e), err=True)
             return EXIT_USER_ERROR
-        with lock:
+        # killed (kill -9), the batch program leaves nothing running: its srun step and the
+        # local tasks end within seconds (launcher/supervise/lifeline.py)
+        with lock, lifeline.hold(lock, self.run_dir) as self.line:
+            self.env |= self.line.env
             if self.preemptible:
                 self._clear_stale_request()
                 signal.signal(signal.SIGUSR1, self._on_usr1)
@@ -151,6 +155,8 @@ class Batch:
                      attempts.Result(128 + signum, reason=f"stopped by {name}", user_stop=True),
                      restart_allowed=False, max_attempts=allowed + 1)
         say(f"{name}: stopped the srun step", err=True)
+        if self.line is not None:
+            self.line.release()  # its watcher gone: the run directory is free when this ends
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         sys.exit(128 + signum)  # (not reached: the signal ends this process)
@@ -182,7 +188,7 @@ class Batch:
         try:
             slurm.requeue(self.job_id)
             return True
-        except UserError as e:
+        except (UserError, Unavailable) as e:
             say(str(e), err=True)
             say(f"scontrol requeue failed; resume with: packrun run --resume {self.run_dir}",
                 err=True)
@@ -205,3 +211,6 @@ def batch_main(argv: Sequence[str]) -> int:
     except UserError as e:
         say(f"error: {e}", err=True)
         return EXIT_USER_ERROR
+    except Unavailable as e:  # an outage: not bad input (a requeue may try again)
+        say(f"error: {e}", err=True)
+        return EXIT_UNAVAILABLE

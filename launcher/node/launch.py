@@ -36,7 +36,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm.env import SlurmEnvironment
-from launcher.supervise import restarts
+from launcher.supervise import lifeline, restarts
 from launcher.supervise.processes import exit_code, forward_signals, spawn, stop
 from launcher.supervise.watchdog import Watchdog, watching
 
@@ -169,7 +169,7 @@ def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
     rank = node_rank(spec, node_rank_flag, slurm)
     addr = master_addr(spec, master_addr_flag, slurm)
     port = master_port(spec, master_port_flag, slurm)
-    with acquire(path, "packrun node-launch", rank):
+    with acquire(path, "packrun node-launch", rank) as lock, lifeline.hold(lock, path):
         allowed = attempts.max_restarts(spec, "node-launch")
         log.info(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler "
                  f"{addr}:{port}" + (f"; up to {allowed} restart(s)" if allowed else ""),

@@ -18,9 +18,19 @@ result on stdout and exits 0; bad input is one `packrun: error: ...` line and ex
                                        start this server's ranks (rank_table.sh), each CMD in
                                        ranks/R/ with its log, and supervise them
                                        (launcher/supervise/supervisor.py); their exit status
+    check RUN_DIR NODE                 Ascend: this node's cards (printed when Slurm's gres/npu
+                                       chose them) and the node checks before any rank starts
+                                       (launcher/preflight/node.py); exit 2 when one fails
     array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID
                                        a sweep's array task starts point POINT: the job ids,
                                        written atomically (job_array.sbatch)
+    probe TOKEN_FILE TOKEN MASTER_ADDR PORT SELF_NAME
+                                       what this node says before a launch over ssh, one JSON
+                                       line (launcher/multinode/probe.py)
+    host-run RUN_DIR NODE ATTEMPT      this node's share of a launch over ssh: its launch
+                                       script, watched, ended with its session
+                                       (launcher/node/host.py)
+    stop-node RUN_DIR NODE             stop what node NODE's program recorded, on this host
 
 `batch` and `supervise-ranks` are exec'd by their scripts: from then on they are the script's
 process.
@@ -35,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launcher.core import cores, hostlist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.lock import holder
@@ -130,6 +140,13 @@ def _supervise_ranks(argv: Sequence[str]) -> int:
     return outcome.code
 
 
+def _check(argv: Sequence[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        return _usage("check RUN_DIR NODE")
+    from launcher.preflight.node import node_check_main
+    return node_check_main(argv)
+
+
 def _array_task(argv: Sequence[str]) -> int:
     if len(argv) != 4 or not argv[2].isdigit() or not argv[3].isdigit():
         return _usage("array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID")
@@ -143,6 +160,25 @@ def _array_task(argv: Sequence[str]) -> int:
     return 0
 
 
+def _probe(argv: Sequence[str]) -> int:
+    from launcher.multinode.probe import probe_main
+    return probe_main(argv)
+
+
+def _host_run(argv: Sequence[str]) -> int:
+    if len(argv) != 3 or not argv[1].isdigit() or not argv[2].isdigit():
+        return _usage("host-run RUN_DIR NODE ATTEMPT")
+    from launcher.node.host import host_run
+    return host_run(Path(argv[0]), int(argv[1]), int(argv[2]))
+
+
+def _stop_node(argv: Sequence[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        return _usage("stop-node RUN_DIR NODE")
+    from launcher.node.host import stop_node
+    return stop_node(Path(argv[0]), int(argv[1]))
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "cores": _cores,
     "hostnames": _hostnames,
@@ -152,6 +188,10 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
     "batch": _batch,
     "supervise-ranks": _supervise_ranks,
     "array-task": _array_task,
+    "check": _check,
+    "probe": _probe,
+    "host-run": _host_run,
+    "stop-node": _stop_node,
 }
 
 
@@ -173,4 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in VERBS:
         return _usage("{" + " | ".join(VERBS) + "} ARGS")
-    return VERBS[args[0]](args[1:])
+    try:
+        return VERBS[args[0]](args[1:])
+    except KeyboardInterrupt:  # (batch and supervise-ranks stop their children themselves)
+        print(f"packrun: {args[0]}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from launcher.core import cores
+from launcher.core import compile_cache, cores
 from launcher.core.devices import parse_devices
 from launcher.core.errors import EXIT_USER_ERROR, UserError
 from launcher.core.log import STDERR, get_logger
 from launcher.core.rundir.names import RANK_TABLE_JSON
-from launcher.core.spec import JobSpec, load_job, path_problems
+from launcher.core.spec import JobSpec, WrongKind, load_job, path_problems
 from launcher.preflight import data as preflight
 from launcher.render import artifacts as render
 
@@ -80,8 +80,9 @@ class Options:
 
 def check_paths(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     """Data folders and checkpoint exist (the checks `load_job` makes for run/debug/submit)."""
-    for text in path_problems(spec, opts.source):  # (when they exist, data and network say so)
-        yield Finding(opts.missing, "paths", text)
+    for problem in path_problems(spec, opts.source):  # (when they exist, data and network say so)
+        yield Finding(ERROR if isinstance(problem, WrongKind) else opts.missing, "paths",
+                      str(problem))
 
 
 def check_data(spec: JobSpec, opts: Options) -> Iterator[Finding]:
@@ -339,9 +340,26 @@ def check_tools(spec: JobSpec, opts: Options) -> Iterator[Finding]:
             yield Finding(ERROR, "tools", f"{tool} not found on PATH; {fixes[tool]}")
 
 
+def check_compile_cache(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """Where this machine keeps compiled graphs (launcher/core/compile_cache.py); a size bound
+    that is not a number is an error, a directory others may write to a warning (the workers
+    then compile without it)."""
+    settings = compile_cache.settings(os.environ, spec.compile_cache)
+    if settings.root is None:
+        yield Finding(OK, "compile cache", f"off ({settings.why})")
+        return
+    why = compile_cache.prepare_root(settings.root)
+    if why:
+        yield Finding(WARNING, "compile cache", f"not used: {why}")
+    else:
+        yield Finding(OK, "compile cache", f"{settings.root} (at most "
+                      f"{settings.max_bytes / 2**30:g} GiB, least recently used entries go)")
+
+
 CHEAP_CHECKS = (("job", check_job), ("paths", check_paths), ("data", check_data),
                 ("devices", check_devices), ("launch", check_launch), ("cores", check_cores),
-                ("port", check_port), ("output", check_output), ("tools", check_tools))
+                ("port", check_port), ("output", check_output), ("tools", check_tools),
+                ("compile cache", check_compile_cache))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,18 +437,37 @@ def _guarded(topic: str, check: Callable[..., Iterator[Finding]], spec: JobSpec,
         yield Finding(ERROR, topic, str(e))
 
 
+def check_node(spec: JobSpec, opts: Options) -> Iterator[Finding]:
+    """`packrun check` on an Ascend node: the node checks its launch will run
+    (launcher/preflight/node.py) for node 0's cards; skipped for Slurm (they run on the nodes)."""
+    if spec.device != "Ascend" or spec.node_checks == "off" or opts.slurm:
+        return
+    from launcher.preflight import node
+    cards, source = node.node_cards(spec, os.environ)
+    yield Finding(OK, "node", f"cards {','.join(map(str, cards))} from {source}")
+    for f in node.check_node(spec, cards, None, None, env=os.environ):
+        level = WARNING if f.level == ERROR and spec.node_checks == "warn" else f.level
+        card = f"card {f.card}: " if f.card is not None else ""
+        yield Finding(level, "node", f"{card}{f.text}" + (f"; fix: {f.fix}" if f.fix else ""))
+
+
 def findings(spec: JobSpec, opts: Options, network: bool) -> Iterator[Finding]:
-    """Every finding of the cheap checks, then of the network check when `network`."""
-    checks = CHEAP_CHECKS + ((("network", check_network),) if network else ())
+    """Every finding of the cheap checks, then of the node checks (`packrun check` on an Ascend
+    node) and the network check when `network`."""
+    checks = CHEAP_CHECKS + ((("node", check_node), ("network", check_network))
+                             if network else ())
     for topic, check in checks:
         yield from _guarded(topic, check, spec, opts)
 
 
-def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None) -> None:
+def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
+                        here: bool | None = None) -> None:
     """The cheap checks, before `packrun run` / `submit` start anything: warnings are logged,
     errors raise one UserError listing them. Images are decoded as the job's image_check says
-    (`auto`: every image up to 20000, else a sample)."""
-    opts = Options(slurm=slurm, out=out, images=spec.image_check, here=not slurm)
+    (`auto`: every image up to 20000, else a sample). `here`: whether the job's node 0 runs on
+    this machine (its cards checked here); by default, unless `slurm`."""
+    opts = Options(slurm=slurm, out=out, images=spec.image_check,
+                   here=not slurm if here is None else here)
     found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:
@@ -447,7 +484,7 @@ def check_debug_run(spec: JobSpec) -> None:
     """What `packrun debug` needs besides the data (preflight): its card, and room to write
     (a read-only or full output_dir fails before a run directory exists)."""
     opts, one_worker = Options(here=True), dataclasses.replace(spec, cards_per_node=1)
-    for check in (check_devices, check_output):
+    for check in (check_devices, check_output, check_compile_cache):
         for f in check(one_worker, opts):
             if f.level == ERROR:
                 raise UserError(f.text)

@@ -45,7 +45,7 @@ from launcher.core.rundir.names import (
     RUN_LOCK,
     template_names,
 )
-from launcher.core.spec import JobSpec, load_job, path_problems
+from launcher.core.spec import JobSpec, WrongKind, load_job, path_problems, wrong_kind
 from launcher.render import ranktable, shellsafe
 from launcher.render import sbatch as slurm_options
 
@@ -222,7 +222,8 @@ def _existing_table(spec: JobSpec, master: str) -> tuple[str, list] | None:
         raise UserError(f"rank_table_file {spec.rank_table_file}: not a JSON rank table "
                         f"({e})") from None
     servers = ranktable.validate_table(doc, spec.rank_table_file, spec.nodes,
-                                       spec.cards_per_node, master if spec.nodes > 1 else "")
+                                       spec.cards_per_node, master if spec.nodes > 1 else "",
+                                       spec.rank_table_version)
     return text, servers
 
 
@@ -309,12 +310,25 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                 exclusive=slurm_options.whole_node(spec), run_lock=RUN_LOCK,
                 exit_user_error=EXIT_USER_ERROR)
     elif spec.launcher == "rank_table":
-        if not existing:
+        if not existing and spec.rank_table_version == "1.2":
+            # (a super pod's ids come from each server's own npu-smi: not known when rendering)
+            text = ("rank_table_version = \"1.2\": each server writes its part from its own "
+                    "npu-smi (packrun rank-table --rank_table_version=1.2 --server_ip=IP "
+                    "--out=part.json), packrun merge-rank-tables joins them")
+            if warn is None:
+                raise UserError(f"{text}; give the merged table as rank_table_file")
+            warn(f"{text}; rank_table.json is not rendered: write it as RUN_DIR/rank_table.json "
+                 "before the launch")
+        elif not existing:
             try:
                 out[RANK_TABLE_JSON] = ranktable.to_json(_rank_table(spec, hosts, devices))
             except UserError as e:
                 if warn is None or spec.device_ips or Path(spec.hccn_conf).exists():
                     raise
+                wrong = wrong_kind(spec.hccn_conf, "file")
+                if wrong:  # not missing here but wrong: wrong where the job runs too
+                    raise UserError(f"hccn_conf {spec.hccn_conf} {wrong}; set hccn_conf to the "
+                                    "server's hccn.conf (or give device_ips)") from None
                 warn(f"{e}; rank_table.json is not rendered: write it on the server before the "
                      "launch (packrun rank-table, see the command below)")
         if existing:
@@ -347,6 +361,12 @@ def next_command(spec: JobSpec, run_dir: Path, slurm: bool, rank_table: bool = T
     if slurm:
         return f"sbatch {shlex.quote(str(d / JOB_SBATCH))}"
     script = shlex.quote(str(d / f"{spec.launcher}.sh"))
+    if spec.launcher == "rank_table" and not rank_table and spec.rank_table_version == "1.2":
+        table = shlex.quote(str(d / RANK_TABLE_JSON))
+        return (f"packrun rank-table --rank_table_version=1.2 --devices=0-"
+                f"{spec.cards_per_node - 1} --server_ip=IP --out=part_N.json   # on every "
+                f"server; then packrun merge-rank-tables part_*.json --out={table} && bash "
+                f"{shlex.quote(str(d / LAUNCH_SCRIPTS['rank_table']))} N   # on every server")
     if spec.launcher == "rank_table" and not rank_table:
         table = shlex.quote(str(d / RANK_TABLE_JSON))
         return (f"packrun rank-table --devices=0-{spec.cards_per_node - 1} --out={table} && "
@@ -392,6 +412,8 @@ def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str |
 
     spec = load_job(job, overrides, check_paths=False)
     for problem in path_problems(spec, str(job)):
+        if isinstance(problem, WrongKind):
+            raise problem  # wrong wherever the job runs
         warn(f"{problem} (rendered anyway; it must exist where the job runs)")
     if print_only:
         run_dir = (Path(out if out is not None else spec.output_dir).resolve()

@@ -23,9 +23,11 @@ import sys
 from pathlib import Path
 from typing import Iterable, Mapping, NoReturn, Sequence
 
+from launcher.core.ascend import npusmi
+from launcher.core.ascend import ranktable as ascend_table
 from launcher.core.devices import MAX_DEVICE_ID, parse_devices
 from launcher.core.errors import UserError
-from launcher.core.log import get_logger
+from launcher.core.log import STDERR, get_logger
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.names import RANK_TABLE_JSON
 
@@ -163,23 +165,28 @@ def build_rank_table(servers: Sequence[tuple[str, Sequence[tuple[int, str]]]]) -
             "server_list": server_list, "status": "completed"}
 
 
-def _servers_of(table: dict, source: str) -> list[tuple[str, list[tuple[int, str]]]]:
-    """The (server_ip, [(device_id, device_ip)]) list of a version 1.0 table."""
-    try:
-        if table["version"] != "1.0":
-            raise UserError(f"{source}: rank table version {table['version']!r}; only version "
-                            "\"1.0\" tables (hccl_tools.py, packrun rank-table) can be merged")
-        return [(s["server_id"], [(int(d["device_id"]), d["device_ip"]) for d in s["device"]])
-                for s in table["server_list"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{source}: not an HCCL rank table (bad or missing {e})") from None
-
-
 def merge_rank_tables(tables: Sequence[tuple[str, dict]]) -> dict:
-    """Merge (source name, table) pairs into one table; servers keep the order given and rank
-    ids are renumbered consecutively."""
-    servers = [s for source, table in tables for s in _servers_of(table, source)]
-    return build_rank_table(servers)
+    """Merge (source name, table) pairs into one table of their version ("1.0" or "1.2", all
+    alike); servers keep the order given (1.2: grouped by super pod, pods in order of first
+    appearance) and rank ids are renumbered consecutively."""
+    checked = []
+    for source, table in tables:
+        try:
+            checked.append((source, ascend_table.check(table)))
+        except ascend_table.TableError as e:
+            raise UserError(f"{source}: {e}") from None
+    versions = sorted({t.version for _, t in checked})
+    if len(versions) > 1:
+        which = ", ".join(f"{s} ({t.version})" for s, t in checked)
+        raise UserError(f"the tables mix versions ({which}); merge tables of one version: 1.0 "
+                        "for AI Server mode, 1.2 for Atlas A3 super pods")
+    if versions == ["1.2"]:
+        try:
+            return ascend_table.build_v12([p for _, t in checked for p in ascend_table.parts_of(t)])
+        except ascend_table.TableError as e:
+            raise UserError(f"merged table: {e}") from None
+    return build_rank_table([(s.server_id, [(d.device_id, d.device_ip) for d in s.devices])
+                             for _, t in checked for s in t.servers])
 
 
 def to_json(table: dict) -> str:
@@ -205,77 +212,38 @@ def read_table_file(path: str | os.PathLike) -> tuple[str, dict]:
                         f"({e.__class__.__name__})") from None
 
 
-def validate_table(table, source: str, nodes: int, cards: int,
-                   master: str = "") -> list[tuple[str, list[tuple[int, int]]]]:
-    """Check a version 1.0 table for a job of `nodes` x `cards`: server count, devices per server,
-    rank ids 0..world-1 once each, device ids and IPs unique per server, the master's server
-    first (when `master` is an IPv4 address). Returns [(server_id, [(device_id, rank_id)])] in
-    table order. Errors name the file, the server and the field."""
+def validate_table(table, source: str, nodes: int, cards: int, master: str = "",
+                   version: str = "auto") -> list[tuple[str, list[tuple[int, int]]]]:
+    """Check a version 1.0 or 1.2 table as HCCL does (launcher/core/ascend/ranktable.py: every
+    value a string, status "completed", each server's rank ids consecutive and 0..world-1 once,
+    super pods together, super_device_id on every device or none) and for a job of `nodes` x
+    `cards`: server count, devices per server, the master's server first (when `master` is an
+    IPv4 address and the servers are named by address), the version the job asks for (`version`
+    "1.0" / "1.2"; "auto" takes either). Returns [(server_id, [(device_id, rank_id)])] in table
+    order. Errors name the file, the server and the field."""
     def bad(where: str, text: str) -> NoReturn:
         raise UserError(f"rank_table_file {source}: {where}{text}")
-    if not isinstance(table, dict):
-        bad("", "not an HCCL rank table (a JSON object is expected)")
-    if table.get("version") != "1.0":
-        bad("", f"field 'version' is {table.get('version')!r}; packrun reads version \"1.0\" "
-            "tables (hccl_tools.py, merge_hccl.py, packrun rank-table)")
-    servers = table.get("server_list")
-    if not isinstance(servers, list):
-        bad("", "field 'server_list' is missing or not a list")
-    if str(table.get("server_count")) != str(len(servers)):
-        bad("", f"field 'server_count' is {table.get('server_count')!r} but server_list holds "
-            f"{len(servers)} server(s)")
+    try:
+        checked = ascend_table.check(table)
+    except ascend_table.TableError as e:
+        bad(e.where, e.text)
+    if version != "auto" and checked.version != version:
+        mode = "Atlas A3 super-pod mode" if version == "1.2" else "AI Server mode"
+        bad("", f"field 'version' is {checked.version!r} but the job's rank_table_version is "
+            f"{version!r} ({mode}); give a version {version} table or set rank_table_version")
+    servers = checked.servers
     if len(servers) != nodes:
         bad("", f"{len(servers)} server(s) in server_list, the job has nodes = {nodes}; give a "
             "table with one server per node, or set nodes to match")
-    out, ranks, ids = [], [], set()
     for i, server in enumerate(servers):
-        sid = server.get("server_id") if isinstance(server, dict) else None
-        where = f"server {i} ({sid}): " if sid else f"server {i}: "
-        if not isinstance(sid, str) or not sid:
-            bad(where, "field 'server_id' is missing")
-        try:
-            check_ipv4(sid, "server_id")
-        except UserError as e:
-            bad(where, str(e))
-        if sid in ids:
-            bad(where, "field 'server_id' is listed twice")
-        ids.add(sid)
-        devices = server.get("device")
-        if not isinstance(devices, list) or len(devices) != cards:
-            n = len(devices) if isinstance(devices, list) else 0
-            bad(where, f"field 'device' lists {n} device(s), the job has cards_per_node = "
-                f"{cards}")
-        seen_dev, seen_ip, entries = set(), set(), []
-        for d in devices:
-            try:
-                dev, rank, dip = int(d["device_id"]), int(d["rank_id"]), d["device_ip"]
-            except (KeyError, TypeError, ValueError) as e:
-                bad(where, f"a device entry has a bad or missing field {e}")
-            if not 0 <= dev <= MAX_DEVICE_ID:
-                bad(where, f"field 'device_id' {dev} is out of range 0..{MAX_DEVICE_ID}")
-            if dev in seen_dev:
-                bad(where, f"field 'device_id' {dev} is listed twice")
-            try:
-                check_ipv4(dip, "device_ip")
-            except UserError as e:
-                bad(where, f"device {dev}: {e}")
-            if dip in seen_ip:
-                bad(where, f"field 'device_ip' {dip} is listed twice")
-            seen_dev.add(dev)
-            seen_ip.add(dip)
-            ranks.append(rank)
-            entries.append((dev, rank))
-        out.append((sid, entries))
-    world = nodes * cards
-    if sorted(ranks) != list(range(world)):
-        dup = sorted({r for r in ranks if ranks.count(r) > 1})
-        what = f"rank id {dup[0]} is used twice" if dup else \
-            f"rank ids are {sorted(ranks)}, not 0..{world - 1}"
-        bad("", f"field 'rank_id': {what}; every rank 0..{world - 1} appears once")
-    if master and _is_ipv4(master) and out[0][0] != master:
-        bad("server 0: ", f"field 'server_id' is {out[0][0]} but master_addr is {master}; the "
-            "master's server must come first")
-    return out
+        if len(server.devices) != cards:
+            bad(f"server {i} ({server.server_id}): ", f"field 'device' lists "
+                f"{len(server.devices)} device(s), the job has cards_per_node = {cards}")
+    first = servers[0].server_id if _is_ipv4(servers[0].server_id) else servers[0].host_ip
+    if master and _is_ipv4(master) and first and first != master:
+        bad("server 0: ", f"field 'server_id' is {servers[0].server_id} but master_addr is "
+            f"{master}; the master's server must come first")
+    return [(s.server_id, [(d.device_id, d.rank_id) for d in s.devices]) for s in servers]
 
 
 def _is_ipv4(value: str) -> bool:
@@ -291,15 +259,20 @@ def local_server_index(table: dict, source: str) -> int:
     to it)."""
     import socket
     for i, server in enumerate(table["server_list"]):
-        with socket.socket() as s:
-            try:
-                s.bind((server["server_id"], 0))
-                return i
-            except OSError:
+        for address in (server.get("server_id"), server.get("host_ip")):
+            if not address or not ascend_table.is_ip(address):
                 continue
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family) as s:
+                try:
+                    s.bind((address, 0))
+                    return i
+                except OSError:
+                    continue
     ids = ", ".join(s["server_id"] for s in table["server_list"])
-    raise UserError(f"{source}: none of its server ids ({ids}) is an address of this machine; "
-                    "start the script with this server's index, or fix the table's server_id")
+    raise UserError(f"{source}: none of its server ids or host_ips ({ids}) is an address of this "
+                    "machine; start the script with this server's index (bash rank_table.sh N), "
+                    "or fix the table's server_id / host_ip")
 
 
 def server_index_main(argv: Sequence[str]) -> int:
@@ -354,21 +327,90 @@ def _write(table: dict, out) -> Path:
     return path
 
 
-def rank_table_command(devices, server_ip, out, hccn_conf=None, device_ips=None) -> Path:
-    """`packrun rank-table`: one table for one or more servers (comma-separated server_ip)."""
+def _run_tool(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    if shutil.which(cmd[0]) is None:
+        raise UserError(f"{cmd[0]} is not on PATH: run this on the Ascend server (the driver's "
+                        "tools, /usr/local/bin and /usr/local/Ascend/driver/tools)")
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"`{' '.join(cmd)}` did not answer within {timeout:g} s") from None
+
+
+def query_super_pods(devices: Iterable[int]) -> dict[int, npusmi.SuperPod | None]:
+    """Device id -> its super pod as `npu-smi info -t spod-info -i NPU -c CHIP` reports it
+    (None: no super pod, AI Server mode); NPU and chip of each device from `npu-smi info -m`."""
+    chip_map = npusmi.parse_chip_map(_run_tool(["npu-smi", "info", "-m"]).stdout)
+    out = {}
+    for d in devices:
+        npu, chip = chip_map.get(d, (d, 0))
+        cmd = ["npu-smi", "info", "-t", "spod-info", "-i", str(npu), "-c", str(chip)]
+        res = _run_tool(cmd)
+        out[d] = npusmi.parse_spod_info(res.stdout) if res.returncode == 0 else None
+    return out
+
+
+def detect_version(devices: Sequence[int]) -> str:
+    """rank_table_version "auto" on this server: "1.2" when npu-smi puts its cards in a super pod,
+    else "1.0" (also where npu-smi is not installed: not an Atlas A3)."""
+    if shutil.which("npu-smi") is None:
+        return "1.0"
+    pods = query_super_pods(devices[:1])
+    version = "1.2" if any(pods.values()) else "1.0"
+    log.info(f"packrun: rank table version {version} (npu-smi info -t spod-info: "
+             f"{'a super pod' if version == '1.2' else 'no super pod'})", extra=STDERR)
+    return version
+
+
+def rank_table_command(devices, server_ip, out, hccn_conf=None, device_ips=None,
+                       rank_table_version="auto", server_id=None) -> Path:
+    """`packrun rank-table`: one table for one or more servers (comma-separated server_ip); with
+    version 1.2 (Atlas A3 super pods) one server's part, its super pod and super_device_ids from
+    npu-smi, to be joined with the other servers' by `packrun merge-rank-tables`."""
     if not server_ip:
         raise UserError("--server_ip is required: this server's IPv4 address (several, "
                         "comma-separated, for one table over several servers)")
     if not out:
         raise UserError("--out is required: the rank table file to write, e.g. "
                         "--out=rank_table.json")
+    version = str(rank_table_version)
+    if version not in ("auto", "1.0", "1.2"):
+        raise UserError(f"--rank_table_version={version}: give auto, 1.0 or 1.2 (2.0 is Ascend "
+                        "950's format, which packrun does not write)")
     devs = parse_devices(devices)
     servers = split_ips(server_ip)
     warning = group_warning(devs)
     if warning:
         log.warning(f"packrun: warning: {warning}")
+    if version == "auto":
+        version = detect_version(devs)
     ip_lists = device_ip_lists(devs, len(servers), hccn_conf, device_ips)
-    table = build_rank_table([(s, list(zip(devs, ips))) for s, ips in zip(servers, ip_lists)])
+    if version == "1.0":
+        table = build_rank_table([(s, list(zip(devs, ips)))
+                                  for s, ips in zip(servers, ip_lists)])
+        return _write(table, out)
+    if len(servers) != 1:
+        raise UserError("a version 1.2 table is written on each server for itself (its super "
+                        "pod comes from its own npu-smi): give one --server_ip, then join the "
+                        "servers' tables with `packrun merge-rank-tables`")
+    pods = query_super_pods(devs)
+    missing = [d for d, pod in pods.items() if pod is None]
+    if missing:
+        raise UserError(f"device {missing[0]}: `npu-smi info -t spod-info` names no super pod "
+                        "(no SDID / Super Pod ID): this server runs in AI Server mode, where "
+                        "tables are version 1.0 (--rank_table_version=1.0)")
+    ids = {pod.super_pod_id for pod in pods.values() if pod}
+    if len(ids) > 1:
+        raise UserError(f"npu-smi puts this server's cards in several super pods "
+                        f"({', '.join(sorted(ids))}); give the cards of one")
+    host = check_ipv4(servers[0], "--server_ip")
+    name = str(server_id) if server_id else host
+    part = ascend_table.Part(name, tuple((d, ip, pods[d].sdid)  # type: ignore[union-attr]
+                                         for d, ip in zip(devs, ip_lists[0])), host, ids.pop())
+    try:
+        table = ascend_table.build_v12([part])
+    except ascend_table.TableError as e:
+        raise UserError(str(e)) from None
     return _write(table, out)
 
 

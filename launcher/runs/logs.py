@@ -2,7 +2,8 @@
 
 Each rank's log (logs/worker_<rank>.log) gets a `[rank N]` prefix, the others their own:
 `[scheduler]` (msrun's scheduler), `[launcher]` (the launch script's output), `[node N]`
-(msrun on node N under Slurm), `[slurm]` (the batch script's output), `[<name>]` for any other
+(msrun on node N under Slurm), `[nodeN]` (node N of a launch over ssh: its launch script's
+output and its session's messages), `[slurm]` (the batch script's output), `[<name>]` for any other
 log. Lines are merged in time order: a line carrying a timestamp (MindSpore's log format, or an
 ISO date and time) is placed by it; a line without one keeps its place within its file, after
 the timestamped line before it. With --follow, new lines are printed as they arrive, until the
@@ -44,6 +45,8 @@ def prefix_of(run_dir: Path, path: Path) -> tuple[str, int | None]:
         return f"[rank {m.group(1)}]", int(m.group(1))
     if m := re.fullmatch(r"msrun-node(\d+)", stem):
         return f"[node {m.group(1)}]", None
+    if m := re.fullmatch(r"node(\d+)", stem):   # node K of a launch over ssh (logs/node<K>.out)
+        return f"[node{m.group(1)}]", None
     return f"[{stem}]", None
 
 

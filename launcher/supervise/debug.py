@@ -28,7 +28,7 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.preflight.checks import check_debug_run
 from launcher.preflight.data import preflight
 from launcher.preflight.resume import resume_target
-from launcher.supervise import restarts
+from launcher.supervise import lifeline, restarts
 from launcher.supervise.processes import run_streaming, stop
 from launcher.supervise.watchdog import Watchdog, watching
 
@@ -41,7 +41,7 @@ def debug_spec(spec: JobSpec) -> tuple[int, Path]:
     summary = preflight(spec)
     check_debug_run(spec)
     run_dir = new_run_dir(spec)
-    with acquire(run_dir, "packrun debug"):
+    with acquire(run_dir, "packrun debug") as lock, lifeline.hold(lock, run_dir):
         print(f"packrun: run directory {run_dir}", flush=True)  # a result: also under --quiet
         log.info(f"packrun: {summary['train_images']} train / {summary['val_images']} val images "
                  f"in {len(summary['classes'])} classes ({summary['images_checked']} checked)")
@@ -108,7 +108,7 @@ def debug_resume(resume: str) -> int:
         raise UserError(f"{run_dir} holds {launch}: it was rendered for a data-parallel launch, "
                         "which one debug worker would not continue faithfully (other shards and "
                         f"steps per epoch); use packrun run --resume {run_dir}")
-    with acquire(run_dir, "packrun debug --resume"):
+    with acquire(run_dir, "packrun debug --resume") as lock, lifeline.hold(lock, run_dir):
         fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
         log.info(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
         return run_worker(run_dir)

@@ -29,7 +29,7 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.preflight.checks import check_before_launch, check_port_free
 from launcher.preflight.resume import resume_target
 from launcher.render.artifacts import write_run_dir
-from launcher.supervise import restarts
+from launcher.supervise import lifeline, restarts
 from launcher.supervise.supervisor import Supervisor
 from launcher.supervise.watchdog import Watchdog
 
@@ -112,5 +112,5 @@ def run_command(job: str | None, overrides: dict, workers: int | None = None,
         check_before_launch(spec)
         run_dir, _ = write_run_dir(spec)
         lock = acquire(run_dir, "packrun run")
-    with lock:
+    with lock, lifeline.hold(lock, run_dir):  # killed, packrun leaves nothing running
         return execute(run_dir, spec)

@@ -16,7 +16,9 @@ the step's collective),
          (`slow:rank=R:epoch=E:step=S:seconds=X`: a slow but progressing rank).
 It fires on the first attempt only (launcher/runfiles.ATTEMPT_ENV is 1 or unset), so the
 restarted run proceeds. TRACE_ENV (PACKRUN_TEST_TRACE_STEPS=1) prints `trained step E.S` after
-every step, so a test counts the steps a run really trained. Never set either in a real job.
+every step, so a test counts the steps a run really trained, and `loss of step E.S: L` (the loss
+the step computed, read from the network's output, not from packrun's records). Never set
+either in a real job.
 """
 
 from __future__ import annotations
@@ -69,7 +71,11 @@ class StepTrace(Callback):
         self.position = position
 
     def on_train_step_end(self, run_context):
-        print(f"trained step {self.position.epoch}.{self.position.step}", flush=True)
+        outputs = run_context.original_args().net_outputs
+        loss = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        loss = float(loss.asnumpy()) if hasattr(loss, "asnumpy") else float(loss)
+        where = f"{self.position.epoch}.{self.position.step}"
+        print(f"trained step {where}\nloss of step {where}: {loss!r}", flush=True)
 
 
 def from_env(env: Mapping[str, str], rank: int, position, run_dir) -> tuple[list, list]:

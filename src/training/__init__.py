@@ -1,5 +1,6 @@
 """Training: transfer (freeze, head filtering), checkpoints, callbacks, learning-rate schedules,
-evaluation, seeds, the feature cache, and the distributed context (`parallel`, `collective`).
+evaluation, seeds, the feature cache, the compile cache (graphs kept across runs), and the
+distributed context (`parallel`, `collective`).
 
 May import: `src.data`, `src.model`, `src.native`, `src.testing`, `launcher.core`.
 """

@@ -30,7 +30,7 @@ from typing import Callable
 
 from launcher.core import hostlist
 from launcher.core.errors import EXIT_USER_ERROR
-from launcher.core.rundir import failure
+from launcher.core.rundir import envrecord, failure
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
@@ -63,6 +63,7 @@ class Result:
     reason: str = ""
     user_stop: bool = False       # packrun was asked to stop (Ctrl-C, SIGTERM, cancel)
     host: str = ""
+    node: int | None = None       # the failing node of a launch over ssh (launcher/multinode)
     stall: dict | None = None     # the stall watchdog ended it: failure.json's `stall` entry
 
 
@@ -115,6 +116,8 @@ def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | Non
     attempt = attempt or previous + 1
     if not record:
         return attempt
+    for change in envrecord.record(run_dir):  # env.json: what this attempt runs with
+        log.warning(f"packrun: attempt {attempt} runs with a changed environment: {change}")
     now = time.time()
     write_state(run_dir, kind=kind, world=world, attempt=attempt, max_restarts=allowed,
                 state=Phase.RUNNING, started=state.get("started", now), attempt_started=now,
@@ -144,7 +147,8 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
         record = failure.failure_record(
             run_dir, attempt=attempt, max_attempts=max_attempts, rank=result.rank,
             host=result.host or socket.gethostname(), exit_code=result.exit_code,
-            signal=result.signal, reason=result.reason, action=action, stall=result.stall)
+            signal=result.signal, reason=result.reason, action=action, node=result.node,
+            stall=result.stall)
         state = Phase.RESTARTING if action == failure.RESTARTED else Phase.FAILED
     archive_logs(run_dir, attempt, move=False, only=only)
     if not record_state:

@@ -8,7 +8,9 @@ failure.json:
   attempt, max_attempts, rank (which failed first; null: none identified), host, exit_code (null
   when killed), signal (number or null), signal_name, first_error (the first error line of that
   rank's error.json or log, "" if none), reason (the supervisor's words), log (path),
-  action: "restarted" | "gave up" | "not retryable", time
+  action: "restarted" | "gave up" | "not retryable", time,
+  explanation (only when a known error line was found, launcher/core/ascend/signatures.py):
+    {code, line, file, rank, explanation, next_step}
   stall (only when the stall watchdog ended the attempt, launcher/supervise/watchdog.py):
     silent_s, bound_s, bound ("stall_timeout" | "startup_timeout"), rank (the one that differs
     from the others, or null), why, per_rank: [{rank, stage, where, epoch, step, eval_batch, pid,
@@ -27,9 +29,11 @@ import time
 import traceback
 from pathlib import Path
 
+from launcher.core.ascend import signatures
 from launcher.core.rundir import schema
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.names import (
+    ASCEND_LOG_PREFIX,
     ATTEMPT_ENV,
     FAILURE_JSON,
     LOGS,
@@ -112,21 +116,72 @@ def first_error(run_dir: Path, rank: int | None) -> str:
     return ""
 
 
+EXPLAIN_READ_BYTES = 1 << 20   # the end of each log read for error signatures
+EXPLAIN_MAX_FILES = 256
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - EXPLAIN_READ_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rank_of(name: str) -> int | None:
+    m = re.search(r"(?:worker_|rank_)(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def explanation(run_dir: Path, rank: int | None) -> dict | None:
+    """What the logs of a failed launch say in a known error line (CANN's EJ0001, EI0002, ...,
+    msrun's), explained: the failing rank's log and CANN plog first, then every other log of
+    the run directory's logs/. None when no line is known."""
+    logs = Path(run_dir) / LOGS
+    first: list[Path] = []
+    if rank is not None:
+        first = [Path(run_dir) / worker_log(rank)]
+        first += sorted((Path(run_dir) / f"{ASCEND_LOG_PREFIX}{rank}").rglob("*.log"))
+    rest = sorted(p for p in logs.glob("*") if p.is_file() and p.suffix in (".log", ".out"))
+    rest += sorted(p for p in logs.glob("ascend/rank_*/**/*.log"))
+    seen: set[Path] = set()
+    texts: list[tuple[str, int | None, str]] = []
+    for path in first + rest:
+        if path in seen or len(seen) >= EXPLAIN_MAX_FILES or not path.is_file():
+            continue
+        seen.add(path)
+        texts.append((str(path.relative_to(run_dir)), _rank_of(str(path.relative_to(logs))),
+                      _tail(path)))
+    found = signatures.find(texts)
+    return found.to_dict() if found else None
+
+
 def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int | None,
                    host: str, exit_code: int | None, signal: int | None, reason: str,
-                   action: str, stall: dict | None = None) -> dict:
+                   action: str, node: int | None = None, stall: dict | None = None) -> dict:
     err = read_json(run_dir / worker_error(rank)) if rank is not None else None
     if err and err.get("host"):
         host = err["host"]
     name = signals.Signals(signal).name if signal else None
     return stamped(dict(
-        attempt=attempt, max_attempts=max_attempts, rank=rank, host=host,
+        attempt=attempt, max_attempts=max_attempts, rank=rank, host=host, node=node,
         exit_code=exit_code, signal=signal, signal_name=name,
         epoch=err.get("epoch") if err else None, step=err.get("step") if err else None,
         first_error=first_error(run_dir, rank), reason=reason,
         log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
         if rank is not None else "",
-        action=action, time=_now()) | ({"stall": stall} if stall else {}))
+        action=action, time=_now()) | _explained(run_dir, rank)
+        | ({"stall": stall} if stall else {}))
+
+
+def _explained(run_dir: Path, rank: int | None) -> dict:
+    try:
+        found = explanation(run_dir, rank)
+    except Exception:  # noqa: BLE001 (an explanation is a help, never a second failure)
+        return {}
+    return {"explanation": found} if found else {}
 
 
 def write_failure(run_dir: Path, record: dict) -> None:
@@ -148,6 +203,8 @@ def summary(record: dict) -> str:
     who = f"rank {record['rank']}" if record.get("rank") is not None else "the launch"
     if record.get("host"):
         who += f" on {record['host']}"
+    if record.get("node") is not None:
+        who += f" (node {record['node']})"
     stall = record.get("stall")
     if stall:
         how = f"stalled: {_stalled(stall)}"
@@ -170,6 +227,10 @@ def summary(record: dict) -> str:
     line = f"attempt {record['attempt']} failed: {who} {how}{where}; {then}"
     if record.get("first_error"):
         line += f"\n  first error: {record['first_error']}"
+    found = record.get("explanation")
+    if isinstance(found, dict) and found.get("explanation"):
+        line += (f"\n  {found.get('code')} in {found.get('file')}: {found['explanation']}"
+                 f"\n  next: {found.get('next_step')}")
     if stall:
         line += _stuck(stall)
     return line

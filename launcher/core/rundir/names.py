@@ -32,6 +32,11 @@ NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per no
 RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit` (and by a sweep's array tasks)
 SLURM_OUTPUT_GLOB = "slurm-*.out"  # the batch script's output, slurm-<job id>.out
+# TensorBoard event files (src/training/tensorboard_events.py), rank 0 only: the run's curves,
+# pictures and job in TB_DIR, its HParams session (the compared job keys, best and final
+# accuracy) in TB_HPARAMS_DIR. One file per attempt, named by start second, host, attempt, pid.
+TB_DIR = "tb"
+TB_HPARAMS_DIR = f"{TB_DIR}/hparams"
 REPORT_HTML = "report.html"      # `packrun report` (launcher/runs/report.py)
 # The pictures a run leaves when it ends (src/pictures/run.py), in the order a report shows them.
 CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG = "curves.png", "predictions.png", "confusion.png"
@@ -49,6 +54,10 @@ PREEMPT_FLAG = "preempt.requested"
 # ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
 # reads it.
 RUN_STATE = "run_state.json"
+# What the run ran with (packrun, Python, MindSpore, numpy, native kernels, CANN, driver, hosts,
+# cores, HCCL_* / MS_* / ASCEND_* / CUDA_* variables, rank table): rewritten at every attempt,
+# compared with the one before (launcher/core/rundir/envrecord.py).
+ENV_JSON = "env.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"
 
@@ -66,6 +75,13 @@ SWEEP_JSON = "sweep.json"
 SWEEP_FORMAT = 1                 # sweep.json's "format"
 ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
 CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
+
+# Exported by a launcher (launcher/supervise/lifeline.py) to every process it starts: a random
+# token; when the launcher dies, its watcher ends every process whose environment carries it.
+LIFELINE_ENV = "PACKRUN_LIFELINE"
+# Seconds between the watcher's SIGTERM and SIGKILL: the launcher is gone, nothing waits for
+# the processes to finish a step (their run resumes from last.ckpt).
+LIFELINE_GRACE_S = 2.0
 
 # Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
@@ -90,6 +106,11 @@ LOG_LEVEL_ENV = "PACKRUN_LOG_LEVEL"
 # ... "0" turns the CPU path's native kernels off, and their thread count (src/native).
 NATIVE_ENV = "PACKRUN_NATIVE"
 NATIVE_THREADS_ENV = "PACKRUN_NATIVE_THREADS"
+# ... the compile cache (launcher/core/compile_cache.py): "0" turns it off, its directory (default
+# $XDG_CACHE_HOME/packrun/compile or ~/.cache/packrun/compile), its size bound in GiB (default 2).
+COMPILE_CACHE_ENV = "PACKRUN_COMPILE_CACHE"
+COMPILE_CACHE_DIR_ENV = "PACKRUN_COMPILE_CACHE_DIR"
+COMPILE_CACHE_MAX_ENV = "PACKRUN_COMPILE_CACHE_MAX_GIB"
 
 
 def slurm_output(job_id: str) -> str:
@@ -146,6 +167,27 @@ def template_names() -> dict:
                 run_lock=RUN_LOCK, device_env=DEVICE_ENV, rank_cores_env=RANK_CORES_ENV,
                 console_tty_env=CONSOLE_TTY_ENV, job_json=JOB_JSON, slurm_job_id=SLURM_JOB_ID,
                 job_sbatch=JOB_SBATCH)
+
+
+# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): multinode/ holds the
+# plan (hosts as ssh reaches them, ssh options, each node's address) and, per node, the state
+# its node program writes (state, pid, host, how it ended); logs/node<K>.out is that node's
+# launch script output. TOKEN_PREFIX: the file a preflight writes on node 0's side and reads
+# back on every node (shared storage at the same path), removed at once.
+NODES_DIR = "multinode"
+NODES_PLAN = f"{NODES_DIR}/plan.json"
+TOKEN_PREFIX = ".packrun-token-"
+
+
+def node_state(node: int) -> str:
+    """One node's state, written by its node program (`python -m launcher.node host-run`):
+    started, training, finished, failed, stopped; its pid and process group; how it ended."""
+    return f"{NODES_DIR}/node{node}.json"
+
+
+def node_out(node: int) -> str:
+    """One node's launch script output (msrun's, rank_table.sh's) in a launch over ssh."""
+    return f"{LOGS}/node{node}.out"
 
 
 def worker_progress(rank: int) -> str:

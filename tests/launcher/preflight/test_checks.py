@@ -9,13 +9,15 @@ from types import SimpleNamespace
 import mindspore as ms
 import pytest
 
+from launcher.core.errors import UserError
+from launcher.core.rundir.names import COMPILE_CACHE_DIR_ENV, COMPILE_CACHE_MAX_ENV
 from launcher.core.spec import load_job
 from launcher.preflight import checks as check
 from launcher.preflight import data as preflight
 from launcher.preflight.checks import ERROR, OK, WARNING, Finding, Options
 from src.model.resnet import ARCHS
 from src.training.checkpoint import check_fit
-from tests.helpers import packrun, resnet18_ckpt, small_job
+from tests.helpers import packrun, resnet18_ckpt, shown, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -126,6 +128,25 @@ def test_port(make_job):
 
 
 @pytest.mark.unit
+def test_compile_cache(tmp_path, make_job, monkeypatch):
+    spec = load_job(make_job())
+    root = tmp_path / "cc"
+    monkeypatch.setenv(COMPILE_CACHE_DIR_ENV, str(root))
+    [f] = findings_of("compile cache", spec, Options())
+    assert (f.level, f.text) == (OK, f"{root} (at most 2 GiB, least recently used entries go)")
+    root.chmod(0o775)
+    [f] = findings_of("compile cache", spec, Options())
+    assert f.level == WARNING and f"not used: {root} is writable by other users" in f.text
+    [f] = findings_of("compile cache", spec.replace(compile_cache=False), Options())
+    assert (f.level, f.text) == (OK, "off (compile_cache = false in the job)")
+    monkeypatch.setenv(COMPILE_CACHE_MAX_ENV, "lots")
+    [f] = findings_of("compile cache", spec, Options())
+    assert f.level == ERROR and f"{COMPILE_CACHE_MAX_ENV}='lots' is not a size in GiB" in f.text
+    with pytest.raises(UserError, match=COMPILE_CACHE_MAX_ENV):  # debug: before its run dir
+        check.check_debug_run(spec)
+
+
+@pytest.mark.unit
 def test_tools(make_job, monkeypatch):
     spec = load_job(make_job(launcher="mpirun"))
     monkeypatch.setattr(check.shutil, "which", lambda tool: None)
@@ -166,7 +187,8 @@ def test_check_of_a_good_job_prints_every_check_and_exits_0(tmp_path, data):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert [l.split(":")[0].split()[1] for l in lines[:-1]] == [
-        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools"] + \
+        "job", "data", "images", "devices", "launch", "cores", "port", "output", "tools",
+        "compile"] + \
         ["trainable"] * 7 + ["network"]  # what trains: a headline, then stem .. layer4, head
     assert re.search(r"^ok      cores: \d+ core\(s\) per rank \(rank 0: [\d,-]+\)", r.stdout, re.M)
     assert all(l.startswith("ok      ") for l in lines[:-1])
@@ -228,3 +250,48 @@ def test_check_before_launch_logs_warnings_and_passes(tmp_path, data, capsys):
 @pytest.mark.unit
 def test_finding_line():
     assert str(Finding(ERROR, "port", "busy")) == "error   port: busy"
+
+
+# --- a path that exists but is the wrong kind: an error, also under --quick ---------------------
+
+def _truncated_jpeg(path, source):
+    """A JPEG cut right after its frame header: its size is there, its image data is not
+    (MindSpore's RandomCropDecodeResize dies of SIGFPE on it)."""
+    data = source.read_bytes()
+    sof = data.find(b"\xff\xc0")
+    path.write_bytes(data[:sof + 4 + int.from_bytes(data[sof + 2:sof + 4], "big")])
+    return path
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("what", ["train_dir", "pretrained", "hccn_conf"])
+def test_quick_check_of_a_path_of_the_wrong_kind_is_an_error(tmp_path, data, what):
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("x")
+    keys = {"train_dir": dict(train_dir=str(a_file)),
+            "pretrained": dict(pretrained=str(tmp_path)),
+            "hccn_conf": dict(launcher="rank_table", device="Ascend", cards_per_node=2,
+                              hccn_conf=str(a_file / "hccn.conf"))}[what]
+    expected = {"train_dir": f"{a_file} is a file, not a directory",
+                "pretrained": f"{tmp_path} is a directory, not a file",
+                "hccn_conf": f"{a_file / 'hccn.conf'} lies under the file {a_file}"}[what]
+    r = packrun("check", job(tmp_path, data, **keys), "--quick", timeout=120)
+    assert r.returncode == 2, shown(r)
+    assert re.search(rf"^error .*{re.escape(expected)}", r.stderr, re.M), shown(r)
+    assert "Traceback" not in r.stderr
+    missing = {"train_dir": dict(train_dir=str(tmp_path / "nowhere")),
+               "pretrained": dict(pretrained=str(tmp_path / "none.ckpt")),
+               "hccn_conf": dict(keys, hccn_conf=str(tmp_path / "no_hccn.conf"))}[what]
+    r = packrun("check", job(tmp_path, data, **missing), "--quick", timeout=120)
+    topic = "launch" if what == "hccn_conf" else "paths"
+    assert re.search(rf"^warning +{topic}: ", r.stdout + r.stderr, re.M), shown(r)
+    assert not re.search(rf"^error +{topic}", r.stderr, re.M), shown(r)  # missing: a warning
+
+
+@pytest.mark.unit
+def test_full_decode_finds_a_truncated_jpeg_before_training(tmp_path, data):
+    source = next((data / "train" / "digit_0").iterdir())
+    bad = _truncated_jpeg(data / "train" / "digit_1" / "truncated.jpg", source)
+    r = packrun("check", job(tmp_path, data, image_check="all"), "--quick", timeout=120)
+    assert r.returncode == 2
+    assert f"error   images: image {bad} cannot be decoded" in r.stderr, shown(r)

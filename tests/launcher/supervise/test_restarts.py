@@ -8,6 +8,7 @@ injected with the test-only PACKRUN_TEST_FAULT (src/testing/faults.py, first att
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from launcher.core.rundir import state as runstate
 from launcher.core.rundir.names import (
     FAULT_ENV,
     PREEMPT_FLAG,
+    TB_DIR,
     TRACE_ENV,
     attempt_logs,
     worker_error,
@@ -29,11 +31,15 @@ from tests.helpers import (
     REPO,
     STUB_LAUNCHER,
     digests,
+    float32,
     packrun,
     packrun_argv,
     packrun_env,
     run_dir_of,
+    scalar_points,
     shown,
+    tensorboard_events,
+    traced_losses,
     write_tiny_job,
 )
 
@@ -163,7 +169,7 @@ def debug_reference(job):
 
 @pytest.fixture(scope="module")
 def uninterrupted(job):
-    r = packrun("run", job, "--workers=2", "--name=full")
+    r = packrun("run", job, "--workers=2", "--name=full", "--tensorboard=false")
     assert r.returncode == 0, shown(r)
     return run_dir_of(r.stdout)
 
@@ -173,7 +179,8 @@ def uninterrupted(job):
 def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job, uninterrupted):
     t0 = time.monotonic()
     r = packrun("run", job, "--workers=2", "--name=restarted", "--max_restarts=1",
-                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
+                "--log_every_steps=1",
+                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=2", TRACE_ENV: "1"})
     print(f"restarted run: {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
@@ -185,7 +192,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert re.search(r"^packrun: attempt 1 failed: rank 1 on \S+ was killed by signal 9 "
                      r"\(SIGKILL\); restarting from last.ckpt \(attempt 2 of 2\)$", r.stderr, re.M)
     attempt1 = run_dir / attempt_logs(1)
-    assert f"{FAULT_ENV}: kill at epoch 2 step 1" in (attempt1 / "worker_1.log").read_text()
+    assert f"{FAULT_ENV}: kill at epoch 2 step 2" in (attempt1 / "worker_1.log").read_text()
     assert "Epoch 1/4" in (attempt1 / "worker_0.log").read_text()
     assert not (attempt1 / worker_exit(1).split("/")[-1]).exists()   # it was killed
     assert "resuming from " in (run_dir / "logs" / "worker_0.log").read_text()
@@ -196,6 +203,31 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert s.stdout.splitlines()[0].startswith("restarted: completed (run, 2 worker(s)), "
                                                "attempt 2 (max_restarts 1), "), shown(s)
     assert "attempt 1 failed: rank 1 on " in s.stdout
+    assert not (uninterrupted / TB_DIR).exists()   # tensorboard = false writes none
+    check_tensorboard_after_the_restart(run_dir, attempt1)
+
+
+def check_tensorboard_after_the_restart(run_dir: Path, attempt1: Path) -> None:
+    """Rank 0's event files, one per attempt: attempt 1 wrote steps past the end of epoch 1
+    (where attempt 2 resumes), and TensorBoard shows each global step once, attempt 2's values
+    from step 4 on (the purge), every value what that attempt's step computed."""
+    steps = 3  # per epoch: 48 images, batch 8, 2 workers
+    files = sorted((run_dir / TB_DIR).glob("events.*"))
+    assert [f.name.split(".")[-2] for f in files] == ["attempt001", "attempt002"], files
+    alone = run_dir / "attempt1_tb"
+    alone.mkdir()
+    shutil.copy(files[0], alone)
+    written = [s for s, _ in scalar_points(tensorboard_events(alone), "train/loss")]
+    assert written[:4] == [1, 2, 3, 4]       # steps 2.1 (and maybe 2.2) past the resume point
+    first = traced_losses((attempt1 / "worker_0.log").read_text())
+    second = traced_losses((run_dir / "logs" / "worker_0.log").read_text())
+    assert sorted(second) == [f"{e}.{s}" for e in range(2, EPOCHS + 1) for s in (1, 2, 3)]
+    expected = [((e - 1) * steps + s, float32((first if e == 1 else second)[f"{e}.{s}"]))
+                for e in range(1, EPOCHS + 1) for s in (1, 2, 3)]
+    acc = tensorboard_events(run_dir / TB_DIR)
+    assert scalar_points(acc, "train/loss") == expected
+    assert scalar_points(acc, "epoch/val_acc") == \
+        [(row["epoch"] * steps, float32(row["val_acc"])) for row in rows(run_dir)]
 
 
 @pytest.mark.e2e

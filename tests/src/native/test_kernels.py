@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from launcher.core import native_digest
 from src.model.resnet import _WINOGRAD
 from src.native import kernels as native_kernels
 from tests.helpers import need_tool
@@ -129,3 +130,16 @@ def test_the_library_name_follows_the_source_and_the_cpu(monkeypatch):
     first = native_kernels._library_name(compiler)
     monkeypatch.setattr(native_kernels, "_cpu_identity", lambda: "model name: another cpu")
     assert native_kernels._library_name(compiler) != first
+
+
+def test_the_compiler_is_asked_its_version_once_per_binary(tmp_path, monkeypatch):
+    compiler = tmp_path / "g++"
+    compiler.write_text("#!/bin/sh\necho \"g++ (stub) 1.0\"\necho asked >> \"$0.log\"\n")
+    compiler.chmod(0o755)
+    monkeypatch.setattr(native_digest, "cache_dir", lambda: tmp_path / "cache")
+    for _ in range(3):
+        assert native_digest.compiler_version(str(compiler)) == "g++ (stub) 1.0\n"
+    assert (tmp_path / "g++.log").read_text() == "asked\n"  # once, then the stamp
+    compiler.write_text(compiler.read_text().replace("1.0", "2.0.1"))  # an upgrade
+    assert native_digest.compiler_version(str(compiler)) == "g++ (stub) 2.0.1\n"
+    assert (tmp_path / "g++.log").read_text() == "asked\nasked\n"

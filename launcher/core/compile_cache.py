@@ -1,0 +1,204 @@
+"""Where compiled graphs are kept across runs, under which key, and how the store stays bounded.
+
+GRAPH_MODE compiles the network before its first step (12 s for ResNet50 at 224 px on 2 cores),
+though a repeated run compiles the very same graphs. MindSpore can keep them (its compile
+cache, MS_COMPILER_CACHE_ENABLE / MS_COMPILER_CACHE_PATH), but it finds a cached graph by the
+order of compilation alone (`compile_cache_<i>.mindir`) and checks only a hash of the entry
+script and its top-level imports outside sys.path: a change of network, shapes, packrun's
+kernels or MindSpore would load a stale graph ("Be aware of correctness risks"). So each
+distinct graph set gets its own directory, named by a digest of everything that shapes the
+graphs (:func:`cache_key`); MindSpore only ever sees the directory of the right key.
+
+    ROOT/<key>/rank_<r>/graph_cache/compile_cache_<i>.mindir   (MindSpore's own layout)
+    ROOT/<key>/key.json                                         what the key was made of
+    ROOT/.work/<key>-<pid>-.../                                 one worker's private copy
+
+ROOT is $PACKRUN_COMPILE_CACHE_DIR, else $XDG_CACHE_HOME/packrun/compile, else
+~/.cache/packrun/compile: per user, created 0700, and refused (the run compiles as before,
+with a warning) when another user owns it or others may write to it, since a graph loaded
+from it runs as code in the job. The worker side (src/training/compile_cache.py) copies an
+entry into a private directory, lets MindSpore read and write only there, and publishes new
+graphs back file by file with an atomic rename, so ranks and runs of the same key at once
+never see half a file. Entries beyond the size bound go, least recently used first
+(:func:`cleanup`). Opt out with `compile_cache = false` in the job or
+PACKRUN_COMPILE_CACHE=0.
+
+Standard library only: the launcher checks the settings before it writes a run directory,
+the worker uses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from launcher.core.errors import UserError
+from launcher.core.rundir.names import (
+    COMPILE_CACHE_DIR_ENV,
+    COMPILE_CACHE_ENV,
+    COMPILE_CACHE_MAX_ENV,
+)
+
+DEFAULT_MAX_GIB = 2.0
+KEY_JSON = "key.json"      # in each entry: the parts its key was made of (for people)
+WORK = ".work"             # private copies of running workers
+TRASH = ".trash"           # prefix of entries being removed (renamed first, then deleted)
+STALE_WORK_S = 24 * 3600   # a private copy older than this belongs to a killed worker
+
+# Job keys that cannot change a compiled graph: names, paths, launch and Slurm settings. Every
+# other key is part of the cache key, so a key added later is safe by default (it can only
+# cause a miss, never a stale graph).
+NOT_IN_KEY = frozenset({
+    "name", "train_dir", "val_dir", "pretrained", "output_dir", "image_check", "compile_cache",
+    "max_restarts", "signal_before_s", "requeue", "partition", "account", "qos", "time", "gres",
+    "cpus_per_task", "sbatch_extra", "template_dir", "env_setup", "hosts", "master_addr",
+    "master_port", "cluster_timeout", "collective_timeout", "bind_cores", "devices",
+    "device_id", "rank_table_file", "hccn_conf", "device_ips",
+})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The compile cache as the environment sets it: `root` None when it is off (`why`)."""
+    root: Path | None
+    max_bytes: int
+    why: str = ""
+
+
+def default_root(env: Mapping[str, str]) -> Path:
+    if env.get(COMPILE_CACHE_DIR_ENV):
+        return Path(env[COMPILE_CACHE_DIR_ENV]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "packrun" / "compile"
+
+
+def settings(env: Mapping[str, str], job_enabled: bool = True) -> Settings:
+    """Raises UserError for a size bound that is not a number."""
+    raw = env.get(COMPILE_CACHE_MAX_ENV, "")
+    try:
+        max_gib = float(raw) if raw.strip() else DEFAULT_MAX_GIB
+        if not max_gib >= 0:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{COMPILE_CACHE_MAX_ENV}={raw!r} is not a size in GiB; set a number "
+                        f"such as {DEFAULT_MAX_GIB:g} (0 keeps nothing), or unset it") from None
+    max_bytes = int(max_gib * 2**30)
+    if not job_enabled:
+        return Settings(None, max_bytes, "compile_cache = false in the job")
+    if env.get(COMPILE_CACHE_ENV, "1").strip() in ("0", "false", "no", "off"):
+        return Settings(None, max_bytes, f"{COMPILE_CACHE_ENV}={env[COMPILE_CACHE_ENV]}")
+    if max_bytes == 0:
+        return Settings(None, 0, f"{COMPILE_CACHE_MAX_ENV}=0")
+    return Settings(default_root(env), max_bytes)
+
+
+def prepare_root(root: Path) -> str:
+    """Make ROOT (0700) if needed; "" when it is safe to use, else why not."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.stat()
+    except OSError as e:
+        return f"cannot create {root}: {e.strerror or e}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{root} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"{root} belongs to another user (uid {st.st_uid}); set {COMPILE_CACHE_DIR_ENV}"
+    if st.st_mode & 0o022:
+        return (f"{root} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"chmod 700 it or set {COMPILE_CACHE_DIR_ENV}")
+    return ""
+
+
+def files_digest(paths: list[Path], base: Path) -> str:
+    """sha256 over the files' paths (relative to `base`) and contents."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(base)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(parts: Mapping[str, object]) -> str:
+    """The entry's name: a digest of `parts` (JSON, keys sorted)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def spec_part(spec_dict: Mapping[str, object]) -> dict:
+    """The job keys that go into the cache key."""
+    return {k: v for k, v in spec_dict.items() if k not in NOT_IN_KEY}
+
+
+def env_part(env: Mapping[str, str]) -> dict:
+    """MindSpore's developer switches (graph-kernel fusion, jit options) change what it
+    compiles; they go into the key."""
+    return {k: v for k, v in env.items() if k.startswith("MS_DEV_")}
+
+
+def entry_size(entry: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(entry):
+        for f in files:
+            try:
+                total += (Path(dirpath) / f).stat().st_size
+            except OSError:
+                pass
+    return total
+
+
+def remove_tree(path: Path) -> None:
+    """Rename it out of the way first (readers see it whole or not at all), then delete."""
+    trash = path.with_name(f"{TRASH}-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return  # gone already, or another process is removing it
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def touch(entry: Path) -> None:
+    """Mark `entry` used now (its mtime orders the least-recently-used cleanup)."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def cleanup(root: Path, max_bytes: int, keep: str = "", now: float | None = None) -> list[str]:
+    """Delete the least recently used entries until the rest fit in `max_bytes` (never `keep`),
+    and private copies of killed workers; the keys deleted."""
+    now = time.time() if now is None else now
+    work = root / WORK
+    if work.is_dir():
+        for d in work.iterdir():
+            try:
+                if now - d.stat().st_mtime > STALE_WORK_S:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
+    entries = []
+    for d in root.iterdir() if root.is_dir() else ():
+        if d.name.startswith(TRASH):
+            shutil.rmtree(d, ignore_errors=True)
+        elif not d.name.startswith(".") and d.is_dir():
+            try:
+                entries.append((d.stat().st_mtime, d, entry_size(d)))
+            except OSError:
+                pass
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for _, d, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if d.name == keep:
+            continue
+        remove_tree(d)
+        total -= size
+        removed.append(d.name)
+    return removed

@@ -1,0 +1,99 @@
+"""The node program of a launch over ssh (`python -m launcher.node host-run RUN_DIR NODE
+ATTEMPT`), on this machine with a stand-in launch script whose "worker" runs in a session of its
+own (as msrun's do): the node ends with its session (end of stdin), reports a failed rank,
+and `stop-node` stops what it recorded."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from launcher.core.rundir import nodes
+from launcher.core.rundir.names import node_state
+from launcher.core.spec import load_job
+from launcher.render.artifacts import write_run_dir
+from tests.helpers import REPO, wait_for
+
+pytestmark = pytest.mark.unit
+
+STUB_MSRUN = """#!/bin/bash
+cd "$(dirname "$0")"
+setsid sleep 600 &
+echo $! > logs/worker_1.pid
+if [ "${STUB:-}" = fail ]; then sleep 0.5; echo 3 > logs/worker_1.exit; exit 1; fi
+wait
+"""
+
+
+@pytest.fixture
+def run_dir(make_job):
+    spec = load_job(make_job(nodes=2, hosts="a,b", master_port=8118))
+    run_dir, _ = write_run_dir(spec, python=sys.executable, repo=REPO)
+    (run_dir / "msrun.sh").write_text(STUB_MSRUN)
+    nodes.write_plan(run_dir, ["a", "b"], ["10.0.0.1", "10.0.0.2"], [], False)
+    return run_dir
+
+
+def host_run(run_dir, stdin=subprocess.PIPE, **env):
+    return subprocess.Popen([sys.executable, "-m", "launcher.node", "host-run", str(run_dir), "1",
+                             "1"], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, env=os.environ | env)
+
+
+def worker(run_dir) -> int:
+    pid = wait_for(lambda: (run_dir / "logs/worker_1.pid").exists()
+                   and (run_dir / "logs/worker_1.pid").read_text().strip(), 30, "the worker")
+    return int(pid)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def state(run_dir) -> dict:
+    return json.loads((run_dir / node_state(1)).read_text())
+
+
+def test_the_end_of_its_session_stops_the_node_and_its_worker_in_another_session(run_dir):
+    proc = host_run(run_dir)
+    w = worker(run_dir)
+    assert proc.stdout.readline() == "packrun: node 1 (b): started\n"
+    assert proc.stdout.readline() == "packrun: node 1 (b): training\n"
+    assert w in [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    t0 = time.monotonic()
+    proc.stdin.close()                      # what ssh does when its session ends
+    assert proc.wait(timeout=30) == 143
+    assert time.monotonic() - t0 < 5
+    assert gone(w)
+    assert state(run_dir)["state"] == "stopped" and state(run_dir)["reason"] == \
+        "its session ended"
+    assert "packrun: node 1 (b): stopped: its session ended" in proc.stdout.read()
+
+
+def test_a_failed_rank_is_named_in_the_nodes_state(run_dir):
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL, STUB="fail")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "packrun: node 1 (b): failed: rank 1 exited with status 3" in out
+    doc = state(run_dir)
+    assert (doc["state"], doc["rank"], doc["exit_code"], doc["code"], doc["host"]) == \
+        ("failed", 1, 3, 1, "b")
+    assert gone(worker(run_dir))
+
+
+def test_stop_node_stops_what_the_node_program_recorded(run_dir):
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL)   # no session to watch
+    w = worker(run_dir)
+    wait_for(lambda: state(run_dir)["state"] == "training", 30, "training")
+    r = subprocess.run([sys.executable, "-m", "launcher.node", "stop-node", str(run_dir), "1"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert proc.wait(timeout=30) == 143
+    assert gone(w)

@@ -1,0 +1,228 @@
+"""The worker's side of the compile cache: the key of a run's graphs, the private copy MindSpore
+works in, and publishing its graphs back. MindSpore itself is played by writing the files it
+writes (rank_<r>/graph_cache/...) into MS_COMPILER_CACHE_PATH; the e2e tests at the end run the
+real thing: a debug run and two msrun ranks, each run again from the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from launcher.core import compile_cache as store
+from launcher.core.rundir.names import (
+    COMPILE_CACHE_DIR_ENV,
+    COMPILE_CACHE_ENV,
+    LAST_CKPT,
+    LAST_POINT,
+)
+from launcher.core.spec import JobSpec
+from src.training import compile_cache
+from tests.helpers import digests, packrun, run_dir_of, shown, write_tiny_job
+
+SPEC = dataclasses.replace(JobSpec(), cpu_conv="native")  # no native library to build here
+COUNTS = {"train_images": 16, "steps": 2, "val_images": 4}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for name in (compile_cache.MS_ENABLE, compile_cache.MS_PATH):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    return {"HOME": str(tmp_path / "home"), COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
+
+
+def compile_graphs(path: Path, rank: int, n: int, tag: bytes = b"graph") -> None:
+    """What MindSpore does at its compiles: write the graphs under the path it was given
+    (MS_COMPILER_CACHE_PATH; the threads below share one environment, so it is passed)."""
+    d = path / f"rank_{rank}" / "graph_cache"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (d / f"compile_cache_{i}.mindir").write_bytes(tag + bytes([i]))
+    (d / "compile_dependency.hash").write_text("abc")
+
+
+def run(tmp_path, env, said, rank=0, world=1, spec=SPEC, graphs=2, fail=False):
+    with compile_cache.session(spec, tmp_path, rank, world, COUNTS, said.append, env) as g:
+        if g is not None:
+            compile_graphs(g.private, rank, graphs)
+        if fail:
+            raise RuntimeError("worker failed")
+    return g
+
+
+@pytest.mark.unit
+def test_a_repeated_run_reuses_the_graphs_of_the_first(tmp_path, env):
+    said: list = []
+    first = run(tmp_path, env, said)
+    assert said[0].startswith("compile cache: no compiled graphs for this network, shapes and "
+                              f"code yet (key {first.key})")
+    assert said[1] == f"compile cache: kept this run's compiled graphs in {first.entry}"
+    assert not first.private.exists()  # the private copy goes
+    said.clear()
+    with compile_cache.session(SPEC, tmp_path, 0, 1, COUNTS, said.append, env) as again:
+        assert again.key == first.key and again.reused == 2
+        assert os.environ[compile_cache.MS_ENABLE] == "1"
+        private = Path(os.environ[compile_cache.MS_PATH])
+        assert private == again.private and private.parent == first.root / store.WORK
+        assert (private / "rank_0/graph_cache/compile_cache_1.mindir").read_bytes() == \
+            b"graph\x01"
+    assert said == [("compile cache: reusing 2 compiled graph(s) of this network, shapes and "
+                     f"code ({first.entry})")]
+    assert (first.entry / store.KEY_JSON).is_file()
+
+
+@pytest.mark.unit
+def test_what_mindspore_adds_to_a_reused_entry_is_kept(tmp_path, env):
+    run(tmp_path, env, [], graphs=1)  # a run stopped before its evaluation compiled
+    g = run(tmp_path, env, [], graphs=3)
+    assert g.reused == 1
+    assert sorted(p.name for p in (g.entry / "rank_0/graph_cache").iterdir()) == [
+        "compile_cache_0.mindir", "compile_cache_1.mindir", "compile_cache_2.mindir",
+        "compile_dependency.hash"]
+
+
+@pytest.mark.unit
+def test_ranks_keep_their_own_graphs_and_runs_at_once_never_leave_half_files(tmp_path, env):
+    errors = []
+
+    def rank(r):
+        try:
+            for _ in range(5):
+                run(tmp_path, env, [], rank=r, world=2, graphs=4)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1, 0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    root = Path(env[COMPILE_CACHE_DIR_ENV])
+    (entry,) = [p for p in root.iterdir() if not p.name.startswith(".")]
+    assert sorted(p.name for p in entry.iterdir()) == [store.KEY_JSON, "rank_0", "rank_1"]
+    files = sorted(p for p in entry.rglob("*") if p.is_file())
+    assert not [p for p in files if p.name.startswith(".")]  # no temporary file left
+    assert (entry / "rank_1/graph_cache/compile_cache_3.mindir").read_bytes() == b"graph\x03"
+    assert not list((root / store.WORK).iterdir())
+
+
+@pytest.mark.unit
+def test_a_failed_run_publishes_nothing(tmp_path, env):
+    with pytest.raises(RuntimeError):
+        run(tmp_path, env, [], fail=True)
+    root = Path(env[COMPILE_CACHE_DIR_ENV])
+    assert [p.name for p in root.iterdir()] == [store.WORK]
+    assert not list((root / store.WORK).iterdir())
+
+
+def key(tmp_path, env, spec=SPEC, world=1, counts=COUNTS):
+    return store.cache_key(compile_cache.key_parts(spec, tmp_path, world, counts, env))
+
+
+@pytest.mark.unit
+def test_the_key_changes_with_shapes_code_kernels_mindspore_and_the_resume_point(
+        tmp_path, env, monkeypatch):
+    import mindspore
+    base = key(tmp_path, env)
+    assert key(tmp_path, env, dataclasses.replace(SPEC, name="x", train_dir="/y")) == base
+    changed = {
+        "image size": key(tmp_path, env, dataclasses.replace(SPEC, image_size=64)),
+        "world": key(tmp_path, env, world=2),
+        "val images": key(tmp_path, env, counts=COUNTS | {"val_images": 5}),
+        "MS_DEV_*": key(tmp_path, env | {"MS_DEV_GRAPH_KERNEL_FLAGS": "--opt_level=1"}),
+    }
+    (tmp_path / LAST_CKPT).write_text("")
+    (tmp_path / LAST_POINT).write_text('{"epoch": 1, "step": 0}')
+    changed["resume"] = key(tmp_path, env)
+    (tmp_path / LAST_CKPT).unlink()
+    monkeypatch.setattr(mindspore, "__version__", "9.9.9")
+    changed["mindspore"] = key(tmp_path, env)
+    monkeypatch.undo()
+    monkeypatch.setattr(compile_cache, "sources_digest", lambda: "edited")
+    changed["sources"] = key(tmp_path, env)
+    monkeypatch.setattr(compile_cache, "native_library", lambda spec: "packrun-native-x.so")
+    changed["native kernels"] = key(tmp_path, env)
+    assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
+
+
+@pytest.mark.unit
+def test_the_sources_digest_covers_the_worker_and_its_kernels():
+    parts = {p.relative_to(compile_cache.SRC).as_posix()
+             for p in compile_cache.SRC.rglob("*") if p.suffix in (".py", ".cc", ".h")}
+    assert {"model/resnet.py", "native/winograd.cc", "native/parallel.h", "train.py"} <= parts
+    assert len(compile_cache.sources_digest()) == 64
+
+
+@pytest.mark.unit
+def test_off_in_pynative_by_the_job_or_the_variable_and_mindspore_is_not_told(tmp_path, env):
+    for spec, extra, said_off in ((dataclasses.replace(SPEC, graph_mode=False), {}, []),
+                                  (dataclasses.replace(SPEC, compile_cache=False), {}, []),
+                                  (SPEC, {COMPILE_CACHE_ENV: "0"},
+                                   [f"compile cache: off ({COMPILE_CACHE_ENV}=0)"])):
+        said: list = []
+        assert run(tmp_path, env | extra, said, spec=spec) is None
+        assert said == said_off
+        assert compile_cache.MS_PATH not in os.environ
+    assert not Path(env[COMPILE_CACHE_DIR_ENV]).exists()
+
+
+@pytest.mark.unit
+def test_an_unsafe_directory_is_not_used(tmp_path, env, capsys):
+    root = Path(env[COMPILE_CACHE_DIR_ENV])
+    root.mkdir(mode=0o700)
+    root.chmod(0o777)
+    assert run(tmp_path, env, []) is None
+    assert "packrun: warning: compile cache not used: " in capsys.readouterr().err
+    assert compile_cache.MS_PATH not in os.environ and not list(root.iterdir())
+
+
+# --- the real thing ----------------------------------------------------------------------------
+
+REUSED = re.compile(r"compile cache: reusing (\d+) compiled graph\(s\) of this network")
+
+
+def weights(run_dir: Path) -> str:
+    return FINAL.search((run_dir / "logs" / "worker_0.log").read_text()).group(1)
+
+
+FINAL = re.compile(r"rank 0: final weights sha256 (\w+, batchnorm statistics sha256 \w+)")
+
+
+@pytest.mark.e2e
+def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path, digits_2class):
+    job = write_tiny_job(tmp_path / "cc.toml", digits_2class)
+    cache = {COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
+    runs = []
+    for flags in (["--compile_cache=false"], [], []):
+        r = packrun("debug", job, *flags, env_extra=cache)
+        assert r.returncode == 0, shown(r)
+        runs.append(r)
+        if flags:  # off: MindSpore compiles as it always did, and nothing is kept
+            assert "compile cache" not in r.stdout and not (tmp_path / "cache").exists()
+    assert "compile cache: no compiled graphs for this network, shapes and code yet" in \
+        runs[1].stdout and "compile cache: kept this run's compiled graphs" in runs[1].stdout
+    m = REUSED.search(runs[2].stdout)
+    assert m and int(m.group(1)) >= 2, shown(runs[2])  # the train and the eval graph
+    assert len({weights(run_dir_of(r)) for r in runs}) == 1  # identical final weights
+
+
+@pytest.mark.e2e
+def test_two_msrun_ranks_keep_and_reuse_their_own_graphs(tmp_path, digits_2class):
+    job = write_tiny_job(tmp_path / "cc2.toml", digits_2class, num_parallel_workers=1)
+    cache = {COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
+    found = []
+    for _ in range(2):
+        r = packrun("run", job, "--launcher=msrun", "--workers=2", env_extra=cache)
+        assert r.returncode == 0, shown(r)
+        found.append(digests(run_dir_of(r)))
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert sorted(p.name for p in entry.glob("rank_*")) == ["rank_0", "rank_1"]
+    for rank in (0, 1):
+        log = (run_dir_of(r) / "logs" / f"worker_{rank}.log").read_text()
+        assert f"rank {rank}: compile cache: reusing" in log  # every rank says so in its log
+    assert found[0] == found[1] and found[0][0] == found[0][1]
