@@ -13,7 +13,11 @@ stdout (started, training, finished / failed / stopped), and watches:
   killed, lost the network), and the node stops;
 - SIGINT / SIGTERM / SIGHUP: the node stops;
 - the launch script: its end is the node's end (msrun ends when one of its workers dies; the
-  rank-table supervisor when one of its ranks does).
+  rank-table supervisor when one of its ranks does);
+- progress: the stall watchdog (launcher/supervise/watchdog.py) over every rank's progress
+  record; when no rank has made progress for stall_timeout seconds it asks this node's ranks for
+  their stacks, the node stops and reports the stall (exit status 124) with failure.json's
+  `stall` entry in its state file.
 Stopping is TERM to the script's group and every process it started (tracked as they appear:
 msrun's workers run in sessions of their own), KILL after the grace period. A failed node names
 its failing rank (its exit status, or the signal its launcher reports) in its state file, for
@@ -43,6 +47,7 @@ from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
+    EXIT_STALLED,
     GRACE_S,
     LAUNCH_SCRIPTS,
     LOGS,
@@ -52,6 +57,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.supervise import processes
 from launcher.supervise.supervisor import rank_failure, stop_processes
+from launcher.supervise.watchdog import Watchdog
 
 POLL_S = 0.1
 
@@ -104,15 +110,15 @@ class Node:
         except psutil.NoSuchProcess:
             pass
 
+    def started(self, rank: int) -> bool:
+        """Whether rank `rank` started in this attempt: its pid file, written since."""
+        try:
+            return (self.run_dir / worker_pid(rank)).stat().st_mtime >= self.started_at - 1
+        except FileNotFoundError:
+            return False
+
     def ranks_started(self) -> bool:
-        for r in self.ranks:
-            path = self.run_dir / worker_pid(r)
-            try:
-                if path.stat().st_mtime < self.started_at - 1:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+        return all(self.started(r) for r in self.ranks)
 
     def stop(self, proc) -> None:
         self.track(proc)
@@ -138,8 +144,16 @@ class Node:
                      attempt=self.attempt, rank_ids=list(self.ranks), reason="", rank=None,
                      exit_code=None, signal=None, code=None)
             training = False
+            watchdog = Watchdog.for_run(self.run_dir, self.attempt)
             while proc.poll() is None:
                 self.track(proc)
+                stall = watchdog.check()
+                if stall is not None:
+                    report = watchdog.report(stall)  # the stacks, before the teardown
+                    self.stop(proc)
+                    self.say(nodes.FAILED, reason=report.reason, rank=report.rank,
+                             exit_code=None, signal=None, code=EXIT_STALLED, stall=report.record)
+                    return EXIT_STALLED
                 if self.stop_reason:
                     self.stop(proc)
                     self.say(nodes.STOPPED, reason=self.stop_reason, code=128 + signal.SIGTERM)
@@ -176,7 +190,8 @@ class Node:
         failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
         if failing:
             return failing[0], codes[failing[0]], None
-        killed = [r for r, c in codes.items() if c is None]
+        # without an exit status: killed, if it started in this attempt (its pid file is new)
+        killed = [r for r, c in codes.items() if c is None and self.started(r)]
         logs = [self.run_dir / node_out(self.node)]
         for r in killed:
             try:

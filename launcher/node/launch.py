@@ -10,7 +10,9 @@ job.sbatch exports in packrun's own batch script and this module exports here:
                (every node computes the same port without talking to the others)
 SIGINT / SIGTERM stop this node's msrun and workers (TERM, then KILL); SIGUSR1 creates
 RUN_DIR/preempt.requested, the stop-after-this-step request job.sbatch's batch program makes. The
-exit status is msrun.sh's, or 128 + the signal that stopped it.
+exit status is msrun.sh's, or 128 + the signal that stopped it. Each node runs the stall
+watchdog (launcher/supervise/watchdog.py) over every rank's progress record: on a stall it asks
+this node's ranks for their stacks and stops this node's msrun (exit status 124).
 """
 
 from __future__ import annotations

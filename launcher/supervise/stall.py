@@ -143,6 +143,8 @@ class Answer:
 # A frame line of a faulthandler dump: `  File "/path/x.py", line 12 in func`.
 FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+) in (\S+)', re.M)
 THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-f]+) .*:$", re.M)
+# Answers of ranks that were not asked: nothing to single a rank out for.
+NOT_ASKED = ("not on this host", "no pid", "gone")
 # Where a waiting main thread is found: the data pipeline (waiting for a batch) and MindSpore's
 # compiled-graph call (where a collective runs).
 DATA_PIPELINE = ("/mindspore/dataset/",)
@@ -195,7 +197,7 @@ def odd_rank(last: dict[int, Progress | None],
     if len(ranks) == 1:
         return ranks[0], "the only rank"
     silent = [r for r in ranks if r in answers and not answers[r].answered
-              and answers[r].state != "not on this host"]
+              and answers[r].state not in NOT_ASKED]
     spoke = [r for r in ranks if r in answers and answers[r].answered]
     if silent and spoke:
         r = silent[0]

@@ -9,7 +9,9 @@ script's group does not reach them. The supervisor therefore finds the run's pro
 command line (the worker script and this run directory), learns each worker's rank from its
 environment, and reads the exit status each worker leaves in logs/worker_<rank>.exit. A worker
 that is gone without that file was killed. The first failure stops everything: TERM, then KILL
-after a grace period; nothing is left behind.
+after a grace period; nothing is left behind. So does a stall: with a `watchdog`
+(launcher/supervise/watchdog.py) the watch asks every rank for its stacks and stops the launch
+when no rank has made progress for stall_timeout seconds (exit status 124, EXIT_STALLED).
 """
 
 from __future__ import annotations

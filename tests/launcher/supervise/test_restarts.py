@@ -447,7 +447,7 @@ def test_sink_mode_trains_each_epoch_in_chunks_and_stops_between_them():
 
 # Tests' bound: long enough for a step, an evaluation batch or a save of the tiny job on a
 # loaded 2-core machine (about 1 s each there); compilation is under startup_timeout.
-TEST_STALL_S = 30
+TEST_STALL_S = 20
 
 
 @pytest.mark.e2e
@@ -510,17 +510,18 @@ def test_a_rank_hanging_in_its_data_loader_is_named_with_its_stacks_and_restarte
 
 @pytest.mark.e2e
 def test_a_slow_but_progressing_rank_is_not_stopped(job):
-    """Each of the last 3 batches of epoch 2 takes SLOW_S more than stall_timeout / 2: the job is
-    silent far longer than stall_timeout in all, never that long at once."""
+    """Each of the last 3 batches of the epoch takes slow_s more, half of stall_timeout: the job
+    is silent for longer than stall_timeout in all, never that long at once."""
     slow_s, bound = 6, 12
-    r = packrun("debug", job, "--name=slow", "--epochs=2", f"--stall_timeout={bound}",
-                env_extra={FAULT_ENV: f"slow:rank=0:epoch=2:step=4:seconds={slow_s}"})
+    r = packrun("debug", job, "--name=slow", "--epochs=1", "--warmup_epochs=0",
+                f"--stall_timeout={bound}",
+                env_extra={FAULT_ENV: f"slow:rank=0:epoch=1:step=4:seconds={slow_s}"})
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
     log = (run_dir / "logs" / "worker_0.log").read_text()
-    assert f"{FAULT_ENV}: slow data loader from epoch 2 step 4: {slow_s} s per batch" in log
+    assert f"{FAULT_ENV}: slow data loader from epoch 1 step 4: {slow_s} s per batch" in log
     assert 3 * slow_s > bound
     assert not (run_dir / "failure.json").exists() and "stalled" not in r.stderr
     assert not (run_dir / "logs" / "worker_0.stack").read_text()     # never asked
     rs = runstate.read_run_state(run_dir)
-    assert (rs.state, rs.attempt, rs.epoch) == ("completed", 1, 2)
+    assert (rs.state, rs.attempt, rs.epoch) == ("completed", 1, 1)
