@@ -237,7 +237,7 @@ def stop_node(run_dir: Path, node: int, grace_s: float = GRACE_S) -> int:
             procs.append(p)
     for p in procs:
         _send(p, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + grace_s + 5  # the program itself waits grace_s for its ranks
     while time.monotonic() < deadline and any(_running(p) for p in procs):
         time.sleep(POLL_S)
     for p in procs:

@@ -42,9 +42,10 @@ def local_spec(job: str, overrides: dict, workers: int | None) -> JobSpec:
         overrides = {**overrides, "cards_per_node": workers}
     spec = load_job(job, overrides)
     if spec.nodes != 1:
-        raise UserError(f"packrun run starts the workers of one machine; nodes is {spec.nodes}. "
-                        "For several nodes use `packrun submit` (Slurm), or `packrun render` and "
-                        "run the launch script on every node")
+        raise UserError(f"this launch starts the workers of one machine; nodes is {spec.nodes}. "
+                        "For several nodes: packrun run JOB --nodes=N --hosts=a,b (over ssh), "
+                        "packrun submit (Slurm), or packrun render and the launch script on "
+                        "every node")
     return spec
 
 

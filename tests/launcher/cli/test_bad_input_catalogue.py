@@ -250,9 +250,9 @@ CASES = {
         ["master_port {port} is already in use", "master_port = 0 to pick a free one"]),
     "zero cards": Case(
         ["run", "{job}", "--cards_per_node=0"], ["key 'cards_per_node' is 0; it must be >= 1"]),
-    "two nodes for packrun run": Case(
+    "two nodes for packrun run without hosts": Case(
         ["run", "{job}", "--nodes=2"],
-        ["packrun run starts the workers of one machine; nodes is 2", "use `packrun submit`"]),
+        ["nodes = 2: give the hosts to start them on", "--hosts=a,b", "packrun submit"]),
     "two nodes without a port": Case(
         ["check", "{job}", "--quick", "--nodes=2", "--hosts=10.0.0.[1-2]"],
         ["master_port = 0 picks a free port", "set master_port to a port free on node 0"]),
