@@ -10,9 +10,11 @@
 #                           input pipeline images/s next to a training step's consumption
 #   bench_launch.py         packrun run vs bare msrun; 1 vs 2 workers
 #   bench_ls.py             packrun ls over 1,000 run directories; one squeue call vs one per run
+#   bench_orphans.py        kill -9 of each launcher: seconds until nothing it started runs
+#   chaos.py                N chaos trials of a 2-worker run (a table; not in this loop: minutes)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for bench in bench_conv.py bench_fixed_feature.py bench_launch.py bench_ls.py; do
+for bench in bench_conv.py bench_fixed_feature.py bench_launch.py bench_ls.py bench_orphans.py; do
     echo "=== benchmarks/$bench"
     python3 "benchmarks/$bench"
 done

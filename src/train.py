@@ -19,7 +19,7 @@ if __name__ == "__main__" and not __package__:
 
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -32,8 +32,10 @@ from launcher.core.rundir.names import (
     LAST_CKPT,
     LOGS,
     PREEMPT_FLAG,
+    STACK_SIGNAL_NAME,
     worker_exit,
     worker_pid,
+    worker_stack,
 )
 from launcher.core.spec import JobSpec
 
@@ -234,7 +236,7 @@ def prepare_data(spec: JobSpec, par) -> Data:
     return data
 
 
-def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
+def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder=None):
     """The network with the pretrained backbone (or from scratch), frozen up to `freeze`, and
     the feature cache of the frozen prefix when the job uses one: (net, cache or None)."""
     from src.training import checkpoint, feature_cache, transfer
@@ -251,7 +253,7 @@ def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say):
     cache = None
     if spec.freeze != "none" and spec.feature_cache != "off":
         cache = feature_cache.build(spec, par, net, data.n_train, data.val_indices, data.val_ds,
-                                    data.data_args, say)
+                                    data.data_args, say, recorder)
     return net, cache
 
 
@@ -345,7 +347,8 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
             return
 
 
-def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say) -> None:
+def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say,
+           board=None) -> None:
     from launcher.core.rundir.progress import Stage
     cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
@@ -357,7 +360,10 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.val_args())
-        make_run_pictures(spec, run_dir, net, full_val, data.classes)
+        pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
+                                     cbs.report.recorder.batch)
+        if board is not None:
+            board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
 
 
@@ -396,10 +402,12 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     from src.training import collective, transfer
     from src.training.evaluate import evaluate
 
-    net, cache = prepare_network(spec, run_dir, par, data, say)
+    net, cache = prepare_network(spec, run_dir, par, data, say, recorder)
     steps, train_data = data.steps, data.train_data
     if cache:  # the trainable rest trains on the frozen prefix's cached activations
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
+    from src.testing import faults
+    train_data = faults.in_data(os.environ, par.rank, train_data)  # test-only: a data fault
     opt, rates, base_lr = build_optimizer(spec, par, net, steps)
     recorder.images_per_step = spec.batch_size * par.world
     recorder.lr_at = lambda step: rates[min(step, len(rates) - 1)]
@@ -419,11 +427,62 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
                          resume, recorder)
     if position_out is not None:
         position_out.append(cbs.position)
-    fit(spec, model, train_data, cbs, resume, sink_mode)
-    if stopped_on_request(spec, cbs, say):
-        return EXIT_REQUEUE
-    finish(spec, run_dir, par, net, data, cbs, say)
+    board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \
+        if par.is_main and spec.tensorboard else None
+    finished = False
+    try:
+        fit(spec, model, train_data, cbs, resume, sink_mode)
+        if stopped_on_request(spec, cbs, say):
+            return EXIT_REQUEUE
+        finish(spec, run_dir, par, net, data, cbs, say, board)
+        finished = True
+    finally:
+        if board is not None:
+            try:
+                board.close(finished=finished)
+            except OSError as e:  # the run's outcome stands
+                print(f"warning: TensorBoard event files: {e}", file=sys.stderr, flush=True)
     return 0
+
+
+def start_tensorboard(spec: JobSpec, run_dir: Path, resume: ResumePoint, steps: int, recorder,
+                      report, budget=None):
+    """Rank 0's TensorBoard writer (src/training/tensorboard_events.py), listening to the
+    progress record (per step) and to the metrics rows (per epoch; curves at a new best when
+    `budget` allows: by default, when that costs under 1% of the run). Its purge marker is the
+    first step this attempt trains. None (and a warning) when it cannot write."""
+    from src.training.tensorboard_events import (
+        PictureBudget,
+        TensorBoardEvents,
+        compared_hparams,
+        sweep_keys_of,
+    )
+    try:
+        board = TensorBoardEvents(run_dir, attempt=attempt_number(os.environ),
+                                  first_step=resume.epoch * steps + resume.step + 1,
+                                  log_every_steps=spec.log_every_steps)
+        board.job((run_dir / JOB_JSON).read_text(encoding="utf-8"))
+        board.session_start(compared_hparams(spec.to_dict(), sweep_keys_of(run_dir)))
+    except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+        print(f"warning: no TensorBoard event files for this run: {e!r}", file=sys.stderr,
+              flush=True)
+        return None
+    recorder.subscribe(board.listen)
+    report.row_listeners.append(board.epoch_row)
+    budget = budget or PictureBudget()
+
+    def curves_at_new_best(row: dict) -> None:
+        if row["val_acc"] is None or row["best_epoch"] != row["epoch"] or not budget.allows():
+            return
+        import time
+
+        from src.pictures.run import write_curves
+        t0 = time.monotonic()
+        board.pictures([write_curves(spec, run_dir)], row["epoch"] * row["steps"])
+        budget.charge(time.monotonic() - t0)
+
+    report.row_listeners.append(curves_at_new_best)
+    return board
 
 
 def attempt_number(env) -> int:
@@ -471,13 +530,27 @@ def run(run_dir: Path, rank: int | None = None) -> int:
     position: list = []
     try:
         return train(spec_from_json(run_dir), run_dir, position)
-    except UserError as e:
-        print(f"packrun: error: {e}", file=sys.stderr, flush=True)
-        write_worker_error(run_dir, rank, e, position[0] if position else None)
-        return EXIT_USER_ERROR
     except Exception as e:
+        from src.data.images import BadImage, bad_image_in
+        bad = bad_image_in(e)  # a BadImage the data pipeline re-raised inside its own report
+        if bad is not None:
+            e = BadImage(bad)
+        if isinstance(e, UserError):
+            print(f"packrun: error: {e}", file=sys.stderr, flush=True)
+            write_worker_error(run_dir, rank, e, position[0] if position else None)
+            return EXIT_USER_ERROR
         write_worker_error(run_dir, rank, e, position[0] if position else None)
         raise
+
+
+def answer_stack_requests(run_dir: Path, rank: int) -> None:
+    """The stall watchdog's stack request (launcher/supervise/watchdog.py): on STACK_SIGNAL the
+    interpreter's C-level handler appends every thread's Python stack to
+    logs/worker_<rank>.stack, also while Python code is blocked (a data loader, a collective)."""
+    import faulthandler
+    import signal
+    out = open(run_dir / worker_stack(rank), "a", encoding="utf-8")  # open for the process's life
+    faulthandler.register(signal.Signals[STACK_SIGNAL_NAME], file=out, all_threads=True)
 
 
 def main(argv: list[str]) -> int:
@@ -491,9 +564,13 @@ def main(argv: list[str]) -> int:
     rank = ranks.rank_from_env(os.environ)
     if rank is not None and (run_dir / LOGS).is_dir():
         write_atomic(run_dir / worker_pid(rank), f"{os.getpid()}\n")
+        answer_stack_requests(run_dir, rank)
     code = 1
     try:
         code = run(run_dir, rank)
+    except KeyboardInterrupt:  # Ctrl-C reaching the worker itself: 130 in its exit file too
+        print("packrun: worker interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     finally:
         if rank is not None and (run_dir / LOGS).is_dir():
             write_atomic(run_dir / worker_exit(rank), f"{code}\n")

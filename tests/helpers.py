@@ -9,6 +9,8 @@ every test gets them without an import.)
   result in an assertion's message, `run_dir_of()` reads the run directory it printed,
   `wait_for()` polls, `processes_of()` lists what still runs in a run directory, `stub_repo()`
   is a checkout whose worker is a stub, `digests()` reads the ranks' final weight digests.
+- TensorBoard files: `tensorboard_events()` (TensorBoard's own reader), `scalar_points()`,
+  `float32()`, `traced_losses()` (the losses PACKRUN_TEST_TRACE_STEPS printed).
 - Tools the environment provides: `need_tool()` skips a test here and fails it in CI;
   `update_requested()` lets a test rewrite its expected files, never in CI.
 - MindSpore (imported only when called: the unit tier loads this module too): `params()`,
@@ -56,6 +58,7 @@ APT_PACKAGES = {
     "getent": "libc-bin",
     "chromium": "chromium",
     "g++": "g++",
+    "sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
 }
 
 
@@ -260,6 +263,33 @@ def digests(run_dir: Path, world: int = 2) -> dict[int, tuple[str, str]]:
         assert int(m.group(1)) == rank, f"worker_{rank}.log states the digest of rank {m[1]}"
         found[rank] = (m.group(2), m.group(3))
     return found
+
+
+def tensorboard_events(path: Path):
+    """TensorBoard's own reader (EventAccumulator) over the event files in `path`, loaded, every
+    point kept: what TensorBoard shows of that directory (purges included)."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0, ea.IMAGES: 0,
+                                                        ea.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_points(acc, tag: str) -> list[tuple[int, float]]:
+    """[(step, value)] of a scalar tag, as TensorBoard plots it."""
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def float32(x: float) -> float:
+    """`x` as TensorBoard stores a scalar (float32)."""
+    return float(np.float32(x))
+
+
+def traced_losses(log_text: str) -> dict[str, float]:
+    """{"E.S": loss} from a worker log with PACKRUN_TEST_TRACE_STEPS=1 (src/testing/faults.py):
+    the loss each step computed (the last attempt's, when the log has several)."""
+    return {m[0]: float(m[1]) for m in re.findall(r"^loss of step (\d+\.\d+): (\S+)$",
+                                                   log_text, re.M)}
 
 
 def stub_repo(tmp_path: Path, worker: str) -> Path:

@@ -25,7 +25,7 @@ LEVEL_FLAGS = ("Every command also takes --quiet / -q (warnings and errors only;
 PLACEHOLDERS = {"resume": "RUN_DIR", "out": "PATH", "workers": "N", "node_rank": "N",
                 "master_port": "PORT", "master_addr": "ADDR", "template_dir": "DIR",
                 "dir": "DIR", "copy": "TEMPLATE", "server_ip": "IP[,IP...]",
-                "device_ips": "IP,...", "hccn_conf": "FILE"}
+                "device_ips": "IP,...", "hccn_conf": "FILE", "port": "PORT", "host": "ADDR"}
 
 
 def shown_name(method_name: str) -> str:

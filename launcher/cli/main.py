@@ -17,7 +17,13 @@ import sys
 
 import fire
 
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USER_ERROR,
+    Unavailable,
+    UserError,
+)
 from launcher.core.log import get_logger, take_level_flags
 
 log = get_logger(__name__)
@@ -37,9 +43,12 @@ def _user_errors_exit_2(fn):
         except UserError as e:
             log.error(f"packrun: error: {e}")
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:  # Ctrl-C outside a run (which reports its own): no traceback
-            log.error("packrun: interrupted (Ctrl-C)")
-            sys.exit(130)
+        except Unavailable as e:  # an outage (Slurm's controller): not bad input, retry later
+            log.error(f"packrun: error: {e}")
+            sys.exit(EXIT_UNAVAILABLE)
+        except KeyboardInterrupt as e:  # Ctrl-C outside a run (which reports its own)
+            log.error(f"packrun: {e}" if str(e) else "packrun: interrupted (Ctrl-C)")
+            sys.exit(EXIT_INTERRUPTED)
     return wrapper
 
 
@@ -129,6 +138,15 @@ class Commands:
         come from one squeue call for all of them."""
         from launcher.runs.listing import ls_command
         print(ls_command(dir))
+
+    @_user_errors_exit_2
+    def board(self, dir="runs", port=None, host="127.0.0.1"):
+        """TensorBoard over DIR (default runs; a sweep directory shows its points by name) on a
+        free port (--port=N to choose): prints the URL, and from an ssh session the `ssh -L`
+        line for a laptop. Every run writes its event files into RUN_DIR/tb. Needs the optional
+        viewer: pip install tensorboard."""
+        from launcher.runs.board import board_command
+        sys.exit(board_command(dir, port=port, host=host))
 
     @_user_errors_exit_2
     def logs(self, run_dir, follow=False, ranks=None, grep=None):
@@ -343,10 +361,13 @@ def main():
     from launcher.cli.flags import keep_text  # job-key values as typed (fire would eval them)
     from launcher.cli.help import dispatch_help
     argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
-    rc = dispatch_help(Commands, argv)
-    if rc is not None:
-        sys.exit(rc)
-    fire.Fire(Commands(), command=keep_text(argv), name="packrun")
+    try:
+        rc = dispatch_help(Commands, argv)
+        if rc is not None:
+            sys.exit(rc)
+        fire.Fire(Commands(), command=keep_text(argv), name="packrun")
+    except KeyboardInterrupt:  # Ctrl-C before a command began (imports, help): no traceback
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,17 @@ def mode_of_freeze(freeze: str) -> str:
 
 
 def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
-        group="training", item=None, fix=None, grammar=None):
+        group="training", item=None, fix=None, grammar=None, compare=None):
     """Declare one job key. `path` is None (not a path), "dir" or "file" (must exist when set),
     or "out" (a directory that will be created); `fix` says what to set when the path is wrong.
     `item` = (regex, what it means) that every entry of a list key, or every name of a dict key,
     must match. `grammar` (a Grammar) is the text a string key may hold when it is not "".
-    A dict default is copied for each spec."""
+    `compare`: whether runs are compared by this key (TensorBoard's HParams entry of every run;
+    default: the "training" group's keys, what is trained and how). A dict default is copied
+    for each spec."""
     meta = dict(doc=doc, choices=choices, minimum=minimum, maximum=maximum, path=path,
-                required=required, group=group, item=item, fix=fix, grammar=grammar)
+                required=required, group=group, item=item, fix=fix, grammar=grammar,
+                compare=group == "training" if compare is None else compare)
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -154,18 +157,19 @@ class JobSpec:
                                "is recomputed every step instead, with a note (with `eval` views "
                                "the same result, slower). 0 never caches.", minimum=0.0)
     # --- where and how it runs -----------------------------------------------------------------
-    device: str = key("CPU", "Device target.", choices=("CPU", "GPU", "Ascend"), group="device")
+    device: str = key("CPU", "Device target.", choices=("CPU", "GPU", "Ascend"), group="device",
+                      compare=True)
     device_id: int = key(0, "Device for a single-card run.", minimum=0, maximum=15,
                          group="device")
     amp_level: str = key("O0", "Mixed precision level (Ascend/GPU); CPU runs O0.",
-                         choices=("O0", "O2", "O3"), group="device")
+                         choices=("O0", "O2", "O3"), group="device", compare=True)
     sink_mode: bool = key(True, "Dataset sink mode (Ascend/GPU); CPU runs without sink.",
                           group="device")
     sink_size: int = key(50, "Steps per sink chunk in sink mode: a stop request (preemption "
                          "warning, preempt.requested) is honoured within this many steps.",
                          minimum=1, group="device")
     graph_mode: bool = key(True, "MindSpore GRAPH_MODE (compiled); false runs PYNATIVE_MODE.",
-                           group="device")
+                           group="device", compare=True)
     cpu_conv: str = key("im2col", "CPU convolution: `im2col` (fast unfold+matmul path) or "
                         "`native` (nn.Conv2d). Ignored on GPU/Ascend.",
                         choices=("im2col", "native"), group="device")
@@ -183,7 +187,8 @@ class JobSpec:
     # --- evaluation and outputs ----------------------------------------------------------------
     output_dir: str = key("runs", "Where run directories are created.", path="out",
                           group="output")
-    eval_interval: int = key(1, "Evaluate every this many epochs.", minimum=1, group="output")
+    eval_interval: int = key(1, "Evaluate every this many epochs.", minimum=1, group="output",
+                             compare=True)
     eval_batch_size: int = key(0, "Images per evaluation batch (validation, the run's pictures); "
                                "0 = batch_size. Inference keeps no activations for a backward "
                                "pass, so a larger batch usually fits, and it evaluates small "
@@ -199,23 +204,35 @@ class JobSpec:
                          "all-reduces the counts; `auto` is `sharded` with more than one worker. "
                          "Same accuracy either way.",
                          choices=("auto", "rank0", "sharded"), group="output")
+    tensorboard: bool = key(True, "Write TensorBoard event files into RUN_DIR/tb (rank 0 only): "
+                            "per-step loss, learning rate, images/s and step time, per-epoch "
+                            "accuracy and times, the run's pictures, the job and an HParams "
+                            "entry (docs/tensorboard.md). `packrun board` shows them.",
+                            group="output")
+    log_every_steps: int = key(5, "TensorBoard's per-step values are written every this many "
+                               "training steps (global step); 5 keeps 4 points of a 20-step "
+                               "epoch.", minimum=1, group="output")
     scale_lr: bool = key(False, "Scale lr linearly with the number of workers (effective batch = "
                          "workers x batch_size). Off by default: lr means the same in a debug "
-                         "run and an 8-card run.", group="launch")
+                         "run and an 8-card run.", group="launch", compare=True)
     # --- launch (launcher/render/artifacts.py) ---------------------------------------------
     launcher: str = key("msrun", "How the data-parallel workers start: `msrun` (MindSpore's "
                         "launcher, any device), `rank_table` (one process per Ascend card with an "
                         "HCCL rank table, Model Zoo style) or `mpirun` (Open MPI).",
                         choices=("msrun", "rank_table", "mpirun"), group="launch")
-    nodes: int = key(1, "Machines the job runs on.", minimum=1, group="launch")
+    nodes: int = key(1, "Machines the job runs on.", minimum=1, group="launch", compare=True)
     cards_per_node: int = key(1, "Worker processes per node: one per card on GPU/Ascend, CPU "
-                              "workers on CPU.", minimum=1, maximum=16, group="launch")
+                              "workers on CPU.", minimum=1, maximum=16, group="launch",
+                              compare=True)
     hosts: str = key("", "The nodes in node-rank order, comma-separated or in Slurm hostlist "
                      "syntax (`node[01-02]`, `10.0.0.[1-2]`): the mpirun hostfile and the rank "
-                     "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. With "
-                     "Slurm it becomes `--nodelist`.", group="launch", grammar=HOSTLIST)
+                     "table's server ids (IPv4 there); needed for nodes > 1 without Slurm. "
+                     "`packrun run` starts node k on host k over ssh (ssh aliases work; the rank "
+                     "table then holds the address each host has). With Slurm it becomes "
+                     "`--nodelist`.", group="launch", grammar=HOSTLIST)
     master_addr: str = key("", "Address of node 0, where MindSpore's scheduler runs; \"\" = "
-                           "127.0.0.1 on one node, else the first of `hosts` or the first node of "
+                           "127.0.0.1 on one node, node 0's own address when `packrun run` starts "
+                           "the nodes over ssh, else the first of `hosts` or the first node of "
                            "the Slurm allocation.", group="launch", grammar=HOST)
     ssh: str = key("", "Extra options for the ssh that `packrun run --nodes=N --hosts=...` "
                    "starts the other nodes with, e.g. `-p 2222 -J bastion -F ~/.ssh/cluster`: "
@@ -224,14 +241,16 @@ class JobSpec:
                    "(ProxyCommand, LocalCommand, ...) are refused. Your ~/.ssh/config applies "
                    "either way.", group="launch", grammar=SSH_OPTIONS)
     master_port: int = key(0, "Scheduler TCP port; 0 = a free port picked when the launch script "
-                           "starts (one node, Slurm, or mpirun); nodes started one by one need an "
-                           "explicit port.", minimum=0, maximum=65535, group="launch")
+                           "starts (one node, Slurm, or mpirun), or on node 0 before `packrun run` "
+                           "starts the nodes over ssh; nodes started one by one need an explicit "
+                           "port.", minimum=0, maximum=65535, group="launch")
     cluster_timeout: int = key(0, "Seconds processes wait for their peers while the cluster forms "
                                "(msrun --cluster_time_out, MS_TOPO_TIMEOUT; on Ascend also "
                                "HCCL_CONNECT_TIMEOUT, which is at least 120). 0 = by launch kind: "
                                "60 where one command starts every node (one machine, Slurm, "
-                               "mpirun), so a dead peer fails the job fast; 600 (msrun's own) "
-                               "where each node's script is started by hand.", minimum=0,
+                               "mpirun, `packrun run` over ssh), so a dead peer fails the "
+                               "job fast; 600 (msrun's own) where each node's script is "
+                               "started by hand.", minimum=0,
                                maximum=7200, group="launch")
     collective_timeout: int = key(1836, "Seconds a rank may wait in one collective operation "
                                   "before the job fails (HCCL_EXEC_TIMEOUT on Ascend; CANN rounds "
@@ -240,6 +259,20 @@ class JobSpec:
                                   "checkpoints while the others wait (eval_mode = \"rank0\"). "
                                   "GPU (NCCL) and CPU have no such timeout in MindSpore.",
                                   minimum=68, maximum=17340, group="launch")
+    stall_timeout: int = key(600, "Seconds without progress from any rank (a training step, an "
+                             "evaluation or caching batch, a save) after which the supervisor "
+                             "declares the job stalled: it writes every rank's stacks to "
+                             "logs/worker_<rank>.stack, names the stuck rank in failure.json, "
+                             "stops the job and restarts it within max_restarts. In sink mode the "
+                             "bound grows by the longest sink chunk seen. 0 = no watchdog. The "
+                             "default is about 10x the longest silence of a healthy job after "
+                             "start-up (docs/resume.md: how it was chosen).", minimum=0,
+                             maximum=86400, group="launch")
+    startup_timeout: int = key(1800, "The stall bound (seconds) until every rank has trained its "
+                               "first step, and for the first batch of an evaluation or caching "
+                               "pass (imports, reading the data, graph compilation); at least "
+                               "stall_timeout is used.", minimum=1, maximum=86400,
+                               group="launch")
     bind_cores: bool = key(True, "Bind each local rank to its own contiguous, NUMA-local range of "
                            "the cores the launch may use (cores // local ranks each): msrun "
                            "--bind_core, taskset for rank tables, Open MPI --bind-to core.",
@@ -591,32 +624,57 @@ def _resolve_path(value: str, base: Path) -> str:
     return str((base / os.path.expanduser(value)).resolve())
 
 
+class WrongKind(UserError):
+    """A path that exists but is the wrong kind (a file given for a directory, a directory for a
+    file, a path under a file): wrong wherever the job runs, unlike a missing one."""
+
+
+def wrong_kind(value: str, kind: str) -> str | None:
+    """Why `value` cannot be the `kind` ("dir" or "file") a key needs although something is
+    there: "is a file, not a directory", "is a directory, not a file", "lies under the file X";
+    None when it is that kind or does not exist at all."""
+    p = Path(value)
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            return "is a file, not a directory"
+        if kind == "file" and not p.is_file():
+            return "is a directory, not a file"
+        return None
+    for parent in p.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"lies under the file {parent}"
+    return None
+
+
 def _check_path(name: str, value: str, kind: str, where: str, fix: str | None = None):
     if value == "" or kind == "out":
         return
     p = Path(value)
-    if kind == "dir" and not p.is_dir():
-        what = "is a file, not a directory" if p.exists() else "does not exist"
+    if (kind == "dir" and p.is_dir()) or (kind == "file" and p.is_file()):
+        return
+    if kind == "dir":
         fix = fix or f"set {name} to the folder that holds one sub-folder per class"
-        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
-    if kind == "file" and not p.is_file():
-        what = "is a directory, not a file" if p.exists() else "does not exist"
+    else:
         fix = fix or f"give a checkpoint file, or {name} = \"\" to train from scratch"
-        raise UserError(f"{where}: key '{name}': {value} {what}; {fix}")
+    wrong = wrong_kind(value, kind)
+    if wrong:
+        raise WrongKind(f"{where}: key '{name}': {value} {wrong}; {fix}")
+    raise UserError(f"{where}: key '{name}': {value} does not exist; {fix}")
 
 
-def path_problems(spec: "JobSpec", where: str = "job") -> list[str]:
-    """What `check_paths` would refuse (missing data folders, checkpoint), one message each:
-    `packrun render` and `check --quick` report them as warnings, since a cluster's data often
-    lives where the launch runs, not where it is rendered."""
-    problems = []
+def path_problems(spec: "JobSpec", where: str = "job") -> list[UserError]:
+    """What `check_paths` would refuse (missing data folders, checkpoint), one error each:
+    `packrun render` and `check --quick` report a missing one as a warning, since a cluster's
+    data often lives where the launch runs, not where it is rendered; a WrongKind (a file given
+    as a folder, ...) is an error everywhere."""
+    problems: list[UserError] = []
     for name, f in JobSpec.fields().items():
         if f.metadata["path"]:
             try:
                 _check_path(name, getattr(spec, name), f.metadata["path"], where,
                             f.metadata["fix"])
             except UserError as e:
-                problems.append(str(e))
+                problems.append(e)
     return problems
 
 

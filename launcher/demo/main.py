@@ -100,6 +100,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     report = write_report([r["run_dir"] for r in results], Path(output_dir) / "demo-report.html",
                           labels=[r["label"] for r in results])
     print(f"\nreport (curves, predictions, confusion matrices, timings): {report}")
+    print(f"TensorBoard (every run's curves; HParams side by side): packrun board {output_dir}")
     log.info(f"\n=== {steps}/{steps} using the best model: export and predict ===")
     if export_and_predict(max(results, key=lambda r: r["acc"]), work / "target" / "val") != 0:
         return 1

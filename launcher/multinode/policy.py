@@ -65,4 +65,4 @@ def result(ends: list[Ended], n_nodes: int) -> Result:
     rank = doc.get("rank")
     return Result(bad.code, rank if isinstance(rank, int) else None, doc.get("signal"),
                   doc.get("exit_code"), f"{where}: {doc.get('reason') or 'failed'}",
-                  host=bad.host, node=bad.node)
+                  host=bad.host, node=bad.node, stall=doc.get("stall"))

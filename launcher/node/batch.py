@@ -23,6 +23,11 @@ shell only, reaches it. In order:
      without requeue exit 75 (`packrun run --resume RUN_DIR`); failed: requeue while
      SLURM_RESTART_COUNT < max_restarts and exit 0, else exit with srun's status.
 
+While the step runs, the stall watchdog (launcher/supervise/watchdog.py) reads the ranks'
+progress records: when no rank has made progress for stall_timeout seconds it asks the ranks on
+this node for their stacks, stops the step and fails the attempt (exit status 124, EXIT_STALLED):
+requeued within max_restarts like any failure.
+
 SIGINT / SIGTERM (scancel, the time limit) stop the step (TERM, then KILL), record the attempt
 as stopped and end this process by the same signal, as the batch shell would have ended.
 """
@@ -31,25 +36,28 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, Unavailable, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
+    EXIT_STALLED,
     PREEMPT_FLAG,
     WORKER_EXIT_GLOB,
     read_exit_status,
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
-from launcher.supervise import processes
+from launcher.supervise import lifeline, processes
+from launcher.supervise.watchdog import StallReport, Watchdog
 
 POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
 
@@ -71,6 +79,8 @@ class Batch:
         self.attempt = self.restarts + 1
         self.preemptible = self.spec.signal_before_s > 0
         self.stop_requested = False
+        self.line: lifeline.Lifeline | None = None
+        self.stalled: attempts.Result | None = None  # the stall watchdog ended the step
 
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -79,7 +89,10 @@ class Batch:
         except UserError as e:
             say(str(e), err=True)
             return EXIT_USER_ERROR
-        with lock:
+        # killed (kill -9), the batch program leaves nothing running: its srun step and the
+        # local tasks end within seconds (launcher/supervise/lifeline.py)
+        with lock, lifeline.hold(lock, self.run_dir) as self.line:
+            self.env |= self.line.env
             if self.preemptible:
                 self._clear_stale_request()
                 signal.signal(signal.SIGUSR1, self._on_usr1)
@@ -88,7 +101,7 @@ class Batch:
                 f"{self.env.get('SLURM_JOB_NODELIST', '?')}, scheduler "
                 f"{self.env.get('MASTER_ADDR', '?')}:{self.env.get('MASTER_PORT', '?')}")
             rc = self._step()
-            decision = attempts.batch_end(self.run_dir, self.attempt, rc)
+            decision = attempts.batch_end(self.run_dir, self.attempt, rc, self.stalled)
             return self._decide(rc, decision)
 
     def _clear_stale_request(self) -> None:
@@ -107,20 +120,36 @@ class Batch:
         that rank 0 served while srun still tears down, 128 + SIGUSR1 (as the interrupted
         `wait` of the batch shell said)."""
         env = self.env | {ATTEMPT_ENV: str(self.attempt)}
-        proc = processes.spawn(self.cmd, env=env, stdout=None)
-        try:
-            with processes.forward_signals([proc]) as got:
+        watchdog = Watchdog(self.run_dir, self.spec, self.attempt, self.world)
+        procs: list[subprocess.Popen] = []  # forwarded from before the spawn: none is lost
+        with processes.forward_signals(procs) as got:
+            proc = processes.spawn(self.cmd, env=env, stdout=None)
+            procs.append(proc)
+            try:
+                if got["signal"] is not None:  # it came while the step was being started
+                    processes.kill_group(proc, signal.SIGTERM)
                 while proc.poll() is None:
                     if self.stop_requested and \
                             read_exit_status(self.run_dir, 0) == EXIT_REQUEUE:
                         return 128 + signal.SIGUSR1
+                    stall = watchdog.check()
+                    if stall is not None:
+                        return self._stalled(watchdog.report(stall))
                     time.sleep(POLL_S)
-            if got["signal"] is not None:
-                self._stopped_by(got["signal"])
-            return processes.exit_code(proc.returncode)
-        finally:
-            if proc.poll() is None:
-                processes.stop(proc)  # a step still tearing down ends with this job
+            finally:
+                if proc.poll() is None:
+                    processes.stop(proc)  # a step still tearing down ends with this job
+        if got["signal"] is not None:
+            self._stopped_by(got["signal"])
+        return processes.exit_code(proc.returncode)
+
+    def _stalled(self, report: StallReport) -> int:
+        """The stall watchdog found no progress (it has the stacks): the step ends (the finally
+        of _step stops it) and the attempt fails like any other, requeued within max_restarts."""
+        say(f"stalled: {report.reason}; stopping the srun step", err=True)
+        self.stalled = attempts.Result(EXIT_STALLED, report.rank, reason=report.reason,
+                                       stall=report.record)
+        return EXIT_STALLED
 
     def _stopped_by(self, signum: int) -> None:
         """SIGINT / SIGTERM: the step was stopped; the attempt ends as stopped and this process
@@ -131,6 +160,8 @@ class Batch:
                      attempts.Result(128 + signum, reason=f"stopped by {name}", user_stop=True),
                      restart_allowed=False, max_attempts=allowed + 1)
         say(f"{name}: stopped the srun step", err=True)
+        if self.line is not None:
+            self.line.release()  # its watcher gone: the run directory is free when this ends
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         sys.exit(128 + signum)  # (not reached: the signal ends this process)
@@ -162,7 +193,7 @@ class Batch:
         try:
             slurm.requeue(self.job_id)
             return True
-        except UserError as e:
+        except (UserError, Unavailable) as e:
             say(str(e), err=True)
             say(f"scontrol requeue failed; resume with: packrun run --resume {self.run_dir}",
                 err=True)
@@ -185,3 +216,6 @@ def batch_main(argv: Sequence[str]) -> int:
     except UserError as e:
         say(f"error: {e}", err=True)
         return EXIT_USER_ERROR
+    except Unavailable as e:  # an outage: not bad input (a requeue may try again)
+        say(f"error: {e}", err=True)
+        return EXIT_UNAVAILABLE

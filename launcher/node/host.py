@@ -6,14 +6,18 @@ launcher/multinode/run.py), on that node:
 
 `host-run` starts the run directory's launch script for node NODE (`msrun.sh NODE` or
 `rank_table.sh NODE`, output to logs/node<NODE>.out), records its own pid and the script's
-process group in nodes/node<NODE>.json, reports each state change there and as one line on
+process group in multinode/node<NODE>.json, reports each state change there and as one line on
 stdout (started, training, finished / failed / stopped), and watches:
 - the session: its stdin is the ssh session's (or the launching packrun's pipe, on the machine
   it runs on); end of input means the session ended (the launching packrun stopped, was
   killed, lost the network), and the node stops;
 - SIGINT / SIGTERM / SIGHUP: the node stops;
 - the launch script: its end is the node's end (msrun ends when one of its workers dies; the
-  rank-table supervisor when one of its ranks does).
+  rank-table supervisor when one of its ranks does);
+- progress: the stall watchdog (launcher/supervise/watchdog.py) over every rank's progress
+  record; when no rank has made progress for stall_timeout seconds it asks this node's ranks for
+  their stacks, the node stops and reports the stall (exit status 124) with failure.json's
+  `stall` entry in its state file.
 Stopping is TERM to the script's group and every process it started (tracked as they appear:
 msrun's workers run in sessions of their own), KILL after the grace period. A failed node names
 its failing rank (its exit status, or the signal its launcher reports) in its state file, for
@@ -43,6 +47,7 @@ from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
+    EXIT_STALLED,
     GRACE_S,
     LAUNCH_SCRIPTS,
     LOGS,
@@ -52,6 +57,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.supervise import processes
 from launcher.supervise.supervisor import rank_failure, stop_processes
+from launcher.supervise.watchdog import Watchdog
 
 POLL_S = 0.1
 
@@ -104,15 +110,15 @@ class Node:
         except psutil.NoSuchProcess:
             pass
 
+    def started(self, rank: int) -> bool:
+        """Whether rank `rank` started in this attempt: its pid file, written since."""
+        try:
+            return (self.run_dir / worker_pid(rank)).stat().st_mtime >= self.started_at - 1
+        except FileNotFoundError:
+            return False
+
     def ranks_started(self) -> bool:
-        for r in self.ranks:
-            path = self.run_dir / worker_pid(r)
-            try:
-                if path.stat().st_mtime < self.started_at - 1:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+        return all(self.started(r) for r in self.ranks)
 
     def stop(self, proc) -> None:
         self.track(proc)
@@ -135,11 +141,19 @@ class Node:
                 proc = processes.spawn(["bash", str(script), str(self.node)], env=env,
                                        cwd=self.run_dir, stdout=out)
             self.say(nodes.STARTED, pid=os.getpid(), pgid=proc.pid, hostname=socket.gethostname(),
-                     attempt=self.attempt, ranks=list(self.ranks), reason="", rank=None,
+                     attempt=self.attempt, rank_ids=list(self.ranks), reason="", rank=None,
                      exit_code=None, signal=None, code=None)
             training = False
+            watchdog = Watchdog.for_run(self.run_dir, self.attempt)
             while proc.poll() is None:
                 self.track(proc)
+                stall = watchdog.check()
+                if stall is not None:
+                    report = watchdog.report(stall)  # the stacks, before the teardown
+                    self.stop(proc)
+                    self.say(nodes.FAILED, reason=report.reason, rank=report.rank,
+                             exit_code=None, signal=None, code=EXIT_STALLED, stall=report.record)
+                    return EXIT_STALLED
                 if self.stop_reason:
                     self.stop(proc)
                     self.say(nodes.STOPPED, reason=self.stop_reason, code=128 + signal.SIGTERM)
@@ -176,7 +190,8 @@ class Node:
         failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
         if failing:
             return failing[0], codes[failing[0]], None
-        killed = [r for r, c in codes.items() if c is None]
+        # without an exit status: killed, if it started in this attempt (its pid file is new)
+        killed = [r for r, c in codes.items() if c is None and self.started(r)]
         logs = [self.run_dir / node_out(self.node)]
         for r in killed:
             try:
@@ -207,7 +222,7 @@ def stop_node(run_dir: Path, node: int, grace_s: float = GRACE_S) -> int:
                 procs.append(p)
         except psutil.Error:
             pass
-    ranks = set(doc.get("ranks") or [])
+    ranks = set(doc.get("rank_ids") or [])
     for p in psutil.process_iter(["cmdline"]):
         if p.pid == os.getpid() or str(run_dir) not in (p.info["cmdline"] or []):
             continue

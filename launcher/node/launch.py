@@ -10,7 +10,9 @@ job.sbatch exports in packrun's own batch script and this module exports here:
                (every node computes the same port without talking to the others)
 SIGINT / SIGTERM stop this node's msrun and workers (TERM, then KILL); SIGUSR1 creates
 RUN_DIR/preempt.requested, the stop-after-this-step request job.sbatch's batch program makes. The
-exit status is msrun.sh's, or 128 + the signal that stopped it.
+exit status is msrun.sh's, or 128 + the signal that stopped it. Each node runs the stall
+watchdog (launcher/supervise/watchdog.py) over every rank's progress record: on a stall it asks
+this node's ranks for their stacks and stops this node's msrun (exit status 124).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm.env import SlurmEnvironment
-from launcher.supervise import restarts
-from launcher.supervise.processes import exit_code, forward_signals, spawn
+from launcher.supervise import lifeline, restarts
+from launcher.supervise.processes import exit_code, forward_signals, spawn, stop
+from launcher.supervise.watchdog import Watchdog, watching
 
 log = get_logger(__name__)
 
@@ -109,19 +112,21 @@ def launch_env(rank: int, addr: str, port: int) -> dict[str, str]:
     return dict(os.environ, SLURM_NODEID=str(rank), MASTER_ADDR=addr, MASTER_PORT=str(port))
 
 
-def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None) -> int:
+def run_node(run_dir: Path, env: dict[str, str], received: dict | None = None,
+             watchdog: Watchdog | None = None) -> int:
     """Run msrun.sh with `env`, forwarding signals; its exit status (`received["signal"]`: the
-    signal that stopped it, when `received` is given)."""
+    signal that stopped it, when `received` is given; `received["stall"]`: the stall
+    `watchdog`'s Watching, which stopped it on a stall)."""
     script = run_dir / LAUNCH_SCRIPTS["msrun"]
     proc = spawn(["bash", str(script)], env=env, cwd=run_dir, stdout=None)
     old_usr1 = signal.signal(signal.SIGUSR1, lambda *_: (run_dir / PREEMPT_FLAG).touch())
     try:
-        with forward_signals([proc]) as got:
+        with forward_signals([proc]) as got, watching(watchdog, lambda: stop(proc)) as watch:
             proc.wait()
     finally:
         signal.signal(signal.SIGUSR1, old_usr1)
     if received is not None:
-        received["signal"] = got["signal"]
+        received["signal"], received["stall"] = got["signal"], watch
     return 128 + got["signal"] if got["signal"] is not None else exit_code(proc.returncode)
 
 
@@ -131,7 +136,10 @@ def node_attempt(run_dir: Path, env: dict[str, str], attempt: int, world: int,
     if node == 0:
         (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     received: dict = {}
-    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received)
+    rc = run_node(run_dir, env | {ATTEMPT_ENV: str(attempt)}, received,
+                  Watchdog.for_run(run_dir, attempt))
+    if received["stall"].report is not None:
+        return attempts.Result(**received["stall"].result_fields())
     if received.get("signal") is not None:
         return attempts.Result(rc, reason="stopped by a signal", user_stop=True)
     if rc in (0, EXIT_REQUEUE):
@@ -161,7 +169,7 @@ def node_launch_command(run_dir: str, node_rank_flag: int | None = None,
     rank = node_rank(spec, node_rank_flag, slurm)
     addr = master_addr(spec, master_addr_flag, slurm)
     port = master_port(spec, master_port_flag, slurm)
-    with acquire(path, "packrun node-launch", rank):
+    with acquire(path, "packrun node-launch", rank) as lock, lifeline.hold(lock, path):
         allowed = attempts.max_restarts(spec, "node-launch")
         log.info(f"packrun: node-launch {path}: node {rank} of {spec.nodes}, scheduler "
                  f"{addr}:{port}" + (f"; up to {allowed} restart(s)" if allowed else ""),

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launcher.core import cores, hostlist
-from launcher.core.errors import EXIT_USER_ERROR, UserError
+from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from launcher.core.rundir import attempts
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.lock import holder
@@ -213,4 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in VERBS:
         return _usage("{" + " | ".join(VERBS) + "} ARGS")
-    return VERBS[args[0]](args[1:])
+    try:
+        return VERBS[args[0]](args[1:])
+    except KeyboardInterrupt:  # (batch and supervise-ranks stop their children themselves)
+        print(f"packrun: {args[0]}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -10,7 +10,7 @@ import random
 import time
 from pathlib import Path
 
-from launcher.core.errors import UserError
+from launcher.core.errors import Interrupted, UserError
 from launcher.core.log import STDERR, get_logger
 from launcher.core.samples import IMAGE_EXTENSIONS, Split, scan_split
 from launcher.core.spec import JobSpec
@@ -133,10 +133,11 @@ def job_warnings(spec: JobSpec) -> list[str]:
     return out
 
 
-def interrupted(what: str) -> UserError:
-    """Ctrl-C during a preflight scan: nothing has started yet, so it is a clean stop."""
-    return UserError(f"interrupted (Ctrl-C) while {what}; nothing was started. To make the "
-                     "scan shorter set image_check = \"sample\" (or \"none\")")
+def interrupted(what: str) -> Interrupted:
+    """Ctrl-C during a preflight scan: nothing has started yet, so it is a clean stop (exit
+    130, like every Ctrl-C)."""
+    return Interrupted(f"interrupted (Ctrl-C) while {what}; nothing was started. To make the "
+                       "scan shorter set image_check = \"sample\" (or \"none\")")
 
 
 def preflight(spec: JobSpec) -> dict:

@@ -45,7 +45,7 @@ from launcher.core.rundir.names import (
     RUN_LOCK,
     template_names,
 )
-from launcher.core.spec import JobSpec, load_job, path_problems
+from launcher.core.spec import JobSpec, WrongKind, load_job, path_problems, wrong_kind
 from launcher.render import ranktable, shellsafe
 from launcher.render import sbatch as slurm_options
 
@@ -286,6 +286,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
                site_env=spec.env,
                bind_cores=spec.bind_cores, rank_table_file=bool(existing),
+               node_checks=spec.node_checks != "off",
                multi_node=spec.nodes > 1, exit_requeue=EXIT_REQUEUE,
                files=template_names())
     templates = environment(spec.template_dir)
@@ -325,6 +326,10 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
             except UserError as e:
                 if warn is None or spec.device_ips or Path(spec.hccn_conf).exists():
                     raise
+                wrong = wrong_kind(spec.hccn_conf, "file")
+                if wrong:  # not missing here but wrong: wrong where the job runs too
+                    raise UserError(f"hccn_conf {spec.hccn_conf} {wrong}; set hccn_conf to the "
+                                    "server's hccn.conf (or give device_ips)") from None
                 warn(f"{e}; rank_table.json is not rendered: write it on the server before the "
                      "launch (packrun rank-table, see the command below)")
         if existing:
@@ -408,6 +413,8 @@ def render_command(job: str, overrides: dict, *, slurm: bool = False, out: str |
 
     spec = load_job(job, overrides, check_paths=False)
     for problem in path_problems(spec, str(job)):
+        if isinstance(problem, WrongKind):
+            raise problem  # wrong wherever the job runs
         warn(f"{problem} (rendered anyway; it must exist where the job runs)")
     if print_only:
         run_dir = (Path(out if out is not None else spec.output_dir).resolve()

@@ -1,5 +1,6 @@
 """Reading run directories after or while they run: `packrun status` (`status`), `ls` (`listing`),
-`logs` (`logs`) and `report` (`report`). Everything comes from the directories' files through
+`logs` (`logs`), `report` (`report`) and `board` (`board`: TensorBoard over the runs' event
+files). Everything comes from the directories' files through
 `launcher.core.rundir.state` (the one reader), plus Slurm's view of submitted runs (its states
 mapped by `launcher.slurm.client`).
 

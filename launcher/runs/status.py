@@ -1,12 +1,13 @@
 """`packrun status RUN_DIR`: what the run directory says (launcher/core/rundir/state.py), and
-Slurm's view for a submitted run."""
+Slurm's view for a submitted run; then what it ran with (env.json,
+launcher/core/rundir/envrecord.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from launcher.core.errors import UserError
-from launcher.core.rundir import nodes
+from launcher.core.rundir import envrecord, nodes
 from launcher.core.rundir.names import JOB_JSON, SLURM_JOB_ID
 from launcher.core.rundir.state import describe, read_run_state
 from launcher.slurm.client import status
@@ -20,17 +21,18 @@ def status_command(run_dir: str | Path) -> str:
         raise UserError(f"run directory {run_dir} not found; pass the one packrun debug / run / "
                         "submit printed")
     if (path / SLURM_JOB_ID).exists():
-        return status(path)
+        return "\n".join([status(path), *envrecord.summary(path)])
     rs = read_run_state(path)
     if rs is None:
         raise UserError(f"{path} is not a run directory (no {JOB_JSON}): pass the one packrun "
                         "debug / run / submit printed")
-    return "\n".join(describe(rs) + node_lines(path, rs.state.is_going))
+    return "\n".join(describe(rs) + node_lines(path, rs.state.is_going)
+                     + envrecord.summary(path))
 
 
 def node_lines(run_dir: Path, going: bool) -> list[str]:
     """A launch over ssh: one line per node, from the state its node program wrote
-    (nodes/node<K>.json). A node that never wrote its end while the run is over went with its
+    (multinode/node<K>.json). A node that never wrote its end while the run is over went with its
     session (packrun killed, the host lost)."""
     lines = []
     for doc in nodes.read_nodes(run_dir):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from launcher.core.errors import UserError
+from launcher.core.errors import Unavailable, UserError
 from launcher.core.log import STDOUT, get_logger
 from launcher.core.log import console as log_console
 from launcher.core.logtail import LogFollower, tail_lines
@@ -85,8 +85,9 @@ UNREACHABLE = re.compile(r"contact slurm controller|configuration (?:source|file
 PYTHON_FAILURE = re.compile(r"^(Traceback \(most recent call last\)|packrun: error:)", re.M)
 
 
-class SlurmUnreachable(UserError):
-    """slurmctld did not answer: worth retrying while following a job, unlike other errors."""
+class SlurmUnreachable(Unavailable):
+    """slurmctld did not answer: an outage, worth retrying (exit 69, launcher/core/errors.py),
+    unlike the UserErrors of a command that answered with a refusal."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +96,8 @@ class SlurmUnreachable(UserError):
 
 def call(cmd: list[str], cwd: Path | None = None,
          env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a Slurm command; a missing tool or no answer is a UserError, its status is not."""
+    """Run a Slurm command; a missing tool is a UserError, no answer a SlurmUnreachable, its
+    status is neither."""
     conf = os.environ.get("SLURM_CONF")
     if conf and not Path(conf).is_file():  # Slurm's commands would retry it for a minute
         raise UserError(f"SLURM_CONF is {conf}, which is not a file: point it at the cluster's "
@@ -119,7 +121,7 @@ def _first_line(res: subprocess.CompletedProcess) -> str:
     return next((line for line in lines if "fatal:" in line), lines[0])
 
 
-def failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError:
+def failed(cmd: list[str], res: subprocess.CompletedProcess) -> UserError | SlurmUnreachable:
     """The error for a Slurm command that failed: SlurmUnreachable when slurmctld did not answer."""
     text = f"{cmd[0]} failed (exit {res.returncode}) running `{shlex.join(cmd)}`: " \
            f"{_first_line(res)}"
@@ -223,7 +225,7 @@ def _from_sacct(job_id: str) -> JobInfo | None:
     try:
         res = call(["sacct", "-j", job_id, "-X", "-n", "-P", "-o",
                     "State,ExitCode,Elapsed,NodeList"])
-    except UserError:  # no sacct here: say what scontrol said instead
+    except (UserError, SlurmUnreachable):  # no sacct here: say what scontrol said instead
         return None
     rows = [r.split("|") for r in res.stdout.splitlines() if r.strip()]
     if res.returncode != 0 or not rows:

@@ -28,8 +28,9 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.preflight.checks import check_debug_run
 from launcher.preflight.data import preflight
 from launcher.preflight.resume import resume_target
-from launcher.supervise import restarts
-from launcher.supervise.processes import run_streaming
+from launcher.supervise import lifeline, restarts
+from launcher.supervise.processes import run_streaming, stop
+from launcher.supervise.watchdog import Watchdog, watching
 
 log = get_logger(__name__)
 
@@ -40,7 +41,7 @@ def debug_spec(spec: JobSpec) -> tuple[int, Path]:
     summary = preflight(spec)
     check_debug_run(spec)
     run_dir = new_run_dir(spec)
-    with acquire(run_dir, "packrun debug"):
+    with acquire(run_dir, "packrun debug") as lock, lifeline.hold(lock, run_dir):
         print(f"packrun: run directory {run_dir}", flush=True)  # a result: also under --quiet
         log.info(f"packrun: {summary['train_images']} train / {summary['val_images']} val images "
                  f"in {len(summary['classes'])} classes ({summary['images_checked']} checked)")
@@ -74,9 +75,13 @@ def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
     (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     (run_dir / worker_exit(0)).unlink(missing_ok=True)
     received: dict = {}
-    rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
-                       env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
-                       received=received)
+    child: list = []  # the worker, for the stall watchdog's stop
+    with watching(Watchdog.for_run(run_dir, attempt, 1), lambda: stop(child[0])) as watch:
+        rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
+                           env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
+                           received=received, started=child.append)
+    if watch.report is not None:
+        return attempts.Result(**watch.result_fields())
     if received.get("signal") is not None:
         return attempts.Result(rc, reason=f"stopped by {signal.Signals(received['signal']).name}",
                                user_stop=True)
@@ -103,7 +108,7 @@ def debug_resume(resume: str) -> int:
         raise UserError(f"{run_dir} holds {launch}: it was rendered for a data-parallel launch, "
                         "which one debug worker would not continue faithfully (other shards and "
                         f"steps per epoch); use packrun run --resume {run_dir}")
-    with acquire(run_dir, "packrun debug --resume"):
+    with acquire(run_dir, "packrun debug --resume") as lock, lifeline.hold(lock, run_dir):
         fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
         log.info(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
         return run_worker(run_dir)

@@ -16,7 +16,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence, cast
+from typing import Callable, Iterator, Sequence, cast
 
 from launcher.core.log import get_logger
 from launcher.core.rundir.names import GRACE_S
@@ -85,14 +85,17 @@ def spawn(cmd: Sequence[str | Path], env: dict | None = None, cwd: str | Path | 
 
 
 def run_streaming(cmd: Sequence[str | Path], log_path: Path, env: dict | None = None,
-                  cwd: str | Path | None = None, console=None, received: dict | None = None) -> int:
+                  cwd: str | Path | None = None, console=None, received: dict | None = None,
+                  started: Callable[[subprocess.Popen], None] | None = None) -> int:
     """Run `cmd`, copying its merged output to `log_path` and the console as it comes.
     Returns its exit status; on Ctrl-C / SIGTERM the child is stopped and 130 / 143 returned
     (and `received["signal"]` set, when `received` is given, to tell that from a child killed
-    by a signal)."""
+    by a signal). `started(proc)` is called once the child runs (the stall watchdog's stop)."""
     console = console or sys.stdout
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = spawn(cmd, env=env, cwd=cwd)
+    if started is not None:
+        started(proc)
     out = cast(io.BufferedReader, proc.stdout)  # spawn() pipes it, buffered
     with open(log_path, "ab") as log, forward_signals([proc]) as got:
         try:

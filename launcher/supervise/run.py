@@ -29,8 +29,9 @@ from launcher.core.spec import JobSpec, load_job
 from launcher.preflight.checks import check_before_launch, check_port_free
 from launcher.preflight.resume import resume_target
 from launcher.render.artifacts import write_run_dir
-from launcher.supervise import restarts
+from launcher.supervise import lifeline, restarts
 from launcher.supervise.supervisor import Supervisor
+from launcher.supervise.watchdog import Watchdog
 
 log = get_logger(__name__)
 
@@ -71,14 +72,15 @@ def launch_once(run_dir: Path, spec: JobSpec, attempt: int) -> attempts.Result:
     log.info(f"packrun: following {run_dir / worker_log(0)} (rank 0)"
              + (f", attempt {attempt}" if attempt > 1 else ""))
     env = worker_env() | {ATTEMPT_ENV: str(attempt)}
-    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env,
-                         world=spec.nodes * spec.cards_per_node).run()
+    world = spec.nodes * spec.cards_per_node
+    outcome = Supervisor(run_dir, ["bash", str(script)], WORKER_SCRIPT, env, world=world,
+                         watchdog=Watchdog(run_dir, spec, attempt, world)).run()
     if outcome.code == EXIT_REQUEUE:
         log.info(f"packrun: {outcome.reason}: packrun run --resume {run_dir}")
     elif outcome.code != 0:
         _report_failure(run_dir, outcome)
     return attempts.Result(outcome.code, outcome.failed_rank, outcome.signal, outcome.rank_exit,
-                           outcome.reason, outcome.user_stop)
+                           outcome.reason, outcome.user_stop, stall=outcome.stall)
 
 
 def _report_failure(run_dir: Path, outcome) -> None:
@@ -110,5 +112,5 @@ def run_command(job: str | None, overrides: dict, workers: int | None = None,
         check_before_launch(spec)
         run_dir, _ = write_run_dir(spec)
         lock = acquire(run_dir, "packrun run")
-    with lock:
+    with lock, lifeline.hold(lock, run_dir):  # killed, packrun leaves nothing running
         return execute(run_dir, spec)

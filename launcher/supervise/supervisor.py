@@ -9,7 +9,9 @@ script's group does not reach them. The supervisor therefore finds the run's pro
 command line (the worker script and this run directory), learns each worker's rank from its
 environment, and reads the exit status each worker leaves in logs/worker_<rank>.exit. A worker
 that is gone without that file was killed. The first failure stops everything: TERM, then KILL
-after a grace period; nothing is left behind.
+after a grace period; nothing is left behind. So does a stall: with a `watchdog`
+(launcher/supervise/watchdog.py) the watch asks every rank for its stacks and stops the launch
+when no rank has made progress for stall_timeout seconds (exit status 124, EXIT_STALLED).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from launcher.core.rundir import attempts
 from launcher.core.rundir.failure import killed_by
 from launcher.core.rundir.names import (
     EXIT_REQUEUE,
+    EXIT_STALLED,
     LAUNCHER_LOG,
     LOGS,
     RANKS_DIR,
@@ -42,6 +45,7 @@ from launcher.core.rundir.names import (
     worker_log,
 )
 from launcher.supervise import processes
+from launcher.supervise.watchdog import Watchdog
 
 log = get_logger(__name__)
 
@@ -67,6 +71,7 @@ class Outcome:
     signal: int | None = None      # the signal that killed the failed rank, when known
     rank_exit: int | None = None   # the failed rank's exit status (None: killed)
     user_stop: bool = False        # packrun got SIGINT / SIGTERM
+    stall: dict | None = None      # the stall watchdog ended the launch (failure.json's entry)
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -78,8 +83,10 @@ def _alive(p: psutil.Process) -> bool:
 
 class Supervisor:
     def __init__(self, run_dir: Path, cmd: Sequence[str], worker_script: Path, env: dict,
-                 console=None, grace_s: float = processes.GRACE_S, world: int = 0):
+                 console=None, grace_s: float = processes.GRACE_S, world: int = 0,
+                 watchdog: Watchdog | None = None):
         self.run_dir, self.cmd, self.env = Path(run_dir), list(cmd), env
+        self.watchdog = watchdog  # the stall watchdog (launcher/supervise/watchdog.py), if any
         self.world = world  # ranks the launch starts (0: unknown; their exit files decide)
         self.marker = (str(worker_script), str(self.run_dir))
         self.console = console or log_console()
@@ -182,6 +189,12 @@ class Supervisor:
             if ticks % DISCOVER_EVERY == 0:
                 follower.poll()
                 self._discover()
+                stall = self.watchdog.check() if self.watchdog else None
+                if stall is not None:
+                    assert self.watchdog is not None
+                    report = self.watchdog.report(stall)  # the stacks, before the teardown
+                    self.stop_all(launcher)
+                    return Outcome(EXIT_STALLED, report.rank, report.reason, stall=report.record)
             ticks += 1
             if got["signal"] is not None:
                 self.stop_all(launcher)

@@ -19,6 +19,7 @@ import mindspore.dataset.vision as vision
 import numpy as np
 
 from launcher.core.samples import scan_split
+from src.data.images import BadImage, jpeg_problem
 
 # ImageNet statistics in 0..255 pixel units, as in the tutorial.
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -44,7 +45,12 @@ class _Samples:
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        return np.fromfile(path, dtype=np.uint8), np.array(label, dtype=np.int32)
+        data = np.fromfile(path, dtype=np.uint8)
+        problem = jpeg_problem(memoryview(data))
+        if problem:
+            raise BadImage(f"image {path} {problem}; replace or delete it (image_check = \"all\" "
+                           "finds every such file before training)")
+        return data, np.array(label, dtype=np.int32)
 
 
 def train_transforms(image_size: int, min_crop_scale: float = 0.08, hflip: bool = True) -> list:

@@ -23,80 +23,40 @@ Slurm's binding); ``PACKRUN_NATIVE_THREADS=k`` sets the count instead.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from launcher.core import native_digest
 from launcher.core.rundir.names import NATIVE_ENV
 
 NATIVE_DIR = Path(__file__).resolve().parent
 DISABLE_ENV = NATIVE_ENV
-COMPILER = "g++"
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+COMPILER = native_digest.COMPILER
+FLAGS = native_digest.FLAGS
 
 
 def _cpu_identity() -> str:
     """This CPU's model and instruction-set flags (what -march=native compiles for)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-    except OSError:
-        return platform.processor()
-    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
-    return "\n".join(sorted(set(keep))) or platform.processor()
+    return native_digest.cpu_identity()
 
 
 def _sources() -> list[Path]:
     """The C++ files compiled into the one library (headers count for its digest)."""
-    return sorted(NATIVE_DIR.glob("*.cc"))
-
-
-def _compiler_version(compiler: str) -> str:
-    """`compiler --version`, run once per compiler binary: the answer is kept in the build
-    directory under a digest of the binary's resolved path, size, mtime and inode (an upgrade
-    replaces the file, so it asks again), since every worker's start needs it for the
-    library's name and the subprocess cost more than the rest of the check."""
-    real = Path(compiler).resolve()
-    try:
-        st = real.stat()
-    except OSError:
-        st = None
-    ident = hashlib.sha256(f"{real}\0{st and (st.st_size, st.st_mtime_ns, st.st_ino)}".encode())
-    stamp = f"compiler-{ident.hexdigest()[:16]}.version"
-    for directory in _build_dirs():
-        try:
-            return (directory / stamp).read_text()
-        except OSError:
-            pass
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                             check=False).stdout
-    if st is not None and version:
-        for directory in _build_dirs():
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                tmp = directory / f".{stamp}.{os.getpid()}.tmp"
-                tmp.write_text(version)
-                os.replace(tmp, directory / stamp)
-                break
-            except OSError:
-                continue
-    return version
+    return native_digest.sources(NATIVE_DIR)
 
 
 def _library_name(compiler: str) -> str:
-    version = _compiler_version(compiler)
-    digest = hashlib.sha256()
+    """The library's name: the digest of its sources, the compiler's version (asked once per
+    compiler, launcher/core/native_digest.py), this CPU and the flags; run directories record
+    the same digest in env.json."""
     files = [*_sources(), *sorted(NATIVE_DIR.glob("*.h"))]
-    for part in ([f.read_bytes() for f in files]
-                 + [version.encode(), _cpu_identity().encode(), platform.machine().encode(),
-                    " ".join(FLAGS).encode()]):
-        digest.update(part)
-        digest.update(b"\0")
-    return f"packrun-native-{digest.hexdigest()[:16]}.so"
+    digest = native_digest.digest(files, native_digest.compiler_version(compiler),
+                                  _cpu_identity(), FLAGS)
+    return f"packrun-native-{digest[:16]}.so"
 
 
 def _build_dirs() -> list[Path]:

@@ -33,17 +33,20 @@ def sample_indices(total: int, count: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=min(count, total), replace=False))
 
 
-def predict_keeping(net, val_ds, keep: set[int], wrong: int = 0,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+def predict_keeping(net, val_ds, keep: set[int], wrong: int = 0, seed: int = 0,
+                    on_batch: Callable[[int], None] = lambda n: None
+                    ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(predictions, labels) for the whole split, plus {position: normalised CHW image} for the
     positions in `keep` and for up to `wrong` misclassified images (a uniform sample of all
-    mistakes: reservoir sampling, seeded), in one pass over the data."""
+    mistakes: reservoir sampling, seeded), in one pass over the data. `on_batch(n)` after batch
+    n (the progress record: the stall watchdog sees the pass advance)."""
     net.set_train(False)
     rng = np.random.default_rng(seed)
     preds, labels, kept, position = [], [], {}, 0
     mistakes: list[int] = []  # the reservoir
     seen_wrong = 0
-    for images, batch_labels in val_ds.create_tuple_iterator(num_epochs=1):
+    batches = val_ds.create_tuple_iterator(num_epochs=1)
+    for n, (images, batch_labels) in enumerate(batches, 1):
         batch_preds = net(images).asnumpy().argmax(axis=1)
         batch_y = batch_labels.asnumpy()
         preds.append(batch_preds)
@@ -64,6 +67,7 @@ def predict_keeping(net, val_ds, keep: set[int], wrong: int = 0,
                         mistakes.append(position + i)
                     kept[position + i] = batch[i]
         position += len(batch)
+        on_batch(n)
     if not labels:
         raise ValueError("the validation split yielded no images")
     return np.concatenate(preds), np.concatenate(labels).astype(np.int64), kept
@@ -111,15 +115,15 @@ def checkpoint_title(spec: JobSpec, run_dir: Path) -> str:
     return f"{spec.name}: best.ckpt (epoch {best['epoch']}, val acc {best['val_acc']:.4f})"
 
 
-def write_prediction_pictures(spec: JobSpec, run_dir: Path, net, val_ds,
-                              classes: list[str]) -> list[Path]:
+def write_prediction_pictures(spec: JobSpec, run_dir: Path, net, val_ds, classes: list[str],
+                              on_batch: Callable[[int], None] = lambda n: None) -> list[Path]:
     load_best(net, run_dir)
     total = dataset.count_images(spec.val_dir)
     count = visualize.full_grid_count(min(spec.batch_size, visualize.MAX_PANELS, total))
     sample = sample_indices(total, count, spec.seed)
     want_wrong = max(1, count // 4)  # mistakes are what a reader looks for: show some
     preds, labels, kept = predict_keeping(net, val_ds, set(sample.tolist()), want_wrong,
-                                          spec.seed)
+                                          spec.seed, on_batch)
     shown = choose_shown(sample, preds, labels, kept, want_wrong)
     images = visualize.display_images(np.stack([kept[i] for i in shown]), dataset.MEAN, dataset.STD)
     which = checkpoint_title(spec, run_dir)
@@ -146,14 +150,17 @@ def _attempt(what: str, make: Callable[[], list[Path] | Path]) -> list[Path]:
         return []
 
 
-def make_run_pictures(spec: JobSpec, run_dir: Path, net, val_ds, classes: list[str]) -> list[Path]:
+def make_run_pictures(spec: JobSpec, run_dir: Path, net, val_ds, classes: list[str],
+                      on_batch: Callable[[int], None] = lambda n: None) -> list[Path]:
     """Write curves.png, predictions.png and confusion.png into `run_dir`; returns the files
-    written. Call on the main rank after training: loads best.ckpt into `net`."""
+    written. Call on the main rank after training: loads best.ckpt into `net`. `on_batch(n)`
+    after each prediction batch (progress)."""
     t0 = time.monotonic()
     run_dir = Path(run_dir)
     written = _attempt(CURVES_PNG, lambda: write_curves(spec, run_dir))
     written += _attempt(f"{PREDICTIONS_PNG} and {CONFUSION_PNG}",
-                        lambda: write_prediction_pictures(spec, run_dir, net, val_ds, classes))
+                        lambda: write_prediction_pictures(spec, run_dir, net, val_ds, classes,
+                                                          on_batch))
     if written:
         print(f"pictures: {', '.join(p.name for p in written)} in {run_dir} "
               f"({time.monotonic() - t0:.1f} s)", flush=True)

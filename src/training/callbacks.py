@@ -200,6 +200,8 @@ class Report(Callback):
         self._compiled = False  # the first Model.train of this process compiles the graph
         self.record = partial or EpochRecord()
         self.last_row: dict | None = None  # the row of the epoch that just ended
+        # called with each new row once metrics.jsonl holds it (the TensorBoard writer)
+        self.row_listeners: list[Callable[[dict], None]] = []
         self._started = 0.0
 
     def on_train_epoch_begin(self, run_context):
@@ -276,6 +278,14 @@ class Report(Callback):
         # metrics first, then last.ckpt (Checkpoint, after this callback): a resume trusts rows
         # only up to last.ckpt's epoch
         write_atomic(self.run_dir / METRICS, metrics_text(self.history))
+        for listener in list(self.row_listeners):
+            try:
+                listener(row)
+            except Exception as e:  # noqa: BLE001 - a viewer must never stop training
+                self.row_listeners.remove(listener)
+                print(f"warning: metrics row listener {getattr(listener, '__qualname__', listener)}"
+                      f" failed and is off for the rest of the run: {e!r}", file=sys.stderr,
+                      flush=True)
 
     def closing_line(self) -> str:
         return (f"End training, the best acc is: {self.best_res}, "

@@ -32,6 +32,7 @@ import numpy as np
 from mindspore import nn
 
 from launcher.core.errors import UserError
+from launcher.core.rundir.progress import Stage
 from src.data import dataset
 from src.model.stages import (
     GIB,
@@ -89,9 +90,12 @@ class Rest(nn.Cell):
 
 
 def extract(prefix: Prefix, dataset, shape: tuple, what: str, log=print,
-            out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            out: np.ndarray | None = None, recorder=None) -> tuple[np.ndarray, np.ndarray]:
     """(activations float32 [n, *shape], labels int32 [n]) for every image of `dataset`, in its
-    order, written into `out` when given (no second copy)."""
+    order, written into `out` when given (no second copy). `recorder` (src/training/progress.py)
+    records the pass as the CACHING stage and each batch as progress (the stall watchdog)."""
+    if recorder is not None:
+        recorder.stage(Stage.CACHING)
     prefix.set_train(False)
     total = dataset.get_dataset_size()
     n = dataset.get_dataset_size() * dataset.get_batch_size() if out is None else len(out)
@@ -104,6 +108,8 @@ def extract(prefix: Prefix, dataset, shape: tuple, what: str, log=print,
         feats[position:position + len(batch)] = batch
         labels[position:position + len(batch)] = batch_labels.asnumpy()
         position += len(batch)
+        if recorder is not None:
+            recorder.batch(i)
         now = time.monotonic()
         if now - last > 10:
             last = now
@@ -200,7 +206,7 @@ class Recomputed:
         return evaluate(self.network, self.val_ds, on_batch)
 
 
-def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
+def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say, recorder=None):
     """The feature cache for this rank (FeatureCache), its recomputing stand-in past
     cache_max_gib (Recomputed), or None when the run should train on the ordinary pipeline."""
     if spec.head != "end_point":
@@ -244,7 +250,8 @@ def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
         images = dataset.create_dataset(spec.train_dir, training=False, augment=augmented,
                                         indices=shard, min_crop_scale=spec.min_crop_scale,
                                         hflip=spec.hflip, **data_args)
-        _, labels = extract(prefix, images, shape, f"train view {view + 1}", say, out=views[view])
+        _, labels = extract(prefix, images, shape, f"train view {view + 1}", say,
+                            out=views[view], recorder=recorder)
     val_feats = np.zeros((0,) + shape, np.float32)
     val_labels = np.zeros(0, np.int32)
     if evaluating:
@@ -252,7 +259,8 @@ def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say):
                                      **(data_args | {"batch_size": spec.eval_batch_size
                                                      or spec.batch_size}))  # forward only
         val_feats, val_labels = extract(prefix, val, shape, "val", say,
-                                        out=np.empty((n_val,) + shape, np.float32))
+                                        out=np.empty((n_val,) + shape, np.float32),
+                                        recorder=recorder)
     say(f"feature cache: {len(labels)} train images x {n_views} "
         f"{'augmented' if augmented else 'eval'} view(s), {len(val_labels)} val images, "
         f"{time.monotonic() - t0:.1f} s")

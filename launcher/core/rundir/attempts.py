@@ -30,7 +30,7 @@ from typing import Callable
 
 from launcher.core import hostlist
 from launcher.core.errors import EXIT_USER_ERROR
-from launcher.core.rundir import failure
+from launcher.core.rundir import envrecord, failure
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import (
@@ -64,6 +64,7 @@ class Result:
     user_stop: bool = False       # packrun was asked to stop (Ctrl-C, SIGTERM, cancel)
     host: str = ""
     node: int | None = None       # the failing node of a launch over ssh (launcher/multinode)
+    stall: dict | None = None     # the stall watchdog ended it: failure.json's `stall` entry
 
 
 def max_restarts(spec, kind: str) -> int:
@@ -115,6 +116,8 @@ def begin(run_dir: Path, kind: str, world: int, allowed: int, attempt: int | Non
     attempt = attempt or previous + 1
     if not record:
         return attempt
+    for change in envrecord.record(run_dir):  # env.json: what this attempt runs with
+        log.warning(f"packrun: attempt {attempt} runs with a changed environment: {change}")
     now = time.time()
     write_state(run_dir, kind=kind, world=world, attempt=attempt, max_restarts=allowed,
                 state=Phase.RUNNING, started=state.get("started", now), attempt_started=now,
@@ -144,7 +147,8 @@ def end(run_dir: Path, attempt: int, result: Result, *, restart_allowed: bool,
         record = failure.failure_record(
             run_dir, attempt=attempt, max_attempts=max_attempts, rank=result.rank,
             host=result.host or socket.gethostname(), exit_code=result.exit_code,
-            signal=result.signal, reason=result.reason, action=action, node=result.node)
+            signal=result.signal, reason=result.reason, action=action, node=result.node,
+            stall=result.stall)
         state = Phase.RESTARTING if action == failure.RESTARTED else Phase.FAILED
     archive_logs(run_dir, attempt, move=False, only=only)
     if not record_state:
@@ -209,14 +213,17 @@ def batch_begin(run_dir: Path, attempt: int) -> None:
     begin(run_dir, "slurm", spec.nodes * spec.cards_per_node, batch_allowed(spec), attempt)
 
 
-def batch_end(run_dir: Path, attempt: int, rc: int) -> str:
+def batch_end(run_dir: Path, attempt: int, rc: int, stalled: Result | None = None) -> str:
     """The srun step of attempt `attempt` ended with status `rc`: record it (logs kept,
     failure.json written) and decide: "completed" (every rank finished with exit status 0,
-    whatever srun's own status), "restart" (a failure that may be retried: requeue) or "stop"."""
+    whatever srun's own status), "restart" (a failure that may be retried: requeue) or "stop".
+    `stalled`: the stall watchdog ended the step (its Result)."""
     spec = spec_from_json(run_dir)
     world = spec.nodes * spec.cards_per_node
     allowed = batch_allowed(spec)
-    if rc == 0:
+    if stalled is not None:
+        result = stalled
+    elif rc == 0:
         result = Result(0)
     elif (run_dir / PREEMPT_FLAG).exists() and any(
             read_exit_status(run_dir, r) == EXIT_REQUEUE for r in range(world)):

@@ -11,6 +11,10 @@ failure.json:
   action: "restarted" | "gave up" | "not retryable", time,
   explanation (only when a known error line was found, launcher/core/ascend/signatures.py):
     {code, line, file, rank, explanation, next_step}
+  stall (only when the stall watchdog ended the attempt, launcher/supervise/watchdog.py):
+    silent_s, bound_s, bound ("stall_timeout" | "startup_timeout"), rank (the one that differs
+    from the others, or null), why, per_rank: [{rank, stage, where, epoch, step, eval_batch, pid,
+    answered (its stacks came), state (why not), top_frame, stack (its dump's path)}]
 No MindSpore import: the worker writes its file with the same module the launcher reads it with.
 """
 
@@ -156,7 +160,7 @@ def explanation(run_dir: Path, rank: int | None) -> dict | None:
 
 def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int | None,
                    host: str, exit_code: int | None, signal: int | None, reason: str,
-                   action: str, node: int | None = None) -> dict:
+                   action: str, node: int | None = None, stall: dict | None = None) -> dict:
     err = read_json(run_dir / worker_error(rank)) if rank is not None else None
     if err and err.get("host"):
         host = err["host"]
@@ -168,7 +172,8 @@ def failure_record(run_dir: Path, *, attempt: int, max_attempts: int, rank: int 
         first_error=first_error(run_dir, rank), reason=reason,
         log=str(run_dir / attempt_logs(attempt) / Path(worker_log(rank)).name)
         if rank is not None else "",
-        action=action, time=_now()) | _explained(run_dir, rank))
+        action=action, time=_now()) | _explained(run_dir, rank)
+        | ({"stall": stall} if stall else {}))
 
 
 def _explained(run_dir: Path, rank: int | None) -> dict:
@@ -200,7 +205,10 @@ def summary(record: dict) -> str:
         who += f" on {record['host']}"
     if record.get("node") is not None:
         who += f" (node {record['node']})"
-    if record.get("signal"):
+    stall = record.get("stall")
+    if stall:
+        how = f"stalled: {_stalled(stall)}"
+    elif record.get("signal"):
         how = f"was killed by signal {record['signal']} ({record['signal_name']})"
     elif record.get("exit_code") is not None:
         how = f"exited with status {record['exit_code']}"
@@ -223,4 +231,28 @@ def summary(record: dict) -> str:
     if isinstance(found, dict) and found.get("explanation"):
         line += (f"\n  {found.get('code')} in {found.get('file')}: {found['explanation']}"
                  f"\n  next: {found.get('next_step')}")
+    if stall:
+        line += _stuck(stall)
     return line
+
+
+def _stalled(stall: dict) -> str:
+    """`no rank made progress for 31 s (stall_timeout 30 s) at training epoch 2 step 0/3`."""
+    odd = next((r for r in stall.get("per_rank", []) if r["rank"] == stall.get("rank")), None)
+    where = f" at {odd['where']}" if odd else ""
+    return (f"no rank made progress for {stall['silent_s']:.0f} s ({stall['bound']} "
+            f"{stall['bound_s']:.0f} s){where}")
+
+
+def _stuck(stall: dict) -> str:
+    """The stuck rank's top frame and stack file, or why it has none; why it is the one."""
+    lines = f"\n  stuck: {stall['why']}" if stall.get("why") not in (None, "the only rank") \
+        else ""
+    for r in stall.get("per_rank", []):
+        if r["rank"] != stall.get("rank"):
+            continue
+        if r.get("top_frame"):
+            lines += f"\n  top frame of rank {r['rank']}: {r['top_frame']} ({r['stack']})"
+        elif not r.get("answered"):
+            lines += f"\n  rank {r['rank']} gave no stacks: {r.get('state') or 'no answer'}"
+    return lines

@@ -32,6 +32,11 @@ NODE_OUTPUT = f"{LOGS}/msrun-node%n.out"  # a Slurm job's msrun.sh output per no
 RANKS_DIR = "ranks"  # ranks/<rank>/: each worker's working directory
 SLURM_JOB_ID = "slurm_job_id"    # written by `packrun submit` (and by a sweep's array tasks)
 SLURM_OUTPUT_GLOB = "slurm-*.out"  # the batch script's output, slurm-<job id>.out
+# TensorBoard event files (src/training/tensorboard_events.py), rank 0 only: the run's curves,
+# pictures and job in TB_DIR, its HParams session (the compared job keys, best and final
+# accuracy) in TB_HPARAMS_DIR. One file per attempt, named by start second, host, attempt, pid.
+TB_DIR = "tb"
+TB_HPARAMS_DIR = f"{TB_DIR}/hparams"
 REPORT_HTML = "report.html"      # `packrun report` (launcher/runs/report.py)
 # The pictures a run leaves when it ends (src/pictures/run.py), in the order a report shows them.
 CURVES_PNG, PREDICTIONS_PNG, CONFUSION_PNG = "curves.png", "predictions.png", "confusion.png"
@@ -49,6 +54,10 @@ PREEMPT_FLAG = "preempt.requested"
 # ends: kind, attempt, max_restarts, state (a Phase), start time, pid; launcher/core/rundir/state.py
 # reads it.
 RUN_STATE = "run_state.json"
+# What the run ran with (packrun, Python, MindSpore, numpy, native kernels, CANN, driver, hosts,
+# cores, HCCL_* / MS_* / ASCEND_* / CUDA_* variables, rank table): rewritten at every attempt,
+# compared with the one before (launcher/core/rundir/envrecord.py).
+ENV_JSON = "env.json"
 # The newest failed attempt's report (a copy of logs/attempt_<k>/failure.json).
 FAILURE_JSON = "failure.json"
 
@@ -67,11 +76,19 @@ SWEEP_FORMAT = 1                 # sweep.json's "format"
 ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
 CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
 
+# Exported by a launcher (launcher/supervise/lifeline.py) to every process it starts: a random
+# token; when the launcher dies, its watcher ends every process whose environment carries it.
+LIFELINE_ENV = "PACKRUN_LIFELINE"
+# Seconds between the watcher's SIGTERM and SIGKILL: the launcher is gone, nothing waits for
+# the processes to finish a step (their run resumes from last.ckpt).
+LIFELINE_GRACE_S = 2.0
+
 # Exported by the control plane to the workers: the attempt number (1, 2, ...) of this launch.
 ATTEMPT_ENV = "PACKRUN_ATTEMPT"
 # TEST ONLY (tests/test_restarts.py): makes a worker fail on purpose, on the first attempt only.
 # "ACTION:rank=R:epoch=E:step=S", ACTION one of kill (SIGKILL itself), raise (RuntimeError),
-# exit2 (a UserError); see src/testing/faults.py. Never set it in a real job.
+# exit2 (a UserError), stop (preempt.requested), hang / slow (in the data loader; slow takes
+# ":seconds=X"); see src/testing/faults.py. Never set it in a real job.
 FAULT_ENV = "PACKRUN_TEST_FAULT"
 TRACE_ENV = "PACKRUN_TEST_TRACE_STEPS"  # TEST ONLY: "1" prints `trained step E.S` every step
 
@@ -152,12 +169,12 @@ def template_names() -> dict:
                 job_sbatch=JOB_SBATCH)
 
 
-# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): nodes/ holds the
+# A launch over ssh (`packrun run --nodes=N --hosts=...`, launcher/multinode): multinode/ holds the
 # plan (hosts as ssh reaches them, ssh options, each node's address) and, per node, the state
 # its node program writes (state, pid, host, how it ended); logs/node<K>.out is that node's
 # launch script output. TOKEN_PREFIX: the file a preflight writes on node 0's side and reads
 # back on every node (shared storage at the same path), removed at once.
-NODES_DIR = "nodes"
+NODES_DIR = "multinode"
 NODES_PLAN = f"{NODES_DIR}/plan.json"
 TOKEN_PREFIX = ".packrun-token-"
 
@@ -182,6 +199,23 @@ def worker_progress(rank: int) -> str:
 
 # Every rank's progress record, relative to the run directory (a glob).
 WORKER_PROGRESS_GLOB = f"{WORKER_LOG_PREFIX}*.progress"
+
+
+def worker_stack(rank: int) -> str:
+    """Each rank's stack dumps: the worker registers Python's faulthandler on STACK_SIGNAL with
+    this file (every thread's Python stack, appended per request); the stall watchdog
+    (launcher/supervise/watchdog.py) sends the signal and appends py-spy's native frames."""
+    return f"{WORKER_LOG_PREFIX}{rank}.stack"
+
+
+# The signal that asks a worker for its Python stacks. SIGUSR2: MindSpore 2.10 catches SIGINT,
+# SIGCHLD and SIGBUS (and msrun SIGINT / SIGTERM), none of the user signals; SIGUSR1 is the
+# Slurm warning packrun's batch program and node-launch turn into a stop request.
+STACK_SIGNAL_NAME = "SIGUSR2"
+
+# The exit status of an attempt the stall watchdog ended (timeout(1)'s): a failure, retried
+# within max_restarts like a dead rank.
+EXIT_STALLED = 124
 
 
 def worker_pid(rank: int) -> str:

@@ -1,6 +1,6 @@
 """The nodes of a launch over ssh (`packrun run --nodes=N --hosts=...`): the plan the launching
-packrun writes (RUN_DIR/nodes/plan.json: hosts as ssh reaches them, ssh options, each node's
-address) and the state each node program writes for its node (RUN_DIR/nodes/node<K>.json), read
+packrun writes (RUN_DIR/multinode/plan.json: hosts as ssh reaches them, ssh options, each node's
+address) and the state each node program writes for its node (RUN_DIR/multinode/node<K>.json), read
 by the launching packrun, `packrun status` and `packrun logs`.
 
 States of a node, in order: started (its node program runs the launch script), training (every

@@ -44,3 +44,12 @@ def test_a_session_that_ends_without_the_node_programs_word_is_a_lost_node():
 def test_every_node_stopped_on_request_is_a_requeue():
     ends = [Ended(0, "a", 75, STOPPED), Ended(1, "b", 75, STOPPED)]
     assert policy.result(ends, 2).code == 75
+
+
+def test_a_stalled_node_carries_the_stall_into_the_attempts_result():
+    stall = {"rank": 3, "bound": "stall_timeout", "per_rank": []}
+    stalled = {"state": nodes.FAILED, "rank": 3, "signal": None, "exit_code": None,
+               "reason": "no rank made progress for 601 s (stall_timeout 600 s)", "stall": stall}
+    r = policy.result([Ended(1, "b", 124, stalled), Ended(0, "a", 143, STOPPED)], 2)
+    assert (r.code, r.rank, r.node, r.stall) == (124, 3, 1, stall)
+    assert policy.result([Ended(1, "b", 1, KILLED)], 2).stall is None

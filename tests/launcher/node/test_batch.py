@@ -45,8 +45,37 @@ case "$FAKE_WORKERS" in
             sleep 60; exit 1 ;;
   rank1-fails)  # rank 1 raises (exit 1); msrun kills rank 0, which leaves no exit status
             echo 1 > "$RUN_DIR/logs/worker_1.exit"; exit 1 ;;
+  stall)  # two workers that report a few steps and then make no progress (FAKE_WORKER)
+            "$FAKE_PYTHON" "$FAKE_WORKER" "$RUN_DIR" 0 &
+            "$FAKE_PYTHON" "$FAKE_WORKER" "$RUN_DIR" 1 &
+            wait; exit 1 ;;
 esac
 exit 3
+"""
+# A worker as the stall watchdog sees one: it answers the stack request as src/train.py does,
+# writes progress records for its steps (rank 0: three, rank 1: two), then makes no progress.
+FAKE_WORKER = """
+import os, sys, time
+from pathlib import Path
+from launcher.core.rundir.progress import Event, Progress, Stage, write_progress
+from src.train import answer_stack_requests
+
+run_dir, rank = Path(sys.argv[1]), int(sys.argv[2])
+answer_stack_requests(run_dir, rank)
+p = Progress(rank=rank, pid=os.getpid(), attempt=int(os.environ["PACKRUN_ATTEMPT"]), seq=0,
+             time=time.time(), stage=Stage.COMPILING)
+for step in range(1, 4 - rank):
+    p = p.advanced(event=Event.STEP, stage=Stage.TRAINING, epoch=1, step=step,
+                   steps_per_epoch=5, global_step=step, time=time.time())
+    write_progress(run_dir, p)
+
+
+def stuck_for_good():
+    while True:
+        time.sleep(1)
+
+
+stuck_for_good()
 """
 FAKE_SCONTROL = """#!/bin/sh
 [ "$1" = show ] && { echo vm; exit 0; }  # show hostnames: job.sbatch's scheduler address
@@ -68,14 +97,16 @@ def _run_dir(make_job, tmp_path, **keys) -> Path:
 def _env(tmp_path: Path, run_dir: Path, workers: str, **extra) -> dict:
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir(exist_ok=True)
-    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL),
+                       ("worker.py", FAKE_WORKER)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SLURM_") and k != "PACKRUN_LOG_LEVEL"}
     return env | {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO),
                   "RUN_DIR": str(run_dir), "FAKE_WORKERS": workers, "SLURM_JOB_ID": "99",
-                  "SLURM_JOB_NODELIST": "vm", "MASTER_ADDR": "vm", "MASTER_PORT": "8118"} | extra
+                  "SLURM_JOB_NODELIST": "vm", "MASTER_ADDR": "vm", "MASTER_PORT": "8118",
+                  "FAKE_PYTHON": sys.executable, "FAKE_WORKER": str(bin_dir / "worker.py")} | extra
 
 
 def batch(run_dir: Path, env: dict, usr1: bool = False, signal_to_send=None):
@@ -141,6 +172,34 @@ def test_stopped_on_request(make_job, tmp_path, requeue):
         assert (f"packrun: the workers stopped on request; resume with: packrun run --resume "
                 f"{run_dir}\n") in out
     assert "srun exited with status" not in out
+
+
+def test_a_stalled_step_is_stopped_with_every_ranks_stacks_and_requeued(make_job, tmp_path):
+    """The batch program's stall watchdog: no rank reports progress for stall_timeout (2 s):
+    both ranks' stacks, failure.json naming rank 1 (a step behind rank 0), the step stopped and
+    the job requeued like any failure."""
+    run_dir = _run_dir(make_job, tmp_path, stall_timeout=2, startup_timeout=60)
+    rc, out, calls, _ = batch(run_dir, _env(tmp_path, run_dir, "stall"))
+    assert rc == 0 and calls == "requeue 99\n", out
+    assert _gone(int((run_dir / "srun.pid").read_text())), "the step outlived the batch program"
+    record = json.loads((run_dir / "failure.json").read_text())
+    stall = record["stall"]
+    assert (record["rank"], record["action"], stall["rank"], stall["bound"]) == \
+        (1, "restarted", 1, "stall_timeout")
+    assert stall["why"] == ("it is at training epoch 1 step 2/5, the others at training epoch 1 "
+                            "step 3/5")
+    for r in (0, 1):
+        entry = stall["per_rank"][r]
+        assert entry["answered"] and entry["top_frame"].endswith(" in stuck_for_good"), entry
+        assert 'worker.py", line ' in (run_dir / "logs" / "attempt_1" / f"worker_{r}.stack"
+                                       ).read_text()
+    assert "packrun: stalled: no rank made progress for 2 s (stall_timeout 2 s); rank 1 " \
+           "differs: it is at training epoch 1 step 2/5" in out
+    assert ("packrun: attempt 1 failed: rank 1 on vm stalled: no rank made progress for 2 s "
+            "(stall_timeout 2 s) at training epoch 1 step 2/5; restarting from last.ckpt "
+            "(attempt 2 of 4)\n") in out
+    assert "packrun: requeueing job 99 after a failure (attempt 2 of 4)\n" in out
+    assert (_state(run_dir)["state"], _state(run_dir)["exit_code"]) == ("restarting", 124)
 
 
 def test_a_stale_request_is_no_stop_on_request(make_job, tmp_path):

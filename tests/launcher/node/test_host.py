@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from launcher.core.rundir import nodes
+from launcher.core.rundir.names import node_state
 from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
 from tests.helpers import REPO, wait_for
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.unit
 
 STUB_MSRUN = """#!/bin/bash
 cd "$(dirname "$0")"
+if [ "${STUB:-}" = early ]; then echo "node check failed" >&2; exit 2; fi
 setsid sleep 600 &
 echo $! > logs/worker_1.pid
 if [ "${STUB:-}" = fail ]; then sleep 0.5; echo 3 > logs/worker_1.exit; exit 1; fi
@@ -57,7 +59,7 @@ def gone(pid: int) -> bool:
 
 
 def state(run_dir) -> dict:
-    return json.loads((run_dir / "nodes/node1.json").read_text())
+    return json.loads((run_dir / node_state(1)).read_text())
 
 
 def test_the_end_of_its_session_stops_the_node_and_its_worker_in_another_session(run_dir):
@@ -96,3 +98,70 @@ def test_stop_node_stops_what_the_node_program_recorded(run_dir):
     assert r.returncode == 0, r.stderr
     assert proc.wait(timeout=30) == 143
     assert gone(w)
+
+
+def test_a_script_that_fails_before_any_rank_starts_names_no_rank(run_dir):
+    (run_dir / "logs/worker_1.pid").write_text("1\n")    # an earlier attempt's
+    os.utime(run_dir / "logs/worker_1.pid", (1, 1))
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL, STUB="early")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    doc = state(run_dir)
+    assert (doc["state"], doc["rank"], doc["code"]) == ("failed", None, 2)
+    assert doc["reason"] == "the launch script exited with status 2 before any rank failed"
+    assert "node check failed" in (run_dir / "logs/node1.out").read_text()
+
+
+# A worker as the stall watchdog sees one (src/train.py's stack answer, one progress record),
+# then no progress; msrun.sh starts it as rank 1 in a session of its own.
+STALLING_WORKER = """
+import os, sys, time
+from pathlib import Path
+from launcher.core.rundir.progress import Event, Progress, Stage, write_progress
+from src.train import answer_stack_requests
+
+run_dir = Path(sys.argv[1])
+answer_stack_requests(run_dir, 1)
+write_progress(run_dir, Progress(rank=1, pid=os.getpid(), attempt=1, seq=1, time=time.time(),
+                                 stage=Stage.TRAINING, event=Event.STEP, epoch=1, step=1,
+                                 steps_per_epoch=4, global_step=1))
+
+
+def stuck_for_good():
+    while True:
+        time.sleep(1)
+
+
+stuck_for_good()
+"""
+STALLING_MSRUN = """#!/bin/bash
+cd "$(dirname "$0")"
+setsid "$FAKE_PYTHON" stalling_worker.py "$PWD" &
+echo $! > logs/worker_1.pid
+wait
+"""
+
+
+def test_a_stall_stops_the_node_with_its_ranks_stacks_in_its_state(make_job):
+    """The node program's stall watchdog: its rank makes no progress for stall_timeout (2 s;
+    node 0's rank never reports): the node stops, its state says failed (124) with the stall,
+    the rank's stacks name where it waits."""
+    spec = load_job(make_job(nodes=2, hosts="a,b", master_port=8118, stall_timeout=2,
+                             startup_timeout=2))
+    run_dir, _ = write_run_dir(spec, python=sys.executable, repo=REPO)
+    (run_dir / "msrun.sh").write_text(STALLING_MSRUN)
+    (run_dir / "stalling_worker.py").write_text(STALLING_WORKER)
+    nodes.write_plan(run_dir, ["a", "b"], ["10.0.0.1", "10.0.0.2"], [], False)
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL, FAKE_PYTHON=sys.executable,
+                    PYTHONPATH=str(REPO))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 124, out
+    doc = state(run_dir)
+    assert (doc["state"], doc["code"], doc["rank"]) == ("failed", 124, 0), doc
+    assert doc["reason"].startswith("no rank made progress for ") and \
+        "rank 0 differs: it never reported progress" in doc["reason"]
+    entry = {e["rank"]: e for e in doc["stall"]["per_rank"]}
+    assert entry[1]["answered"] and entry[1]["top_frame"].endswith(" in stuck_for_good")
+    assert not entry[0]["answered"] and entry[0]["state"] == "no pid"
+    assert "stalling_worker.py\", line " in (run_dir / "logs" / "worker_1.stack").read_text()
+    assert gone(worker(run_dir))

@@ -17,7 +17,7 @@ from launcher.preflight import data as preflight
 from launcher.preflight.checks import ERROR, OK, WARNING, Finding, Options
 from src.model.resnet import ARCHS
 from src.training.checkpoint import check_fit
-from tests.helpers import packrun, resnet18_ckpt, small_job
+from tests.helpers import packrun, resnet18_ckpt, shown, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -250,3 +250,48 @@ def test_check_before_launch_logs_warnings_and_passes(tmp_path, data, capsys):
 @pytest.mark.unit
 def test_finding_line():
     assert str(Finding(ERROR, "port", "busy")) == "error   port: busy"
+
+
+# --- a path that exists but is the wrong kind: an error, also under --quick ---------------------
+
+def _truncated_jpeg(path, source):
+    """A JPEG cut right after its frame header: its size is there, its image data is not
+    (MindSpore's RandomCropDecodeResize dies of SIGFPE on it)."""
+    data = source.read_bytes()
+    sof = data.find(b"\xff\xc0")
+    path.write_bytes(data[:sof + 4 + int.from_bytes(data[sof + 2:sof + 4], "big")])
+    return path
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("what", ["train_dir", "pretrained", "hccn_conf"])
+def test_quick_check_of_a_path_of_the_wrong_kind_is_an_error(tmp_path, data, what):
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("x")
+    keys = {"train_dir": dict(train_dir=str(a_file)),
+            "pretrained": dict(pretrained=str(tmp_path)),
+            "hccn_conf": dict(launcher="rank_table", device="Ascend", cards_per_node=2,
+                              hccn_conf=str(a_file / "hccn.conf"))}[what]
+    expected = {"train_dir": f"{a_file} is a file, not a directory",
+                "pretrained": f"{tmp_path} is a directory, not a file",
+                "hccn_conf": f"{a_file / 'hccn.conf'} lies under the file {a_file}"}[what]
+    r = packrun("check", job(tmp_path, data, **keys), "--quick", timeout=120)
+    assert r.returncode == 2, shown(r)
+    assert re.search(rf"^error .*{re.escape(expected)}", r.stderr, re.M), shown(r)
+    assert "Traceback" not in r.stderr
+    missing = {"train_dir": dict(train_dir=str(tmp_path / "nowhere")),
+               "pretrained": dict(pretrained=str(tmp_path / "none.ckpt")),
+               "hccn_conf": dict(keys, hccn_conf=str(tmp_path / "no_hccn.conf"))}[what]
+    r = packrun("check", job(tmp_path, data, **missing), "--quick", timeout=120)
+    topic = "launch" if what == "hccn_conf" else "paths"
+    assert re.search(rf"^warning +{topic}: ", r.stdout + r.stderr, re.M), shown(r)
+    assert not re.search(rf"^error +{topic}", r.stderr, re.M), shown(r)  # missing: a warning
+
+
+@pytest.mark.unit
+def test_full_decode_finds_a_truncated_jpeg_before_training(tmp_path, data):
+    source = next((data / "train" / "digit_0").iterdir())
+    bad = _truncated_jpeg(data / "train" / "digit_1" / "truncated.jpg", source)
+    r = packrun("check", job(tmp_path, data, image_check="all"), "--quick", timeout=120)
+    assert r.returncode == 2
+    assert f"error   images: image {bad} cannot be decoded" in r.stderr, shown(r)

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from launcher.core.errors import EXIT_UNAVAILABLE, UserError
 from launcher.core.logtail import LogFollower
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.metrics import read_metrics
@@ -338,7 +339,8 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
 def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hint):
     env = fake_tools(tmp_path, sbatch=f"echo '{stderr}' >&2; exit 1")
     r = packrun("submit", job_file, "--partition=nope", f"--out={tmp_path / 'runs'}", env=env)
-    assert r.returncode == 2, shown(r)
+    # a refusal is bad input (2, never retried), no answer an outage (69, EX_UNAVAILABLE)
+    assert r.returncode == (EXIT_UNAVAILABLE if hint else 2), shown(r)
     assert "packrun: error: sbatch failed (exit 1) running `sbatch --parsable " in r.stderr
     assert f"job.sbatch`: {stderr}" in r.stderr
     assert ("is SLURM_CONF set and slurmctld running?" in r.stderr) == hint, r.stderr
@@ -520,3 +522,46 @@ def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
     rows = sorted(line.split() for line in out.read_text().splitlines())
     assert rows == [[job_id, "0", "0", "2", "0", "1", info.nodes, info.nodes],
                     [job_id, "1", "1", "2", "0", "1", info.nodes, info.nodes]]
+
+
+@pytest.mark.unit
+def test_an_unreachable_controller_is_an_outage_not_bad_input(tmp_path, job_file):
+    """SlurmUnreachable is no UserError: `packrun status` of a submitted run exits 69
+    (EX_UNAVAILABLE), which restart logic retries, not 2 (bad input, never retried); the batch
+    program's requeue outage is said, not taken for a refusal."""
+    assert not issubclass(slurm.SlurmUnreachable, UserError)
+    rd, _ = write_run_dir(load_job(job_file), slurm=True, out=str(tmp_path / "runs"))
+    (rd / SLURM_JOB_ID).write_text("77\n")
+    down = ("echo 'slurm_load_jobs error: Unable to contact slurm controller (connect "
+            "failure)' >&2; exit 1")
+    env = fake_tools(tmp_path, scontrol=down, squeue=down, sacct=down)
+    r = packrun("status", rd, env=env, timeout=120)
+    assert r.returncode == EXIT_UNAVAILABLE, shown(r)
+    assert "Unable to contact slurm controller" in r.stderr and "Traceback" not in r.stderr
+    from launcher.core.rundir.attempts import Result, retryable
+    assert retryable(Result(EXIT_UNAVAILABLE)) and not retryable(Result(2))
+
+
+@pytest.mark.cluster
+def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_requeued(cleanup,
+                                                                                     job_file):
+    """The batch program's stall watchdog on a real Slurm job: rank 1 blocks for good fetching
+    epoch 2's first batch; after stall_timeout its stacks name the hang, the step is stopped and
+    the job requeued, and the restart completes."""
+    env = dict(os.environ, PACKRUN_TEST_FAULT="hang:rank=1:epoch=2:step=1")
+    r = packrun("submit", job_file, "--wait", "--epochs=2", "--max_restarts=1",
+                "--stall_timeout=30", env=env, timeout=900)
+    assert r.returncode == 0, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    job_id = (run_dir / SLURM_JOB_ID).read_text().strip()
+    batch = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert "packrun: stalled: no rank made progress for " in batch, batch[-3000:]
+    assert f"packrun: requeueing job {job_id} after a failure (attempt 2 of 2)" in batch
+    assert f"packrun: job {job_id} COMPLETED, exit code 0" in r.stdout
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["rank"], record["action"], record["stall"]["rank"]) == (1, "restarted", 1)
+    top = record["stall"]["per_rank"][1]["top_frame"]
+    assert top.endswith(" in hang_in_data_loader"), record["stall"]
+    assert "hang_in_data_loader" in \
+        (run_dir / "logs" / "attempt_1" / "worker_1.stack").read_text()
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]

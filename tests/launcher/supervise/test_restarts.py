@@ -8,6 +8,7 @@ injected with the test-only PACKRUN_TEST_FAULT (src/testing/faults.py, first att
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from launcher.core.rundir import state as runstate
 from launcher.core.rundir.names import (
     FAULT_ENV,
     PREEMPT_FLAG,
+    TB_DIR,
     TRACE_ENV,
     attempt_logs,
     worker_error,
@@ -29,11 +31,15 @@ from tests.helpers import (
     REPO,
     STUB_LAUNCHER,
     digests,
+    float32,
     packrun,
     packrun_argv,
     packrun_env,
     run_dir_of,
+    scalar_points,
     shown,
+    tensorboard_events,
+    traced_losses,
     write_tiny_job,
 )
 
@@ -163,7 +169,7 @@ def debug_reference(job):
 
 @pytest.fixture(scope="module")
 def uninterrupted(job):
-    r = packrun("run", job, "--workers=2", "--name=full")
+    r = packrun("run", job, "--workers=2", "--name=full", "--tensorboard=false")
     assert r.returncode == 0, shown(r)
     return run_dir_of(r.stdout)
 
@@ -173,7 +179,8 @@ def uninterrupted(job):
 def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job, uninterrupted):
     t0 = time.monotonic()
     r = packrun("run", job, "--workers=2", "--name=restarted", "--max_restarts=1",
-                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
+                "--log_every_steps=1",
+                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=2", TRACE_ENV: "1"})
     print(f"restarted run: {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
@@ -185,7 +192,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert re.search(r"^packrun: attempt 1 failed: rank 1 on \S+ was killed by signal 9 "
                      r"\(SIGKILL\); restarting from last.ckpt \(attempt 2 of 2\)$", r.stderr, re.M)
     attempt1 = run_dir / attempt_logs(1)
-    assert f"{FAULT_ENV}: kill at epoch 2 step 1" in (attempt1 / "worker_1.log").read_text()
+    assert f"{FAULT_ENV}: kill at epoch 2 step 2" in (attempt1 / "worker_1.log").read_text()
     assert "Epoch 1/4" in (attempt1 / "worker_0.log").read_text()
     assert not (attempt1 / worker_exit(1).split("/")[-1]).exists()   # it was killed
     assert "resuming from " in (run_dir / "logs" / "worker_0.log").read_text()
@@ -196,6 +203,31 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert s.stdout.splitlines()[0].startswith("restarted: completed (run, 2 worker(s)), "
                                                "attempt 2 (max_restarts 1), "), shown(s)
     assert "attempt 1 failed: rank 1 on " in s.stdout
+    assert not (uninterrupted / TB_DIR).exists()   # tensorboard = false writes none
+    check_tensorboard_after_the_restart(run_dir, attempt1)
+
+
+def check_tensorboard_after_the_restart(run_dir: Path, attempt1: Path) -> None:
+    """Rank 0's event files, one per attempt: attempt 1 wrote steps past the end of epoch 1
+    (where attempt 2 resumes), and TensorBoard shows each global step once, attempt 2's values
+    from step 4 on (the purge), every value what that attempt's step computed."""
+    steps = 3  # per epoch: 48 images, batch 8, 2 workers
+    files = sorted((run_dir / TB_DIR).glob("events.*"))
+    assert [f.name.split(".")[-2] for f in files] == ["attempt001", "attempt002"], files
+    alone = run_dir / "attempt1_tb"
+    alone.mkdir()
+    shutil.copy(files[0], alone)
+    written = [s for s, _ in scalar_points(tensorboard_events(alone), "train/loss")]
+    assert written[:4] == [1, 2, 3, 4]       # steps 2.1 (and maybe 2.2) past the resume point
+    first = traced_losses((attempt1 / "worker_0.log").read_text())
+    second = traced_losses((run_dir / "logs" / "worker_0.log").read_text())
+    assert sorted(second) == [f"{e}.{s}" for e in range(2, EPOCHS + 1) for s in (1, 2, 3)]
+    expected = [((e - 1) * steps + s, float32((first if e == 1 else second)[f"{e}.{s}"]))
+                for e in range(1, EPOCHS + 1) for s in (1, 2, 3)]
+    acc = tensorboard_events(run_dir / TB_DIR)
+    assert scalar_points(acc, "train/loss") == expected
+    assert scalar_points(acc, "epoch/val_acc") == \
+        [(row["epoch"] * steps, float32(row["val_acc"])) for row in rows(run_dir)]
 
 
 @pytest.mark.e2e
@@ -407,3 +439,89 @@ def test_sink_mode_trains_each_epoch_in_chunks_and_stops_between_them():
     position.stopped_at = None
     fit(spec, Model(), lambda epoch: Data(), cbs, ResumePoint(epoch=1, step=3), sink_mode=True)
     assert calls == [(2, 3, 1, 3), (2, 6, 1, 1), (3, 0, 2, 3), (3, 6, 1, 1)]
+
+
+# =============================================================================================
+# The stall watchdog (launcher/supervise/watchdog.py) with real workers
+# =============================================================================================
+
+# Tests' bound: long enough for a step, an evaluation batch or a save of the tiny job on a
+# loaded 2-core machine (about 1 s each there); compilation is under startup_timeout.
+TEST_STALL_S = 20
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", [pytest.param("debug", marks=SHARES_DEBUG_REFERENCE),
+                                  pytest.param("run", marks=SHARES_UNINTERRUPTED)])
+def test_a_rank_hanging_in_its_data_loader_is_named_with_its_stacks_and_restarted(job, mode,
+                                                                                  request):
+    """The rank blocks for good fetching the batch of epoch 2's step (msrun: rank 1, while rank
+    0 waits for it in the step's collective): after stall_timeout the watchdog has every rank's
+    stacks, failure.json names the rank and its frame, and the restart from last.ckpt ends with
+    the uninterrupted run's weights."""
+    if mode == "debug":
+        reference, world, rank, args = request.getfixturevalue("debug_reference"), 1, 0, []
+    else:
+        reference, world, rank, args = request.getfixturevalue("uninterrupted"), 2, 1, \
+            ["--workers=2"]
+    t0 = time.monotonic()
+    r = packrun(mode, job, *args, f"--name=hang_{mode}", "--max_restarts=1",
+                f"--stall_timeout={TEST_STALL_S}",
+                env_extra={FAULT_ENV: f"hang:rank={rank}:epoch=2:step=2"})
+    print(f"hung and restarted {mode} run: {time.monotonic() - t0:.1f} s")
+    assert r.returncode == 0, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    attempt1 = run_dir / attempt_logs(1)
+    assert f"{FAULT_ENV}: hang in the data loader at epoch 2 step 2" in \
+        (attempt1 / f"worker_{rank}.log").read_text()
+    record = json.loads((run_dir / "failure.json").read_text())
+    stall = record["stall"]
+    assert (record["rank"], record["action"], record["attempt"]) == (rank, "restarted", 1)
+    assert (stall["rank"], stall["bound"], stall["bound_s"]) == (rank, "stall_timeout",
+                                                                   TEST_STALL_S)
+    assert stall["silent_s"] >= TEST_STALL_S
+    hung = '/src/testing/faults.py", line '
+    per_rank = {entry["rank"]: entry for entry in stall["per_rank"]}
+    assert sorted(per_rank) == list(range(world))
+    for other, entry in per_rank.items():
+        assert entry["answered"] and entry["stage"] == "training" and entry["epoch"] == 2
+        assert entry["stack"] == f"logs/attempt_1/worker_{other}.stack"
+        stack = (run_dir / entry["stack"]).read_text()
+        assert "(most recent call first):" in stack
+        assert f"=== py-spy dump --native --pid {entry['pid']} ===" in stack   # native frames
+        assert (hung in stack) == (other == rank)
+    assert hung in per_rank[rank]["top_frame"] and \
+        per_rank[rank]["top_frame"].endswith(" in hang_in_data_loader")
+    if world == 2:   # both ranks stopped after step 2.1: the stacks tell which one is not in
+        assert per_rank[0]["step"] == per_rank[1]["step"] == 1    # the collective
+        assert stall["why"] == "it waits in its data pipeline; the others are not (in the " \
+                               "collective)"
+    assert re.search(rf"^packrun: attempt 1 failed: rank {rank} on \S+ stalled: no rank made "
+                     rf"progress for \d+ s \(stall_timeout {TEST_STALL_S} s\) at training epoch "
+                     r"2 step 1/\d; restarting from last.ckpt \(attempt 2 of 2\)$", r.stderr, re.M)
+    assert re.search(rf"^  top frame of rank {rank}: File \"\S+/src/testing/faults.py\", line \d+ "
+                     rf"in hang_in_data_loader \(logs/attempt_1/worker_{rank}.stack\)$", r.stderr,
+                     re.M)
+    assert [row["epoch"] for row in rows(run_dir)] == list(range(1, EPOCHS + 1))
+    assert digests(run_dir, world) == digests(reference, world)
+    rs = runstate.read_run_state(run_dir)
+    assert (rs.state, rs.attempt, rs.failures) == ("completed", 2, 1)
+
+
+@pytest.mark.e2e
+def test_a_slow_but_progressing_rank_is_not_stopped(job):
+    """Each of the last 3 batches of the epoch takes slow_s more, half of stall_timeout: the job
+    is silent for longer than stall_timeout in all, never that long at once."""
+    slow_s, bound = 6, 12
+    r = packrun("debug", job, "--name=slow", "--epochs=1", "--warmup_epochs=0",
+                f"--stall_timeout={bound}",
+                env_extra={FAULT_ENV: f"slow:rank=0:epoch=1:step=4:seconds={slow_s}"})
+    assert r.returncode == 0, shown(r)
+    run_dir = run_dir_of(r.stdout)
+    log = (run_dir / "logs" / "worker_0.log").read_text()
+    assert f"{FAULT_ENV}: slow data loader from epoch 1 step 4: {slow_s} s per batch" in log
+    assert 3 * slow_s > bound
+    assert not (run_dir / "failure.json").exists() and "stalled" not in r.stderr
+    assert not (run_dir / "logs" / "worker_0.stack").read_text()     # never asked
+    rs = runstate.read_run_state(run_dir)
+    assert (rs.state, rs.attempt, rs.epoch) == ("completed", 1, 1)

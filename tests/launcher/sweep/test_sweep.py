@@ -10,13 +10,15 @@ import json
 import re
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.metrics import best_row, read_metrics
-from launcher.core.rundir.names import SWEEP_JSON
+from launcher.core.rundir.names import SWEEP_JSON, TB_DIR
 from launcher.core.rundir.sweepdir import read_sweep
 from launcher.sweep.plan import (
     parse_grid,
@@ -27,11 +29,14 @@ from launcher.sweep.plan import (
 from tests.helpers import (
     REPO,
     batch_step_succeeded,
+    float32,
     need_tool,
     packrun,
     packrun_argv,
     packrun_env,
     shown,
+    tensorboard_events,
+    wait_for,
     write_tiny_job,
 )
 
@@ -261,6 +266,7 @@ def test_a_2x2_grid_runs_locally_and_summarises(tiny_job):
     starts = [r.stdout.index(f"point {i}/4 ") for i in (1, 2, 3, 4)]
     assert starts == sorted(starts)
     check_summary(r.stdout, sweep_dir)
+    check_tensorboard_of_the_sweep(sweep_dir)
 
     s = packrun("sweep-report", sweep_dir, timeout=300)
     assert s.returncode == 0, shown(s)
@@ -275,6 +281,69 @@ def test_a_2x2_grid_runs_locally_and_summarises(tiny_job):
     t = packrun("report", sweep_dir, timeout=300)
     assert t.returncode == 0, shown(t)
     assert report.is_file()
+
+
+def check_tensorboard_of_the_sweep(sweep_dir: Path) -> None:
+    """Every point's event files (read with TensorBoard's reader): its pictures and its HParams
+    session; then `packrun board SWEEP_DIR` serves them: each point under its directory name,
+    its scalars equal to metrics.jsonl, and the HParams tab's sessions with lr and mode (the
+    keys that differ) and both accuracies."""
+    t0 = time.monotonic()
+    for d in DIRS:
+        point = sweep_dir / d
+        acc = tensorboard_events(point / TB_DIR)
+        for name in ("curves", "predictions", "confusion"):
+            assert acc.Images(f"pictures/{name}")[-1].encoded_image_string == \
+                (point / f"{name}.png").read_bytes()
+    proc = subprocess.Popen(packrun_argv("board", sweep_dir), env=packrun_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        m = re.match(r"packrun: TensorBoard at (http://127\.0\.0\.1:\d+/) ", first)
+        assert m, first + proc.stdout.read(2000)
+        url = m.group(1)
+
+        def get(path: str, body: dict | None = None):
+            data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(url + path, data=data,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+
+        def served():
+            try:
+                return set(get("data/runs")) >= {f"{d}/tb" for d in DIRS} | \
+                    {f"{d}/tb/hparams" for d in DIRS}
+            except OSError:
+                return False
+        wait_for(served, 120, "TensorBoard to serve the four points")
+        for d in DIRS:
+            rows = read_metrics(sweep_dir / d)
+            points = get(f"data/plugin/scalars/scalars?run={urllib.parse.quote(d + '/tb')}"
+                         f"&tag={urllib.parse.quote('epoch/val_acc')}")
+            assert [(p[1], p[2]) for p in points] == \
+                [(r["epoch"] * r["steps"], float32(r["val_acc"])) for r in rows]
+        experiment = get("data/plugin/hparams/experiment", {"experimentName": ""})
+        differs = {h["name"] for h in experiment["hparamInfos"] if h["differs"]}
+        assert differs == {"lr", "mode", "freeze"}, differs  # mode decides freeze
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} == \
+            {"hparams/best_acc", "hparams/final_acc"}
+        groups = get("data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                "STATUS_RUNNING"]})["sessionGroups"]
+        assert {g["name"] for g in groups} == {f"{d}/tb/hparams" for d in DIRS}
+        for g in groups:
+            rows = read_metrics(sweep_dir / g["name"].split("/")[0])
+            hp = g["hparams"]
+            assert g["name"].startswith(f"lr={hp['lr']:g}_mode={hp['mode']}/")
+            metrics = {v["name"]["tag"]: v["value"] for v in g["metricValues"]}
+            assert metrics == {"hparams/best_acc": float32(rows[-1]["best_acc"]),
+                               "hparams/final_acc": float32(rows[-1]["val_acc"])}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"TensorBoard checks of the sweep: {time.monotonic() - t0:.1f} s")
 
 
 @pytest.mark.e2e
@@ -363,6 +432,7 @@ def test_a_2x2_grid_as_one_slurm_job_array(slurm_job):
         point = sweep_dir / d
         task_jobs.add((point / "slurm_job_id").read_text().strip())
         assert (point / "best.ckpt").is_file()
+        assert len(list((point / TB_DIR).glob("events.out.tfevents.*"))) == 1  # rank 0's
         assert batch_step_succeeded(
             (point / f"slurm-{(point / 'slurm_job_id').read_text().strip()}.out").read_text())
     assert len(task_jobs) == 4          # one array, four tasks, each its own job id

@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from launcher.core import native_digest
 from src.model.resnet import _WINOGRAD
 from src.native import kernels as native_kernels
 from tests.helpers import need_tool
@@ -135,10 +136,10 @@ def test_the_compiler_is_asked_its_version_once_per_binary(tmp_path, monkeypatch
     compiler = tmp_path / "g++"
     compiler.write_text("#!/bin/sh\necho \"g++ (stub) 1.0\"\necho asked >> \"$0.log\"\n")
     compiler.chmod(0o755)
-    monkeypatch.setattr(native_kernels, "_build_dirs", lambda: [tmp_path / "build"])
+    monkeypatch.setattr(native_digest, "cache_dir", lambda: tmp_path / "cache")
     for _ in range(3):
-        assert native_kernels._compiler_version(str(compiler)) == "g++ (stub) 1.0\n"
+        assert native_digest.compiler_version(str(compiler)) == "g++ (stub) 1.0\n"
     assert (tmp_path / "g++.log").read_text() == "asked\n"  # once, then the stamp
     compiler.write_text(compiler.read_text().replace("1.0", "2.0.1"))  # an upgrade
-    assert native_kernels._compiler_version(str(compiler)) == "g++ (stub) 2.0.1\n"
+    assert native_digest.compiler_version(str(compiler)) == "g++ (stub) 2.0.1\n"
     assert (tmp_path / "g++.log").read_text() == "asked\nasked\n"
