@@ -147,7 +147,9 @@ class Launch:
             log.error(f"packrun: run failed: {result.reason}")
             if result.rank is not None:
                 log_file = self.run_dir / worker_log(result.rank)
-                log.error(f"packrun: last lines of {log_file}:\n{tail(log_file)}")
+            else:  # no rank failed: the node's launch script or session did
+                log_file = self.run_dir / node_out(result.node or 0)
+            log.error(f"packrun: last lines of {log_file}:\n{tail(log_file)}")
         return result
 
     # -- stopping --------------------------------------------------------------------------
@@ -243,7 +245,7 @@ def new_run(spec: JobSpec, python: str = sys.executable, repo: str = str(REPO)) 
                             cluster_timeout=spec.cluster_timeout or CLUSTER_TIMEOUT_TOGETHER,
                             hosts=",".join(addrs) if spec.launcher == "rank_table" else spec.hosts)
     # the data, here (it must be on storage every node shares); the cards where node 0 runs
-    check_before_launch(rendered, here=local0)
+    check_before_launch(rendered, here=local0, port_checked=True)
     run_dir, _ = write_run_dir(rendered, python=python, repo=repo)
     nodes.write_plan(run_dir, hosts, addrs, list(options.words), local0)
     plan = nodes.read_plan(run_dir) or {}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -120,9 +121,13 @@ class Batch:
         `wait` of the batch shell said)."""
         env = self.env | {ATTEMPT_ENV: str(self.attempt)}
         watchdog = Watchdog(self.run_dir, self.spec, self.attempt, self.world)
-        proc = processes.spawn(self.cmd, env=env, stdout=None)
-        try:
-            with processes.forward_signals([proc]) as got:
+        procs: list[subprocess.Popen] = []  # forwarded from before the spawn: none is lost
+        with processes.forward_signals(procs) as got:
+            proc = processes.spawn(self.cmd, env=env, stdout=None)
+            procs.append(proc)
+            try:
+                if got["signal"] is not None:  # it came while the step was being started
+                    processes.kill_group(proc, signal.SIGTERM)
                 while proc.poll() is None:
                     if self.stop_requested and \
                             read_exit_status(self.run_dir, 0) == EXIT_REQUEUE:
@@ -131,12 +136,12 @@ class Batch:
                     if stall is not None:
                         return self._stalled(watchdog.report(stall))
                     time.sleep(POLL_S)
-            if got["signal"] is not None:
-                self._stopped_by(got["signal"])
-            return processes.exit_code(proc.returncode)
-        finally:
-            if proc.poll() is None:
-                processes.stop(proc)  # a step still tearing down ends with this job
+            finally:
+                if proc.poll() is None:
+                    processes.stop(proc)  # a step still tearing down ends with this job
+        if got["signal"] is not None:
+            self._stopped_by(got["signal"])
+        return processes.exit_code(proc.returncode)
 
     def _stalled(self, report: StallReport) -> int:
         """The stall watchdog found no progress (it has the stacks): the step ends (the finally

@@ -110,15 +110,15 @@ class Node:
         except psutil.NoSuchProcess:
             pass
 
+    def started(self, rank: int) -> bool:
+        """Whether rank `rank` started in this attempt: its pid file, written since."""
+        try:
+            return (self.run_dir / worker_pid(rank)).stat().st_mtime >= self.started_at - 1
+        except FileNotFoundError:
+            return False
+
     def ranks_started(self) -> bool:
-        for r in self.ranks:
-            path = self.run_dir / worker_pid(r)
-            try:
-                if path.stat().st_mtime < self.started_at - 1:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+        return all(self.started(r) for r in self.ranks)
 
     def stop(self, proc) -> None:
         self.track(proc)
@@ -190,7 +190,8 @@ class Node:
         failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
         if failing:
             return failing[0], codes[failing[0]], None
-        killed = [r for r, c in codes.items() if c is None]
+        # without an exit status: killed, if it started in this attempt (its pid file is new)
+        killed = [r for r, c in codes.items() if c is None and self.started(r)]
         logs = [self.run_dir / node_out(self.node)]
         for r in killed:
             try:

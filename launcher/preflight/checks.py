@@ -72,6 +72,7 @@ class Options:
     missing: str = "error"    # level of a missing data folder, checkpoint or hccn.conf (ERROR,
     #                           or WARNING for `check --quick`, like `render`)
     source: str = "job"       # the job file, for messages
+    port_checked: bool = False  # master_port was checked where node 0 runs (a launch over ssh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +274,8 @@ def check_port_free(port: int, host: str = "") -> None:
 def check_port(spec: JobSpec, opts: Options) -> Iterator[Finding]:
     if spec.master_port == 0:
         yield Finding(OK, "port", "master_port = 0: a free port is picked when the launch starts")
+    elif opts.port_checked:
+        yield Finding(OK, "port", f"master_port {spec.master_port} is free on node 0")
     elif spec.nodes > 1 or opts.slurm:
         yield Finding(WARNING, "port", f"master_port {spec.master_port} is opened on node 0, "
                       "not checked from here; make sure it is free there")
@@ -461,13 +464,14 @@ def findings(spec: JobSpec, opts: Options, network: bool) -> Iterator[Finding]:
 
 
 def check_before_launch(spec: JobSpec, *, slurm: bool = False, out: str | None = None,
-                        here: bool | None = None) -> None:
+                        here: bool | None = None, port_checked: bool = False) -> None:
     """The cheap checks, before `packrun run` / `submit` start anything: warnings are logged,
     errors raise one UserError listing them. Images are decoded as the job's image_check says
     (`auto`: every image up to 20000, else a sample). `here`: whether the job's node 0 runs on
-    this machine (its cards checked here); by default, unless `slurm`."""
+    this machine (its cards checked here); by default, unless `slurm`. `port_checked`: the
+    master port was found free where node 0 runs (a launch over ssh)."""
     opts = Options(slurm=slurm, out=out, images=spec.image_check,
-                   here=not slurm if here is None else here)
+                   here=not slurm if here is None else here, port_checked=port_checked)
     found = list(findings(spec, opts, False))
     for f in found:
         if f.level == WARNING:

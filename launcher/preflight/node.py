@@ -38,7 +38,7 @@ from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.names import ATTEMPT_ENV, RANK_TABLE_JSON
 from launcher.core.spec import JobSpec
 
-OK, WARNING, ERROR = "OK", "WARNING", "ERROR"
+OK, WARNING, ERROR = "ok", "warning", "error"  # (as launcher/preflight/checks.py)
 TOOL_TIMEOUT_S = 30
 POLL_S = 1.0
 CONTAINER_FIX = ("in a container, mount the cards (/dev/davinciN, /dev/davinci_manager, "
@@ -57,7 +57,7 @@ class NodeFinding:
     def line(self, node: str) -> str:
         where = f"node {node}" + (f", card {self.card}" if self.card is not None else "")
         fix = f"; fix: {self.fix}" if self.fix else ""
-        return f"{self.level:<8}node check: {where}: {self.text}{fix}"
+        return f"{self.level.upper():<8}node check: {where}: {self.text}{fix}"
 
 
 Runner = Callable[[Sequence[str]], "tuple[int, str] | None"]
@@ -98,14 +98,29 @@ def node_cards(spec: JobSpec, env: Mapping[str, str]) -> tuple[list[int], str]:
 
 
 def _own(pid: int, run_dir: Path | None) -> bool:
-    """Whether process `pid` belongs to this run (a worker of an earlier attempt: its command
-    line names the run directory)."""
+    """Whether process `pid` is a worker of this run (an earlier attempt's: its command line
+    names the run directory)."""
     if run_dir is None:
         return False
     try:
         return str(run_dir) in " ".join(psutil.Process(pid).cmdline())
     except (psutil.Error, OSError):
         return False
+
+
+def _going(pid: int, run_dir: Path | None) -> bool:
+    """What a restart waits for: this run's own worker, or a process already gone (exited, a
+    zombie, or not visible from here) that npu-smi still lists."""
+    if run_dir is None:
+        return False
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, OSError):
+        return False
+    return _own(pid, run_dir)
 
 
 def _name(p: npusmi.Process) -> str:
@@ -187,7 +202,7 @@ def _holders(spec, cards, info, run, run_dir, attempt, sleep) -> list[NodeFindin
     deadline = time.monotonic() + spec.held_card_wait_s
     while True:
         held = {c: info.holders(c) for c in cards if info.holders(c)}
-        own = {c: ps for c, ps in held.items() if all(_own(p.pid, run_dir) for p in ps)}
+        own = {c: ps for c, ps in held.items() if all(_going(p.pid, run_dir) for p in ps)}
         if not own or attempt <= 1 or time.monotonic() >= deadline:
             break
         sleep(POLL_S)  # a restart: the previous attempt's workers are still going away

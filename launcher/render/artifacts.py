@@ -286,6 +286,7 @@ def render_artifacts(spec: JobSpec, run_dir: str | Path, *, slurm: bool = False,
                env_setup=[shellsafe.verbatim(line) for line in spec.env_setup],
                site_env=spec.env,
                bind_cores=spec.bind_cores, rank_table_file=bool(existing),
+               node_checks=spec.node_checks != "off",
                multi_node=spec.nodes > 1, exit_requeue=EXIT_REQUEUE,
                files=template_names())
     templates = environment(spec.template_dir)

@@ -182,17 +182,21 @@ def check(doc, max_device_id: int = DEVICE_ID_MAX) -> Table:
                 without_sdid += 1
             ranks.append(rank)
             entries.append(Device(dev, rank, dip, sdid))
-        own = sorted(e.rank_id for e in entries)
-        if own != list(range(own[0], own[0] + len(own))):
-            raise TableError(where, f"rank ids {own} are not consecutive; HCCL needs each "
-                             "server's ranks together (e.g. 0-3 on one server, 4-7 on the next)")
         out.append(Server(sid, tuple(entries), host_ip))
     world = len(ranks)
+    dup = sorted({r for r in ranks if ranks.count(r) > 1})
+    if dup:
+        raise TableError("", f"field 'rank_id': rank id {dup[0]} is used twice; every rank "
+                         f"0..{world - 1} appears once")
+    for i, s in enumerate(out):
+        own = sorted(d.rank_id for d in s.devices)
+        if own != list(range(own[0], own[0] + len(own))):
+            raise TableError(f"server {i} ({s.server_id}): ", f"rank ids {own} are not "
+                             "consecutive; HCCL needs each server's ranks together (e.g. 0-3 on "
+                             "one server, 4-7 on the next)")
     if sorted(ranks) != list(range(world)):
-        dup = sorted({r for r in ranks if ranks.count(r) > 1})
-        what = f"rank id {dup[0]} is used twice" if dup else \
-            f"rank ids are {sorted(ranks)}, not 0..{world - 1}"
-        raise TableError("", f"field 'rank_id': {what}; every rank 0..{world - 1} appears once")
+        raise TableError("", f"field 'rank_id': rank ids are {sorted(ranks)}, not "
+                         f"0..{world - 1}; every rank 0..{world - 1} appears once")
     if with_sdid and without_sdid:
         raise TableError("", f"field 'super_device_id' is on {with_sdid} device(s) but not on "
                          f"{without_sdid}; give it on every device (super-pod mode) or on none "

@@ -81,7 +81,7 @@ def test_ctrl_c_of_a_node_verb_and_of_the_batch_program(tmp_path, make_job):
     assert "step-started" in batch.stdout.readline() + batch.stdout.readline()
     batch.send_signal(signal.SIGINT)
     batch.wait(timeout=60)
-    assert batch.returncode == -signal.SIGINT  # 130 to its shell: ended by the same signal
+    assert batch.returncode == -signal.SIGINT, batch.stderr.read()  # 130 to its shell
     # a verb that blocks: supervise-ranks with one rank that sleeps
     proc = subprocess.Popen(
         [*packrun_argv()[:2], "launcher.node", "supervise-ranks", str(rd), "0", "--rank", "0",

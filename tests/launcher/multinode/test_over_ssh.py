@@ -81,6 +81,19 @@ def job(tmp_path_factory, digits_2class):
 REFERENCE: dict = {}  # the uninterrupted run's final digests, for the restart test
 
 
+@pytest.fixture(scope="module")
+def reference(cluster, ssh, job, tmp_path_factory):
+    """The final digests of an uninterrupted two-node run: the resumed run's of the Ctrl-C test
+    (which runs first), else (a test run alone) a run of its own."""
+    if "digests" not in REFERENCE:
+        out = tmp_path_factory.mktemp("reference")
+        code, text = run_on("node1", ssh, "run", job, *TWO_NODES, "--hosts=node1,node2",
+                            f"--output_dir={out}")
+        assert code == 0, shown(text)
+        REFERENCE["digests"] = digests(run_dir_of(text))
+    return REFERENCE["digests"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
@@ -143,12 +156,37 @@ def run_dir_under(out: Path) -> Path:
 # Jobs
 # ---------------------------------------------------------------------------------------------
 
-def test_two_nodes_over_ssh_train_to_the_same_weights(cluster, ssh, job, tmp_path):
+def test_ctrl_c_stops_every_node_and_resume_trains_both_hosts_to_the_same_weights(
+        cluster, ssh, job, tmp_path):
+    """Ctrl-C on node1 while the workers start (both nodes report training, long before the
+    first step) stops every node; `--resume` of the multi-node run directory then runs the whole
+    job (no last.ckpt yet: from the start) on both hosts to equal final weights: the reference
+    of the restart test."""
+    out = tmp_path / "run.out"
+    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
+                                   f"--output_dir={tmp_path / 'runs'}"], out)
+    try:
+        run_dir = run_dir_under(tmp_path / "runs")
+        paths = [run_dir / node_state(k) for k in (0, 1)]
+        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
+                 "both nodes training")
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=60)
+        assert_nothing_left(cluster, tmp_path, within_s=30)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    text = out.read_text()
+    assert took < 20, f"the nodes took {took:.1f} s to stop"
+    assert code == 130, shown(text)
+    assert "SIGINT: stopping every node" in text
+    assert [s["state"] for s in node_states(run_dir).values()] == ["stopped", "stopped"]
+    print(f"SIGINT: every node stopped within {took:.1f} s")
+
     t0 = time.monotonic()
-    code, text = run_on("node1", ssh, "run", job, *TWO_NODES, "--hosts=node1,node2",
-                        f"--output_dir={tmp_path}")
+    code, text = run_on("node1", None, "run", "--resume", run_dir)   # ssh options: the plan's
     assert code == 0, shown(text)
-    run_dir = run_dir_of(text)
     for line in ("packrun: node 0 (node1): started", "packrun: node 1 (node2): started",
                  "packrun: node 0 (node1): training", "packrun: node 1 (node2): training",
                  "packrun: node 0 (node1): finished", "packrun: node 1 (node2): finished",
@@ -174,14 +212,11 @@ def test_two_nodes_over_ssh_train_to_the_same_weights(cluster, ssh, job, tmp_pat
     assert re.search(r"^\[node1\] packrun: node 1 of 2: msrun with 1 worker", logs.stdout, re.M), \
         logs.stdout[-3000:]
     assert_nothing_left(cluster, tmp_path)
-    print(f"two nodes over ssh: {time.monotonic() - t0:.1f} s")
+    print(f"two nodes over ssh, resumed to the end: {time.monotonic() - t0:.1f} s")
 
 
 def test_a_killed_rank_on_node2_stops_both_nodes_and_the_restart_ends_as_uninterrupted(
-        cluster, ssh, job, tmp_path):
-    if "digests" not in REFERENCE:
-        pytest.skip("needs the uninterrupted run of test_two_nodes_over_ssh_train_to_the_same_"
-                    "weights first")
+        cluster, ssh, job, tmp_path, reference):
     fault = json.dumps({FAULT_ENV: "kill:rank=1:epoch=2:step=1"})   # SIGKILL, first attempt
     out = tmp_path / "run.out"
     proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
@@ -209,15 +244,13 @@ def test_a_killed_rank_on_node2_stops_both_nodes_and_the_restart_ends_as_uninter
         (1, "node2", 1, 9), record
     assert "node 1 (node2): failed: rank 1 was killed by signal 9" in text, shown(text)
     assert "restarting from last.ckpt (attempt 2 of 2)" in text
-    assert digests(run_dir) == REFERENCE["digests"]
+    assert digests(run_dir) == reference
     assert_nothing_left(cluster, tmp_path)
     print(f"both nodes down {down:.1f} s after the kill")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job, tmp_path, sig):
-    """Both while the workers start (both nodes report training, long before the first step);
-    after Ctrl-C, `--resume` runs the job again on both hosts to the uninterrupted weights."""
+def test_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job, tmp_path):
+    """The nodes end with their sessions: nothing of packrun's is left to stop them."""
     out = tmp_path / "run.out"
     proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
                                    f"--output_dir={tmp_path / 'runs'}"], out)
@@ -227,29 +260,49 @@ def test_ctrl_c_or_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job
         wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
                  "both nodes training")
         t0 = time.monotonic()
-        os.kill(proc.pid, sig)
+        os.kill(proc.pid, signal.SIGKILL)
         code = proc.wait(timeout=60)
         assert_nothing_left(cluster, tmp_path, within_s=30)
         took = time.monotonic() - t0
     finally:
         proc.kill()
-    text = out.read_text()
+    assert code == -signal.SIGKILL
     assert took < 20, f"the nodes took {took:.1f} s to stop"
-    if sig == signal.SIGINT:
-        assert code == 130, shown(text)
-        assert "SIGINT: stopping every node" in text
-        assert [s["state"] for s in node_states(run_dir).values()] == ["stopped", "stopped"]
-        if "digests" in REFERENCE:   # (after the uninterrupted run)
-            code, text = run_on("node1", None, "run", "--resume", run_dir)
-            assert code == 0, shown(text)
-            assert "packrun: node 1 (node2): finished" in text
-            assert digests(run_dir) == REFERENCE["digests"]
-            assert_nothing_left(cluster, tmp_path)
-    else:
-        assert code == -signal.SIGKILL
-        assert [s["state"] for s in node_states(run_dir).values()] == ["stopped", "stopped"]
-        assert all(s["reason"] == "its session ended" for s in node_states(run_dir).values())
-    print(f"{sig.name}: every node stopped within {took:.1f} s")
+    states = node_states(run_dir)
+    assert [s["state"] for s in states.values()] == ["stopped", "stopped"], states
+    assert all(s["reason"] == "its session ended" for s in states.values())
+    print(f"kill -9 of packrun: every node stopped within {took:.1f} s")
+
+
+def test_a_host_lost_mid_run_counts_as_its_node_failing(cluster, ssh, job, tmp_path):
+    """node2's network goes down while both nodes train: ssh's keep-alives end its session
+    (about 15 s), packrun names node 1 as failed and stops node 0; node2's sshd ends the session
+    on its side too (ClientAliveInterval), so its node program stops as well."""
+    out = tmp_path / "run.out"
+    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2", "--epochs=50",
+                                   "--max_restarts=0", f"--output_dir={tmp_path / 'runs'}"], out)
+    link = ["ip", "-n", cluster.netns["node2"], "link", "set", "eth0"]
+    try:
+        run_dir = run_dir_under(tmp_path / "runs")
+        paths = [run_dir / node_state(k) for k in (0, 1)]
+        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
+                 "both nodes training")
+        t0 = time.monotonic()
+        subprocess.run(link + ["down"], check=True)
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        subprocess.run(link + ["up"], check=True)
+        proc.kill()
+    text = out.read_text()
+    assert code == 255, shown(text)
+    assert "node 1 (node2): its ssh session ended without a report" in text, shown(text)
+    assert node_states(run_dir)[0]["state"] == "stopped"
+    record = json.loads((run_dir / "failure.json").read_text())
+    assert (record["node"], record["host"]) == (1, "node2"), record
+    assert took < 60, f"packrun took {took:.0f} s to give the lost node up"
+    assert_nothing_left(cluster, tmp_path, within_s=45)
+    print(f"a lost host: packrun ended {took:.1f} s after its network went down")
 
 
 STUB_WORKER = """import json, os, socket, sys
@@ -268,6 +321,7 @@ def test_a_rank_table_launch_from_a_machine_outside_the_hosts(cluster, ssh, digi
     repo = stub_repo(tmp_path, STUB_WORKER)
     job = write_tiny_job(tmp_path / "rt.toml", digits_2class, device="Ascend",
                          launcher="rank_table", device_ips="192.168.1.1,192.168.2.1",
+                         node_checks="off",   # no npu-smi or hccn_tool on these hosts
                          output_dir=str(tmp_path / "runs"))
     script = ("import sys\nfrom launcher.core.spec import load_job\n"
               "from launcher.multinode.run import new_run\n"

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.unit
 
 STUB_MSRUN = """#!/bin/bash
 cd "$(dirname "$0")"
+if [ "${STUB:-}" = early ]; then echo "node check failed" >&2; exit 2; fi
 setsid sleep 600 &
 echo $! > logs/worker_1.pid
 if [ "${STUB:-}" = fail ]; then sleep 0.5; echo 3 > logs/worker_1.exit; exit 1; fi
@@ -97,6 +98,18 @@ def test_stop_node_stops_what_the_node_program_recorded(run_dir):
     assert r.returncode == 0, r.stderr
     assert proc.wait(timeout=30) == 143
     assert gone(w)
+
+
+def test_a_script_that_fails_before_any_rank_starts_names_no_rank(run_dir):
+    (run_dir / "logs/worker_1.pid").write_text("1\n")    # an earlier attempt's
+    os.utime(run_dir / "logs/worker_1.pid", (1, 1))
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL, STUB="early")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    doc = state(run_dir)
+    assert (doc["state"], doc["rank"], doc["code"]) == ("failed", None, 2)
+    assert doc["reason"] == "the launch script exited with status 2 before any rank failed"
+    assert "node check failed" in (run_dir / "logs/node1.out").read_text()
 
 
 # A worker as the stall watchdog sees one (src/train.py's stack answer, one progress record),

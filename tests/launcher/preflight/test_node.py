@@ -17,7 +17,7 @@ from launcher.core.ascend import ranktable as rt
 from launcher.core.spec import load_job
 from launcher.preflight import node
 from launcher.render.artifacts import write_run_dir
-from tests.helpers import packrun_env
+from tests.helpers import packrun_env, stub_repo
 from tests.launcher.core.ascend import reference as ref
 
 pytestmark = pytest.mark.unit
@@ -50,7 +50,7 @@ def levels(found):
 def test_a_healthy_910b3_node_passes(make_job):
     spec = spec_of(make_job, cards_per_node=2, nodes=2, hosts="10.0.0.[1-2]")
     found = findings(spec, [4, 7], stub_env(), server([4, 7]), "1.0")
-    assert levels(found) == [("OK", None)]
+    assert levels(found) == [("ok", None)]
     assert found[0].line("0 (n1)") == ("OK      node check: node 0 (n1): cards 4,7 present, "
                                        "healthy and free")
 
@@ -65,13 +65,13 @@ def test_cards_held_on_a3_name_card_pid_and_fix(make_job):
         (0, "held by pid 3333165"), (1, "held by pid 3328327"), (13, "held by pid 3085961")]
     assert held[0].fix.startswith("end it (kill 3325989;")
     assert "card 13: held by pid 3085961" in held[-1].line("0 (n1)")
-    assert all(f.level == "ERROR" for f in held)
+    assert all(f.level == "error" for f in held)
 
 
 def test_missing_unhealthy_and_alarmed_cards(make_job):
     spec = spec_of(make_job, cards_per_node=2)
     found = findings(spec, [3, 9], stub_env(STUB_NPU_SMI_ALARM="3:0"))
-    assert levels(found) == [("ERROR", 3), ("ERROR", 9)]
+    assert levels(found) == [("error", 3), ("error", 9)]
     assert "health Alarm (error code A4025021 8C03A000 8C084E00" in found[0].text
     assert found[1].text == "not present (npu-smi lists devices 0,1,2,3,4,5,6,7)"
     sick = ref.NPU_SMI_910B3.read_text().replace("| 2     910B3               | OK     ",
@@ -86,7 +86,7 @@ def test_missing_unhealthy_and_alarmed_cards(make_job):
 def test_npu_smi_21_without_a_process_table_is_a_warning(make_job):
     spec = spec_of(make_job, cards_per_node=1)
     found = findings(spec, [5], stub_env(STUB_NPU_SMI_INFO=str(ref.NPU_SMI_910A)))
-    assert levels(found)[0] == ("WARNING", None) and "lists no processes" in found[0].text
+    assert levels(found)[0] == ("warning", None) and "lists no processes" in found[0].text
 
 
 def test_npu_smi_failing_in_a_container(make_job, tmp_path):
@@ -95,7 +95,7 @@ def test_npu_smi_failing_in_a_container(make_job, tmp_path):
     out.write_text(text)
     spec = spec_of(make_job, cards_per_node=8)
     found = findings(spec, [0], stub_env(STUB_NPU_SMI_INFO=str(out), STUB_NPU_SMI_EXIT="255"))
-    assert levels(found) == [("ERROR", None)]
+    assert levels(found) == [("error", None)]
     assert "'dcmi model initialized failed, because the device is used. ret is -8020'" in \
         found[0].text and "mount the cards (/dev/davinciN" in found[0].fix
 
@@ -127,12 +127,12 @@ def test_super_pod_ids_against_a_1_2_table(make_job):
     env = stub_env(STUB_SPOD_ID="0", STUB_SPOD_SDID_BASE="37748736")
     sdids = [str(37748736 + i) for i in range(16)]
     assert levels(findings(spec, [0, 1], env, server([0, 1], sdids=sdids), "1.2")) == \
-        [("OK", None)]
+        [("ok", None)]
     bad = sdids[:1] + ["5"] + sdids[2:]
     found = findings(spec, [0, 1], env, server([0, 1], sdids=bad), "1.2")
     assert found[0].text == "super_device_id is 5 in the rank table but npu-smi says SDID 37748737"
     found = findings(spec, [0, 1], env, server([0, 1]), "1.0")
-    assert found[0].level == "WARNING" and "super pod 0 (SDID 37748736)" in found[0].text
+    assert found[0].level == "warning" and "super pod 0 (SDID 37748736)" in found[0].text
 
 
 def test_a_restart_waits_for_its_own_previous_workers(make_job, tmp_path):
@@ -158,7 +158,7 @@ def test_a_restart_waits_for_its_own_previous_workers(make_job, tmp_path):
     assert "a worker of this run's previous attempt" in first[0].text
     start = time.monotonic()
     again = findings(spec, [13], env, run_dir=run_dir, attempt=2, run=gone_later)
-    assert levels(again) == [("OK", None)] and 1.5 < time.monotonic() - start < 20
+    assert levels(again) == [("ok", None)] and 1.5 < time.monotonic() - start < 20
     worker.wait()
 
 
@@ -192,3 +192,48 @@ def test_the_node_verb_uses_slurms_gres_cards_and_stops_the_node(make_job, tmp_p
     res = check({"SLURM_JOB_NPUS": "0,1", "ASCEND_VISIBLE_DEVICES": "0,1"})
     assert res.returncode == 2 and "allocated 2 card(s)" in res.stderr
     assert 'ask for gres = "npu:4"' in res.stderr
+
+
+def test_rank_table_sh_stops_before_any_rank_when_a_card_is_held(make_job, tmp_path):
+    """The real launch script with the stub tools: a healthy node starts its ranks; a card held
+    by another process stops the node with exit 2, naming node, card, pid and fix, and no rank
+    is started."""
+    worker = "import os\nprint('rank', os.environ['RANK_ID'], 'device', os.environ['DEVICE_ID'])\n"
+    repo = stub_repo(tmp_path, worker)
+    spec = load_job(make_job(device="Ascend", launcher="rank_table", cards_per_node=2,
+                             devices="12,13", hosts="10.0.0.1", bind_cores=False,
+                             device_ips=",".join(IPS[12:14])))
+    run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
+    script = str(run_dir / "rank_table.sh")
+    # the same npu-smi without the process rows of NPUs 6 and 7 (devices 12-15)
+    idle = "\n".join(line for line in ref.NPU_SMI_A3.read_text().splitlines()
+                     if not (line.startswith(("| 6       ", "| 7       ")) and "|  " in line
+                             and "Ascend910" not in line))
+    free = tmp_path / "idle.txt"
+    free.write_text(idle)
+    env = os.environ | stub_env(STUB_NPU_SMI_INFO=str(free), STUB_CHIPS_PER_NPU="2")
+    ok = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert (run_dir / "logs" / "worker_1.log").read_text() == "rank 1 device 13\n"
+    held = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120,
+                          env=env | {"STUB_NPU_SMI_INFO": str(ref.NPU_SMI_A3)})
+    assert held.returncode == 2
+    assert "card 13: held by pid 3085961" in held.stderr and "fix: end it (kill 3085961" in \
+        held.stderr
+    assert "no rank was started" in held.stderr and "packrun: rank 0 on device" not in held.stdout
+
+
+def test_packrun_check_runs_the_node_checks_on_its_node(make_job, monkeypatch):
+    from launcher.preflight import checks
+    spec = spec_of(make_job, cards_per_node=2, devices="12,13")
+    for name, value in stub_env(STUB_NPU_SMI_INFO=str(ref.NPU_SMI_A3),
+                                STUB_CHIPS_PER_NPU="2").items():
+        monkeypatch.setenv(name, value)
+    found = list(checks.check_node(spec, checks.Options()))
+    assert str(found[0]) == "ok      node: cards 12,13 from key 'devices' = '12,13'"
+    assert [f.level for f in found[1:]] == ["error"] * 5  # 4 processes on 12, 1 on 13
+    assert str(found[-1]).startswith("error   node: card 13: held by pid 3085961")
+    warned = list(checks.check_node(spec.replace(node_checks="warn"), checks.Options()))
+    assert {f.level for f in warned[1:]} == {"warning"}
+    assert list(checks.check_node(spec, checks.Options(slurm=True))) == []
+    assert list(checks.check_node(spec.replace(node_checks="off"), checks.Options())) == []

@@ -345,3 +345,91 @@ def test_render_and_the_command_share_one_device_ip_resolver(tmp_path, monkeypat
     explicit = spec.replace(device_ips="10.1.0.1,10.1.0.2")
     table = json.loads(render_artifacts(explicit, "/runs/x")["rank_table.json"])
     assert table["server_list"][0]["device"][1]["device_ip"] == "10.1.0.2"
+
+
+# --- version 1.2 (Atlas A3 super pods): each server's part from its npu-smi, merged -----------
+
+STUBS = Path(__file__).resolve().parents[1] / "preflight" / "stubs"  # npu-smi, hccn_tool
+
+
+def a3_server(monkeypatch, pod: str | None, sdid_base: int = 37748736):
+    """This process on an Atlas A3 server, as the stub npu-smi / hccn_tool replay one."""
+    monkeypatch.setenv("PATH", f"{STUBS}:{os.environ['PATH']}")
+    monkeypatch.setenv("STUB_CHIPS_PER_NPU", "2")
+    monkeypatch.setenv("STUB_DEVICES", "16")
+    monkeypatch.setenv("STUB_SPOD_SDID_BASE", str(sdid_base))
+    if pod is None:
+        monkeypatch.delenv("STUB_SPOD_ID", raising=False)
+    else:
+        monkeypatch.setenv("STUB_SPOD_ID", pod)
+
+
+def test_each_a3_server_writes_its_1_2_part_and_the_parts_merge(tmp_path, monkeypatch,
+                                                                 no_default_hccn):
+    parts = []
+    for i, (pod, base) in enumerate([("1", 37748736), ("0", 37814272), ("1", 37748736 + 8)]):
+        a3_server(monkeypatch, pod, base)
+        ips = ",".join(f"192.168.{i}.{d}" for d in range(2))
+        out = tmp_path / f"part_{i}.json"
+        cli("rank-table", "--devices=0,1", f"--server_ip=172.16.0.{100 + i}",
+            f"--server_id=node_{i}", f"--device_ips={ips}", f"--out={out}")
+        parts.append(str(out))
+    part = json.loads(Path(parts[0]).read_text())
+    assert part["version"] == "1.2" and part["status"] == "completed"  # auto: a super pod
+    assert part["server_list"][0]["device"][1] == {
+        "device_id": "1", "super_device_id": "37748737", "device_ip": "192.168.0.1",
+        "rank_id": "1"}
+    assert part["super_pod_list"] == [{"super_pod_id": "1",
+                                      "server_list": [{"server_id": "node_0"}]}]
+    merged = tmp_path / "rank_table.json"
+    merge_command(parts, merged)
+    table = json.loads(merged.read_text())
+    assert [s["server_id"] for s in table["server_list"]] == ["node_0", "node_2", "node_1"]
+    assert [d["rank_id"] for s in table["server_list"] for d in s["device"]] == \
+        [str(r) for r in range(6)]
+    assert [p["super_pod_id"] for p in table["super_pod_list"]] == ["1", "0"]
+    with pytest.raises(UserError, match="the tables mix versions"):
+        merge_command([parts[0], _write_table(tmp_path / "v10.json", "10.0.0.9",
+                                              ["192.168.9.1"])], tmp_path / "m.json")
+
+
+def test_a_server_outside_a_super_pod_writes_1_0_and_refuses_1_2(tmp_path, monkeypatch,
+                                                                  no_default_hccn):
+    a3_server(monkeypatch, None)
+    out = tmp_path / "t.json"
+    cli("rank-table", "--devices=0", "--server_ip=10.0.0.1", "--device_ips=192.168.1.1",
+        f"--out={out}")
+    assert json.loads(out.read_text())["version"] == "1.0"
+    with pytest.raises(UserError, match=r"names no super pod .* AI Server mode"):
+        rank_table_command("0", "10.0.0.1", tmp_path / "u.json", device_ips="192.168.1.1",
+                           rank_table_version="1.2")
+    with pytest.raises(UserError,
+                       match=re.escape("--rank_table_version=2.0: give auto, 1.0 or 1.2")):
+        rank_table_command("0", "10.0.0.1", tmp_path / "u.json", device_ips="192.168.1.1",
+                           rank_table_version="2.0")
+
+
+def test_the_job_key_picks_the_table_version(make_job, tmp_path):
+    from launcher.core.spec import load_job
+    from launcher.render.artifacts import next_command, render_artifacts
+    v12 = tmp_path / "a3.json"
+    v12.write_text(json.dumps({
+        "status": "completed", "version": "1.2", "server_count": "1",
+        "server_list": [{"server_id": "node_0", "host_ip": "10.0.0.1", "device": [
+            {"device_id": "0", "super_device_id": "0", "device_ip": "192.168.1.6",
+             "rank_id": "0"}]}],
+        "super_pod_list": [{"super_pod_id": "0", "server_list": [{"server_id": "node_0"}]}]}))
+    spec = load_job(make_job(device="Ascend", cards_per_node=1, launcher="rank_table",
+                             rank_table_file=str(v12)))
+    assert render_artifacts(spec, "/runs/x")["rank_table.json"] == v12.read_text()
+    with pytest.raises(UserError, match=re.escape("field 'version' is '1.2' but the job's "
+                                                  "rank_table_version is '1.0'")):
+        render_artifacts(spec.replace(rank_table_version="1.0"), "/runs/x")
+    plain = spec.replace(rank_table_file="", rank_table_version="1.2", hosts="10.0.0.1")
+    warned = []
+    art = render_artifacts(plain, "/runs/x", warn=warned.append)
+    assert "rank_table.json" not in art and "each server writes its part" in warned[0]
+    assert next_command(plain, Path("/runs/x"), False, False).startswith(
+        "packrun rank-table --rank_table_version=1.2 --devices=0-0 --server_ip=IP")
+    with pytest.raises(UserError, match="give the merged table as rank_table_file"):
+        render_artifacts(plain, "/runs/x")

@@ -170,7 +170,7 @@ def stubs(tmp_path):
 @pytest.mark.parametrize("launcher, device, keys", [
     ("msrun", "CPU", {"master_port": 8118}),
     ("mpirun", "GPU", {}),
-    ("rank_table", "Ascend", {"device_ips": "1.1.1.1"}),
+    ("rank_table", "Ascend", {"device_ips": "1.1.1.1", "node_checks": "off"}),  # (no NPU here)
 ])
 def test_env_setup_runs_in_order_before_the_launch(make_job, stubs, launcher, device, keys):
     python, env = stubs

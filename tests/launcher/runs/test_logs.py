@@ -129,3 +129,16 @@ def test_logs_of_a_two_worker_run_show_every_line_once(tmp_path, digits_2class):
     found = packrun("logs", d, "--grep=^End training").stdout.splitlines()
     assert found == [ln for ln in lines if ln.split("] ", 1)[1].startswith("End training")]
     assert "[rank 0] End training" in "\n".join(found)   # (msrun echoes it in launcher.log)
+
+
+@pytest.mark.unit
+def test_each_node_of_a_launch_over_ssh_has_its_own_prefix(tmp_path):
+    d = run_dir(tmp_path)
+    (d / "logs" / "node0.out").write_text("packrun: node 0 of 2: msrun with 1 worker(s)\n")
+    (d / "logs" / "node1.out").write_text("packrun: node 1 of 2: msrun with 1 worker(s)\n"
+                                          "[node1] Connection to 10.0.0.2 closed by remote host.\n")
+    out = io.StringIO()
+    assert logs_command(str(d), console=out) == 0
+    lines = out.getvalue().splitlines()
+    assert "[node0] packrun: node 0 of 2: msrun with 1 worker(s)" in lines
+    assert "[node1] packrun: node 1 of 2: msrun with 1 worker(s)" in lines

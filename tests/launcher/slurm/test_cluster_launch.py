@@ -22,6 +22,9 @@ from tests.helpers import need_tool, stub_repo
 pytestmark = pytest.mark.unit
 
 ASCEND8 = dict(device="Ascend", cards_per_node=8)
+# Scripts started here, a machine without NPUs: their node checks would (rightly) stop them.
+# The checks themselves: tests/launcher/preflight/test_node.py, with stub npu-smi / hccn_tool.
+NO_NPU = dict(node_checks="off")
 DEVICE_IPS_2X8 = ",".join(f"192.168.{n}.{101 + i}" for n in (1, 2) for i in range(8))
 RUN_DIR = "/runs/demo-20250101-000000"
 
@@ -68,8 +71,8 @@ def test_a_dead_rank_stops_its_peers_and_each_rank_has_its_cores_and_directory(m
                                                                                tmp_path):
     repo = stub_repo(tmp_path, STUB_WORKER)
     bin_dir = stub_bin(tmp_path, taskset=STUB_TASKSET)
-    spec = load_job(make_job(**ASCEND8, launcher="rank_table", nodes=2, hosts="10.0.0.[1-2]",
-                             device_ips=DEVICE_IPS_2X8))
+    spec = load_job(make_job(**ASCEND8, **NO_NPU, launcher="rank_table", nodes=2,
+                             hosts="10.0.0.[1-2]", device_ips=DEVICE_IPS_2X8))
     run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
     rec = tmp_path / "records"
     rec.mkdir()
@@ -106,7 +109,7 @@ def test_the_real_taskset_binds_each_rank_to_its_own_core(make_job, tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 cores to bind 2 ranks to one core each")
     repo = stub_repo(tmp_path, STUB_WORKER.replace("time.sleep(600)", "pass"))
-    spec = load_job(make_job(device="Ascend", cards_per_node=2, launcher="rank_table",
+    spec = load_job(make_job(device="Ascend", cards_per_node=2, launcher="rank_table", **NO_NPU,
                              hosts="10.0.0.1", device_ips="192.168.1.1,192.168.1.2"))
     run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
     rec = tmp_path / "records"
@@ -121,7 +124,7 @@ def test_the_real_taskset_binds_each_rank_to_its_own_core(make_job, tmp_path):
 
 def test_the_script_stops_every_rank_on_sigterm(make_job, tmp_path):
     repo = stub_repo(tmp_path, STUB_WORKER)
-    spec = load_job(make_job(device="Ascend", cards_per_node=2, launcher="rank_table",
+    spec = load_job(make_job(device="Ascend", cards_per_node=2, launcher="rank_table", **NO_NPU,
                              hosts="10.0.0.1", device_ips="192.168.1.1,192.168.1.2",
                              bind_cores=False))
     run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
@@ -166,7 +169,8 @@ MESSY_TABLE = ('{"version": "1.0",\r\n "server_count": "1", "server_list": [{"se
 def test_msrun_gets_the_bind_flag_and_the_existing_rank_table_byte_for_byte(make_job, tmp_path):
     table = tmp_path / "hccl_4p_4567_10.0.0.1.json"
     table.write_bytes(MESSY_TABLE.encode())
-    spec = load_job(make_job(device="Ascend", cards_per_node=4, rank_table_file=str(table)))
+    spec = load_job(make_job(device="Ascend", cards_per_node=4, rank_table_file=str(table),
+                             **NO_NPU))
     run_dir, _ = write_run_dir(spec, python=str(stub_python(tmp_path)))
     assert (run_dir / "rank_table.json").read_bytes() == table.read_bytes()
     rec = tmp_path / "records"
@@ -270,24 +274,25 @@ def broken(change):
 
 
 @pytest.mark.parametrize("table, message", [
-    (broken(lambda t: t.update(version="2.0")), "field 'version' is '2.0'"),
+    (broken(lambda t: t.update(version="2.0")), 'version "2.0" is the rank table of Ascend 950'),
     (broken(lambda t: t.update(server_count="3")), "field 'server_count' is '3'"),
     (broken(lambda t: t["server_list"].pop() and t.update(server_count="1")),
      "1 server(s) in server_list, the job has nodes = 2"),
     (broken(lambda t: t["server_list"][1]["device"].pop()),
      "server 1 (10.0.0.2): field 'device' lists 7 device(s), the job has cards_per_node = 8"),
-    (broken(lambda t: t["server_list"][1].update(server_id="node2")),
-     "server 1 (node2): server_id: 'node2' is not an IPv4 address"),
+    (broken(lambda t: t["server_list"][1].update(server_id="n" * 65)),
+     f"server 1 ({'n' * 65}): field 'server_id' has 65 characters; HCCL allows at most 64"),
     (broken(lambda t: t["server_list"][1].update(server_id="10.0.0.1")),
      "server 1 (10.0.0.1): field 'server_id' is listed twice"),
     (broken(lambda t: t["server_list"][0]["device"][3].update(device_id="2")),
      "server 0 (10.0.0.1): field 'device_id' 2 is listed twice"),
     (broken(lambda t: t["server_list"][0]["device"][3].update(device_ip="192.168.0.2")),
-     "server 0 (10.0.0.1): field 'device_ip' 192.168.0.2 is listed twice"),
+     ("server 0 (10.0.0.1): device 3: field 'device_ip' 192.168.0.2 is also server 10.0.0.1 "
+      "device 2's")),
     (broken(lambda t: t["server_list"][1]["device"][0].update(rank_id="3")),
      "field 'rank_id': rank id 3 is used twice"),
     (broken(lambda t: t["server_list"][1]["device"][0].pop("rank_id")),
-     "server 1 (10.0.0.2): a device entry has a bad or missing field 'rank_id'"),
+     "server 1 (10.0.0.2): device 0: field 'rank_id' is missing"),
 ])
 def test_a_bad_rank_table_names_the_file_the_server_and_the_field(make_job, tmp_path, table,
                                                                   message):
@@ -447,6 +452,7 @@ def test_rank_table_sh_without_an_index_finds_its_server_by_address(make_job, tm
     path.write_text(json.dumps(table, indent=4))
     repo = stub_repo(tmp_path, STUB_WORKER.replace("time.sleep(600)", "pass"))
     spec = load_job(make_job(device="Ascend", cards_per_node=1, nodes=2, launcher="rank_table",
+                             **NO_NPU,
                              rank_table_file=str(path), bind_cores=False))
     run_dir, _ = write_run_dir(spec, python=sys.executable, repo=repo)
     rec = tmp_path / "records"

@@ -117,7 +117,8 @@ def _dev(t, server, device):
     (lambda t: t.update(server_count=4), "field 'server_count' is 4, not a string"),
     (lambda t: t.update(status="initializing"), "field 'status' is 'initializing'"),
     (lambda t: t.update(version="1.1"), "field 'version' is '1.1'"),
-    (lambda t: _dev(t, 0, 3).update(rank_id="7"), "rank ids [0, 1, 2, 7] are not consecutive"),
+    (lambda t: (_dev(t, 0, 3).update(rank_id="4"), _dev(t, 1, 0).update(rank_id="3")),
+     "server 0 (node_0): rank ids [0, 1, 2, 4] are not consecutive"),
     (lambda t: [_dev(t, 3, i).update(rank_id=str(int(_dev(t, 3, i)["rank_id"]) + 1))
                 for i in range(4)], "rank ids are [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14"),
     (lambda t: t["server_list"].insert(1, t["server_list"].pop(2)),

@@ -20,6 +20,12 @@ if [ -z "$MASTER_IP" ]; then
     echo "msrun.sh: $HOSTNAME: the master address '$MASTER_ADDR' does not resolve here; set master_addr to an IP address or to a name every node resolves (DNS or /etc/hosts)" >&2
     exit 2
 fi
+# This node's cards (Slurm's gres/npu allocation when it made one) and the node checks (npu-smi,
+# hccn_tool, CANN environment: launcher/preflight/node.py) before any worker starts.
+NODE_CARDS=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node check "$RUN_DIR" "$NODE_RANK") || exit 2
+if [ -n "$NODE_CARDS" ]; then
+    export ASCEND_RT_VISIBLE_DEVICES="$NODE_CARDS"
+fi
 MSRUN_BIND=""
 # One contiguous, NUMA-local range of this node's cores per local rank (launcher/core/cores.py):
 # msrun binds them (--bind_core) where it can read them; elsewhere bin/python does (taskset).

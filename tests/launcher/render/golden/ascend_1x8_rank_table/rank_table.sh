@@ -15,6 +15,9 @@ export RANK_SIZE=8
 export HCCL_CONNECT_TIMEOUT=120
 export HCCL_EXEC_TIMEOUT=1836
 SERVER_INDEX=0
+# The node checks (npu-smi, hccn_tool, CANN environment: launcher/preflight/node.py) before any
+# rank starts.
+PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node check "$RUN_DIR" "$SERVER_INDEX" >/dev/null || exit 2
 DEVICE_IDS=(0 1 2 3 4 5 6 7)
 RANK_IDS=(0 1 2 3 4 5 6 7)
 # One contiguous, NUMA-local range of the cores this script may use per rank (launcher/core/cores.py)

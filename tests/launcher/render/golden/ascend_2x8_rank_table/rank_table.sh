@@ -24,6 +24,9 @@ if [ $# -ge 1 ]; then
 else
     SERVER_INDEX=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node server-index "$RANK_TABLE_FILE") || exit 2
 fi
+# The node checks (npu-smi, hccn_tool, CANN environment: launcher/preflight/node.py) before any
+# rank starts.
+PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node check "$RUN_DIR" "$SERVER_INDEX" >/dev/null || exit 2
 DEVICE_IDS=(0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7)
 RANK_IDS=(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
 # One contiguous, NUMA-local range of the cores this script may use per rank (launcher/core/cores.py)

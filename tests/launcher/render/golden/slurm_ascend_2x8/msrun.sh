@@ -38,6 +38,12 @@ if [ "$NODE_RANK" -ne 0 ]; then
         sleep 0.2
     done
 fi
+# This node's cards (Slurm's gres/npu allocation when it made one) and the node checks (npu-smi,
+# hccn_tool, CANN environment: launcher/preflight/node.py) before any worker starts.
+NODE_CARDS=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node check "$RUN_DIR" "$NODE_RANK") || exit 2
+if [ -n "$NODE_CARDS" ]; then
+    export ASCEND_RT_VISIBLE_DEVICES="$NODE_CARDS"
+fi
 MSRUN_BIND=""
 # One contiguous, NUMA-local range of this node's cores per local rank (launcher/core/cores.py):
 # msrun binds them (--bind_core) where it can read them; elsewhere bin/python does (taskset).
