@@ -200,6 +200,10 @@ class Data:
                                       min_crop_scale=spec.min_crop_scale, hflip=spec.hflip,
                                       **self.data_args)
 
+    def val_args(self) -> dict:
+        """data_args with the evaluation batch (eval_batch_size, else batch_size)."""
+        return self.data_args | {"batch_size": self.spec.eval_batch_size or self.spec.batch_size}
+
 
 def prepare_data(spec: JobSpec, par) -> Data:
     """Classes (checked against num_classes), steps per epoch, the validation set."""
@@ -226,8 +230,10 @@ def prepare_data(spec: JobSpec, par) -> Data:
     if sharded_eval:
         val_indices = dataset.shard_indices(dataset.count_images(spec.val_dir), par.world,
                                             par.rank, spec.seed, None)
-    val_ds = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
-    return Data(spec, par, classes, n_train, steps, data_args, val_indices, val_ds, sharded_eval)
+    data = Data(spec, par, classes, n_train, steps, data_args, val_indices, None, sharded_eval)
+    data.val_ds = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices,
+                                         **data.val_args())
+    return data
 
 
 def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder=None):
@@ -353,7 +359,7 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.data import dataset
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
-            dataset.create_dataset(spec.val_dir, training=False, **data.data_args)
+            dataset.create_dataset(spec.val_dir, training=False, **data.val_args())
         pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
                                      cbs.report.recorder.batch)
         if board is not None:

@@ -51,9 +51,10 @@ def debug_spec(spec: JobSpec) -> tuple[int, Path]:
 def run_worker(run_dir: Path) -> int:
     """One worker in `run_dir` (it resumes from last.ckpt when there is one), restarted up to
     max_restarts times after a failure (launcher/core/rundir/attempts.py); its exit status."""
-    allowed = attempts.max_restarts(spec_from_json(run_dir), "debug")
+    spec = spec_from_json(run_dir)
+    allowed = attempts.max_restarts(spec, "debug")
     rc = restarts.with_restarts(run_dir, "debug", 1, allowed,
-                                lambda attempt: _worker_once(run_dir, attempt))
+                                lambda attempt: _worker_once(run_dir, attempt, spec))
     if rc == 0:
         status = "finished"
     elif rc == EXIT_REQUEUE:
@@ -71,12 +72,14 @@ def run_worker(run_dir: Path) -> int:
     return rc
 
 
-def _worker_once(run_dir: Path, attempt: int) -> attempts.Result:
+def _worker_once(run_dir: Path, attempt: int, spec: JobSpec | None = None) -> attempts.Result:
+    """One start of the worker; with the job's `spec`, under the stall watchdog."""
     (run_dir / PREEMPT_FLAG).unlink(missing_ok=True)
     (run_dir / worker_exit(0)).unlink(missing_ok=True)
     received: dict = {}
     child: list = []  # the worker, for the stall watchdog's stop
-    with watching(Watchdog.for_run(run_dir, attempt, 1), lambda: stop(child[0])) as watch:
+    watchdog = Watchdog(run_dir, spec, attempt, 1) if spec else None
+    with watching(watchdog, lambda: stop(child[0])) as watch:
         rc = run_streaming([sys.executable, WORKER_SCRIPT, run_dir], run_dir / worker_log(0),
                            env=worker_env() | {ATTEMPT_ENV: str(attempt)}, console=console(),
                            received=received, started=child.append)

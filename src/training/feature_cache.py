@@ -148,11 +148,12 @@ class FeatureCache:
 
     def __init__(self, rest: Rest, train_views: np.ndarray, train_labels: np.ndarray,
                  val_feats: np.ndarray, val_labels: np.ndarray, batch_size: int, seed: int,
-                 rank: int):
+                 rank: int, eval_batch_size: int = 0):
         self.network = rest
         self.train_views, self.train_labels = train_views, train_labels  # [views, n, ...]
         self.val_feats, self.val_labels = val_feats, val_labels
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
+        self.eval_batch_size = eval_batch_size or batch_size
 
     @property
     def steps_per_epoch(self) -> int:
@@ -174,8 +175,9 @@ class FeatureCache:
         was_training = rest.training
         rest.set_train(False)
         preds = []
-        for n, start in enumerate(range(0, len(self.val_labels), self.batch_size), 1):
-            logits = rest(ms.Tensor(self.val_feats[start:start + self.batch_size]))
+        step = self.eval_batch_size
+        for n, start in enumerate(range(0, len(self.val_labels), step), 1):
+            logits = rest(ms.Tensor(self.val_feats[start:start + step]))
             preds.append(logits.asnumpy().argmax(axis=1))
             on_batch(n)
         rest.set_train(was_training)
@@ -253,7 +255,9 @@ def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say, rec
     val_feats = np.zeros((0,) + shape, np.float32)
     val_labels = np.zeros(0, np.int32)
     if evaluating:
-        val = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices, **data_args)
+        val = dataset.create_dataset(spec.val_dir, training=False, indices=val_indices,
+                                     **(data_args | {"batch_size": spec.eval_batch_size
+                                                     or spec.batch_size}))  # forward only
         val_feats, val_labels = extract(prefix, val, shape, "val", say,
                                         out=np.empty((n_val,) + shape, np.float32),
                                         recorder=recorder)
@@ -261,5 +265,5 @@ def build(spec, par, net, n_train: int, val_indices, val_ds, data_args, say, rec
         f"{'augmented' if augmented else 'eval'} view(s), {len(val_labels)} val images, "
         f"{time.monotonic() - t0:.1f} s")
     return FeatureCache(Rest(net, spec.freeze, spec.head), views, labels, val_feats, val_labels,
-                        spec.batch_size, spec.seed, par.rank)
+                        spec.batch_size, spec.seed, par.rank, spec.eval_batch_size)
 

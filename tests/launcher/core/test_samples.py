@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.core.errors import UserError
+from launcher.core.errors import Interrupted
 from launcher.core.samples import scan_split
 from launcher.core.spec import load_job
 from launcher.preflight import data as preflight
@@ -64,17 +64,20 @@ def test_check_reports_what_is_not_read(data, tmp_path):
 
 
 @pytest.mark.unit
-def test_ctrl_c_during_the_scan_is_a_clean_error(data, tmp_path, monkeypatch):
+def test_ctrl_c_during_the_scan_is_a_clean_interruption(data, tmp_path, monkeypatch):
+    """Not bad input (exit 2, never retried): an Interrupted, which every entry point ends with
+    exit 130 (tests/launcher/cli/test_ctrl_c.py), naming what it interrupted; `check` stops
+    there instead of reporting it as one more error."""
     def interrupt(path):
         raise KeyboardInterrupt
     monkeypatch.setattr(preflight, "decode_error", interrupt)
     spec = load_job(small_job(tmp_path, data, image_check="all"))
-    with pytest.raises(UserError, match=r"interrupted \(Ctrl-C\) while checking the data; "
-                                        "nothing was started"):
+    with pytest.raises(Interrupted, match=r"interrupted \(Ctrl-C\) while checking the data; "
+                                          "nothing was started"):
         preflight.preflight(spec)
     from launcher.preflight import checks as check
-    found = list(check.findings(spec, check.Options(images="all"), network=False))
-    assert any("interrupted (Ctrl-C)" in f.text and f.level == check.ERROR for f in found)
+    with pytest.raises(Interrupted):
+        list(check.findings(spec, check.Options(images="all"), network=False))
 
 
 @pytest.mark.unit
