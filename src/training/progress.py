@@ -1,8 +1,9 @@
 """The worker's side of the progress record (launcher/core/rundir/progress.py): `Recorder` makes
 one `Progress` after every training step, evaluation batch and stage change, writes it to
 logs/worker_<rank>.progress and hands it to in-process listeners (the console's progress line;
-the TensorBoard writer). Cost: one small file replaced per record, tens of microseconds
-(benchmarks/bench_progress.py)."""
+the TensorBoard writer). Cost: one small file replaced per record; benchmarks/bench_progress.py
+measured a median of 1.4 ms per record on a loaded 2-core machine, 0.05% of a ResNet18 64 px
+batch-32 CPU step (target: under 1%)."""
 
 from __future__ import annotations
 

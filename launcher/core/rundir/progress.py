@@ -6,7 +6,8 @@ every training step, evaluation batch, save and phase change, hands it to its in
 listeners (the console line, the TensorBoard writer) and writes it to
 `logs/worker_<rank>.progress` (names.worker_progress), where the supervisors' stall watchdog and
 `packrun status` read it. The file is replaced whole (a reader sees the old record or the new
-one) without fsync: it is a heartbeat, not data, and a write costs tens of microseconds.
+one) without fsync: it is a heartbeat, not data (benchmarks/bench_progress.py: a record costs
+well under 1% of a CPU step).
 
 Progress, for a watchdog, is a change of `seq` (it grows with every record a process makes) or of
 `pid` (a restarted worker). A record's `time` is only informative: clocks of different hosts need
