@@ -23,8 +23,9 @@ repeat nor go backwards. Each attempt writes files of its own, named by start se
 attempt and pid: a restart within the same second never replaces the file before it.
 
 Writes are synchronous, one write(2) each (no thread, no queue, no buffer): a kill -9 loses
-nothing already written, and a written point costs under a millisecond (0.37–0.54 ms measured
-by benchmarks/bench_tensorboard.py on a loaded machine, about 0.1% of a small CPU step); each epoch end is fsynced. tensorboardX provides the record
+nothing already written, and a written point costs under a millisecond (0.37 to 0.54 ms
+measured by benchmarks/bench_tensorboard.py on a loaded machine, about 0.1% of a small CPU
+step); each epoch end is fsynced. tensorboardX provides the record
 checksum and the protos; neither TensorFlow nor PyTorch is needed. No MindSpore import.
 """
 
