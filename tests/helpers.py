@@ -166,6 +166,17 @@ def packrun_argv(*args) -> list[str]:
     return [sys.executable, "-m", "launcher.cli.main", *map(str, args)]
 
 
+def as_at_a_terminal(argv: list[str]) -> list[str]:
+    """`argv`, started with SIGINT back at its default disposition, for a process a test will
+    Ctrl-C. A shell that starts the test run in the background (`cmd &` in a script, nohup)
+    starts it with SIGINT ignored, every child inherits that, and a Python started so never
+    raises KeyboardInterrupt; a user's Ctrl-C at a terminal reaches a process that does. (A
+    wrapper that resets it and execs, not a preexec_fn: the test runner has threads.)"""
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execvp(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", reset, *map(str, argv)]
+
+
 def packrun_env(env: Mapping[str, str] | None = None,
                 env_extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment to run this checkout's CLI in: `env` (default: this process's) updated

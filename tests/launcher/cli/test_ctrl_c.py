@@ -16,7 +16,15 @@ import pytest
 from launcher.core.errors import EXIT_INTERRUPTED
 from launcher.core.spec import load_job
 from launcher.render.artifacts import write_run_dir
-from tests.helpers import REPO, packrun_argv, packrun_env, shown, small_job, wait_for
+from tests.helpers import (
+    REPO,
+    as_at_a_terminal,
+    packrun_argv,
+    packrun_env,
+    shown,
+    small_job,
+    wait_for,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -43,8 +51,8 @@ def interrupt_while_scanning(tmp_path: Path, args: list[str]) -> subprocess.Comp
     env = packrun_env()
     env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
     env["BLOCK_DECODE"] = str(blocked)
-    proc = subprocess.Popen(packrun_argv(*args), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(as_at_a_terminal(packrun_argv(*args)), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(blocked.exists, 120, "the image scan")
         proc.send_signal(signal.SIGINT)
@@ -76,16 +84,16 @@ def test_ctrl_c_of_a_node_verb_and_of_the_batch_program(tmp_path, make_job):
     srun.chmod(srun.stat().st_mode | stat.S_IXUSR)
     env = packrun_env() | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "9",
                            "SLURM_JOB_NODELIST": "localhost"}
-    batch = subprocess.Popen(["bash", str(rd / "job.sbatch")], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    batch = subprocess.Popen(as_at_a_terminal(["bash", str(rd / "job.sbatch")]), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "step-started" in batch.stdout.readline() + batch.stdout.readline()
     batch.send_signal(signal.SIGINT)
     batch.wait(timeout=60)
     assert batch.returncode == -signal.SIGINT, batch.stderr.read()  # 130 to its shell
     # a verb that blocks: supervise-ranks with one rank that sleeps
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(as_at_a_terminal(
         [*packrun_argv()[:2], "launcher.node", "supervise-ranks", str(rd), "0", "--rank", "0",
-         "sleep", "600"], cwd=REPO, env=packrun_env(), stderr=subprocess.PIPE, text=True)
+         "sleep", "600"]), cwd=REPO, env=packrun_env(), stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (rd / "logs" / "worker_0.log").exists(), 60, "the rank")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)

@@ -77,8 +77,11 @@ def start_and_kill_in_epoch_3(job: Path, console: Path) -> tuple[Path, subproces
         while time.monotonic() < deadline:
             run_dir = run_dir_in(console)
             if run_dir and saved_epoch(run_dir, KILL_IN_EPOCH - 1):
+                # the worker (src/train.py RUN_DIR), not the lifeline's watcher, which names
+                # the run directory too
                 worker = next(p for p in psutil.Process(proc.pid).children(recursive=True)
-                              if str(run_dir) in p.cmdline())
+                              if str(run_dir) in p.cmdline()
+                              and any(a.endswith("train.py") for a in p.cmdline()))
                 os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pipeline processes
                 proc.wait(timeout=60)
                 return run_dir, proc
