@@ -199,12 +199,7 @@ class Launch:
                  f"{where}; run directory {self.run_dir}"
                  + (f"; up to {allowed} restart(s)" if allowed else ""))
         code = restarts.with_restarts(self.run_dir, "run", world, allowed, self.once)
-        if code == 0:
-            log.info("packrun: run finished")
-            print(f"packrun: run directory {self.run_dir}", flush=True)
-        elif code != EXIT_REQUEUE:
-            print(f"packrun: run directory {self.run_dir}", file=sys.stderr, flush=True)
-        return code
+        return restarts.say_run_directory(self.run_dir, code)
 
 
 def _hosts(spec: JobSpec) -> list[str]:

@@ -7,6 +7,7 @@ program plays this loop by requeueing the job (launcher/node/batch.py).
 from __future__ import annotations
 
 import signal as signals
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,10 +15,23 @@ from typing import Callable
 from launcher.core.log import get_logger
 from launcher.core.rundir import failure
 from launcher.core.rundir.attempts import BACKOFF_S, Result, begin, end, write_state
+from launcher.core.rundir.names import EXIT_REQUEUE
 from launcher.core.rundir.state import Phase
 from launcher.supervise import processes
 
 log = get_logger(__name__)
+
+
+def say_run_directory(run_dir: Path, code: int) -> int:
+    """The end of `packrun run` (one machine or several): the run directory is the command's
+    result, printed also under --quiet: on stdout after a success, on stderr after a failure,
+    not after a stop request (the stop said where to resume). Returns `code`."""
+    if code == 0:
+        log.info("packrun: run finished")
+        print(f"packrun: run directory {run_dir}", flush=True)
+    elif code != EXIT_REQUEUE:
+        print(f"packrun: run directory {run_dir}", file=sys.stderr, flush=True)
+    return code
 
 
 def backoff(restart: int) -> float:

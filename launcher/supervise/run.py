@@ -7,7 +7,6 @@ the whole job down and is named with the end of its log.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from launcher.core.errors import UserError
@@ -57,13 +56,7 @@ def execute(run_dir: Path, spec: JobSpec) -> int:
              f"{run_dir}" + (f"; up to {allowed} restart(s)" if allowed else ""))
     code = restarts.with_restarts(run_dir, "run", spec.cards_per_node, allowed,
                                   lambda attempt: launch_once(run_dir, spec, attempt))
-    # the run directory is the command's result: printed, also under --quiet
-    if code == 0:
-        log.info("packrun: run finished")
-        print(f"packrun: run directory {run_dir}", flush=True)
-    elif code != EXIT_REQUEUE:
-        print(f"packrun: run directory {run_dir}", file=sys.stderr, flush=True)
-    return code
+    return restarts.say_run_directory(run_dir, code)
 
 
 def launch_once(run_dir: Path, spec: JobSpec, attempt: int) -> attempts.Result:

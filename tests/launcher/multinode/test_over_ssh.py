@@ -156,12 +156,9 @@ def run_dir_under(out: Path) -> Path:
 # Jobs
 # ---------------------------------------------------------------------------------------------
 
-def test_ctrl_c_stops_every_node_and_resume_trains_both_hosts_to_the_same_weights(
-        cluster, ssh, job, tmp_path):
-    """Ctrl-C on node1 while the workers start (both nodes report training, long before the
-    first step) stops every node; `--resume` of the multi-node run directory then runs the whole
-    job (no last.ckpt yet: from the start) on both hosts to equal final weights: the reference
-    of the restart test."""
+def signal_once_both_train(cluster, ssh, job, tmp_path, sig):
+    """A 2-node run started on node1, sent `sig` once both nodes train: (its run directory, its
+    exit status, the seconds until nothing of the job was left on either host, its output)."""
     out = tmp_path / "run.out"
     proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
                                    f"--output_dir={tmp_path / 'runs'}"], out)
@@ -171,13 +168,22 @@ def test_ctrl_c_stops_every_node_and_resume_trains_both_hosts_to_the_same_weight
         wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
                  "both nodes training")
         t0 = time.monotonic()
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         code = proc.wait(timeout=60)
         assert_nothing_left(cluster, tmp_path, within_s=30)
         took = time.monotonic() - t0
     finally:
         proc.kill()
-    text = out.read_text()
+    return run_dir, code, took, out.read_text()
+
+
+def test_ctrl_c_stops_every_node_and_resume_trains_both_hosts_to_the_same_weights(
+        cluster, ssh, job, tmp_path):
+    """Ctrl-C on node1 while the workers start (both nodes report training, long before the
+    first step) stops every node; `--resume` of the multi-node run directory then runs the whole
+    job (no last.ckpt yet: from the start) on both hosts to equal final weights: the reference
+    of the restart test."""
+    run_dir, code, took, text = signal_once_both_train(cluster, ssh, job, tmp_path, signal.SIGINT)
     assert took < 20, f"the nodes took {took:.1f} s to stop"
     assert code == 130, shown(text)
     assert "SIGINT: stopping every node" in text
@@ -251,21 +257,7 @@ def test_a_killed_rank_on_node2_stops_both_nodes_and_the_restart_ends_as_uninter
 
 def test_kill_9_of_packrun_on_node1_stops_every_node(cluster, ssh, job, tmp_path):
     """The nodes end with their sessions: nothing of packrun's is left to stop them."""
-    out = tmp_path / "run.out"
-    proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
-                                   f"--output_dir={tmp_path / 'runs'}"], out)
-    try:
-        run_dir = run_dir_under(tmp_path / "runs")
-        paths = [run_dir / node_state(k) for k in (0, 1)]
-        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
-                 "both nodes training")
-        t0 = time.monotonic()
-        os.kill(proc.pid, signal.SIGKILL)
-        code = proc.wait(timeout=60)
-        assert_nothing_left(cluster, tmp_path, within_s=30)
-        took = time.monotonic() - t0
-    finally:
-        proc.kill()
+    run_dir, code, took, _ = signal_once_both_train(cluster, ssh, job, tmp_path, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert took < 20, f"the nodes took {took:.1f} s to stop"
     states = node_states(run_dir)
