@@ -156,6 +156,15 @@ def run_dir_under(out: Path) -> Path:
 # Jobs
 # ---------------------------------------------------------------------------------------------
 
+def both_nodes_training(runs: Path) -> Path:
+    """The run directory under `runs`, once both nodes' state files say training."""
+    run_dir = run_dir_under(runs)
+    paths = [run_dir / node_state(k) for k in (0, 1)]
+    wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
+             "both nodes training")
+    return run_dir
+
+
 def signal_once_both_train(cluster, ssh, job, tmp_path, sig):
     """A 2-node run started on node1, sent `sig` once both nodes train: (its run directory, its
     exit status, the seconds until nothing of the job was left on either host, its output)."""
@@ -163,10 +172,7 @@ def signal_once_both_train(cluster, ssh, job, tmp_path, sig):
     proc = start_on("node1", ssh, ["run", job, *TWO_NODES, "--hosts=node1,node2",
                                    f"--output_dir={tmp_path / 'runs'}"], out)
     try:
-        run_dir = run_dir_under(tmp_path / "runs")
-        paths = [run_dir / node_state(k) for k in (0, 1)]
-        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
-                 "both nodes training")
+        run_dir = both_nodes_training(tmp_path / "runs")
         t0 = time.monotonic()
         os.kill(proc.pid, sig)
         code = proc.wait(timeout=60)
@@ -275,10 +281,7 @@ def test_a_host_lost_mid_run_counts_as_its_node_failing(cluster, ssh, job, tmp_p
                                    "--max_restarts=0", f"--output_dir={tmp_path / 'runs'}"], out)
     link = ["ip", "-n", cluster.netns["node2"], "link", "set", "eth0"]
     try:
-        run_dir = run_dir_under(tmp_path / "runs")
-        paths = [run_dir / node_state(k) for k in (0, 1)]
-        wait_for(lambda: all(p.exists() and '"training"' in p.read_text() for p in paths), 300,
-                 "both nodes training")
+        run_dir = both_nodes_training(tmp_path / "runs")
         t0 = time.monotonic()
         subprocess.run(link + ["down"], check=True)
         code = proc.wait(timeout=120)
