@@ -170,10 +170,23 @@ def cluster_timeout(spec: JobSpec, slurm: bool) -> int:
     return CLUSTER_TIMEOUT_BY_HAND if by_hand else CLUSTER_TIMEOUT_TOGETHER
 
 
+# The heartbeat interval bounds of MindSpore's dynamic cluster (seconds; its default 3 and 5) and
+# the largest world that gets them at 1 s.
+HEARTBEAT_VARS = frozenset({"MS_RETRY_INTERVAL_LOWER", "MS_RETRY_INTERVAL_UPPER"})
+HEARTBEAT_FAST_MAX_WORLD = 64
+
+
 def _launch_env(spec: JobSpec, timeout: int, devices: list[int] | None) -> dict[str, str]:
     """Variables every launch script exports for its workers, after the site block (the job's
     `env_setup` and `env`), so that these win."""
     env = {}
+    if spec.nodes * spec.cards_per_node <= HEARTBEAT_FAST_MAX_WORLD and not (
+            HEARTBEAT_VARS & set(spec.env)):
+        # MindSpore's cluster learns that it has formed, and a process may exit, only at a
+        # heartbeat; its default of one every 3 to 5 s costs a small job up to 5 s at the start
+        # and 5 s at the end of every attempt. Once a second is nothing to the scheduler at
+        # this size; bigger clusters keep MindSpore's spread (docs/launching.md).
+        env |= {var: "1" for var in sorted(HEARTBEAT_VARS)}
     if spec.device == "Ascend":
         lo, hi = HCCL_TIMEOUT_RANGE
         env["HCCL_CONNECT_TIMEOUT"] = str(min(max(timeout, lo), hi))

@@ -7,6 +7,7 @@ tests/launcher/render/test_artifacts.py` and review the diff. CI (CI=true) refus
 there the run fails instead of rewriting the goldens it checks.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -216,6 +217,24 @@ def test_hccl_timeout_is_clamped_to_what_hccl_accepts(make_job, hccn_conf):
     assert (timeout(60), timeout(600), timeout(7200)) == ("120", "600", "7200")
     cpu = spec_for(make_job, hccn_conf, dict(cards_per_node=2))
     assert "HCCL" not in render_artifacts(cpu, RUN_DIR)["msrun.sh"]
+
+
+def test_small_clusters_beat_their_heart_once_a_second_unless_the_job_says(make_job, hccn_conf):
+    """MindSpore's cluster forms, and lets a process exit, only at a heartbeat (every 3 to 5 s by
+    default): up to 10 s of every small attempt. Up to 64 ranks packrun asks for 1 s; the
+    job's env wins; bigger clusters keep MindSpore's spread."""
+    def heartbeat(keys, script="msrun.sh"):
+        env = keys.pop("env", {})
+        spec = dataclasses.replace(spec_for(make_job, hccn_conf, keys), env=env)
+        text = render_artifacts(spec, RUN_DIR)[script]
+        return re.findall(r"^export (MS_RETRY_INTERVAL_\w+)=(\S+)$", text, re.M)
+    fast = [("MS_RETRY_INTERVAL_LOWER", "1"), ("MS_RETRY_INTERVAL_UPPER", "1")]
+    assert heartbeat(dict(cards_per_node=2)) == fast
+    assert heartbeat(dict(cards_per_node=2, launcher="mpirun"), "mpirun.sh") == fast
+    assert heartbeat(ASCEND8 | TWO_NODES | dict(launcher="msrun")) == fast
+    assert heartbeat(ASCEND8 | dict(nodes=9, hosts="10.0.0.[1-9]", master_port=8118)) == []
+    assert heartbeat(dict(cards_per_node=2, env={"MS_RETRY_INTERVAL_UPPER": "9"})) == [
+        ("MS_RETRY_INTERVAL_UPPER", "9")]
 
 
 def test_paths_with_spaces_are_quoted(make_job, hccn_conf):

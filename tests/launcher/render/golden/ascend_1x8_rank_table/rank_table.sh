@@ -12,6 +12,8 @@ PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
 export RANK_TABLE_FILE="$RUN_DIR/rank_table.json"
 export RANK_SIZE=8
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 export HCCL_CONNECT_TIMEOUT=120
 export HCCL_EXEC_TIMEOUT=1836
 SERVER_INDEX=0

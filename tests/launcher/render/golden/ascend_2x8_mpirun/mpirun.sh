@@ -6,6 +6,8 @@ set -uo pipefail
 RUN_DIR=/runs/demo-20250101-000000
 PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 export HCCL_CONNECT_TIMEOUT=120
 export HCCL_EXEC_TIMEOUT=1836
 AS_ROOT=()
@@ -18,7 +20,7 @@ PE=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 8 --per) || exit 2
 BIND=(--map-by "slot:PE=$PE" --bind-to hwthread --use-hwthread-cpus --report-bindings)
 mpirun "${AS_ROOT[@]}" -n 16 --hostfile "$RUN_DIR/hostfile" "${BIND[@]}" \
     --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
-    -x PATH -x HCCL_CONNECT_TIMEOUT -x HCCL_EXEC_TIMEOUT \
+    -x PATH -x MS_RETRY_INTERVAL_LOWER -x MS_RETRY_INTERVAL_UPPER -x HCCL_CONNECT_TIMEOUT -x HCCL_EXEC_TIMEOUT \
     bash "$RUN_DIR/mpi_task.sh"
 RC=$?
 exit "$RC"

@@ -10,6 +10,8 @@ PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR"
 # msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
 export PATH="$RUN_DIR/bin:$PATH"
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 export HCCL_CONNECT_TIMEOUT=600
 export HCCL_EXEC_TIMEOUT=1836
 NODE_RANK=${1:?usage: bash msrun.sh NODE_RANK (0..1; 0 on 10.0.0.1)}

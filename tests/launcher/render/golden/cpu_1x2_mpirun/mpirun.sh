@@ -6,6 +6,8 @@ set -uo pipefail
 RUN_DIR=/runs/demo-20250101-000000
 PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 # MindSpore's dynamic cluster takes the scheduler's IP address, not a name: resolve it here.
 MASTER_ADDR=127.0.0.1
 MASTER_IP=$(getent ahosts "$MASTER_ADDR" | awk 'NR == 1 {print $1}') || MASTER_IP=""
@@ -30,7 +32,7 @@ PE=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 2 --per) || exit 2
 BIND=(--map-by "slot:PE=$PE" --bind-to hwthread --use-hwthread-cpus --report-bindings)
 mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" "${BIND[@]}" \
     --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
-    -x PATH -x MS_SCHED_HOST -x MS_SCHED_PORT -x MS_WORKER_NUM -x MS_TOPO_TIMEOUT \
+    -x PATH -x MS_RETRY_INTERVAL_LOWER -x MS_RETRY_INTERVAL_UPPER -x MS_SCHED_HOST -x MS_SCHED_PORT -x MS_WORKER_NUM -x MS_TOPO_TIMEOUT \
     bash "$RUN_DIR/mpi_task.sh"
 RC=$?
 if [ "$RC" -ne 0 ]; then

@@ -6,6 +6,8 @@ set -uo pipefail
 RUN_DIR=/runs/demo-20250101-000000
 PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR" || exit 1
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 AS_ROOT=()
 if [ "$(id -u)" -eq 0 ]; then
     AS_ROOT=(--allow-run-as-root)  # Open MPI refuses root without it
@@ -16,7 +18,7 @@ PE=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 2 --per) || exit 2
 BIND=(--map-by "slot:PE=$PE" --bind-to hwthread --use-hwthread-cpus --report-bindings)
 mpirun "${AS_ROOT[@]}" -n 2 --hostfile "$RUN_DIR/hostfile" "${BIND[@]}" \
     --output-filename "$RUN_DIR/logs/mpirun" --merge-stderr-to-stdout \
-    -x PATH \
+    -x PATH -x MS_RETRY_INTERVAL_LOWER -x MS_RETRY_INTERVAL_UPPER \
     bash "$RUN_DIR/mpi_task.sh"
 RC=$?
 exit "$RC"

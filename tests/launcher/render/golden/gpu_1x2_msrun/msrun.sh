@@ -9,6 +9,8 @@ PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR"
 # msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
 export PATH="$RUN_DIR/bin:$PATH"
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 NODE_RANK=0
 MASTER_ADDR=127.0.0.1
 MASTER_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')

@@ -10,6 +10,8 @@ PYTHON=/opt/venv/bin/python
 cd "$RUN_DIR"
 # msrun starts each worker as `python SCRIPT`: bin/python is the interpreter rendered with.
 export PATH="$RUN_DIR/bin:$PATH"
+export MS_RETRY_INTERVAL_LOWER=1
+export MS_RETRY_INTERVAL_UPPER=1
 NODE_RANK=$SLURM_NODEID
 : "${MASTER_ADDR:?MASTER_ADDR is exported by job.sbatch}" "${MASTER_PORT:?MASTER_PORT is exported by job.sbatch}"
 # Every node resolves the scheduler's address itself (msrun would fail with a traceback).
