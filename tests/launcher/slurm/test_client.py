@@ -392,7 +392,7 @@ def cleanup(cluster, job_file):
                  60, "jobs to leave the queue")
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     r = packrun("submit", job_file, "--wait")
     assert r.returncode == 0, shown(r)
@@ -413,7 +413,7 @@ def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     assert "epoch 1/1, best acc so far " in s.stdout
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     r = packrun("submit", job_file, "--wait", "--head=fc")  # no such cell: the workers fail
     assert r.returncode not in (0, 2), shown(r)             # the job's status, not a usage error
@@ -426,7 +426,7 @@ def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     assert re.search(r"^packrun: error: .*'head'", tail[1], re.M), shown(r)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     r = packrun("submit", job_file, "--epochs=3")
     assert r.returncode == 0, shown(r)
@@ -444,7 +444,7 @@ def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     wait_for(lambda: not processes_of(run_dir), 30, f"no process left in {run_dir}")
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanup, job_file,
                                                                           tmp_path):
     out = tmp_path / "submit.out"
@@ -474,7 +474,7 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
     assert (run_dir / "best.ckpt").is_file() and not (run_dir / PREEMPT_FLAG).exists()
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     # rank 1 SIGKILLs itself in epoch 2 of the first attempt (test-only fault injection)
     env = dict(os.environ, PACKRUN_TEST_FAULT="kill:rank=1:epoch=2:step=1")
@@ -501,7 +501,7 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
     out = tmp_path / "env.out"
     script = tmp_path / "env.sbatch"
@@ -542,7 +542,7 @@ def test_an_unreachable_controller_is_an_outage_not_bad_input(tmp_path, job_file
     assert retryable(Result(EXIT_UNAVAILABLE)) and not retryable(Result(2))
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_requeued(cleanup,
                                                                                      job_file):
     """The batch program's stall watchdog on a real Slurm job: rank 1 blocks for good fetching
