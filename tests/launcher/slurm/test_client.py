@@ -216,6 +216,14 @@ case "$FAKE_WORKERS" in
   fail) exit 1 ;;
   rank1-fails)  # rank 1 raises (exit 1); msrun kills rank 0, which leaves no exit status
     echo 1 > "$RUN_DIR/logs/worker_1.exit"; exit 1 ;;
+  rank1-fails-alone)  # rank 1 raises; msrun goes on until its scheduler stops hearing from it
+    echo 1 > "$RUN_DIR/logs/worker_1.exit"; sleep "$TEARDOWN_S"; exit 1 ;;
+  rank1-killed-alone)  # msrun says that SIGKILL ended rank 1 (pid 4242), and goes on as above
+    echo 4242 > "$RUN_DIR/logs/worker_1.pid"; echo 4141 > "$RUN_DIR/logs/worker_0.pid"
+    echo "[ERROR] ME(1:2,MainProcess):2026-12-07-01:06:37.938.000 [mindspore/parallel/cluster/\
+process_entity/_api.py:365] Worker process 4242 exit with exception. Error code: -9." \
+      > "$RUN_DIR/logs/msrun-node0.out"
+    sleep "$TEARDOWN_S"; exit 1 ;;
 esac
 """
 
@@ -293,6 +301,23 @@ def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_pa
     assert (run_dir / "logs" / "attempt_1" / "worker_1.exit").is_file()
     state = json.loads((run_dir / "run_state.json").read_text())
     assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("workers, how", [("rank1-fails-alone", "exited with status 1"),
+                                          ("rank1-killed-alone", "was killed by signal 9")])
+def test_a_rank_that_fails_ends_the_step_at_once(job_file, tmp_path, workers, how):
+    """A rank's failing exit status, or msrun's word that a signal killed it, fails the attempt:
+    the batch program stops the srun step then, not when msrun's scheduler has stopped hearing
+    from that rank (half a minute on), and names that rank."""
+    started = time.monotonic()
+    rc, out, calls = run_batch_script(job_file, tmp_path, workers, send_usr1=False,
+                                      teardown_s=60, overrides={"max_restarts": 0})
+    assert time.monotonic() - started < 20, out
+    assert rc not in (0, 75) and calls == "", out
+    assert f"packrun: rank 1 {how}; stopped the srun step" in out
+    assert re.search(rf"^packrun: attempt 1 failed: rank 1 on vm {how}( \(SIGKILL\))?; "
+                     r"giving up", out, re.M), out
 
 
 @pytest.mark.unit
