@@ -5,6 +5,7 @@ and `stop-node` stops what it recorded."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,7 +107,14 @@ def test_a_failed_rank_fails_the_node_while_its_launcher_waits_on(run_dir, stub,
     the node fails at once, naming the rank, its exit status or the signal msrun reports."""
     t0 = time.monotonic()
     proc = host_run(run_dir, stdin=subprocess.DEVNULL, STUB=stub)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:  # a node program that waited on is not left behind, nor its worker
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if not gone(w := worker(run_dir)):
+            os.kill(w, signal.SIGKILL)
     assert time.monotonic() - t0 < 20, out
     assert proc.returncode not in (0, 75), out
     assert f"packrun: node 1 (b): failed: rank 1 {how}" in out
