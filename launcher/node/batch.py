@@ -16,12 +16,13 @@ shell only, reaches it. In order:
   3. the attempt begins (launcher/core/rundir/attempts.py): attempt = SLURM_RESTART_COUNT + 1;
   4. the srun step starts (launcher/supervise/processes.py) and is waited for; after a stop
      request, only until rank 0 has stopped on request (exit status 75 in its exit file):
-     msrun's teardown adds nothing after that but time; and only until a rank leaves a failing
-     exit status (neither 0 nor 75): the attempt has failed, and the others would only wait
-     for it in a collective until msrun's scheduler stops hearing from it (half a minute and
-     more), so the step is stopped at once, as `packrun run` stops a launch; so it is when
-     msrun's output (logs/msrun-node<N>.out) says that a rank was killed (a signal leaves no
-     exit status);
+     msrun's teardown adds nothing after that but time; and only until a rank of this node
+     (node 0, where msrun also runs the scheduler) leaves a failing exit status (neither 0
+     nor 75), or msrun's output (logs/msrun-node0.out) says that a signal killed one: the
+     attempt has failed, but this node's msrun would wait on until its scheduler stops hearing
+     from that rank (half a minute and more), so the step is stopped at once, as `packrun run`
+     stops a launch (the msrun of another node ends when its rank does, and srun's
+     --kill-on-bad-exit ends the step, naming that node);
   5. the attempt ends and decides: completed (every rank finished with exit status 0, also
      when srun's own status is not: a crash while the processes shut down), restart or stop;
   6. stopped on request: requeue (`scontrol requeue`, launcher/slurm/client.py) and exit 0, or
@@ -92,7 +93,7 @@ class Batch:
         self.line: lifeline.Lifeline | None = None
         # the batch program ended the step: a stall, a rank that failed (attempts.batch_end)
         self.known: attempts.Result | None = None
-        self._output_sizes: dict[Path, int] = {}  # msrun's outputs when last read
+        self._output_size = -1  # logs/msrun-node0.out's size when last read
 
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -168,30 +169,29 @@ class Batch:
         return processes.exit_code(proc.returncode)
 
     def _failed_rank(self) -> tuple[int, int | None, int | None] | None:
-        """(rank, exit status, signal) of a rank of this attempt that failed (exit and pid files
-        of earlier attempts were archived when it began): it left a failing exit status, or
-        msrun's output says that a signal killed it. None while no rank has failed."""
+        """(rank, exit status, signal) of a rank of node 0 (this node) that failed in this
+        attempt (exit and pid files of earlier attempts were archived when it began): it left a
+        failing exit status, or msrun's output says that a signal killed it. None while none
+        has."""
+        local = range(self.spec.cards_per_node)  # srun's node 0 runs ranks 0..cards-1
         present = {path.name for path in self.run_dir.glob(WORKER_EXIT_GLOB)}  # one listing
         exited = set()
-        for rank in range(self.world):
+        for rank in local:
             if Path(worker_exit(rank)).name in present:
                 exited.add(rank)
                 status = read_exit_status(self.run_dir, rank)
                 if status not in (None, 0, EXIT_REQUEUE):
                     return rank, status, None
-        texts, sizes = [], {}
-        for path in sorted(self.run_dir.glob(NODE_OUTPUT.replace("%n", "*"))):
-            try:
-                sizes[path] = path.stat().st_size
-                if sizes[path] != self._output_sizes.get(path):  # read what says something new
-                    texts.append(path.read_text(errors="replace"))
-            except OSError:
-                continue
-        self._output_sizes = sizes
-        killed = {pid: sig for text in texts for pid, sig in killed_pids(text).items()}
-        if not killed:
+        output = self.run_dir / NODE_OUTPUT.replace("%n", "0")
+        try:
+            size = output.stat().st_size
+            if size == self._output_size:  # nothing new said
+                return None
+            self._output_size = size
+            killed = killed_pids(output.read_text(errors="replace"))
+        except OSError:
             return None
-        for rank in range(self.world):
+        for rank in local:
             if rank in exited:
                 continue
             try:
