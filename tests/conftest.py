@@ -5,7 +5,8 @@ Every test belongs to exactly one tier (README, "Run the tests"; setup.cfg regis
            `python -m pytest -m unit`
   e2e      real workers, MindSpore training, real launchers (msrun, mpirun), full-size
            networks built, and GRAPH_MODE compilations (seconds per test)
-  cluster  Slurm daemons or the two-host network-namespace cluster
+  cluster  Slurm daemons or the two-host network-namespace cluster: `cluster("slurm")` or
+           `cluster("netns")`, the one it uses (CLUSTERS below)
 A file sets `pytestmark = pytest.mark.<tier>`; a file that mixes tiers marks each test instead.
 A test with no tier, or with two, stops the run at collection.
 """
@@ -26,6 +27,23 @@ from tests.helpers import HCCN_CONF, need_tool, unavailable, write_job, write_ti
 TIERS = ("unit", "e2e", "cluster")
 
 
+# The test clusters, by the name a `cluster` test gives its marker (`pytest.mark.cluster("slurm")`):
+# each is one shared set of daemons, so its tests run in turn, on one xdist worker (its group).
+# The two share nothing (own state directories, ports, munge sockets: tests/cluster/
+# netns_common.sh), so under `-n 2 --dist loadgroup` (README's test command) they run side by
+# side, on two workers: the sum of each cluster's tests, not of all of them, is a floor under the
+# suite's wall time. (pytest-xdist hands out its largest groups first: these two.)
+CLUSTERS = {
+    "slurm": "the single-node Slurm cluster (tests/cluster/slurm_up.sh)",
+    "netns": "the two-host network-namespace cluster (tests/cluster/netns_up.sh)",
+}
+
+
+def cluster_group(name: str) -> str:
+    """The xdist group of the tests of cluster `name`."""
+    return f"{name}_cluster"
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     wrong = []
@@ -34,16 +52,21 @@ def pytest_collection_modifyitems(config, items):
         if len(tiers) != 1:
             wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
         elif tiers == ["cluster"]:
-            # one Slurm node and one two-host cluster for all of them: under pytest-xdist
-            # (`-n 2 --dist loadgroup`, README's test command) they run on one worker, in turn.
+            names = {str(a) for m in item.iter_markers() if m.name == "cluster" for a in m.args}
+            if len(names) != 1 or not names <= CLUSTERS.keys():
+                wrong.append(f"{item.nodeid}: cluster({', '.join(sorted(names))}): name the one "
+                             "cluster the test uses: " + ", ".join(
+                                 f'cluster("{n}") for {what}' for n, what in CLUSTERS.items()))
+                continue
+            group = cluster_group(names.pop())
             # xdist joins all of a test's group names into one, so a cluster test in a group of
-            # its own (e.g. for a shared fixture) would leave the cluster's group: refused.
+            # its own (e.g. for a shared fixture) would leave its cluster's group: refused.
             others = sorted({str(m.args[0]) for m in item.iter_markers()
-                             if m.name == "xdist_group" and m.args} - {"cluster"})
+                             if m.name == "xdist_group" and m.args} - {group})
             if others:
                 wrong.append(f"{item.nodeid}: cluster, in xdist group {', '.join(others)} "
-                             "(a cluster test's only group is 'cluster')")
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+                             f"(a cluster test's only group is its cluster's, '{group}')")
+            item.add_marker(pytest.mark.xdist_group(group))
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers "
                                 f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))
