@@ -1,9 +1,10 @@
 """The shared pytest fixtures and the test tiers. (The shared helpers are in tests/helpers.py.)
 
 Every test belongs to exactly one tier (README, "Run the tests"; setup.cfg registers them):
-  unit     no MindSpore training, no daemons, no real workers: `python -m pytest -m unit`
-  e2e      real workers, MindSpore training, real launchers (msrun, mpirun), and full-size
-           networks built or compiled (seconds per test)
+  unit     no MindSpore training or GRAPH_MODE compilation, no daemons, no real workers:
+           `python -m pytest -m unit`
+  e2e      real workers, MindSpore training, real launchers (msrun, mpirun), full-size
+           networks built, and GRAPH_MODE compilations (seconds per test)
   cluster  Slurm daemons or the two-host network-namespace cluster: `cluster("slurm")` or
            `cluster("netns")`, the one it uses (CLUSTERS below)
 A file sets `pytestmark = pytest.mark.<tier>`; a file that mixes tiers marks each test instead.
@@ -135,10 +136,13 @@ def hccn_conf(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(params=["graph", "pynative"])
+@pytest.fixture(params=[pytest.param("graph", marks=pytest.mark.e2e),
+                        pytest.param("pynative", marks=pytest.mark.unit)])
 def mode(request):
     """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE, then restore the previous
-    mode (MindSpore is imported only by the tests that take this fixture)."""
+    mode (MindSpore is imported only by the tests that take this fixture). The tier comes from
+    here: a graph compiles for seconds (e2e), the same check op by op takes a fraction of one
+    (unit), so a test that takes this fixture carries no tier mark of its own."""
     import mindspore as ms
     previous = ms.get_context("mode")
     ms.set_context(mode={"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[request.param])

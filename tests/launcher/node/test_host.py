@@ -126,7 +126,9 @@ def test_a_failed_rank_fails_the_node_while_its_launcher_waits_on(run_dir, stub,
 def test_stop_node_stops_what_the_node_program_recorded(run_dir):
     proc = host_run(run_dir, stdin=subprocess.DEVNULL)   # no session to watch
     w = worker(run_dir)
-    wait_for(lambda: state(run_dir)["state"] == "training", 30, "training")
+    # (the worker's pid file can come before the node program's first state)
+    wait_for(lambda: (run_dir / node_state(1)).exists() and state(run_dir)["state"] == "training",
+             30, "training")
     r = subprocess.run([sys.executable, "-m", "launcher.node", "stop-node", str(run_dir), "1"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
