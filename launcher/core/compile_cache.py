@@ -52,15 +52,18 @@ WORK = ".work"             # private copies of running workers
 TRASH = ".trash"           # prefix of entries being removed (renamed first, then deleted)
 STALE_WORK_S = 24 * 3600   # a private copy older than this belongs to a killed worker
 
-# Job keys that cannot change a compiled graph: names, paths, launch and Slurm settings. Every
-# other key is part of the cache key, so a key added later is safe by default (it can only
-# cause a miss, never a stale graph).
+# Job keys that cannot change a compiled graph: names, paths, launch, Slurm and watch settings.
+# Every other key is part of the cache key, so a key added later is safe by default (it can
+# only cause a miss, never a stale graph).
 NOT_IN_KEY = frozenset({
     "name", "train_dir", "val_dir", "pretrained", "output_dir", "image_check", "compile_cache",
     "max_restarts", "signal_before_s", "requeue", "partition", "account", "qos", "time", "gres",
     "cpus_per_task", "sbatch_extra", "template_dir", "env_setup", "hosts", "master_addr",
     "master_port", "cluster_timeout", "collective_timeout", "bind_cores", "devices",
     "device_id", "rank_table_file", "hccn_conf", "device_ips",
+    # what the host side watches, logs and checks: no graph sees them
+    "tensorboard", "log_every_steps", "stall_timeout", "startup_timeout", "ssh",
+    "rank_table_version", "node_checks", "net_health_check", "held_card_wait_s",
 })
 
 
