@@ -333,9 +333,12 @@ def stub_repo(tmp_path: Path, worker: str) -> Path:
 # epochs leave a whole epoch after the one a kill, stop or hang in epoch 2 interrupts (test_resume
 # kills in epoch 3: epochs = 4 there). One set of keys for the three modules: each uninterrupted
 # run (debug; 2 workers) is trained once per session (conftest's `reference_run`), and all their
-# runs share its compiled graphs.
+# runs share its compiled graphs: the compile cache's key holds every job key but names, paths
+# and launch settings, so a test's flag that changes one (log_every_steps, tensorboard,
+# stall_timeout) compiles anew, about 20 s a 2-worker run on the loaded 2-core machine. Hence
+# log_every_steps = 1 here, which test_restarts' TensorBoard check needs.
 INTERRUPTED_JOB = dict(epochs=3, lr=0.02, momentum=0.8, lr_schedule="cosine", warmup_epochs=1,
-                       hflip=True, num_parallel_workers=1)
+                       hflip=True, num_parallel_workers=1, log_every_steps=1)
 
 
 def session_dir(tmp_path_factory) -> Path:

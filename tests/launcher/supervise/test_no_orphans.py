@@ -36,7 +36,7 @@ def job(tmp_path_factory, digits_2class):
 def reference(reference_run):
     """The final weights of the job's uninterrupted 2-worker run (conftest reference_run,
     trained once per session)."""
-    return digests(reference_run("run", "--workers=2", "--tensorboard=false", **INTERRUPTED_JOB))
+    return digests(reference_run("run", "--workers=2", **INTERRUPTED_JOB))
 
 
 def test_kill_9_of_packrun_debug_leaves_nothing_and_resume_ends_as_uninterrupted(job,
