@@ -1,10 +1,12 @@
 """The shared pytest fixtures and the test tiers. (The shared helpers are in tests/helpers.py.)
 
 Every test belongs to exactly one tier (README, "Run the tests"; setup.cfg registers them):
-  unit     no MindSpore training, no daemons, no real workers: `python -m pytest -m unit`
-  e2e      real workers, MindSpore training, real launchers (msrun, mpirun), and full-size
-           networks built or compiled (seconds per test)
-  cluster  Slurm daemons or the two-host network-namespace cluster
+  unit     no MindSpore training or GRAPH_MODE compilation, no daemons, no real workers:
+           `python -m pytest -m unit`
+  e2e      real workers, MindSpore training, real launchers (msrun, mpirun), full-size
+           networks built, and GRAPH_MODE compilations (seconds per test)
+  cluster  Slurm daemons or the two-host network-namespace cluster: `cluster("slurm")` or
+           `cluster("netns")`, the one it uses (CLUSTERS below)
 A file sets `pytestmark = pytest.mark.<tier>`; a file that mixes tiers marks each test instead.
 A test with no tier, or with two, stops the run at collection.
 """
@@ -34,6 +36,23 @@ from tests.helpers import (
 TIERS = ("unit", "e2e", "cluster")
 
 
+# The test clusters, by the name a `cluster` test gives its marker (`pytest.mark.cluster("slurm")`):
+# each is one shared set of daemons, so its tests run in turn, on one xdist worker (its group).
+# The two share nothing (own state directories, ports, munge sockets: tests/cluster/
+# netns_common.sh), so under `-n 2 --dist loadgroup` (README's test command) they run side by
+# side, on two workers: the sum of each cluster's tests, not of all of them, is a floor under the
+# suite's wall time. (pytest-xdist hands out its largest groups first: these two.)
+CLUSTERS = {
+    "slurm": "the single-node Slurm cluster (tests/cluster/slurm_up.sh)",
+    "netns": "the two-host network-namespace cluster (tests/cluster/netns_up.sh)",
+}
+
+
+def cluster_group(name: str) -> str:
+    """The xdist group of the tests of cluster `name`."""
+    return f"{name}_cluster"
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     wrong = []
@@ -42,16 +61,21 @@ def pytest_collection_modifyitems(config, items):
         if len(tiers) != 1:
             wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
         elif tiers == ["cluster"]:
-            # one Slurm node and one two-host cluster for all of them: under pytest-xdist
-            # (`-n 2 --dist loadgroup`, README's test command) they run on one worker, in turn.
+            names = {str(a) for m in item.iter_markers() if m.name == "cluster" for a in m.args}
+            if len(names) != 1 or not names <= CLUSTERS.keys():
+                wrong.append(f"{item.nodeid}: cluster({', '.join(sorted(names))}): name the one "
+                             "cluster the test uses: " + ", ".join(
+                                 f'cluster("{n}") for {what}' for n, what in CLUSTERS.items()))
+                continue
+            group = cluster_group(names.pop())
             # xdist joins all of a test's group names into one, so a cluster test in a group of
-            # its own (e.g. for a shared fixture) would leave the cluster's group: refused.
+            # its own (e.g. for a shared fixture) would leave its cluster's group: refused.
             others = sorted({str(m.args[0]) for m in item.iter_markers()
-                             if m.name == "xdist_group" and m.args} - {"cluster"})
+                             if m.name == "xdist_group" and m.args} - {group})
             if others:
                 wrong.append(f"{item.nodeid}: cluster, in xdist group {', '.join(others)} "
-                             "(a cluster test's only group is 'cluster')")
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+                             f"(a cluster test's only group is its cluster's, '{group}')")
+            item.add_marker(pytest.mark.xdist_group(group))
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers "
                                 f"{', '.join(TIERS)} (tests/conftest.py):\n  " + "\n  ".join(wrong))
@@ -130,10 +154,13 @@ def hccn_conf(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(params=["graph", "pynative"])
+@pytest.fixture(params=[pytest.param("graph", marks=pytest.mark.e2e),
+                        pytest.param("pynative", marks=pytest.mark.unit)])
 def mode(request):
     """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE, then restore the previous
-    mode (MindSpore is imported only by the tests that take this fixture)."""
+    mode (MindSpore is imported only by the tests that take this fixture). The tier comes from
+    here: a graph compiles for seconds (e2e), the same check op by op takes a fraction of one
+    (unit), so a test that takes this fixture carries no tier mark of its own."""
     import mindspore as ms
     previous = ms.get_context("mode")
     ms.set_context(mode={"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[request.param])

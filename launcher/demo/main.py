@@ -63,7 +63,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
                                train_per_class=60 if quick else None,
                                val_per_class=15 if quick else None)
     tgt_counts = export_digits(work / "target", TARGET_CLASSES, train_per_class=10,
-                               val_fraction=0.8, val_per_class=40 if quick else None)
+                               val_fraction=0.8, val_per_class=40 if quick else 100)
     log.info(f"  source (digits 0-7): {src_counts['train']} train / {src_counts['val']} val images")
     log.info(f"  target (8 vs 9):     {tgt_counts['train']} train / {tgt_counts['val']} val images")
 

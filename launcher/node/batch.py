@@ -16,7 +16,13 @@ shell only, reaches it. In order:
   3. the attempt begins (launcher/core/rundir/attempts.py): attempt = SLURM_RESTART_COUNT + 1;
   4. the srun step starts (launcher/supervise/processes.py) and is waited for; after a stop
      request, only until rank 0 has stopped on request (exit status 75 in its exit file):
-     msrun's teardown adds nothing after that but time;
+     msrun's teardown adds nothing after that but time; and only until a rank of this node
+     (node 0, where msrun also runs the scheduler) leaves a failing exit status (neither 0
+     nor 75), or msrun's output (logs/msrun-node0.out) says that a signal killed one: the
+     attempt has failed, but this node's msrun would wait on until its scheduler stops hearing
+     from that rank (half a minute and more), so the step is stopped at once, as `packrun run`
+     stops a launch (the msrun of another node ends when its rank does, and srun's
+     --kill-on-bad-exit ends the step, naming that node);
   5. the attempt ends and decides: completed (every rank finished with exit status 0, also
      when srun's own status is not: a crash while the processes shut down), restart or stop;
   6. stopped on request: requeue (`scontrol requeue`, launcher/slurm/client.py) and exit 0, or
@@ -44,15 +50,19 @@ from typing import Sequence
 
 from launcher.core.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, Unavailable, UserError
 from launcher.core.rundir import attempts
+from launcher.core.rundir.failure import killed_pids
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
     ATTEMPT_ENV,
     EXIT_REQUEUE,
     EXIT_STALLED,
+    NODE_OUTPUT,
     PREEMPT_FLAG,
     WORKER_EXIT_GLOB,
     read_exit_status,
+    worker_exit,
+    worker_pid,
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
@@ -60,6 +70,7 @@ from launcher.supervise import lifeline, processes
 from launcher.supervise.watchdog import StallReport, Watchdog
 
 POLL_S = 0.2  # how often the step and rank 0's exit file are looked at after a stop request
+FAILED_EVERY = 5  # the ranks' exit files are looked at every FAILED_EVERY polls (once a second)
 
 
 def say(text: str, err: bool = False) -> None:
@@ -80,7 +91,9 @@ class Batch:
         self.preemptible = self.spec.signal_before_s > 0
         self.stop_requested = False
         self.line: lifeline.Lifeline | None = None
-        self.stalled: attempts.Result | None = None  # the stall watchdog ended the step
+        # the batch program ended the step: a stall, a rank that failed (attempts.batch_end)
+        self.known: attempts.Result | None = None
+        self._output_size = -1  # logs/msrun-node0.out's size when last read
 
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -101,7 +114,7 @@ class Batch:
                 f"{self.env.get('SLURM_JOB_NODELIST', '?')}, scheduler "
                 f"{self.env.get('MASTER_ADDR', '?')}:{self.env.get('MASTER_PORT', '?')}")
             rc = self._step()
-            decision = attempts.batch_end(self.run_dir, self.attempt, rc, self.stalled)
+            decision = attempts.batch_end(self.run_dir, self.attempt, rc, self.known)
             return self._decide(rc, decision)
 
     def _clear_stale_request(self) -> None:
@@ -128,6 +141,7 @@ class Batch:
             try:
                 if got["signal"] is not None:  # it came while the step was being started
                     processes.kill_group(proc, signal.SIGTERM)
+                polls = 0
                 while proc.poll() is None:
                     if self.stop_requested and \
                             read_exit_status(self.run_dir, 0) == EXIT_REQUEUE:
@@ -135,6 +149,17 @@ class Batch:
                     stall = watchdog.check()
                     if stall is not None:
                         return self._stalled(watchdog.report(stall))
+                    polls += 1
+                    if not self.stop_requested and polls % FAILED_EVERY == 0:
+                        failed = self._failed_rank()
+                        if failed is not None:
+                            rank, exit_code, sig = failed
+                            processes.stop(proc)
+                            rc = processes.exit_code(proc.returncode) or 1  # never 0: it failed
+                            self.known = attempts.rank_result(self.run_dir, rc, rank, exit_code,
+                                                              sig)
+                            say(f"{self.known.reason}; stopped the srun step", err=True)
+                            return rc
                     time.sleep(POLL_S)
             finally:
                 if proc.poll() is None:
@@ -143,11 +168,45 @@ class Batch:
             self._stopped_by(got["signal"])
         return processes.exit_code(proc.returncode)
 
+    def _failed_rank(self) -> tuple[int, int | None, int | None] | None:
+        """(rank, exit status, signal) of a rank of node 0 (this node) that failed in this
+        attempt (exit and pid files of earlier attempts were archived when it began): it left a
+        failing exit status, or msrun's output says that a signal killed it. None while none
+        has."""
+        local = range(self.spec.cards_per_node)  # srun's node 0 runs ranks 0..cards-1
+        present = {path.name for path in self.run_dir.glob(WORKER_EXIT_GLOB)}  # one listing
+        exited = set()
+        for rank in local:
+            if Path(worker_exit(rank)).name in present:
+                exited.add(rank)
+                status = read_exit_status(self.run_dir, rank)
+                if status not in (None, 0, EXIT_REQUEUE):
+                    return rank, status, None
+        output = self.run_dir / NODE_OUTPUT.replace("%n", "0")
+        try:
+            size = output.stat().st_size
+            if size == self._output_size:  # nothing new said
+                return None
+            self._output_size = size
+            killed = killed_pids(output.read_text(errors="replace"))
+        except OSError:
+            return None
+        for rank in local:
+            if rank in exited:
+                continue
+            try:
+                pid = int((self.run_dir / worker_pid(rank)).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid in killed:
+                return rank, None, killed[pid]
+        return None
+
     def _stalled(self, report: StallReport) -> int:
         """The stall watchdog found no progress (it has the stacks): the step ends (the finally
         of _step stops it) and the attempt fails like any other, requeued within max_restarts."""
         say(f"stalled: {report.reason}; stopping the srun step", err=True)
-        self.stalled = attempts.Result(EXIT_STALLED, report.rank, reason=report.reason,
+        self.known = attempts.Result(EXIT_STALLED, report.rank, reason=report.reason,
                                        stall=report.record)
         return EXIT_STALLED
 

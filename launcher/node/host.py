@@ -12,8 +12,11 @@ stdout (started, training, finished / failed / stopped), and watches:
   it runs on); end of input means the session ended (the launching packrun stopped, was
   killed, lost the network), and the node stops;
 - SIGINT / SIGTERM / SIGHUP: the node stops;
-- the launch script: its end is the node's end (msrun ends when one of its workers dies; the
-  rank-table supervisor when one of its ranks does);
+- the launch script: its end is the node's end (the rank-table supervisor ends when one of its
+  ranks dies; msrun only when its scheduler stops hearing from the dead rank, half a minute
+  and more later, so:)
+- the ranks: one that leaves a failing exit status, or that msrun's output says a signal
+  killed, fails the node at once;
 - progress: the stall watchdog (launcher/supervise/watchdog.py) over every rank's progress
   record; when no rank has made progress for stall_timeout seconds it asks this node's ranks for
   their stacks, the node stops and reports the stall (exit status 124) with failure.json's
@@ -51,8 +54,10 @@ from launcher.core.rundir.names import (
     GRACE_S,
     LAUNCH_SCRIPTS,
     LOGS,
+    PREEMPT_FLAG,
     node_out,
     read_exit_status,
+    worker_exit,
     worker_pid,
 )
 from launcher.supervise import processes
@@ -60,6 +65,7 @@ from launcher.supervise.supervisor import rank_failure, stop_processes
 from launcher.supervise.watchdog import Watchdog
 
 POLL_S = 0.1
+FAILED_EVERY = 10  # the ranks' exit files and msrun's output are looked at every 10 polls
 
 
 class Node:
@@ -74,6 +80,7 @@ class Node:
         self.tracked: dict[int, psutil.Process] = {}
         self.stop_reason: str | None = None
         self.started_at = time.time()
+        self._out_size = -1  # logs/node<NODE>.out's size when last read
 
     # -- reporting ---------------------------------------------------------------------------
     def say(self, state: str, **fields) -> None:
@@ -117,6 +124,42 @@ class Node:
         except FileNotFoundError:
             return False
 
+    def failed_rank(self) -> tuple[int, int | None, int | None] | None:
+        """(rank, exit status, signal) of a rank of this node that failed in this attempt while
+        the launch script runs on: it left a failing exit status, or the launcher's output says
+        that a signal killed it. None while none has, and after a stop on request (whose ranks
+        exit with 75 and msrun kills the others)."""
+        codes = {}
+        for r in self.ranks:
+            try:
+                fresh = (self.run_dir / worker_exit(r)).stat().st_mtime >= self.started_at - 1
+            except FileNotFoundError:
+                fresh = False
+            codes[r] = read_exit_status(self.run_dir, r) if fresh else None
+        if EXIT_REQUEUE in codes.values() or (self.run_dir / PREEMPT_FLAG).exists():
+            return None
+        failing = [r for r, c in codes.items() if c not in (None, 0)]
+        if failing:
+            return failing[0], codes[failing[0]], None
+        out = self.run_dir / node_out(self.node)
+        try:
+            size = out.stat().st_size
+            if size == self._out_size:
+                return None
+            self._out_size = size
+            killed = failure.killed_pids(out.read_text(errors="replace"))
+        except OSError:
+            return None
+        for r, c in codes.items():
+            if c is None and killed and self.started(r):
+                try:
+                    pid = int((self.run_dir / worker_pid(r)).read_text().strip())
+                except (OSError, ValueError):
+                    continue
+                if pid in killed:
+                    return r, None, killed[pid]
+        return None
+
     def ranks_started(self) -> bool:
         return all(self.started(r) for r in self.ranks)
 
@@ -143,7 +186,7 @@ class Node:
             self.say(nodes.STARTED, pid=os.getpid(), pgid=proc.pid, hostname=socket.gethostname(),
                      attempt=self.attempt, rank_ids=list(self.ranks), reason="", rank=None,
                      exit_code=None, signal=None, code=None)
-            training = False
+            training, polls = False, 0
             watchdog = Watchdog.for_run(self.run_dir, self.attempt)
             while proc.poll() is None:
                 self.track(proc)
@@ -161,6 +204,15 @@ class Node:
                 if not training and self.ranks_started():
                     training = True
                     self.say(nodes.TRAINING)
+                polls += 1
+                failed = self.failed_rank() if polls % FAILED_EVERY == 0 else None
+                if failed is not None:
+                    rank, exit_code, sig = failed
+                    self.stop(proc)
+                    rc = processes.exit_code(proc.returncode) or 1  # never 0: a rank failed
+                    self.say(nodes.FAILED, reason=rank_failure(rank, exit_code, sig), rank=rank,
+                             exit_code=exit_code, signal=sig, code=rc)
+                    return rc
                 time.sleep(POLL_S)
             rc = processes.exit_code(proc.returncode)
             self.stop(proc)  # what the script left (a rank's helpers, a hung worker)

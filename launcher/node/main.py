@@ -33,7 +33,9 @@ result on stdout and exits 0; bad input is one `packrun: error: ...` line and ex
     stop-node RUN_DIR NODE             stop what node NODE's program recorded, on this host
 
 `batch` and `supervise-ranks` are exec'd by their scripts: from then on they are the script's
-process.
+process. Each verb imports what it needs when it runs: a launch script calls `cores` and
+`server-index` on every node of every launch, and the attempt protocol's imports (spec, the
+environment record, importlib.metadata) would cost each of those calls most of its time.
 """
 
 from __future__ import annotations
@@ -46,11 +48,9 @@ from typing import Callable, Sequence
 
 from launcher.core import cores, hostlist
 from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
-from launcher.core.rundir import attempts
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.lock import holder
 from launcher.core.rundir.names import DEVICE_ENV, EXIT_REQUEUE, JOB_JSON, SLURM_JOB_ID, node_lock
-from launcher.render.ranktable import server_index_main
 
 
 def _cores(argv: Sequence[str]) -> int:
@@ -91,6 +91,7 @@ def _hostnames(argv: Sequence[str]) -> int:
 def _server_index(argv: Sequence[str]) -> int:
     if len(argv) != 1:
         return _usage("server-index RANK_TABLE")
+    from launcher.render.ranktable import server_index_main
     return server_index_main(argv)
 
 
@@ -98,6 +99,7 @@ def _attempt(argv: Sequence[str]) -> int:
     if not ((len(argv) == 3 and argv[0] == "begin") or (len(argv) == 4 and argv[0] == "end")) \
             or not all(a.isdigit() for a in argv[2:]):
         return _usage("attempt begin RUN_DIR ATTEMPT | attempt end RUN_DIR ATTEMPT RC")
+    from launcher.core.rundir import attempts
     return attempts.batch_main(list(argv))
 
 

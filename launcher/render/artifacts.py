@@ -179,7 +179,7 @@ HEARTBEAT_FAST_MAX_WORLD = 64
 def _launch_env(spec: JobSpec, timeout: int, devices: list[int] | None) -> dict[str, str]:
     """Variables every launch script exports for its workers, after the site block (the job's
     `env_setup` and `env`), so that these win."""
-    env = {}
+    env: dict[str, str] = {}
     if spec.nodes * spec.cards_per_node <= HEARTBEAT_FAST_MAX_WORLD and not (
             HEARTBEAT_VARS & set(spec.env)):
         # MindSpore's cluster learns that it has formed, and a process may exit, only at a

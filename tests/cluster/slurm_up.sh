@@ -85,8 +85,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# cred_expire: a requeued job may start again this many seconds later (default 120)
-AuthInfo=socket=${MUNGE_SOCKET},cred_expire=10
+# cred_expire: a requeued job may start again this many seconds later (default 120; Slurm
+# refuses less than 5): it is every requeue test's wait
+AuthInfo=socket=${MUNGE_SOCKET},cred_expire=5
 StateSaveLocation=${STATE}/ctld
 SlurmdSpoolDir=${STATE}/spool
 SlurmctldPidFile=${STATE}/slurmctld.pid

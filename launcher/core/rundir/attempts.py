@@ -175,9 +175,7 @@ def result_from_files(run_dir: Path, rc: int, world: int) -> Result:
     codes = {rank: read_exit_status(run_dir, rank) for rank in range(world)}
     failing = [r for r, c in codes.items() if c not in (None, 0, EXIT_REQUEUE)]
     if failing:
-        r = failing[0]
-        return Result(rc or 1, r, exit_code=codes[r], reason=f"rank {r} exited with status "
-                                                              f"{codes[r]}", host=_host(run_dir, r))
+        return rank_result(run_dir, rc, failing[0], exit_code=codes[failing[0]])
     killed = [r for r, c in codes.items() if c is None and _pid(run_dir, r) is not None]
     if killed and rc != 0:
         # the launchers kill the others once one died: the one their logs name is the culprit
@@ -186,11 +184,21 @@ def result_from_files(run_dir: Path, rc: int, world: int) -> Result:
                       if (pid := _pid(run_dir, r)) is not None}
         named = [r for r in killed if signals_of.get(r)]
         r = named[0] if named else killed[0]
-        sig = signals_of.get(r)
-        how = f"was killed by signal {sig}" if sig else "was killed (no exit status)"
-        return Result(rc, r, sig, reason=f"rank {r} {how}", host=_host(run_dir, r))
+        return rank_result(run_dir, rc, r, sig=signals_of.get(r))
     return Result(rc, exit_code=rc, reason=f"the launch exited with status {rc} before any "
                                            "worker failed")
+
+
+def rank_result(run_dir: Path, rc: int, rank: int, exit_code: int | None = None,
+                sig: int | None = None) -> Result:
+    """A launch with status `rc` failed because rank `rank` did: it exited with `exit_code`, or
+    (None) was killed, by signal `sig` when known."""
+    if exit_code is not None:
+        return Result(rc or 1, rank, exit_code=exit_code,
+                      reason=f"rank {rank} exited with status {exit_code}",
+                      host=_host(run_dir, rank))
+    how = f"was killed by signal {sig}" if sig else "was killed (no exit status)"
+    return Result(rc, rank, sig, reason=f"rank {rank} {how}", host=_host(run_dir, rank))
 
 
 def _host(run_dir: Path, rank: int) -> str:
@@ -213,16 +221,17 @@ def batch_begin(run_dir: Path, attempt: int) -> None:
     begin(run_dir, "slurm", spec.nodes * spec.cards_per_node, batch_allowed(spec), attempt)
 
 
-def batch_end(run_dir: Path, attempt: int, rc: int, stalled: Result | None = None) -> str:
+def batch_end(run_dir: Path, attempt: int, rc: int, known: Result | None = None) -> str:
     """The srun step of attempt `attempt` ended with status `rc`: record it (logs kept,
     failure.json written) and decide: "completed" (every rank finished with exit status 0,
     whatever srun's own status), "restart" (a failure that may be retried: requeue) or "stop".
-    `stalled`: the stall watchdog ended the step (its Result)."""
+    `known`: the batch program ended the step because of this failure (a stall, a rank that
+    failed first: the ranks it stopped then may leave statuses of their own)."""
     spec = spec_from_json(run_dir)
     world = spec.nodes * spec.cards_per_node
     allowed = batch_allowed(spec)
-    if stalled is not None:
-        result = stalled
+    if known is not None:
+        result = known
     elif rc == 0:
         result = Result(0)
     elif (run_dir / PREEMPT_FLAG).exists() and any(

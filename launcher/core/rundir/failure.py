@@ -55,6 +55,15 @@ KILLED_BY = (r"Worker process {pid} exit with exception\. Error code: -(\d+)",
              r"PID {pid} on node \S+ exited on signal (\d+)")
 
 
+def killed_pids(text: str) -> dict[int, int]:
+    """{pid: signal} of every worker a launcher's log `text` says a signal killed."""
+    found: dict[int, int] = {}
+    for pattern in KILLED_BY:
+        for m in re.finditer(pattern.format(pid=r"(\d+)"), text):
+            found.setdefault(int(m.group(1)), int(m.group(2)))
+    return found
+
+
 def killed_by(launcher_logs: list[Path], pid: int) -> int | None:
     """The signal a launcher's log says killed worker `pid`, if one says so."""
     for path in launcher_logs:

@@ -38,7 +38,7 @@ from tests.helpers import (
 from tests.launcher.multinode import sshd
 from tests.launcher.slurm.test_multinode import Cluster, hosts_digest, read_env, workers
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.cluster("netns")
 
 CLUSTER = REPO / "tests" / "cluster"
 STATE = Path(os.environ.get("PACKRUN_NETNS_DIR", "/tmp/packrun-netns"))

@@ -5,6 +5,7 @@ and `stop-node` stops what it recorded."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,14 @@ if [ "${STUB:-}" = early ]; then echo "node check failed" >&2; exit 2; fi
 setsid sleep 600 &
 echo $! > logs/worker_1.pid
 if [ "${STUB:-}" = fail ]; then sleep 0.5; echo 3 > logs/worker_1.exit; exit 1; fi
+# msrun goes on after a rank's end until its scheduler stops hearing from it
+if [ "${STUB:-}" = fail-alone ]; then sleep 0.5; echo 3 > logs/worker_1.exit; sleep 60; fi
+if [ "${STUB:-}" = killed-alone ]; then
+    sleep 0.5; kill -9 $!
+    echo "[ERROR] ME(1:2,MainProcess):2026-12-07-01:06:37.938.000 [mindspore/parallel/cluster/\
+process_entity/_api.py:365] Worker process $! exit with exception. Error code: -9."
+    sleep 60
+fi
 wait
 """
 
@@ -89,10 +98,37 @@ def test_a_failed_rank_is_named_in_the_nodes_state(run_dir):
     assert gone(worker(run_dir))
 
 
+@pytest.mark.parametrize("stub, how, exit_code, sig", [
+    ("fail-alone", "exited with status 3", 3, None),
+    ("killed-alone", "was killed by signal 9 (SIGKILL)", None, 9)])
+def test_a_failed_rank_fails_the_node_while_its_launcher_waits_on(run_dir, stub, how, exit_code,
+                                                                  sig):
+    """msrun ends only when its scheduler stops hearing from a dead rank (half a minute on):
+    the node fails at once, naming the rank, its exit status or the signal msrun reports."""
+    t0 = time.monotonic()
+    proc = host_run(run_dir, stdin=subprocess.DEVNULL, STUB=stub)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:  # a node program that waited on is not left behind, nor its worker
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if not gone(w := worker(run_dir)):
+            os.kill(w, signal.SIGKILL)
+    assert time.monotonic() - t0 < 20, out
+    assert proc.returncode not in (0, 75), out
+    assert f"packrun: node 1 (b): failed: rank 1 {how}" in out
+    doc = state(run_dir)
+    assert (doc["state"], doc["rank"], doc["exit_code"], doc["signal"]) == \
+        ("failed", 1, exit_code, sig)
+
+
 def test_stop_node_stops_what_the_node_program_recorded(run_dir):
     proc = host_run(run_dir, stdin=subprocess.DEVNULL)   # no session to watch
     w = worker(run_dir)
-    wait_for(lambda: state(run_dir)["state"] == "training", 30, "training")
+    # (the worker's pid file can come before the node program's first state)
+    wait_for(lambda: (run_dir / node_state(1)).exists() and state(run_dir)["state"] == "training",
+             30, "training")
     r = subprocess.run([sys.executable, "-m", "launcher.node", "stop-node", str(run_dir), "1"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -147,9 +147,10 @@ def lint(paths: list[Path]) -> None:
 
 # Keys whose hostile values render (quoted), so that every launch script of every variant runs
 # with the stubs for each payload: half a minute per key (payloads side by side), the e2e tier.
-# The keys whose hostile values are refused at validation take a second: unit.
+# The keys whose hostile values are refused at validation take a second: unit. The others
+# render some of them and run the scripts with the stubs (seconds): e2e.
 RENDERS_HOSTILE = {"train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
-                   "env", "sbatch_extra"}
+                   "env", "sbatch_extra", "ssh", "device_ips"}
 
 
 def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:

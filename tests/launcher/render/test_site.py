@@ -319,7 +319,7 @@ def test_node_launch_reads_slurm_and_derives_the_port():
         node_launch.check_allocation(spec.replace(nodes=1), env)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_hand_written_sbatch_script_runs_node_launch(cluster, digits_2class, tmp_path):
     job = write_tiny_job(tmp_path / "tiny.toml", digits_2class, output_dir=None,
                          cards_per_node=2)

@@ -216,6 +216,14 @@ case "$FAKE_WORKERS" in
   fail) exit 1 ;;
   rank1-fails)  # rank 1 raises (exit 1); msrun kills rank 0, which leaves no exit status
     echo 1 > "$RUN_DIR/logs/worker_1.exit"; exit 1 ;;
+  rank1-fails-alone)  # rank 1 raises; msrun goes on until its scheduler stops hearing from it
+    echo 1 > "$RUN_DIR/logs/worker_1.exit"; sleep "$TEARDOWN_S"; exit 1 ;;
+  rank1-killed-alone)  # msrun says that SIGKILL ended rank 1 (pid 4242), and goes on as above
+    echo 4242 > "$RUN_DIR/logs/worker_1.pid"; echo 4141 > "$RUN_DIR/logs/worker_0.pid"
+    echo "[ERROR] ME(1:2,MainProcess):2026-12-07-01:06:37.938.000 [mindspore/parallel/cluster/\
+process_entity/_api.py:365] Worker process 4242 exit with exception. Error code: -9." \
+      > "$RUN_DIR/logs/msrun-node0.out"
+    sleep "$TEARDOWN_S"; exit 1 ;;
 esac
 """
 
@@ -293,6 +301,23 @@ def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_pa
     assert (run_dir / "logs" / "attempt_1" / "worker_1.exit").is_file()
     state = json.loads((run_dir / "run_state.json").read_text())
     assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("workers, how", [("rank1-fails-alone", "exited with status 1"),
+                                          ("rank1-killed-alone", "was killed by signal 9")])
+def test_a_rank_that_fails_ends_the_step_at_once(job_file, tmp_path, workers, how):
+    """A rank's failing exit status, or msrun's word that a signal killed it, fails the attempt:
+    the batch program stops the srun step then, not when msrun's scheduler has stopped hearing
+    from that rank (half a minute on), and names that rank."""
+    started = time.monotonic()
+    rc, out, calls = run_batch_script(job_file, tmp_path, workers, send_usr1=False,
+                                      teardown_s=60, overrides={"max_restarts": 0})
+    assert time.monotonic() - started < 20, out
+    assert rc not in (0, 75) and calls == "", out
+    assert f"packrun: rank 1 {how}; stopped the srun step" in out
+    assert re.search(rf"^packrun: attempt 1 failed: rank 1 on vm {how}( \(SIGKILL\))?; "
+                     r"giving up", out, re.M), out
 
 
 @pytest.mark.unit
@@ -392,7 +417,7 @@ def cleanup(cluster, job_file):
                  60, "jobs to leave the queue")
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     r = packrun("submit", job_file, "--wait")
     assert r.returncode == 0, shown(r)
@@ -413,7 +438,7 @@ def test_submit_wait_runs_two_workers_to_completion(cleanup, job_file):
     assert "epoch 1/1, best acc so far " in s.stdout
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     r = packrun("submit", job_file, "--wait", "--head=fc")  # no such cell: the workers fail
     assert r.returncode not in (0, 2), shown(r)             # the job's status, not a usage error
@@ -426,7 +451,7 @@ def test_a_failing_worker_fails_the_job_and_names_the_log(cleanup, job_file):
     assert re.search(r"^packrun: error: .*'head'", tail[1], re.M), shown(r)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     r = packrun("submit", job_file, "--epochs=3")
     assert r.returncode == 0, shown(r)
@@ -444,7 +469,7 @@ def test_status_and_cancel_of_a_running_job(cleanup, job_file):
     wait_for(lambda: not processes_of(run_dir), 30, f"no process left in {run_dir}")
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanup, job_file,
                                                                           tmp_path):
     out = tmp_path / "submit.out"
@@ -474,7 +499,7 @@ def test_warning_signal_requeues_and_the_job_resumes_from_the_saved_epoch(cleanu
     assert (run_dir / "best.ckpt").is_file() and not (run_dir / PREEMPT_FLAG).exists()
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     # rank 1 SIGKILLs itself in epoch 2 of the first attempt (test-only fault injection)
     env = dict(os.environ, PACKRUN_TEST_FAULT="kill:rank=1:epoch=2:step=1")
@@ -501,7 +526,7 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert "run completed, attempt 2 of 2, at epoch 2" in s.stdout, shown(s)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_slurm_environment_inside_a_real_job(cluster, tmp_path):
     out = tmp_path / "env.out"
     script = tmp_path / "env.sbatch"
@@ -542,7 +567,7 @@ def test_an_unreachable_controller_is_an_outage_not_bad_input(tmp_path, job_file
     assert retryable(Result(EXIT_UNAVAILABLE)) and not retryable(Result(2))
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_requeued(cleanup,
                                                                                      job_file):
     """The batch program's stall watchdog on a real Slurm job: rank 1 blocks for good fetching

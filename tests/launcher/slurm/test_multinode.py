@@ -44,7 +44,7 @@ from tests.helpers import (
 )
 from tests.helpers import packrun as checkout_packrun
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.cluster("netns")
 
 CLUSTER = REPO / "tests" / "cluster"
 WORKER = str(REPO / "src" / "train.py")

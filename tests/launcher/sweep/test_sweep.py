@@ -417,7 +417,7 @@ def slurm_job(tmp_path, digits_2class, cluster):
         subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_2x2_grid_as_one_slurm_job_array(slurm_job):
     r = packrun("sweep", slurm_job, *GRID, "--slurm", "--wait", timeout=1800)
     assert r.returncode == 0, shown(r)
@@ -439,7 +439,7 @@ def test_a_2x2_grid_as_one_slurm_job_array(slurm_job):
     check_summary(r.stdout, sweep_dir)
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_cancel_of_a_sweep_cancels_every_task_of_its_array(slurm_job):
     r = packrun("sweep", slurm_job, *GRID, "--slurm", "--parallel=1", timeout=300)
     assert r.returncode == 0, shown(r)
@@ -460,7 +460,7 @@ def test_cancel_of_a_sweep_cancels_every_task_of_its_array(slurm_job):
     assert f"job array {array_id} already ended" in again.stdout
 
 
-@pytest.mark.cluster
+@pytest.mark.cluster("slurm")
 def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
     """Preemption per task: the warning signal to task 0's batch shell stops its workers after
     a step, task 0 requeues itself (its own job id) and resumes from last.ckpt; task 1 runs

@@ -15,17 +15,15 @@ from src.model import resnet
 from src.model.resnet import Im2colConv2d, _winograd_tile
 from tests.helpers import conv_grads, rel_err
 
-pytestmark = pytest.mark.unit
-
-
-
-
+# Tiers: the tests that take the `mode` fixture get theirs from it (graph: e2e, pynative:
+# unit); the others say theirs.
 
 
 def tensor(shape, seed):
     return ms.Tensor(np.random.default_rng(seed).standard_normal(shape, np.float32))
 
 
+@pytest.mark.unit
 def test_tile_choice():
     assert _winograd_tile(56, 56) == _winograd_tile(28, 28) == _winograd_tile(16, 16) == 4
     assert _winograd_tile(8, 8) == _winograd_tile(4, 4) == _winograd_tile(4, 8) == 4
@@ -75,6 +73,7 @@ def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, hei
             assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
+@pytest.mark.unit
 def test_other_padding_keeps_im2col():
     # 3x3 stride 1 without padding by 1 ("valid", or padding 2) is not Winograd's case here.
     for kwargs in ({"pad_mode": "valid"}, {"pad_mode": "pad", "padding": 2}):
@@ -86,6 +85,7 @@ def test_other_padding_keeps_im2col():
         assert rel_err(fast(x).asnumpy(), native(x).asnumpy()) < 1e-4
 
 
+@pytest.mark.e2e  # builds and runs two ResNet18s (full-size networks)
 @pytest.mark.parametrize("kernels", ["native", "pure"])
 def test_resnet_shapes_take_the_winograd_path(monkeypatch, kernels):
     calls = []
@@ -194,6 +194,7 @@ def test_native_batchnorm_equals_the_native_layer(mode, relu, shape, res_base):
         assert rel_err(actual, expected) < 1e-5, name
 
 
+@pytest.mark.e2e  # builds a ResNet
 def test_the_cpu_resnet_uses_native_batchnorm_with_the_same_parameters():
     fast = resnet.resnet18(10, cpu_conv=True)
     slow = resnet.resnet18(10, cpu_conv=False)

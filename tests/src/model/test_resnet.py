@@ -179,7 +179,6 @@ CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
 ]
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("cin,cout,kernel,stride,pad_mode,padding,size,has_bias", CONV_CASES)
 def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, stride, pad_mode,
                                                       padding, size, has_bias):

@@ -119,6 +119,9 @@ def test_an_unwritable_build_dir_falls_through_to_the_next(monkeypatch, tmp_path
     blocker.write_text("")
     monkeypatch.setattr(native_kernels, "_build_dirs",
                         lambda: [blocker / "build", tmp_path / "fallback"])
+    small = tmp_path / "one.cc"  # a real g++ build, of one function: the kernels' take seconds
+    small.write_text('extern "C" int one() { return 1; }\n')
+    monkeypatch.setattr(native_kernels, "_sources", lambda: [small])
     library = native_kernels.build()
     assert library.parent == tmp_path / "fallback" and library.is_file()
     assert not list((tmp_path / "fallback").glob(".*.tmp"))  # compiled, then renamed
