@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 
 from launcher.demo.digits_data import export_digits  # noqa: E402 (after sys.path gets the checkout)
 from tests import chaos  # noqa: E402 (after sys.path gets the checkout)
-from tests.helpers import write_tiny_job  # noqa: E402 (after sys.path gets the checkout)
+from tests.helpers import INTERRUPTED_JOB, write_tiny_job  # noqa: E402 (after sys.path: checkout)
 
-EPOCHS = 2
+EPOCHS = INTERRUPTED_JOB["epochs"]   # the suite's trials' job (test_no_orphans)
 
 
 def main() -> int:
@@ -39,8 +39,7 @@ def main() -> int:
         root = Path(tmp)
         export_digits(root / "data", [0, 1], size=32, train_per_class=24, val_fraction=0.1,
                       val_per_class=8)
-        job = write_tiny_job(root / "chaos.toml", root / "data", epochs=EPOCHS, lr=0.02,
-                             num_parallel_workers=1)
+        job = write_tiny_job(root / "chaos.toml", root / "data", **INTERRUPTED_JOB)
         reference = chaos.uninterrupted(job)
         print(f"{'trial':>5}  {'victim':<10} {'moment s':>8}  {'killed':<28} outcome", flush=True)
         trials = chaos.plan(args.seed, args.trials, longest_s=args.longest)

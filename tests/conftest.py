@@ -13,6 +13,7 @@ A test with no tier, or with two, stops the run at collection.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -22,7 +23,15 @@ import pytest
 
 from launcher.core.rundir.names import COMPILE_CACHE_DIR_ENV
 from launcher.demo.digits_data import export_digits
-from tests.helpers import HCCN_CONF, need_tool, unavailable, write_job, write_tiny_job
+from tests.helpers import (
+    HCCN_CONF,
+    need_tool,
+    session_dir,
+    shared_run,
+    unavailable,
+    write_job,
+    write_tiny_job,
+)
 
 TIERS = ("unit", "e2e", "cluster")
 
@@ -80,8 +89,7 @@ def compile_cache_dir(tmp_path_factory):
     a user sets it (PACKRUN_COMPILE_CACHE_DIR): every worker a test starts inherits it, tests of
     the same network, shapes and data counts reuse each other's compiled graphs, and no test
     writes into ~/.cache. Tests of the cache itself point it elsewhere."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared = session_dir(tmp_path_factory)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(COMPILE_CACHE_DIR_ENV, str(shared / "compile-cache"))
         yield shared / "compile-cache"
@@ -95,6 +103,16 @@ def digits_2class(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("digits2")
     export_digits(root, [0, 1], size=32, train_per_class=24, val_fraction=0.1, val_per_class=8)
     return root
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, digits_2class):
+    """`reference_run(mode, *flags, env_extra=None, **keys)`: the run directory of `packrun MODE
+    JOB FLAGS` for JOB = write_tiny_job(digits_2class, **keys) (tests/helpers.shared_run), trained
+    once per session and shared by every module and pytest-xdist worker that asks for the same
+    mode, flags, environment and keys: the uninterrupted runs the tests that interrupt one
+    compare with. Read only: copy it to change it."""
+    return functools.partial(shared_run, session_dir(tmp_path_factory), digits_2class)
 
 
 @pytest.fixture

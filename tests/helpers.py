@@ -1,9 +1,14 @@
 """The tests' shared helpers, in one place; tests import them from here. (The shared fixtures,
-digits_2class, tiny_job, data, make_job, mode, hccn_conf and cluster, are in tests/conftest.py:
+digits_2class, reference_run, tiny_job, data, make_job, mode, hccn_conf and cluster, are in
+tests/conftest.py:
 every test gets them without an import.)
 
 - Job files and data: `write_job()`, `write_tiny_job()`, `small_job()`, HCCN_CONF,
   `resnet18_ckpt()`, MODELZOO_RESNET50.
+- Reference runs: `shared_run()` trains a run once per test session, shared by the modules and
+  the pytest-xdist workers that compare against it (conftest's `reference_run`), of a job with
+  INTERRUPTED_JOB's keys for the tests that interrupt a run; `session_dir()` is the directory the
+  xdist workers of one session share.
 - Running things: `packrun()` runs this checkout's CLI in a subprocess (`packrun_argv()` /
   `packrun_env()` build the same command for a `Popen` that must stay alive), `shown()` puts its
   result in an assertion's message, `run_dir_of()` reads the run directory it printed,
@@ -19,14 +24,17 @@ every test gets them without an import.)
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -311,6 +319,63 @@ def stub_repo(tmp_path: Path, worker: str) -> Path:
     (repo / "src" / "train.py").write_text(worker)
     (repo / "launcher").symlink_to(REPO / "launcher")
     return repo
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference runs, one per session
+# ---------------------------------------------------------------------------------------------
+
+# The job of the tests that interrupt a run (kill, stop, hang, chaos) and compare what the
+# recovered run ends with against an uninterrupted one (tests/launcher/supervise/test_restarts.py,
+# test_no_orphans.py, test_resume.py), with write_tiny_job's keys: 6 steps an epoch in debug, 3
+# with 2 workers. Momentum, a warm-up + cosine schedule and flips make a resume that restores less
+# than everything (optimizer moments, global_step, an epoch's data order) end elsewhere; three
+# epochs leave a whole epoch after the one a kill, stop or hang in epoch 2 interrupts (test_resume
+# kills in epoch 3: epochs = 4 there). One set of keys for the three modules: each uninterrupted
+# run (debug; 2 workers) is trained once per session (conftest's `reference_run`), and all their
+# runs share its compiled graphs: the compile cache's key holds every job key but names, paths
+# and launch settings, so a test's flag that changes one (log_every_steps, tensorboard,
+# stall_timeout) compiles anew, about 20 s a 2-worker run on the loaded 2-core machine. Hence
+# log_every_steps = 1 here, which test_restarts' TensorBoard check needs.
+INTERRUPTED_JOB = dict(epochs=3, lr=0.02, momentum=0.8, lr_schedule="cosine", warmup_epochs=1,
+                       hflip=True, num_parallel_workers=1, log_every_steps=1)
+
+
+def session_dir(tmp_path_factory) -> Path:
+    """The directory every process of this test session shares: under pytest-xdist the parent
+    of the workers' own base directories (pytest-N/ above popen-gwK/), else the base itself."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def shared_run(shared: Path, data: Path, mode: str, *flags: str,
+               env_extra: Mapping[str, str] | None = None,
+               run: Callable[..., subprocess.CompletedProcess] | None = None,
+               **keys) -> Path:
+    """The run directory of `packrun MODE JOB FLAGS` (env_extra added to its environment) for
+    JOB = write_tiny_job(data, **keys), trained once per test session however many modules and
+    pytest-xdist workers ask: the first asker trains it under a file lock in `shared` (see
+    session_dir), the others wait on the lock and get the same directory. (`data` is not part
+    of what identifies the run: every worker's digits_2class holds the same images.) A failed
+    run fails every asker with its output, without running again. READ ONLY for the askers:
+    other tests compare against it; copy it to change it. `run` stands in for packrun() (the
+    helpers' own tests)."""
+    what = json.dumps([mode, list(flags), sorted((env_extra or {}).items()),
+                       sorted(keys.items())])
+    home = shared / "reference-runs" / hashlib.sha256(what.encode()).hexdigest()[:16]
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes, or the process dies
+        record = home / "result.json"
+        if not record.exists():
+            job = write_tiny_job(home / "reference.toml", data, **keys)
+            r = (run or packrun)(mode, job, *flags, env_extra=env_extra)
+            record.write_text(json.dumps(dict(
+                what=what, returncode=r.returncode, said=shown(r),
+                run_dir=str(run_dir_of(r)) if r.returncode == 0 else None)))
+        result = json.loads(record.read_text())
+    assert result["returncode"] == 0, f"the reference run {what} failed:\n{result['said']}"
+    return Path(result["run_dir"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """The shared test helpers (tests/helpers.py) that decide whether a test runs: need_tool() skips
 a test here and fails it in CI, naming the Debian package, and every package it names is one
-.ci/run installs; digests() reads the ranks' closing lines and checks each names its rank."""
+.ci/run installs; digests() reads the ranks' closing lines and checks each names its rank;
+shared_run() trains a reference run once however many threads or processes ask."""
 
 import re
+import subprocess
+import threading
+import time
 
 import pytest
 
-from tests.helpers import APT_PACKAGES, REPO, digests, need_tool, unavailable
+from tests.helpers import APT_PACKAGES, REPO, digests, need_tool, shared_run, unavailable
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +78,35 @@ def test_digests_are_read_per_rank_and_must_name_their_rank(tmp_path):
     none = _worker_logs(tmp_path / "c", "Epoch 1/1\n", line.format(1, "aa", "bb"))
     with pytest.raises(AssertionError, match=r"worker_0\.log has no final digest"):
         digests(none)
+
+
+def test_a_shared_run_is_trained_once_for_every_asker_and_its_failure_fails_them_all(tmp_path):
+    started = []
+
+    def fake_packrun(mode, job, *flags, env_extra=None):
+        started.append((mode, job.name, flags, env_extra))
+        time.sleep(0.3)   # long enough for the other askers to wait on the lock
+        run_dir = job.parent / "runs" / f"{mode}-1"
+        code = 1 if "--fail" in flags else 0
+        return subprocess.CompletedProcess([], code, f"packrun: run directory {run_dir}\n", "")
+
+    got: list = []
+
+    def ask(**keys):
+        got.append(shared_run(tmp_path, tmp_path / "data", "debug", "--x=1", run=fake_packrun,
+                              env_extra={"A": "1"}, **keys))
+
+    askers = [threading.Thread(target=ask, kwargs=dict(epochs=4)) for _ in range(3)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join()
+    assert len(started) == 1 and len(got) == 3 and len(set(got)) == 1, (started, got)
+    assert started[0] == ("debug", "reference.toml", ("--x=1",), {"A": "1"})
+    assert got[0].name == "debug-1" and (got[0].parent.parent / "reference.toml").is_file()
+    ask(epochs=3)                                        # other keys: another run
+    assert len(started) == 2 and got[-1] != got[0]
+    for _ in range(2):
+        with pytest.raises(AssertionError, match=r"the reference run .*--fail.* failed:\nexit 1"):
+            shared_run(tmp_path, tmp_path / "data", "run", "--fail", run=fake_packrun)
+    assert len(started) == 3                             # the failure was not run again

@@ -15,37 +15,39 @@ import subprocess
 
 import pytest
 
+from launcher.core.rundir.names import TRACE_ENV
 from tests import chaos
-from tests.helpers import digests, packrun, processes_of, run_dir_of, write_tiny_job
+from tests.helpers import INTERRUPTED_JOB, digests, packrun, processes_of, write_tiny_job
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("no_orphans")]
+pytestmark = pytest.mark.e2e
 
-EPOCHS = 2
+EPOCHS = INTERRUPTED_JOB["epochs"]
 SEED, TRIALS = 31, 3  # victims: a rank, the scheduler, the launcher (tests/chaos.plan)
 
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
+    """The job test_restarts interrupts too: the uninterrupted runs are the session's."""
     d = tmp_path_factory.mktemp("orphans")
-    return write_tiny_job(d / "orphans.toml", digits_2class, epochs=EPOCHS, lr=0.02,
-                          num_parallel_workers=1)
+    return write_tiny_job(d / "orphans.toml", digits_2class, **INTERRUPTED_JOB)
 
 
 @pytest.fixture(scope="module")
-def reference(job):
-    """The final weights of the job's uninterrupted 2-worker run."""
-    return chaos.uninterrupted(job)
+def reference(reference_run):
+    """The final weights of the job's uninterrupted 2-worker run (conftest reference_run,
+    trained once per session)."""
+    return digests(reference_run("run", "--workers=2", **INTERRUPTED_JOB))
 
 
-def test_kill_9_of_packrun_debug_leaves_nothing_and_resume_ends_as_uninterrupted(job):
+def test_kill_9_of_packrun_debug_leaves_nothing_and_resume_ends_as_uninterrupted(job,
+                                                                                   reference_run):
     launch = chaos.start_launcher("debug", job, job.parent / "runs", "killdebug")
     run_dir, gone_s, _ = chaos.kill_launcher(launch)
     print(f"kill -9 of packrun debug: gone in {gone_s:.1f} s")
     r = packrun("debug", "--resume", run_dir, timeout=chaos.RUN_TIMEOUT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     assert chaos._epochs(run_dir) == list(range(1, EPOCHS + 1))
-    uninterrupted = run_dir_of(packrun("debug", job, "--name=debugref",
-                                       timeout=chaos.RUN_TIMEOUT_S))
+    uninterrupted = reference_run("debug", env_extra={TRACE_ENV: "1"}, **INTERRUPTED_JOB)
     assert digests(run_dir, world=1) == digests(uninterrupted, world=1)
 
 

@@ -2,7 +2,8 @@
 attempts a run directory records (launcher/core/rundir/attempts.py, failure.py): automatic
 restarts after a dead rank, error.json / failure.json, never retrying bad input, a stop request
 honoured at a step and resumed from the next one, and `packrun status` of local runs. Real
-workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2 workers, 6 with 1); faults are
+workers on CPU (resnet18, 32 px digits: 3 steps per epoch with 2 workers, 6 with 1; the job and
+its uninterrupted runs are test_no_orphans' and the session's: INTERRUPTED_JOB); faults are
 injected with the test-only PACKRUN_TEST_FAULT (src/testing/faults.py, first attempt only)."""
 
 import json
@@ -28,6 +29,7 @@ from launcher.core.rundir.names import (
 )
 from src.train import sink_chunks
 from tests.helpers import (
+    INTERRUPTED_JOB,
     REPO,
     STUB_LAUNCHER,
     digests,
@@ -43,7 +45,7 @@ from tests.helpers import (
     write_tiny_job,
 )
 
-EPOCHS = 4
+EPOCHS = INTERRUPTED_JOB["epochs"]
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -58,9 +60,7 @@ def trained_steps(log: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("restarts")
-    return write_tiny_job(d / "restarts.toml", digits_2class, name="rs", epochs=EPOCHS,
-                          lr=0.02, momentum=0.8, lr_schedule="cosine", warmup_epochs=1,
-                          hflip=True, num_parallel_workers=1)
+    return write_tiny_job(d / "restarts.toml", digits_2class, name="rs", **INTERRUPTED_JOB)
 
 
 # =============================================================================================
@@ -144,7 +144,8 @@ def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
         == ("failed", "run", 1, 1, 2, EPOCHS, 0.75, 2)
     r = packrun("status", tmp_path)
     assert r.returncode == 0, shown(r)
-    assert r.stdout.splitlines()[1] == "epoch 1/4 and 2 step(s) of epoch 2, best acc 0.75 (epoch 1)"
+    assert r.stdout.splitlines()[1] == \
+        f"epoch 1/{EPOCHS} and 2 step(s) of epoch 2, best acc 0.75 (epoch 1)"
     r = packrun("status", tmp_path / "logs")
     assert r.returncode == 2 and "is not a run directory (no job.json)" in r.stderr
 
@@ -153,29 +154,20 @@ def test_status_of_a_local_run_that_died_with_packrun(tmp_path, job):
 # Real workers
 # =============================================================================================
 
-# (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `debug_reference` or `uninterrupted` (4-epoch runs) are one xdist group, so that
-# README's `-n 2 --dist loadgroup` builds it once.)
-SHARES_DEBUG_REFERENCE = pytest.mark.xdist_group("restarts_debug_reference")
-SHARES_UNINTERRUPTED = pytest.mark.xdist_group("restarts_uninterrupted")
+# The uninterrupted runs of the job (the same job as test_resume's and test_no_orphans'), each
+# trained once per session whichever module or xdist worker asks first (conftest reference_run).
+
+@pytest.fixture(scope="module")
+def debug_reference(reference_run):
+    return reference_run("debug", env_extra={TRACE_ENV: "1"}, **INTERRUPTED_JOB)
 
 
 @pytest.fixture(scope="module")
-def debug_reference(job):
-    full = packrun("debug", job, "--name=full1", env_extra={TRACE_ENV: "1"})
-    assert full.returncode == 0, shown(full)
-    return run_dir_of(full.stdout)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(job):
-    r = packrun("run", job, "--workers=2", "--name=full", "--tensorboard=false")
-    assert r.returncode == 0, shown(r)
-    return run_dir_of(r.stdout)
+def uninterrupted(reference_run):
+    return reference_run("run", "--workers=2", **INTERRUPTED_JOB)
 
 
 @pytest.mark.e2e
-@SHARES_UNINTERRUPTED
 def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job, uninterrupted):
     t0 = time.monotonic()
     r = packrun("run", job, "--workers=2", "--name=restarted", "--max_restarts=1",
@@ -193,7 +185,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
                      r"\(SIGKILL\); restarting from last.ckpt \(attempt 2 of 2\)$", r.stderr, re.M)
     attempt1 = run_dir / attempt_logs(1)
     assert f"{FAULT_ENV}: kill at epoch 2 step 2" in (attempt1 / "worker_1.log").read_text()
-    assert "Epoch 1/4" in (attempt1 / "worker_0.log").read_text()
+    assert f"Epoch 1/{EPOCHS}" in (attempt1 / "worker_0.log").read_text()
     assert not (attempt1 / worker_exit(1).split("/")[-1]).exists()   # it was killed
     assert "resuming from " in (run_dir / "logs" / "worker_0.log").read_text()
     assert digests(run_dir, 2) == digests(uninterrupted, 2)
@@ -203,7 +195,6 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert s.stdout.splitlines()[0].startswith("restarted: completed (run, 2 worker(s)), "
                                                "attempt 2 (max_restarts 1), "), shown(s)
     assert "attempt 1 failed: rank 1 on " in s.stdout
-    assert not (uninterrupted / TB_DIR).exists()   # tensorboard = false writes none
     check_tensorboard_after_the_restart(run_dir, attempt1)
 
 
@@ -233,7 +224,7 @@ def check_tensorboard_after_the_restart(run_dir: Path, attempt1: Path) -> None:
 @pytest.mark.e2e
 def test_without_restarts_the_same_kill_ends_the_run(job):
     r = packrun("run", job, "--workers=2", "--name=norestart", "--epochs=2",
-                env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
+                "--tensorboard=false", env_extra={FAULT_ENV: "kill:rank=1:epoch=2:step=1"})
     assert r.returncode not in (0, 2), shown(r)
     run_dir = run_dir_of(r.stderr)
     record = json.loads((run_dir / "failure.json").read_text())
@@ -241,6 +232,7 @@ def test_without_restarts_the_same_kill_ends_the_run(job):
     assert "rank 1 was killed by signal 9 (SIGKILL)" in r.stderr
     assert runstate.read_run_state(run_dir).state == "failed"
     assert [row["epoch"] for row in rows(run_dir)] == [1]
+    assert not (run_dir / TB_DIR).exists()   # tensorboard = false writes none
 
 
 @pytest.mark.e2e
@@ -295,8 +287,7 @@ def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subproce
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode", [pytest.param("debug", marks=SHARES_DEBUG_REFERENCE),
-                                  pytest.param("run", marks=SHARES_UNINTERRUPTED)])
+@pytest.mark.parametrize("mode", ["debug", "run"])
 def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp_path, mode,
                                                                         request):
     workers = ["--workers=2"] if mode == "run" else []
@@ -378,7 +369,6 @@ def test_a_users_sigterm_is_not_retried(job, tmp_path):
 
 
 @pytest.mark.e2e
-@SHARES_DEBUG_REFERENCE
 def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
     env = {TRACE_ENV: "1", FAULT_ENV: "stop:rank=0:epoch=1:step=6"}   # creates the flag there
     r = packrun("debug", job, "--name=stop_last", env_extra=env)
@@ -446,13 +436,16 @@ def test_sink_mode_trains_each_epoch_in_chunks_and_stops_between_them():
 # =============================================================================================
 
 # Tests' bound: long enough for a step, an evaluation batch or a save of the tiny job on a
-# loaded 2-core machine (about 1 s each there); compilation is under startup_timeout.
-TEST_STALL_S = 20
+# loaded 2-core machine; compilation is under startup_timeout. The longest silence between two
+# progress records of a healthy run of this module's job, polled every 0.1 s over test_no_orphans
+# and test_restarts (2026-12-07, load average 3-5): 1.6 s (the final pictures of a 2-worker run),
+# every step, evaluation batch and save under 1 s. 12 s leaves 7 times that. Each hang test waits
+# the bound out once.
+TEST_STALL_S = 12
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode", [pytest.param("debug", marks=SHARES_DEBUG_REFERENCE),
-                                  pytest.param("run", marks=SHARES_UNINTERRUPTED)])
+@pytest.mark.parametrize("mode", ["debug", "run"])
 def test_a_rank_hanging_in_its_data_loader_is_named_with_its_stacks_and_restarted(job, mode,
                                                                                   request):
     """The rank blocks for good fetching the batch of epoch 2's step (msrun: rank 1, while rank

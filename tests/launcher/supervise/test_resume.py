@@ -1,4 +1,4 @@
-"""Resume: a debug run killed with SIGKILL during epoch 3 of 5 and continued with
+"""Resume: a debug run killed with SIGKILL during epoch 3 of 4 and continued with
 `packrun debug --resume RUN_DIR` ends exactly where an uninterrupted run with the same seed ends:
 the same metrics row by row, the same best.ckpt and last.ckpt, the same final weights.
 
@@ -22,28 +22,31 @@ import psutil
 import pytest
 
 from tests.helpers import (
+    INTERRUPTED_JOB,
     REPO,
     digests,
     packrun,
     packrun_argv,
     packrun_env,
-    run_dir_of,
     write_tiny_job,
 )
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `runs` (two debug runs and a resume) are one xdist group, so that README's `-n 2
-# --dist loadgroup` builds it once.)
+# that share `runs` (a killed debug run and its resume) are one xdist group, so that README's
+# `-n 2 --dist loadgroup` builds it once. The uninterrupted run they compare with is trained
+# once per session: conftest reference_run.)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("resume_runs")]
 
-EPOCHS, KILL_IN_EPOCH = 5, 3
+# test_restarts' job (INTERRUPTED_JOB), one epoch longer: the kill lands in epoch 3 and the
+# resumed run still crosses an epoch boundary (3 to 4)
+JOB = INTERRUPTED_JOB | dict(epochs=4)
+EPOCHS, KILL_IN_EPOCH = JOB["epochs"], 3
 
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
     d = tmp_path_factory.mktemp("resume")
-    return write_tiny_job(d / "resume.toml", digits_2class, epochs=EPOCHS, lr=0.02,
-                          momentum=0.8, lr_schedule="cosine", warmup_epochs=1, hflip=True)
+    return write_tiny_job(d / "resume.toml", digits_2class, **JOB)
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -91,18 +94,18 @@ def start_and_kill_in_epoch_3(job: Path, console: Path) -> tuple[Path, subproces
 
 
 @pytest.fixture(scope="module")
-def runs(job, tmp_path_factory):
+def runs(job, tmp_path_factory, reference_run):
     t0 = time.monotonic()
-    full = packrun("debug", job, "--name=full")
-    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    full = reference_run("debug", **JOB)   # the uninterrupted run
     t_full = time.monotonic() - t0
     console = tmp_path_factory.mktemp("console") / "killed.out"
     killed, proc = start_and_kill_in_epoch_3(job, console)
     killed_rows = rows(killed)
     resumed = packrun("debug", "--resume", killed)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    print(f"uninterrupted run {t_full:.1f} s, whole test {time.monotonic() - t0:.1f} s")
-    return dict(full=run_dir_of(full), killed=killed, proc=proc, console=console.read_text(),
+    print(f"uninterrupted run {t_full:.1f} s (0 once trained), whole test "
+          f"{time.monotonic() - t0:.1f} s")
+    return dict(full=full, killed=killed, proc=proc, console=console.read_text(),
                 killed_rows=killed_rows, resumed=resumed)
 
 
@@ -110,7 +113,7 @@ def test_the_kill_landed_in_epoch_3_and_packrun_says_how_to_resume(runs):
     assert runs["proc"].returncode == 128 + signal.SIGKILL
     assert [r["epoch"] for r in runs["killed_rows"]] == [1, 2]
     assert f"packrun debug --resume {runs['killed']}" in runs["console"]
-    assert f"resuming from {runs['killed'] / 'last.ckpt'}: epoch 2 of 5 done" in \
+    assert f"resuming from {runs['killed'] / 'last.ckpt'}: epoch 2 of {EPOCHS} done" in \
         runs["resumed"].stdout
 
 
@@ -131,6 +134,6 @@ def test_resumed_run_leaves_the_same_best_and_last_checkpoints(runs):
         assert different == [], f"{name}: {different[:5]}"
     last = ms.load_checkpoint(str(runs["killed"] / "last.ckpt"))
     assert int(last["epoch"].asnumpy()) == EPOCHS
-    assert int(last["global_step"].asnumpy()[0]) == EPOCHS * 48 // 8  # steps of all 5 epochs
+    assert int(last["global_step"].asnumpy()[0]) == EPOCHS * 48 // 8  # steps of all epochs
     assert any(k.startswith("moments.") for k in last)
     assert not list(runs["killed"].glob(".*tmp*"))  # no temporary file left by the kill

@@ -9,9 +9,10 @@ import pytest
 
 from launcher.core.errors import UserError
 from launcher.core.rundir.job_json import spec_from_json, spec_to_json
+from launcher.core.rundir.names import TRACE_ENV
 from launcher.core.spec import build_spec, load_job
 from src.model.stages import cache_bytes, frozen_stages, prefix_output_shape, stage_of
-from tests.helpers import packrun, params, run_dir_of, write_job, write_tiny_job
+from tests.helpers import INTERRUPTED_JOB, packrun, params, run_dir_of, write_job, write_tiny_job
 
 BASE = {"train_dir": "/spec-only/train", "val_dir": "/spec-only/val"}  # (not a parent of cwd)
 
@@ -226,9 +227,9 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
 # --- real runs ---------------------------------------------------------------------------------
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `pretrained` (a training run; layer2_runs: two more) are one xdist group, so that
-# README's `-n 2 --dist loadgroup` builds it once.)
-SHARES_PRETRAINED = pytest.mark.xdist_group("transfer_pretrained")
+# that share `layer2_runs` (two training runs) are one xdist group, so that README's `-n 2
+# --dist loadgroup` builds it once. `pretrained` is a run the session trains once anyway.)
+SHARES_LAYER2_RUNS = pytest.mark.xdist_group("transfer_layer2_runs")
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +240,10 @@ def jobs(tmp_path_factory, digits_2class):
 
 
 @pytest.fixture(scope="module")
-def pretrained(jobs):
-    r = packrun("debug", jobs / "tiny.toml", "--name=source")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return run_dir_of(r) / "best.ckpt"
+def pretrained(reference_run):
+    """best.ckpt of a tiny resnet18 run on the same digits: the uninterrupted debug run of
+    test_restarts (conftest reference_run), trained once per session."""
+    return reference_run("debug", env_extra={TRACE_ENV: "1"}, **INTERRUPTED_JOB) / "best.ckpt"
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def _metrics(run_dir):
 
 
 @pytest.mark.e2e
-@SHARES_PRETRAINED
+@SHARES_LAYER2_RUNS
 def test_freeze_layer2_changes_exactly_layer3_layer4_and_the_head(layer2_runs, pretrained):
     result, run_dir = layer2_runs["cached"]
     before, after = params(pretrained), params(run_dir / "best.ckpt")
@@ -287,7 +288,7 @@ def test_freeze_layer2_changes_exactly_layer3_layer4_and_the_head(layer2_runs, p
 
 
 @pytest.mark.e2e
-@SHARES_PRETRAINED
+@SHARES_LAYER2_RUNS
 def test_partial_freeze_cache_equals_recomputing(layer2_runs):
     (cached_out, cached), (recomputed_out, recomputed) = layer2_runs["cached"], \
         layer2_runs["recomputed"]
@@ -313,7 +314,6 @@ def test_partial_freeze_cache_equals_recomputing(layer2_runs):
 
 
 @pytest.mark.e2e
-@SHARES_PRETRAINED
 def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
     r = packrun("check", jobs / "tiny.toml", "--freeze=layer3", f"--pretrained={pretrained}")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -329,7 +329,6 @@ def test_check_says_what_trains_and_what_the_cache_holds(jobs, pretrained):
 
 
 @pytest.mark.e2e
-@SHARES_PRETRAINED
 def test_two_workers_with_a_partial_freeze_end_identical(jobs, pretrained):
     """msrun, 2 CPU workers, freeze = "layer2" on cached activations (each rank caches its
     shard): the ranks end with the same weights and BatchNorm statistics."""
