@@ -1,8 +1,8 @@
 """Atomic state: a process killed with SIGKILL at random moments while it rewrites a checkpoint
 (save_atomic) and a metrics file (write_atomic), as the worker does at every epoch end, leaves
-both readable and each one of the versions it wrote; the temporary files of a killed checkpoint
-save are removed by the next save (those of the small text files are left: see
-src/training/checkpoint.remove_stale_temps)."""
+both readable and each one of the versions it wrote; the temporary files of a killed save are
+removed by the next save of the same file (checkpoints: src/training/checkpoint.remove_stale_temps,
+text files: launcher/core/rundir/atomic.remove_stale_temps)."""
 
 import os
 import random
@@ -17,6 +17,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from launcher.core.rundir import atomic
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.metrics import metrics_text, read_metrics
 from src.training.checkpoint import remove_stale_temps, save_atomic
@@ -110,3 +111,18 @@ def test_stale_temps_of_dead_processes_go_and_live_ones_stay(tmp_path):
         p.write_bytes(b"partial")
     assert sorted(remove_stale_temps(tmp_path / "best.ckpt")) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+@pytest.mark.unit
+def test_a_text_write_removes_what_killed_writes_of_the_same_file_left(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".last.json.{dead.pid}.k2j4x_9a.tmp"
+    live = tmp_path / f".last.json.{os.getppid()}.q8a0sd1z.tmp"    # a running writer's
+    other = tmp_path / f".metrics.jsonl.{dead.pid}.a1b2c3d4.tmp"   # another file's
+    for p in (stale, live, other):
+        p.write_text("partial")
+    write_atomic(tmp_path / "last.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.json", live.name,
+                                                                 other.name])
+    assert atomic.remove_stale_temps(tmp_path / "metrics.jsonl") == [other]
