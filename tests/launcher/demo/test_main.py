@@ -64,7 +64,8 @@ def test_demo_source_recipe_trains_with_finite_falling_loss(tmp_path):
     assert "warning: train loss" not in r.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     losses = [row["train_loss"] for row in read_metrics(run_dir)]
-    epochs = load_job(SOURCE_JOB).epochs
+    epochs = load_job(SOURCE_JOB, {"train_dir": str(tmp_path / "source" / "train"),
+                                   "val_dir": str(tmp_path / "source" / "val")}).epochs
     assert len(losses) == epochs and all(math.isfinite(x) for x in losses), losses
     assert all(b < a for a, b in pairwise(losses[:-1])), losses  # falls (the last may tie)
     assert max(row["val_acc"] for row in read_metrics(run_dir)) > 0.95
