@@ -47,13 +47,15 @@ def sources_digest() -> str:
 
 
 def native_library(spec: JobSpec) -> str | None:
-    """The native kernels' library name (its digest covers sources, compiler and CPU), None
-    when this run does not use them."""
+    """The native kernels' library, by its full path (its name's digest covers sources,
+    compiler and CPU; a compiled graph calls the Custom ops by the library's absolute path, so
+    a graph from another checkout's library of the same name would call a file that may be
+    gone), None when this run does not use them."""
     if spec.device != "CPU" or spec.cpu_conv != "im2col":
         return None
     from src.native import kernels
     lib = kernels.library()
-    return lib.name if lib else None
+    return str(lib.resolve()) if lib else None
 
 
 def resume_point(run_dir: Path) -> object:

@@ -145,8 +145,11 @@ def test_the_key_changes_with_shapes_code_kernels_mindspore_and_the_resume_point
     monkeypatch.undo()
     monkeypatch.setattr(compile_cache, "sources_digest", lambda: "edited")
     changed["sources"] = key(tmp_path, env)
-    monkeypatch.setattr(compile_cache, "native_library", lambda spec: "packrun-native-x.so")
+    monkeypatch.setattr(compile_cache, "native_library", lambda spec: "/a/packrun-native-x.so")
     changed["native kernels"] = key(tmp_path, env)
+    # the same library in another checkout: a cached graph calls the ops by the absolute path
+    monkeypatch.setattr(compile_cache, "native_library", lambda spec: "/b/packrun-native-x.so")
+    changed["native kernels elsewhere"] = key(tmp_path, env)
     assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
 
 
