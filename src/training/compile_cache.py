@@ -148,6 +148,7 @@ def session(spec: JobSpec, run_dir: Path, rank: int, world: int, counts: dict, s
             env=os.environ):
     """Around everything the worker compiles: yields the Graphs in use, or None when the cache
     is off (PYNATIVE, opted out, an unsafe directory)."""
+    before = {var: os.environ.get(var) for var in (MS_ENABLE, MS_PATH)}
     graphs = _open(spec, run_dir, rank, world, counts, say, env)
     if graphs is None:
         yield None
@@ -165,6 +166,11 @@ def session(spec: JobSpec, run_dir: Path, rank: int, world: int, counts: dict, s
                 say(f"compile cache: kept this run's compiled graphs in {graphs.entry}")
     finally:
         shutil.rmtree(graphs.private, ignore_errors=True)
+        for var, value in before.items():  # the process's environment as it was (an
+            if value is None:              # in-process caller, e.g. a test, compiles on)
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def _open(spec, run_dir, rank, world, counts, say, env):
