@@ -50,7 +50,7 @@ from typing import Sequence
 
 from launcher.core.errors import EXIT_UNAVAILABLE, EXIT_USER_ERROR, Unavailable, UserError
 from launcher.core.rundir import attempts
-from launcher.core.rundir.failure import killed_pids
+from launcher.core.rundir.failure import killed_pids, killed_rank
 from launcher.core.rundir.job_json import spec_from_json
 from launcher.core.rundir.lock import acquire
 from launcher.core.rundir.names import (
@@ -62,7 +62,6 @@ from launcher.core.rundir.names import (
     WORKER_EXIT_GLOB,
     read_exit_status,
     worker_exit,
-    worker_pid,
 )
 from launcher.core.spec import JobSpec
 from launcher.slurm import client as slurm
@@ -191,16 +190,8 @@ class Batch:
             killed = killed_pids(output.read_text(errors="replace"))
         except OSError:
             return None
-        for rank in local:
-            if rank in exited:
-                continue
-            try:
-                pid = int((self.run_dir / worker_pid(rank)).read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if pid in killed:
-                return rank, None, killed[pid]
-        return None
+        found = killed_rank(self.run_dir, [r for r in local if r not in exited], killed)
+        return (found[0], None, found[1]) if found else None
 
     def _stalled(self, report: StallReport) -> int:
         """The stall watchdog found no progress (it has the stacks): the step ends (the finally

@@ -150,15 +150,9 @@ class Node:
             killed = failure.killed_pids(out.read_text(errors="replace"))
         except OSError:
             return None
-        for r, c in codes.items():
-            if c is None and killed and self.started(r):
-                try:
-                    pid = int((self.run_dir / worker_pid(r)).read_text().strip())
-                except (OSError, ValueError):
-                    continue
-                if pid in killed:
-                    return r, None, killed[pid]
-        return None
+        found = failure.killed_rank(
+            self.run_dir, [r for r, c in codes.items() if c is None and self.started(r)], killed)
+        return (found[0], None, found[1]) if found else None
 
     def ranks_started(self) -> bool:
         return all(self.started(r) for r in self.ranks)

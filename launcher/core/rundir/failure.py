@@ -40,6 +40,7 @@ from launcher.core.rundir.names import (
     attempt_logs,
     worker_error,
     worker_log,
+    worker_pid,
 )
 from launcher.core.rundir.schema import stamped
 
@@ -62,6 +63,21 @@ def killed_pids(text: str) -> dict[int, int]:
         for m in re.finditer(pattern.format(pid=r"(\d+)"), text):
             found.setdefault(int(m.group(1)), int(m.group(2)))
     return found
+
+
+def killed_rank(run_dir: Path, ranks, killed: dict[int, int]) -> tuple[int, int] | None:
+    """(rank, signal) of the first of `ranks` whose pid file names a pid in `killed`
+    (killed_pids of a launcher's log), None when none of them was killed."""
+    if not killed:
+        return None
+    for rank in ranks:
+        try:
+            pid = int((Path(run_dir) / worker_pid(rank)).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid in killed:
+            return rank, killed[pid]
+    return None
 
 
 def killed_by(launcher_logs: list[Path], pid: int) -> int | None:

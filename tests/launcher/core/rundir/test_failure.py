@@ -51,3 +51,15 @@ def test_a_stuck_rank_without_stacks_says_why_and_other_failures_have_no_stall_e
     killed = failure.failure_record(tmp_path, attempt=1, max_attempts=1, rank=0, host="n1",
                                     exit_code=None, signal=9, reason="", action="gave up")
     assert "stall" not in killed and "stalled" not in failure.summary(killed)
+
+
+def test_killed_rank_is_the_first_candidate_whose_pid_the_launcher_says_was_killed(tmp_path):
+    from launcher.core.rundir.names import worker_pid
+    for rank, pid in ((0, 100), (1, 101), (2, 102)):
+        (tmp_path / worker_pid(rank)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / worker_pid(rank)).write_text(f"{pid}\n")
+    killed = {102: 9, 101: 15}   # killed_pids of a launcher's log
+    assert failure.killed_rank(tmp_path, [0, 1, 2], killed) == (1, 15)
+    assert failure.killed_rank(tmp_path, [0, 2, 3], killed) == (2, 9)   # rank 3: no pid file
+    assert failure.killed_rank(tmp_path, [0], killed) is None
+    assert failure.killed_rank(tmp_path, [0, 1, 2], {}) is None
