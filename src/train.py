@@ -299,7 +299,8 @@ class Callbacks:
 
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
-                   evaluate_fn, resume: ResumePoint, recorder) -> Callbacks:
+                   evaluate_fn, resume: ResumePoint, recorder, best=None) -> Callbacks:
+    """`best` (src/training/evaluate.BestEvaluation): told when best.ckpt is saved."""
     from src.testing import faults
     from src.training import collective, transfer
     from src.training.callbacks import Checkpoint, Evaluation, Position, Report, StopOnRequest
@@ -317,7 +318,8 @@ def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rate
     stop = StopOnRequest(lambda: collective.any_rank(flag.exists(), par.world), position)
     ckpt = Checkpoint(run_dir=run_dir, network=net, is_main=par.is_main, report=report,
                       resume_state=lambda: resumable_parameters(net, opt),
-                      rank_state=lambda: rank_state(bn_statistics, par))
+                      rank_state=lambda: rank_state(bn_statistics, par),
+                      **({"on_best": best.keep} if best is not None else {}))
     return Callbacks(report, stop, ckpt, position,
                      *faults.from_env(os.environ, par.rank, position, run_dir))
 
@@ -348,7 +350,10 @@ def fit(spec: JobSpec, model, train_data, cbs: Callbacks, resume: ResumePoint,
 
 
 def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, say,
-           board=None) -> None:
+           board=None, best=None) -> None:
+    """The closing line, the weights digests, and the main rank's pictures: drawn from the best
+    epoch's evaluation when `best` (src/training/evaluate.BestEvaluation) kept it for the whole
+    validation split, else by predicting the split again with best.ckpt."""
     from launcher.core.rundir.progress import Stage
     cbs.report.recorder.stage(Stage.FINISHING)
     say(cbs.report.closing_line())
@@ -360,8 +365,11 @@ def finish(spec: JobSpec, run_dir: Path, par, net, data: Data, cbs: Callbacks, s
         from src.pictures.run import make_run_pictures
         full_val = data.val_ds if data.val_indices is None else \
             dataset.create_dataset(spec.val_dir, training=False, **data.val_args())
+        kept = None
+        if best is not None and data.val_indices is None:
+            kept = best.of_whole_split(cbs.report.best_epoch, dataset.count_images(spec.val_dir))
         pictures = make_run_pictures(spec, run_dir, net, full_val, data.classes,
-                                     cbs.report.recorder.batch)
+                                     cbs.report.recorder.batch, evaluation=kept)
         if board is not None:
             board.pictures(pictures)
     cbs.report.recorder.stage(Stage.DONE)
@@ -400,7 +408,7 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     from mindspore.train import Model
 
     from src.training import collective, transfer
-    from src.training.evaluate import evaluate
+    from src.training.evaluate import BestEvaluation, evaluate
 
     net, cache = prepare_network(spec, run_dir, par, data, say, recorder)
     steps, train_data = data.steps, data.train_data
@@ -414,9 +422,12 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     loss = transfer.loss_fn(spec.label_smoothing)
     model = Model(cache.network if cache else net, loss, opt, amp_level=amp_level)
 
+    best = BestEvaluation()  # the pictures draw best.ckpt's predictions from it
+
     def validation_accuracy() -> float:
         result = cache.evaluate(recorder.batch) if cache else \
             evaluate(net, data.val_ds, recorder.batch)
+        best.latest = result
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)
         return float(correct) / float(total) if total else 0.0
@@ -424,7 +435,7 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     resume = resume_agreed(run_dir, net, opt, par)
     announce(spec, run_dir, par, data, resume, steps, base_lr, say)
     cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
-                         resume, recorder)
+                         resume, recorder, best)
     if position_out is not None:
         position_out.append(cbs.position)
     board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \
@@ -434,7 +445,7 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
         fit(spec, model, train_data, cbs, resume, sink_mode)
         if stopped_on_request(spec, cbs, say):
             return EXIT_REQUEUE
-        finish(spec, run_dir, par, net, data, cbs, say, board)
+        finish(spec, run_dir, par, net, data, cbs, say, board, best)
         finished = True
     finally:
         if board is not None:

@@ -5,6 +5,12 @@
 - curves.png: train loss and val acc per epoch from metrics.jsonl, best epoch marked;
 - confusion.png: best.ckpt's confusion matrix over the whole validation split.
 
+best.ckpt's predictions are those of the evaluation that made it the best, kept in memory by
+training (src/training/evaluate.BestEvaluation) when that evaluation covered the whole validation
+split in this process: the same weights on the same images, so no second pass over the split.
+Otherwise (data-parallel sharded evaluation, a best epoch from before a resume) best.ckpt is
+loaded and the split predicted again.
+
 Training has already succeeded when this runs, so a picture that cannot be made is a warning,
 never a failed run.
 """
@@ -33,18 +39,38 @@ def sample_indices(total: int, count: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=min(count, total), replace=False))
 
 
+class Reservoir:
+    """A uniform sample of up to `size` of the mistakes offered in order (reservoir sampling,
+    seeded): the same positions whether the predictions come during a pass or after one."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.rng = size, np.random.default_rng(seed)
+        self.items: list[int] = []
+        self.seen = 0
+
+    def offer(self, position: int) -> tuple[bool, int | None]:
+        """(whether `position` was taken, the position it evicted or None)."""
+        self.seen += 1
+        slot = len(self.items) if len(self.items) < self.size else int(self.rng.integers(self.seen))
+        if slot >= self.size:
+            return False, None
+        if slot < len(self.items):
+            evicted, self.items[slot] = self.items[slot], position
+            return True, evicted
+        self.items.append(position)
+        return True, None
+
+
 def predict_keeping(net, val_ds, keep: set[int], wrong: int = 0, seed: int = 0,
                     on_batch: Callable[[int], None] = lambda n: None
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(predictions, labels) for the whole split, plus {position: normalised CHW image} for the
     positions in `keep` and for up to `wrong` misclassified images (a uniform sample of all
-    mistakes: reservoir sampling, seeded), in one pass over the data. `on_batch(n)` after batch
-    n (the progress record: the stall watchdog sees the pass advance)."""
+    mistakes: `Reservoir`), in one pass over the data. `on_batch(n)` after batch n (the
+    progress record: the stall watchdog sees the pass advance)."""
     net.set_train(False)
-    rng = np.random.default_rng(seed)
+    reservoir = Reservoir(wrong, seed)
     preds, labels, kept, position = [], [], {}, 0
-    mistakes: list[int] = []  # the reservoir
-    seen_wrong = 0
     batches = val_ds.create_tuple_iterator(num_epochs=1)
     for n, (images, batch_labels) in enumerate(batches, 1):
         batch_preds = net(images).asnumpy().argmax(axis=1)
@@ -56,21 +82,38 @@ def predict_keeping(net, val_ds, keep: set[int], wrong: int = 0, seed: int = 0,
             if position + i in keep:
                 kept[position + i] = batch[i]
             if wrong and int(batch_preds[i]) != int(batch_y[i]):
-                seen_wrong += 1
-                slot = len(mistakes) if len(mistakes) < wrong else int(rng.integers(seen_wrong))
-                if slot < wrong:
-                    if slot < len(mistakes):
-                        if mistakes[slot] not in keep:
-                            kept.pop(mistakes[slot], None)
-                        mistakes[slot] = position + i
-                    else:
-                        mistakes.append(position + i)
+                taken, evicted = reservoir.offer(position + i)
+                if evicted is not None and evicted not in keep:
+                    kept.pop(evicted, None)
+                if taken:
                     kept[position + i] = batch[i]
         position += len(batch)
         on_batch(n)
     if not labels:
         raise ValueError("the validation split yielded no images")
     return np.concatenate(preds), np.concatenate(labels).astype(np.int64), kept
+
+
+def keeping_from(evaluation, val_ds, keep: set[int], wrong: int = 0, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """What `predict_keeping` returns, from predictions already made (`evaluation`: the best
+    epoch's, src/training/evaluate.BestEvaluation): the same mistakes kept, and the images of
+    the kept positions read in one pass over the data without the network."""
+    preds, labels = evaluation.predictions, evaluation.labels
+    if not labels.size:
+        raise ValueError("the validation split yielded no images")
+    reservoir = Reservoir(wrong, seed)
+    for i in np.flatnonzero(preds != labels).tolist() if wrong else []:
+        reservoir.offer(i)
+    want = set(keep) | set(reservoir.items)
+    kept, position = {}, 0
+    for images, _ in val_ds.create_tuple_iterator(num_epochs=1):
+        if position > max(want, default=-1):
+            break
+        batch = images.asnumpy()
+        kept |= {position + i: batch[i] for i in range(len(batch)) if position + i in want}
+        position += len(batch)
+    return preds, labels, kept
 
 
 def choose_shown(sample: np.ndarray, preds: np.ndarray, labels: np.ndarray,
@@ -116,14 +159,22 @@ def checkpoint_title(spec: JobSpec, run_dir: Path) -> str:
 
 
 def write_prediction_pictures(spec: JobSpec, run_dir: Path, net, val_ds, classes: list[str],
-                              on_batch: Callable[[int], None] = lambda n: None) -> list[Path]:
-    load_best(net, run_dir)
+                              on_batch: Callable[[int], None] = lambda n: None,
+                              evaluation=None) -> list[Path]:
+    """predictions.png and confusion.png of best.ckpt. `evaluation`: the best epoch's
+    predictions over the whole validation split, when training kept them (then best.ckpt is
+    not loaded and the split is not predicted again); None to predict it here."""
     total = dataset.count_images(spec.val_dir)
     count = visualize.full_grid_count(min(spec.batch_size, visualize.MAX_PANELS, total))
     sample = sample_indices(total, count, spec.seed)
     want_wrong = max(1, count // 4)  # mistakes are what a reader looks for: show some
-    preds, labels, kept = predict_keeping(net, val_ds, set(sample.tolist()), want_wrong,
-                                          spec.seed, on_batch)
+    if evaluation is not None:
+        preds, labels, kept = keeping_from(evaluation, val_ds, set(sample.tolist()), want_wrong,
+                                           spec.seed)
+    else:
+        load_best(net, run_dir)
+        preds, labels, kept = predict_keeping(net, val_ds, set(sample.tolist()), want_wrong,
+                                              spec.seed, on_batch)
     shown = choose_shown(sample, preds, labels, kept, want_wrong)
     images = visualize.display_images(np.stack([kept[i] for i in shown]), dataset.MEAN, dataset.STD)
     which = checkpoint_title(spec, run_dir)
@@ -151,17 +202,21 @@ def _attempt(what: str, make: Callable[[], list[Path] | Path]) -> list[Path]:
 
 
 def make_run_pictures(spec: JobSpec, run_dir: Path, net, val_ds, classes: list[str],
-                      on_batch: Callable[[int], None] = lambda n: None) -> list[Path]:
+                      on_batch: Callable[[int], None] = lambda n: None,
+                      evaluation=None) -> list[Path]:
     """Write curves.png, predictions.png and confusion.png into `run_dir`; returns the files
-    written. Call on the main rank after training: loads best.ckpt into `net`. `on_batch(n)`
-    after each prediction batch (progress)."""
+    written. Call on the main rank after training. `evaluation`: best.ckpt's predictions over
+    the whole validation split, kept from the best epoch's evaluation; without it best.ckpt is
+    loaded into `net` and the split predicted again, `on_batch(n)` after each batch
+    (progress)."""
     t0 = time.monotonic()
     run_dir = Path(run_dir)
     written = _attempt(CURVES_PNG, lambda: write_curves(spec, run_dir))
     written += _attempt(f"{PREDICTIONS_PNG} and {CONFUSION_PNG}",
                         lambda: write_prediction_pictures(spec, run_dir, net, val_ds, classes,
-                                                          on_batch))
+                                                          on_batch, evaluation))
     if written:
+        source = ", best epoch's evaluation" if evaluation is not None else ""
         print(f"pictures: {', '.join(p.name for p in written)} in {run_dir} "
-              f"({time.monotonic() - t0:.1f} s)", flush=True)
+              f"({time.monotonic() - t0:.1f} s{source})", flush=True)
     return written

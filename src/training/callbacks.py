@@ -313,14 +313,17 @@ class Checkpoint(Callback):
     requested stop (main rank writes). last.ckpt holds `resume_state()` (network + optimizer) and
     `epoch` (epochs completed); after a stop mid-epoch also `step` (steps of the next epoch done),
     that epoch's losses and training time, and every rank's own `rank_state` entries (BatchNorm
-    statistics, which differ between ranks until the epoch end averages them)."""
+    statistics, which differ between ranks until the epoch end averages them). `on_best(epoch)`
+    after best.ckpt is saved (the pictures keep that epoch's predictions)."""
 
     def __init__(self, *, run_dir: Path, network, is_main: bool, report: Report,
                  resume_state: Callable[[], list],
-                 rank_state: Callable[[], dict] = lambda: {}):
+                 rank_state: Callable[[], dict] = lambda: {},
+                 on_best: Callable[[int], None] = lambda epoch: None):
         super().__init__()
         self.run_dir, self.network, self.is_main = Path(run_dir), network, is_main
         self.report, self.resume_state, self.rank_state = report, resume_state, rank_state
+        self.on_best = on_best
 
     def on_train_epoch_end(self, run_context):
         row = self.report.last_row
@@ -331,6 +334,7 @@ class Checkpoint(Callback):
         if row["val_acc"] is not None and row["best_epoch"] == epoch:
             save_atomic(self.network, self.run_dir / BEST_CKPT,
                         append_dict={"epoch": epoch, "val_acc": row["val_acc"]})
+            self.on_best(epoch)
         save_atomic(self.resume_state(), self.run_dir / LAST_CKPT, append_dict={"epoch": epoch})
         self._describe_last(epoch, 0)
 

@@ -46,3 +46,23 @@ def evaluate(net: nn.Cell, dataset, on_batch: Callable[[int], None] = lambda n: 
     if not labels:
         return Evaluation(np.zeros(0, np.int64), np.zeros(0, np.int64))
     return Evaluation(np.concatenate(preds), np.concatenate(labels).astype(np.int64))
+
+
+class BestEvaluation:
+    """The evaluation behind best.ckpt, kept so that the run's pictures (src/pictures/run.py) need
+    no second pass over the validation split: `latest` is each evaluation as it is made, `keep`
+    (the Checkpoint callback, when it saves best.ckpt) makes it `best`, of epoch `epoch`."""
+
+    def __init__(self) -> None:
+        self.latest: Evaluation | None = None
+        self.best: Evaluation | None = None
+        self.epoch = 0
+
+    def keep(self, epoch: int) -> None:
+        self.best, self.epoch = self.latest, epoch
+
+    def of_whole_split(self, epoch: int, total: int) -> Evaluation | None:
+        """`best` when it is the given best epoch's and covers the whole split of `total`
+        images (not one rank's shard, not an epoch before a resume); else None."""
+        best = self.best
+        return best if best is not None and self.epoch == epoch and best.total == total else None

@@ -76,3 +76,40 @@ def test_no_mistakes_no_swap():
     preds, ys, kept = run_pictures.predict_keeping(FakeNet(), data, set(sample.tolist()), 3, 0)
     assert set(kept) == set(sample)
     assert list(run_pictures.choose_shown(sample, preds, ys, kept, 3)) == list(sample)
+
+
+class Evaluated:
+    """The best epoch's evaluation as training keeps it (src/training/evaluate.Evaluation)."""
+
+    def __init__(self, predictions, labels):
+        self.predictions, self.labels = np.asarray(predictions), np.asarray(labels, np.int64)
+
+
+class ImagesOnly(FakeData):
+    """The split's images; the pictures must not predict it again (no network here)."""
+
+    def __init__(self, data):
+        super().__init__(data.values, data.labels, data.batch)
+        self.passes = 0
+
+    def create_tuple_iterator(self, num_epochs):
+        self.passes += 1
+        return super().create_tuple_iterator(num_epochs)
+
+
+@pytest.mark.parametrize("wrong_at", [(150, 170, 190), tuple(range(101, 200, 3)), ()])
+def test_pictures_from_the_best_epochs_evaluation_keep_what_a_second_pass_kept(wrong_at):
+    """Drawn from predictions training already made, the same mistakes (the reservoir's seeded
+    choice) and images are kept as by predicting the split again, in one pass without a net."""
+    data, _ = data_with_mistakes(wrong_at=wrong_at)
+    sample = np.arange(0, 40, 4)
+    preds, ys, kept = run_pictures.predict_keeping(FakeNet(), data, set(sample.tolist()), 2, 7)
+    images = ImagesOnly(data)
+    preds2, ys2, kept2 = run_pictures.keeping_from(Evaluated(preds, ys), images,
+                                                   set(sample.tolist()), 2, 7)
+    assert images.passes == 1
+    assert (preds2 == preds).all() and (ys2 == ys).all()
+    assert sorted(kept2) == sorted(kept)
+    assert all((kept2[i] == kept[i]).all() for i in kept)
+    assert list(run_pictures.choose_shown(sample, preds2, ys2, kept2, 2)) == \
+        list(run_pictures.choose_shown(sample, preds, ys, kept, 2))
