@@ -74,7 +74,7 @@ GRACE_S = 10.0
 SWEEP_JSON = "sweep.json"
 SWEEP_FORMAT = 1                 # sweep.json's "format"
 ARRAY_SBATCH = "job_array.sbatch"  # `packrun sweep --slurm`: ONE job array, task i = point i
-CONSOLE_LOG = f"{LOGS}/console.out"  # a point's console output when points run in parallel
+CONSOLE_LOG = f"{LOGS}/console.out"  # a sweep point's or a demo run's console when side by side
 
 # Exported by a launcher (launcher/supervise/lifeline.py) to every process it starts: a random
 # token; when the launcher dies, its watcher ends every process whose environment carries it.

@@ -1,0 +1,130 @@
+"""The demo's target runs side by side, `slots` at a time.
+
+A run of the demo's size spends most of its wall clock in one-core work (the worker's start and
+`import mindspore`, graph compilation, the pictures, the exit) around a few seconds of training:
+two at a time on 2 cores finish together in about 0.6x the time of one after the other, with the
+same weights (issue 30). Each run is prepared here as `packrun debug` prepares one (preflight,
+run directory) and runs as the child command that runs such a directory, `packrun debug --resume
+RUN_DIR` (as a sweep's points do), so supervision, signals and logs are those of a single run.
+Its console goes to the run's logs/console.out; `follow` copies it to this console, one run after
+the other in the demo's order (live for the run being followed), so the demo's output reads as
+before.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from launcher.core.log import console, get_logger
+from launcher.core.paths import REPO
+from launcher.core.rundir.layout import new_run_dir
+from launcher.core.rundir.names import CONSOLE_LOG
+from launcher.core.spec import JobSpec
+from launcher.preflight.checks import check_debug_run
+from launcher.preflight.data import preflight
+from launcher.supervise import processes
+
+log = get_logger(__name__)
+
+POLL_S = 0.1
+
+
+@dataclass
+class Run:
+    """One target run: queued, running or ended."""
+    label: str
+    spec: JobSpec
+    run_dir: Path | None = None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    ended: float | None = None
+    rc: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Wall clock from the child's start to its end (or now)."""
+        return (self.ended or time.monotonic()) - self.started
+
+
+class SideBySide:
+    """Runs jobs `slots` at a time in the order they were added; `stop()` ends what runs."""
+
+    def __init__(self, slots: int):
+        self.slots = max(1, slots)
+        self.runs: list[Run] = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
+
+    def add(self, label: str, spec: JobSpec) -> Run:
+        run = Run(label, spec)
+        self.runs.append(run)
+        self.poll()
+        return run
+
+    def running(self) -> list[Run]:
+        return [r for r in self.runs if r.proc is not None and r.ended is None]
+
+    def poll(self) -> None:
+        """Note the runs that ended; start queued ones while a slot is free."""
+        for run in self.running():
+            assert run.proc is not None
+            if run.proc.poll() is not None:
+                run.ended, run.rc = time.monotonic(), processes.exit_code(run.proc.returncode)
+        for run in self.runs:
+            if run.proc is None and len(self.running()) < self.slots:
+                self._start(run)
+
+    def _start(self, run: Run) -> None:
+        """Preflight and run directory here (bad input fails the demo at once, exit 2), the
+        worker in a `packrun debug --resume` child with its console in logs/console.out."""
+        summary = preflight(run.spec)
+        check_debug_run(run.spec)
+        run.run_dir = new_run_dir(run.spec)
+        out = run.run_dir / CONSOLE_LOG
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab") as f:
+            f.write((f"packrun: run directory {run.run_dir}\n"
+                     f"packrun: {summary['train_images']} train / {summary['val_images']} val "
+                     f"images in {len(summary['classes'])} classes "
+                     f"({summary['images_checked']} checked)\n").encode())
+            run.started = time.monotonic()
+            run.proc = processes.spawn([sys.executable, "-m", "launcher.cli.main", "debug",
+                                        "--resume", str(run.run_dir)], env=self.env, stdout=f)
+
+    def follow(self, run: Run, out: TextIO | None = None) -> int:
+        """Copy `run`'s console to `out` (this console) until it ends; its exit status. The
+        other runs go on meanwhile (and queued ones start as slots free)."""
+        out = out or console()
+        while run.proc is None:  # queued behind runs that are not followed yet
+            self.poll()
+            time.sleep(POLL_S)
+        assert run.run_dir is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with open(run.run_dir / CONSOLE_LOG, "rb") as f:
+            while True:
+                self.poll()
+                ended = run.ended is not None
+                chunk = f.read()
+                if chunk:
+                    out.write(decoder.decode(chunk))
+                    out.flush()
+                if ended and not chunk:
+                    break
+                if not chunk:
+                    time.sleep(POLL_S)
+        assert run.rc is not None
+        return run.rc
+
+    def stop(self) -> None:
+        """Stop every run still going (the demo failed or was interrupted)."""
+        for run in self.running():
+            assert run.proc is not None
+            processes.stop(run.proc)
