@@ -271,7 +271,7 @@ class Commands:
     @_user_errors_exit_2
     def export(self, run_dir, checkpoint="best", format="MINDIR", out=None, device="CPU"):
         """Export a run's model for inference: packrun export RUN_DIR [--checkpoint=best|last|PATH]
-        [--format=MINDIR|ONNX] [--out=FILE]
+        [--format=MINDIR|ONNX|MINDIR,ONNX] [--out=FILE]
 
         The job's network (arch, classes, image size) in inference mode, checked against the
         checkpoint after export; FILE.json beside it records the class names and the evaluation

@@ -278,5 +278,23 @@ def _run_onnx(path: Path, x: np.ndarray, mods) -> tuple[np.ndarray, str]:
     return session.run(None, {name: x})[0], name
 
 
+def export_formats(fmt) -> list[str]:
+    """`--format`: one format, or several separated by commas (the flag parser may hand over
+    a tuple): MINDIR,ONNX exports both in one process (one start, one `import mindspore`)."""
+    items = fmt if isinstance(fmt, (list, tuple)) else str(fmt).split(",")
+    formats = [str(f).strip().upper() for f in items if str(f).strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--format={','.join(map(str, items))}: give MINDIR or ONNX (or both: "
+                        "MINDIR,ONNX)")
+    return list(dict.fromkeys(formats))
+
+
 def export_command(run_dir, checkpoint="best", fmt="MINDIR", out=None, device="CPU") -> str:
-    return str(export_model(run_dir, checkpoint, fmt, out, device))
+    formats = export_formats(fmt)
+    if out is not None and len(formats) > 1:
+        raise UserError(f"--out={out} names one file: give one --format with it, or leave --out "
+                        "out (RUN_DIR/best.mindir, best.onnx)")
+    if "ONNX" in formats:
+        require_onnx()  # before the MINDIR export, not after it
+    return "\n".join(str(export_model(run_dir, checkpoint, f, out, device)) for f in formats)

@@ -29,14 +29,15 @@ def run(tmp_path_factory, digits_2class):
 
 @pytest.fixture(scope="module")
 def exported(run):
+    """Both formats from one `packrun export --format=MINDIR,ONNX` (one process)."""
+    r = packrun("export", run, "--format=MINDIR,ONNX")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     files = {}
     for fmt in ("MINDIR", "ONNX"):
-        r = packrun("export", run, f"--format={fmt}")
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         path = run / f"best.{fmt.lower()}"
         assert f"as {fmt}: {path}" in r.stdout
-        assert "checked: loaded back, logits within" in r.stdout
         files[fmt] = path
+    assert r.stdout.count("checked: loaded back, logits within") == 2
     return files
 
 
@@ -149,6 +150,9 @@ def test_without_onnx_installed_the_message_says_how_to_get_it(run, exported, tm
 def test_bad_export_and_predict_arguments(run, exported, tmp_path):
     r = packrun("export", run, "--format=TFLITE")
     assert r.returncode == 2 and "--format=TFLITE: give MINDIR or ONNX" in r.stderr
+    r = packrun("export", run, "--format=MINDIR,ONNX", f"--out={tmp_path / 'm.onnx'}")
+    assert r.returncode == 2 and "names one file: give one --format with it" in r.stderr
+    assert not list(tmp_path.glob("m.*"))
     r = packrun("export", run, f"--checkpoint={tmp_path / 'none.ckpt'}")
     assert r.returncode == 2 and "none.ckpt is not a file" in r.stderr
     lonely = tmp_path / "lonely.mindir"
