@@ -17,6 +17,7 @@ import codecs
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +54,31 @@ class Run:
         return (self.ended or time.monotonic()) - self.started
 
 
-class SideBySide:
-    """Runs jobs `slots` at a time in the order they were added; `stop()` ends what runs."""
+def prepare_debug_run(spec: JobSpec) -> tuple[Path, str]:
+    """What `packrun debug` does before its worker: preflight (bad input fails the demo at
+    once, exit 2) and the run directory; (the run directory, the lines debug prints)."""
+    summary = preflight(spec)
+    check_debug_run(spec)
+    run_dir = new_run_dir(spec)
+    return run_dir, (f"packrun: run directory {run_dir}\n"
+                     f"packrun: {summary['train_images']} train / {summary['val_images']} val "
+                     f"images in {len(summary['classes'])} classes "
+                     f"({summary['images_checked']} checked)\n")
 
-    def __init__(self, slots: int):
+
+def debug_command(run_dir: Path) -> list[str]:
+    """The child that runs a prepared run directory as `packrun debug` would."""
+    return [sys.executable, "-m", "launcher.cli.main", "debug", "--resume", str(run_dir)]
+
+
+class SideBySide:
+    """Runs jobs `slots` at a time in the order they were added; `stop()` ends what runs.
+    `prepare(spec)` and `command(run_dir)`: `prepare_debug_run`, `debug_command` (tests swap
+    them)."""
+
+    def __init__(self, slots: int, prepare=prepare_debug_run, command=debug_command):
         self.slots = max(1, slots)
+        self.prepare, self.command = prepare, command
         self.runs: list[Run] = []
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(
@@ -73,31 +94,30 @@ class SideBySide:
         return [r for r in self.runs if r.proc is not None and r.ended is None]
 
     def poll(self) -> None:
-        """Note the runs that ended; start queued ones while a slot is free."""
-        for run in self.running():
-            assert run.proc is not None
-            if run.proc.poll() is not None:
-                run.ended, run.rc = time.monotonic(), processes.exit_code(run.proc.returncode)
+        """Start queued runs while a slot is free."""
         for run in self.runs:
             if run.proc is None and len(self.running()) < self.slots:
                 self._start(run)
 
     def _start(self, run: Run) -> None:
-        """Preflight and run directory here (bad input fails the demo at once, exit 2), the
-        worker in a `packrun debug --resume` child with its console in logs/console.out."""
-        summary = preflight(run.spec)
-        check_debug_run(run.spec)
-        run.run_dir = new_run_dir(run.spec)
+        """The run prepared here, its worker in a child with its console in logs/console.out."""
+        run.run_dir, preamble = self.prepare(run.spec)
         out = run.run_dir / CONSOLE_LOG
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "ab") as f:
-            f.write((f"packrun: run directory {run.run_dir}\n"
-                     f"packrun: {summary['train_images']} train / {summary['val_images']} val "
-                     f"images in {len(summary['classes'])} classes "
-                     f"({summary['images_checked']} checked)\n").encode())
+            f.write(preamble.encode())
+            f.flush()
             run.started = time.monotonic()
-            run.proc = processes.spawn([sys.executable, "-m", "launcher.cli.main", "debug",
-                                        "--resume", str(run.run_dir)], env=self.env, stdout=f)
+            run.proc = processes.spawn(self.command(run.run_dir), env=self.env, stdout=f)
+        # its end, timed as it happens (the demo may be busy with the source run meanwhile)
+        threading.Thread(target=self._wait, args=(run,), daemon=True).start()
+
+    @staticmethod
+    def _wait(run: Run) -> None:
+        assert run.proc is not None
+        returncode = run.proc.wait()
+        run.rc = processes.exit_code(returncode)
+        run.ended = time.monotonic()
 
     def follow(self, run: Run, out: TextIO | None = None) -> int:
         """Copy `run`'s console to `out` (this console) until it ends; its exit status. The

@@ -1,0 +1,78 @@
+"""The demo's target runs side by side: at most `slots` at a time, each one's console shown
+whole and in the demo's order, its own wall clock, its exit status; stop() leaves none running."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from launcher.demo.side_by_side import SideBySide
+
+pytestmark = pytest.mark.unit
+
+
+def fake_pool(tmp_path, slots, scripts):
+    """A pool whose runs are `python -c SCRIPT` children (scripts by label) in tmp dirs."""
+    def prepare(label):
+        run_dir = tmp_path / label
+        run_dir.mkdir()
+        return run_dir, f"prepared {label}\n"
+
+    def command(run_dir):
+        return [sys.executable, "-c", scripts[run_dir.name]]
+    return SideBySide(slots, prepare=prepare, command=command)
+
+
+class Console:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def lines(label, n, pause):
+    return (f"import time, sys\nfor i in range({n}):\n    print('{label}', i, flush=True)\n"
+            f"    time.sleep({pause})\n")
+
+
+def test_runs_at_most_slots_at_a_time_and_show_each_console_in_order(tmp_path):
+    scripts = {"a": lines("a", 3, 0.3), "b": lines("b", 3, 0.1), "c": lines("c", 2, 0.05)}
+    pool = fake_pool(tmp_path, 2, scripts)
+    runs = [pool.add(label, label) for label in "abc"]
+    assert [r.proc is not None for r in runs] == [True, True, False]  # c waits for a slot
+    out = Console()
+    assert [pool.follow(r, out) for r in runs] == [0, 0, 0]
+    assert out.text == "".join(f"prepared {x}\n" + "".join(f"{x} {i}\n" for i in range(n))
+                               for x, n in (("a", 3), ("b", 3), ("c", 2)))
+    a, b, c = runs
+    assert c.started >= b.ended  # c started when b's slot freed, not when a was followed
+    assert c.started < a.ended
+    assert b.seconds < a.seconds  # each run's own wall clock, timed as it ended
+    assert 0.25 <= b.seconds < a.seconds
+
+
+def test_a_run_ending_while_nobody_polls_is_timed_when_it_ended(tmp_path):
+    pool = fake_pool(tmp_path, 1, {"quick": "print('done')"})
+    run = pool.add("quick", "quick")
+    time.sleep(1.0)  # the demo busy with the source run
+    assert pool.follow(run, Console()) == 0
+    assert run.seconds < 0.8
+
+
+def test_exit_status_and_stop(tmp_path):
+    scripts = {"bad": "import sys; print('oops'); sys.exit(3)",
+               "long": "import time; time.sleep(60)"}
+    pool = fake_pool(tmp_path, 2, scripts)
+    bad, long = pool.add("bad", "bad"), pool.add("long", "long")
+    out = Console()
+    assert pool.follow(bad, out) == 3 and "oops" in out.text
+    t0 = time.monotonic()
+    pool.stop()
+    assert long.proc is not None and long.proc.poll() is not None  # stopped, not left behind
+    assert time.monotonic() - t0 < 10
