@@ -12,7 +12,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 if __name__ == "__main__" and not __package__:
     # Run as a script (msrun takes a file path): import the package, not sibling files.
@@ -21,6 +20,7 @@ if __name__ == "__main__" and not __package__:
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
 from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from launcher.core.quick_exit import leave
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -584,21 +584,8 @@ def main(argv: list[str]) -> int:
     return code
 
 
-def leave(code: int) -> NoReturn:
-    """Exit with `code` once the interpreter's exit handlers have run (logging's, MindSpore's
-    dataset iterators' and checkpoint saver's), skipping the rest of its teardown: freeing
-    MindSpore's modules and objects one by one took 0.5-1 s of every run and changes nothing on
-    disk. Only for a worker outside a collective: a rank of one leaves its cluster in that
-    teardown (compute_graph_node.cc, Finalize), and its peers and scheduler wait for it."""
-    import atexit
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     _code = main(sys.argv)
     if not ranks.joins_a_collective(os.environ):
-        leave(_code)
+        leave(_code)  # without the interpreter's teardown (0.5-1 s): launcher/core/quick_exit.py
     sys.exit(_code)
