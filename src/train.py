@@ -20,6 +20,7 @@ if __name__ == "__main__" and not __package__:
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
 from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from launcher.core.quick_exit import leave
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -595,4 +596,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    _code = main(sys.argv)
+    if not ranks.joins_a_collective(os.environ):
+        leave(_code)  # without the interpreter's teardown (0.5-1 s): launcher/core/quick_exit.py
+    sys.exit(_code)
