@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from launcher.core.paths import REPO
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
 from launcher.runs.report import write_report
@@ -56,6 +57,46 @@ def test_a_finished_run_has_its_pictures(finished_run):
     assert Image.open(run_dir / "curves.png").size == (1100, 450)
     assert Image.open(run_dir / "confusion.png").size == (550, 400)
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+SECOND_PASS = """
+import sys
+from pathlib import Path
+from launcher.core.rundir.job_json import spec_from_json
+from src import train
+from src.data import dataset
+from src.pictures.run import make_run_pictures
+run_dir = Path(sys.argv[1])
+spec = spec_from_json(run_dir)
+train.configure_context(spec)
+classes = dataset.class_names(spec.train_dir)
+val = dataset.create_dataset(spec.val_dir, training=False, classes=classes,
+                             image_size=spec.image_size,
+                             batch_size=spec.eval_batch_size or spec.batch_size,
+                             num_parallel_workers=dataset.pipeline_workers(
+                                 spec.num_parallel_workers))
+make_run_pictures(spec, run_dir, train.build_network(spec), val, classes)
+"""
+
+
+@pytest.mark.e2e
+@SHARES_RUN
+def test_pictures_from_the_best_epochs_evaluation_equal_a_second_pass(finished_run, tmp_path):
+    """The run drew predictions.png and confusion.png from the evaluation that made best.ckpt:
+    the same pictures as loading best.ckpt and predicting the whole split again."""
+    stdout, run_dir = finished_run
+    assert re.search(r"pictures: curves.png, predictions.png, confusion.png in \S+ "
+                     r"\([\d.]+ s, best epoch's evaluation\)", stdout)
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("job.json", "metrics.jsonl", "best.ckpt"):
+        shutil.copy(run_dir / name, copy / name)
+    r = subprocess.run([sys.executable, "-c", SECOND_PASS, str(copy)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "best epoch's evaluation" not in r.stdout and "pictures: curves.png" in r.stdout
+    for name in ("predictions.png", "confusion.png"):
+        assert (copy / name).read_bytes() == (run_dir / name).read_bytes(), name
 
 
 @pytest.mark.e2e
