@@ -212,6 +212,15 @@ def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path,
     m = REUSED.search(runs[2].stdout)
     assert m and int(m.group(1)) >= 2, shown(runs[2])  # the train and the eval graph
     assert len({weights(run_dir_of(r)) for r in runs}) == 1  # identical final weights
+    # another constant lr and more epochs: the same graphs (the lr is a Parameter's value), and
+    # the same weights as that job with the cache off
+    other = write_tiny_job(tmp_path / "cc_lr.toml", digits_2class, lr=0.05, epochs=2)
+    reused, off = [packrun("debug", other, *flags, env_extra=cache)
+                   for flags in ([], ["--compile_cache=false"])]
+    assert reused.returncode == 0 and off.returncode == 0, shown(reused) + shown(off)
+    assert REUSED.search(reused.stdout), shown(reused)
+    assert weights(run_dir_of(reused)) == weights(run_dir_of(off))
+    assert weights(run_dir_of(reused)) != weights(run_dir_of(runs[0]))
 
 
 @pytest.mark.e2e
