@@ -33,6 +33,17 @@ def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(q
     assert "[INFO]" not in out and "Event base dispatch" not in out  # MindSpore's chatter: logs
     assert " 1 steps/epoch" not in out and " 1 epochs" not in out
     assert "time: wall clock of each run" in out  # vs the report's train/eval times
+    # the target runs side by side (from scratch beside the source run), each run's console
+    # kept in its logs/console.out and shown whole, in the demo's order
+    assert "from scratch starts now (it needs no source model)" in out
+    assert re.search(r"pictures; \d runs at a time\)", out)
+    sections = [out.index(f"target task 8 vs 9: {label} ===") for label in
+                ("fine-tune", "freeze layer2", "fixed feature", "from scratch")]
+    assert sections == sorted(sections)
+    for section, end in zip(sections, sections[1:] + [len(out)]):
+        assert out[section:end].count("packrun: run finished") == 1
+    consoles = list((tmp_path / "runs" / "demo").glob("demo_*/logs/console.out"))
+    assert len(consoles) == 4 and all("End training" in c.read_text() for c in consoles)
     for label in ("fine-tune", "freeze layer2", "fixed feature", "from scratch"):
         # run, state, best val acc (* on the best run), best epoch, last val acc, time, dir
         assert re.search(rf"^{label}\s+completed\s+\d\.\d{{4}}( \*)?\s+\d+\s+\d\.\d{{4}}\s+"
