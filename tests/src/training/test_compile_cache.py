@@ -30,9 +30,20 @@ COUNTS = {"train_images": 16, "steps": 2, "val_images": 4}
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    for name in (compile_cache.MS_ENABLE, compile_cache.MS_PATH):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
-    return {"HOME": str(tmp_path / "home"), COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
+    names = (compile_cache.MS_ENABLE, compile_cache.MS_PATH)
+    before = {name: os.environ.get(name) for name in names}
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    yield {"HOME": str(tmp_path / "home"), COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
+    # Sessions in the threads of one test each restore what they found, and a thread can find
+    # another's values: put back what the process had, or a later in-process compile on this
+    # pytest-xdist worker would use MindSpore's compile cache (which then hashes the entry
+    # script, "-c", and fails).
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def compile_graphs(path: Path, rank: int, n: int, tag: bytes = b"graph") -> None:
