@@ -112,8 +112,11 @@ def debug_resume(resume: str) -> int:
                         "which one debug worker would not continue faithfully (other shards and "
                         f"steps per epoch); use packrun run --resume {run_dir}")
     with acquire(run_dir, "packrun debug --resume") as lock, lifeline.hold(lock, run_dir):
-        fresh = "" if (run_dir / LAST_CKPT).exists() else f" (no {LAST_CKPT} yet: from epoch 1)"
-        log.info(f"packrun: resuming {spec.name} in {run_dir}{fresh}")
+        if (run_dir / LAST_CKPT).exists():
+            log.info(f"packrun: resuming {spec.name} in {run_dir}")
+        else:  # rendered and never started (the demo's and the sweeps' runs), or killed early
+            log.info(f"packrun: starting {spec.name} in {run_dir} (no {LAST_CKPT} yet: "
+                     "from epoch 1)")
         return run_worker(run_dir)
 
 

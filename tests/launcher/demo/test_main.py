@@ -44,6 +44,9 @@ def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(q
         assert out[section:end].count("packrun: run finished") == 1
     consoles = list((tmp_path / "runs" / "demo").glob("demo_*/logs/console.out"))
     assert len(consoles) == 4 and all("End training" in c.read_text() for c in consoles)
+    # each target run is rendered, then started: it says so, it resumes nothing
+    assert all("packrun: starting demo_" in c.read_text() and "resuming" not in c.read_text()
+               for c in consoles)
     for label in ("fine-tune", "freeze layer2", "fixed feature", "from scratch"):
         # run, state, best val acc (* on the best run), best epoch, last val acc, time, dir
         assert re.search(rf"^{label}\s+completed\s+\d\.\d{{4}}( \*)?\s+\d+\s+\d\.\d{{4}}\s+"
