@@ -386,7 +386,7 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
 
     configure_context(spec)
     amp_level, sink_mode = effective_settings(spec)
-    par = parallel.init_parallel(run_dir=run_dir)
+    par = parallel.init_parallel(run_dir=run_dir, device=spec.device)
     recorder = Recorder(run_dir if (run_dir / LOGS).is_dir() else None, par.rank,
                         attempt_number(os.environ), head_lr_mult=spec.head_lr_mult)
     say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)

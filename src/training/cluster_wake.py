@@ -13,10 +13,10 @@ constants, not settings, and cost every run on this path seconds of nothing:
 Both are plain `sleep()` calls in the process's main thread, which a signal with a handler
 interrupts; the loop then looks again at once. So:
 
-- `prepare()` (every process of the cluster, before `init()`): a handler that does nothing for
-  WAKE_SIGNAL (SIGWINCH, ignored by default: a wake that comes before the handler, or to a
-  process without it, does nothing).
-- `wake_peers(run_dir)` (each worker, right after `init()` returned): wakes the other workers
+- `prepare()` (before `init()`, in each process that `wakes`: the scheduler, and on CPU the
+  ranks): a handler that does nothing for WAKE_SIGNAL (SIGWINCH, ignored by default: a wake
+  that comes before the handler, or to a process without it, does nothing).
+- `wake_peers(run_dir)` (each CPU rank, right after `init()` returned): wakes the other ranks
   of this machine, found by their pid files (logs/worker_<rank>.pid) and checked to be
   processes of this run directory. Their next look finds every address.
 - `wake_scheduler_when_workers_leave(run_dir)` (the scheduler, before `init()`): starts a small
@@ -49,6 +49,14 @@ from launcher.core.rundir.names import LOGS, WAKE_SIGNAL_NAME, worker_exit
 WAKE_SIGNAL = signal.Signals[WAKE_SIGNAL_NAME]
 SCHEDULER_WAKE_PERIOD_S = 0.5
 POLL_S = 0.2
+
+
+def wakes(env, device: str) -> bool:
+    """Whether this process of a collective takes part: the scheduler on any device (its
+    finalize poll is the same everywhere), a rank only on CPU (MCCL's address poll; a rank on an
+    Ascend or GPU card joins through HCCL or NCCL, which do not poll that way, and is never
+    signalled)."""
+    return env.get("MS_ROLE") == "MS_SCHED" or device == "CPU"
 
 
 def prepare() -> None:

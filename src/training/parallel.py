@@ -24,19 +24,22 @@ class Parallel:
         return self.rank == 0
 
 
-def init_parallel(env=os.environ, run_dir: Path | None = None) -> Parallel:
+def init_parallel(env=os.environ, run_dir: Path | None = None, device: str = "CPU") -> Parallel:
     """Join the collective when launched as part of one (data parallel, gradients averaged).
-    With `run_dir`, the processes of the cluster wake each other from MindSpore's fixed sleeps
-    (src/training/cluster_wake.py)."""
+    With `run_dir`, the processes of the cluster are woken from MindSpore's fixed sleeps
+    (src/training/cluster_wake.py): the scheduler (any device) when its workers leave, and on
+    CPU each rank's peers from MCCL's address poll. (HCCL and NCCL do not poll that way, so a
+    rank on a card never signals another.)"""
     if not ranks.joins_a_collective(env):
         return Parallel()
     from mindspore.communication import get_group_size, get_rank, init
-    if run_dir is not None:
+    wakes = run_dir is not None and cluster_wake.wakes(env, device)
+    if wakes:
         cluster_wake.prepare()
         if ranks.is_scheduler(env):  # its init() returns only when the cluster has ended
             cluster_wake.wake_scheduler_when_workers_leave(run_dir)
     init()
-    if run_dir is not None:
+    if wakes:
         cluster_wake.wake_peers(run_dir)
     world = get_group_size()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,

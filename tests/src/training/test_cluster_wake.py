@@ -65,6 +65,15 @@ def run_dir(tmp_path) -> Path:
     return tmp_path
 
 
+def test_the_scheduler_on_any_device_and_ranks_only_on_cpu_take_part():
+    assert cluster_wake.wakes({"MS_ROLE": "MS_WORKER"}, "CPU")
+    assert cluster_wake.wakes({"MS_ROLE": "MS_SCHED"}, "Ascend")
+    assert cluster_wake.wakes({"MS_ROLE": "MS_SCHED"}, "GPU")
+    for env in ({"MS_ROLE": "MS_WORKER"}, {"RANK_TABLE_FILE": "t.json", "RANK_ID": "1"},
+                {"OMPI_COMM_WORLD_RANK": "1"}):
+        assert not cluster_wake.wakes(env, "Ascend") and not cluster_wake.wakes(env, "GPU")
+
+
 def test_a_worker_wakes_its_peers_of_the_run_and_no_other_process(run_dir):
     flag = run_dir / "addresses_published"
     peer = start(SLEEPER, run_dir, flag, 1)
