@@ -9,7 +9,8 @@ every test gets them without an import.)
   the pytest-xdist workers that compare against it (conftest's `reference_run`), of a job with
   INTERRUPTED_JOB's keys for the tests that interrupt a run; `session_dir()` is the directory the
   xdist workers of one session share.
-- Running things: `packrun()` runs this checkout's CLI in a subprocess (`packrun_argv()` /
+- Running things: `stub_tools_path()` is a PATH for stub tools, `packrun()` runs this
+  checkout's CLI in a subprocess (`packrun_argv()` /
   `packrun_env()` build the same command for a `Popen` that must stay alive), `shown()` puts its
   result in an assertion's message, `run_dir_of()` reads the run directory it printed,
   `wait_for()` polls, `processes_of()` lists what still runs in a run directory, `stub_repo()`
@@ -33,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -167,6 +169,22 @@ def resnet18_ckpt(path: Path, num_classes: int = 2) -> Path:
 # "launch $SITE_VAR $FROM_SETUP ARGS" to $SITE_LOG, sleeps $STUB_SLEEP s, exits $STUB_EXIT.
 STUB_LAUNCHER = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_LOG"\n'
                  'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
+
+
+@functools.cache
+def _python3_dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="packrun-tests-python3-"))
+    (d / "python3").symlink_to(sys.executable)
+    return d
+
+
+def stub_tools_path(stubs: Path, path: str | None = None) -> str:
+    """A PATH for the stub tools in `stubs` (scripts that start `#!/usr/bin/env python3`): the
+    stubs first, then a directory holding only `python3`, this interpreter, then `path` (default:
+    this process's PATH). CI's PATH starts with the venv already; a developer's may find a shim
+    first (pyenv's is a bash script that costs about 0.1 s a start, paid by every stub call)."""
+    rest = os.environ["PATH"] if path is None else path
+    return os.pathsep.join([str(stubs), str(_python3_dir()), rest])
 
 
 def packrun_argv(*args) -> list[str]:

@@ -5,12 +5,22 @@ shared_run() trains a reference run once however many threads or processes ask."
 
 import re
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import APT_PACKAGES, REPO, digests, need_tool, shared_run, unavailable
+from tests.helpers import (
+    APT_PACKAGES,
+    REPO,
+    digests,
+    need_tool,
+    shared_run,
+    stub_tools_path,
+    unavailable,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,6 +74,23 @@ def _worker_logs(tmp_path, *texts):
     for rank, text in enumerate(texts):
         (tmp_path / "logs" / f"worker_{rank}.log").write_text(text)
     return tmp_path
+
+
+def test_stub_tools_run_under_this_interpreter_whatever_python3_the_path_finds_first(tmp_path):
+    """A stub (`#!/usr/bin/env python3`) on stub_tools_path runs this interpreter, ahead of a
+    `python3` earlier on the given PATH (a pyenv shim), and the stubs come first."""
+    stubs, shim = tmp_path / "stubs", tmp_path / "shim"
+    stubs.mkdir()
+    shim.mkdir()
+    (shim / "python3").write_text("#!/bin/sh\necho shim\n")
+    (shim / "python3").chmod(0o755)
+    (stubs / "tool").write_text("#!/usr/bin/env python3\nimport sys\nprint(sys.executable)\n")
+    (stubs / "tool").chmod(0o755)
+    path = stub_tools_path(stubs, f"{shim}:/usr/bin:/bin")
+    assert path.startswith(f"{stubs}:")
+    r = subprocess.run(["tool"], env={"PATH": path}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).resolve() == Path(sys.executable).resolve()
 
 
 def test_digests_are_read_per_rank_and_must_name_their_rank(tmp_path):
