@@ -11,7 +11,9 @@ every test gets them without an import.)
   xdist workers of one session share.
 - Running things: `stub_tools_path()` is a PATH for stub tools, `packrun()` runs this
   checkout's CLI in a subprocess (`packrun_argv()` /
-  `packrun_env()` build the same command for a `Popen` that must stay alive), `shown()` puts its
+  `packrun_env()` build the same command for a `Popen` that must stay alive;
+  `packrun_in_process()` calls the CLI's entry here instead, for tests of what a command that
+  starts nothing says), `shown()` puts its
   result in an assertion's message, `run_dir_of()` reads the run directory it printed,
   `wait_for()` polls, `processes_of()` lists what still runs in a run directory, `stub_repo()`
   is a checkout whose worker is a stub, `digests()` reads the ranks' final weight digests.
@@ -222,6 +224,65 @@ def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
     (default: the checkout), in `packrun_env(env, env_extra)`, output captured as text."""
     return subprocess.run(packrun_argv(*args), cwd=cwd, env=packrun_env(env, env_extra),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def packrun_in_process(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
+                       env_extra: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """packrun()'s result without a process: this checkout's CLI entry (launcher.cli.main.main)
+    called here with argv ARGS, from `cwd`, in the environment packrun() would give it, its
+    stdout and stderr captured and SystemExit turned into the exit status (an uncaught exception
+    into its traceback on stderr and status 1, as Python prints it). For tests of what a command
+    says and its exit status when it starts nothing (bad input, help, rendering); a test whose
+    point is the process (signals, the real entry point, file descriptors, children) uses
+    packrun(). What a command may change in this process is put back: os.environ, the working
+    directory, sys.argv, the console's level (read from the environment, as a new process
+    does) and the signal handlers."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    import traceback
+
+    from launcher.cli.main import main
+    from launcher.core.log import LEVEL_ENV, LEVELS, ROOT
+
+    new_env = packrun_env(env, env_extra)
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    console = logging.getLogger(ROOT)
+    saved_level = console.level
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    saved_handlers = {s: signal.getsignal(s) for s in signals}
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    try:
+        os.environ.clear()
+        os.environ.update(new_env)
+        os.chdir(cwd)
+        sys.argv = ["packrun", *argv]
+        console.setLevel(LEVELS.get(new_env.get(LEVEL_ENV, ""), logging.INFO))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:               # sys.exit("message"): Python prints it, status 1
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # noqa: BLE001 (what the interpreter does with an uncaught one)
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        console.setLevel(saved_level)
+        for s, h in saved_handlers.items():
+            signal.signal(s, h)
+    return subprocess.CompletedProcess(packrun_argv(*args), code, out.getvalue(),
+                                       err.getvalue())
 
 
 def shown(result: subprocess.CompletedProcess | str) -> str:

@@ -3,6 +3,7 @@ a test here and fails it in CI, naming the Debian package, and every package it 
 .ci/run installs; digests() reads the ranks' closing lines and checks each names its rank;
 shared_run() trains a reference run once however many threads or processes ask."""
 
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from tests.helpers import (
     REPO,
     digests,
     need_tool,
+    packrun,
+    packrun_in_process,
     shared_run,
     stub_tools_path,
     unavailable,
@@ -91,6 +94,37 @@ def test_stub_tools_run_under_this_interpreter_whatever_python3_the_path_finds_f
     r = subprocess.run(["tool"], env={"PATH": path}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()).resolve() == Path(sys.executable).resolve()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["debug", "{t}/missing.toml"],
+                                  ["--verbose", "check", "{t}/missing.toml"],
+                                  ["render", "{t}/job.toml", "--epochs=two"], ["sumbit"]])
+def test_the_cli_in_process_says_what_the_command_says_and_leaves_this_process_as_it_was(
+        tmp_path, args):
+    """Exit status, stdout and stderr as the real command gives them; os.environ (--verbose
+    sets the level for the processes a command starts), cwd and sys.argv put back."""
+    (tmp_path / "job.toml").write_text('name = "x"\n')
+    argv = [a.format(t=tmp_path) for a in args]
+    before = (dict(os.environ), os.getcwd(), list(sys.argv))
+    here = packrun_in_process(*argv, cwd=tmp_path, env_extra={"COLUMNS": "100"})
+    assert (dict(os.environ), os.getcwd(), list(sys.argv)) == before
+    real = packrun(*argv, cwd=tmp_path, env_extra={"COLUMNS": "100"}, timeout=120)
+    assert (here.returncode, here.stdout, here.stderr) == \
+        (real.returncode, real.stdout, real.stderr)
+
+
+def test_the_cli_in_process_reads_the_console_level_from_its_environment(make_job, tmp_path):
+    """As a new process does: the level one call set is not the next one's; the environment's
+    is read."""
+    from launcher.core.log import LEVEL_ENV
+    job = make_job()
+    quiet = packrun_in_process("--quiet", "render", job, f"--out={tmp_path}/q")
+    normal = packrun_in_process("render", job, f"--out={tmp_path}/n")
+    from_env = packrun_in_process("render", job, f"--out={tmp_path}/e",
+                                  env_extra={LEVEL_ENV: "quiet"})
+    assert quiet.returncode == normal.returncode == from_env.returncode == 0
+    assert "packrun: rendered " in normal.stderr
+    assert "packrun: rendered " not in quiet.stderr + from_env.stderr
 
 
 def test_digests_are_read_per_rank_and_must_name_their_rank(tmp_path):
