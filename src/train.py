@@ -20,6 +20,7 @@ if __name__ == "__main__" and not __package__:
 from launcher.core import rank_env as ranks
 from launcher.core.cores import format_cpulist
 from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from launcher.core.quick_exit import leave
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.failure import write_worker_error
 from launcher.core.rundir.job_json import spec_from_json
@@ -377,7 +378,7 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
 
     configure_context(spec)
     amp_level, sink_mode = effective_settings(spec)
-    par = parallel.init_parallel()
+    par = parallel.init_parallel(run_dir=run_dir)
     recorder = Recorder(run_dir if (run_dir / LOGS).is_dir() else None, par.rank,
                         attempt_number(os.environ), head_lr_mult=spec.head_lr_mult)
     say = (lambda msg: print(msg, flush=True)) if par.is_main else (lambda msg: None)
@@ -584,4 +585,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    _code = main(sys.argv)
+    if not ranks.joins_a_collective(os.environ):
+        leave(_code)  # without the interpreter's teardown (0.5-1 s): launcher/core/quick_exit.py
+    sys.exit(_code)

@@ -361,13 +361,20 @@ def main():
     from launcher.cli.flags import keep_text  # job-key values as typed (fire would eval them)
     from launcher.cli.help import dispatch_help
     argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
+    code: object = 0
     try:
-        rc = dispatch_help(Commands, argv)
-        if rc is not None:
-            sys.exit(rc)
-        fire.Fire(Commands(), command=keep_text(argv), name="packrun")
+        code = dispatch_help(Commands, argv)
+        if code is None:
+            code = 0
+            fire.Fire(Commands(), command=keep_text(argv), name="packrun")
     except KeyboardInterrupt:  # Ctrl-C before a command began (imports, help): no traceback
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    except SystemExit as e:
+        code = e.code
+    if "mindspore" in sys.modules:  # export, predict, the demo: skip MindSpore's slow teardown
+        from launcher.core.quick_exit import leave
+        leave(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,11 @@ def worker_stack(rank: int) -> str:
 # Slurm warning packrun's batch program and node-launch turn into a stop request.
 STACK_SIGNAL_NAME = "SIGUSR2"
 
+# The signal that wakes a process of a MindSpore CPU cluster from one of MindSpore's fixed
+# sleeps (src/training/cluster_wake.py). SIGWINCH: its default action is to ignore it, so a wake
+# that reaches a process before (or without) the handler does nothing; MindSpore does not use it.
+WAKE_SIGNAL_NAME = "SIGWINCH"
+
 # The exit status of an attempt the stall watchdog ended (timeout(1)'s): a failure, retried
 # within max_restarts like a dead rank.
 EXIT_STALLED = 124
