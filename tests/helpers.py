@@ -228,22 +228,24 @@ def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
 
 def packrun_in_process(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
                        env_extra: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    """packrun()'s result without a process: this checkout's CLI entry (launcher.cli.main.main)
-    called here with argv ARGS, from `cwd`, in the environment packrun() would give it, its
-    stdout and stderr captured and SystemExit turned into the exit status (an uncaught exception
-    into its traceback on stderr and status 1, as Python prints it). For tests of what a command
-    says and its exit status when it starts nothing (bad input, help, rendering); a test whose
-    point is the process (signals, the real entry point, file descriptors, children) uses
-    packrun(). What a command may change in this process is put back: os.environ, the working
-    directory, sys.argv, the console's level (read from the environment, as a new process
-    does) and the signal handlers."""
+    """packrun()'s result without a process: this checkout's CLI (launcher.cli.main.run, what
+    the entry point runs before it exits) called here with argv ARGS, from `cwd`, in the
+    environment packrun() would give it, its stdout and stderr captured and the status it
+    returns turned into the exit status as sys.exit does (an uncaught exception into its
+    traceback on stderr and status 1, as Python prints it). (Not main() itself: after a command
+    that imported MindSpore it leaves the process without its teardown, os._exit.) For tests
+    of what a command says and its exit status when it starts nothing (bad input, help,
+    rendering); a test whose point is the process (signals, the real entry point, file
+    descriptors, children) uses packrun(). What a command may change in this process is put
+    back: os.environ, the working directory, sys.argv, the console's level (read from the
+    environment, as a new process does) and the signal handlers."""
     import contextlib
     import io
     import logging
     import signal
     import traceback
 
-    from launcher.cli.main import main
+    from launcher.cli.main import run
     from launcher.core.log import LEVEL_ENV, LEVELS, ROOT
 
     new_env = packrun_env(env, env_extra)
@@ -262,13 +264,11 @@ def packrun_in_process(*args, cwd: str | Path = REPO, env: Mapping[str, str] | N
         console.setLevel(LEVELS.get(new_env.get(LEVEL_ENV, ""), logging.INFO))
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                main()
-                code = 0
-            except SystemExit as e:
-                if e.code is None or isinstance(e.code, int):
-                    code = e.code or 0
+                status = run(argv)
+                if status is None or isinstance(status, int):
+                    code = status or 0
                 else:               # sys.exit("message"): Python prints it, status 1
-                    print(e.code, file=sys.stderr)
+                    print(status, file=sys.stderr)
                     code = 1
             except Exception:  # noqa: BLE001 (what the interpreter does with an uncaught one)
                 traceback.print_exc()

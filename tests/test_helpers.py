@@ -127,6 +127,17 @@ def test_the_cli_in_process_reads_the_console_level_from_its_environment(make_jo
     assert "packrun: rendered " not in quiet.stderr + from_env.stderr
 
 
+def test_the_cli_in_process_leaves_this_process_alive_after_mindspore_was_imported(
+        monkeypatch, tmp_path):
+    """The entry point skips the interpreter's teardown (os._exit) once MindSpore is imported,
+    as it is in a test process that ran a model test: the helper must not take that exit."""
+    import types
+    monkeypatch.setitem(sys.modules, "mindspore", sys.modules.get("mindspore")
+                        or types.ModuleType("mindspore"))
+    r = packrun_in_process("debug", tmp_path / "missing.toml")
+    assert r.returncode == 2 and "job file" in r.stderr
+
+
 def test_digests_are_read_per_rank_and_must_name_their_rank(tmp_path):
     line = "rank {}: final weights sha256 {}, batchnorm statistics sha256 {}\n"
     run = _worker_logs(tmp_path / "a", "Epoch 1/1\n" + line.format(0, "aa11", "bb22"),

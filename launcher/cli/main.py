@@ -357,11 +357,13 @@ class Commands:
         print(templates_command(copy, dir, template_dir))
 
 
-def main():
+def run(argv: list[str]) -> str | int | None:
+    """The command line `argv` (after the program's name) run here: the status the process
+    ends with (an int, None for 0, or a message for stderr, as sys.exit takes it)."""
     from launcher.cli.flags import keep_text  # job-key values as typed (fire would eval them)
     from launcher.cli.help import dispatch_help
-    argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
-    code: object = 0
+    argv = take_level_flags(argv)  # --quiet / --verbose, for every command
+    code: str | int | None = 0
     try:
         code = dispatch_help(Commands, argv)
         if code is None:
@@ -371,6 +373,11 @@ def main():
         code = EXIT_INTERRUPTED
     except SystemExit as e:
         code = e.code
+    return code
+
+
+def main():
+    code = run(sys.argv[1:])
     if "mindspore" in sys.modules:  # export, predict, the demo: skip MindSpore's slow teardown
         from launcher.core.quick_exit import leave
         leave(code)
