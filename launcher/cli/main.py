@@ -15,8 +15,6 @@ import builtins
 import functools
 import sys
 
-import fire
-
 from launcher.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_UNAVAILABLE,
@@ -367,6 +365,7 @@ def run(argv: list[str]) -> str | int | None:
     try:
         code = dispatch_help(Commands, argv)
         if code is None:
+            import fire  # not for help: fire (and the asyncio it loads) is most of its start
             code = 0
             fire.Fire(Commands(), command=keep_text(argv), name="packrun")
     except KeyboardInterrupt:  # Ctrl-C before a command began (imports, help): no traceback
