@@ -64,7 +64,15 @@ NOT_IN_KEY = frozenset({
     # what the host side watches, logs and checks: no graph sees them
     "tensorboard", "log_every_steps", "stall_timeout", "startup_timeout", "ssh",
     "rank_table_version", "node_checks", "net_health_check", "held_card_wait_s",
+    # the data pipeline's settings: it runs outside the graphs (and in sink mode feeds them
+    # tensors of the same shapes and types whatever these are)
+    "min_crop_scale", "hflip", "num_parallel_workers",
 })
+
+# A constant learning rate without warmup reaches the optimizer as a float, which MindSpore
+# holds in a Parameter: its value is data, not graph, and the number of epochs is in no graph.
+# (A schedule or a warmup is a per-step tensor whose length is epochs x steps: those stay.)
+VALUES_OF_A_CONSTANT_LR = frozenset({"lr", "epochs"})
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,10 @@ def cache_key(parts: Mapping[str, object]) -> str:
 
 def spec_part(spec_dict: Mapping[str, object]) -> dict:
     """The job keys that go into the cache key."""
-    return {k: v for k, v in spec_dict.items() if k not in NOT_IN_KEY}
+    constant_lr = spec_dict.get("lr_schedule") == "constant" and \
+        spec_dict.get("warmup_epochs") == 0
+    return {k: v for k, v in spec_dict.items()
+            if k not in NOT_IN_KEY and not (constant_lr and k in VALUES_OF_A_CONSTANT_LR)}
 
 
 def env_part(env: Mapping[str, str]) -> dict:

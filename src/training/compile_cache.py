@@ -58,9 +58,13 @@ def native_library(spec: JobSpec) -> str | None:
     return str(lib.resolve()) if lib else None
 
 
-def resume_point(run_dir: Path) -> object:
-    """The point a resumed run starts from (last.json), None for a fresh start."""
-    if not (run_dir / LAST_CKPT).exists():
+def resume_point(spec: JobSpec, run_dir: Path) -> object:
+    """The point a resumed run starts from (last.json), None for a fresh start, and None
+    whenever the data is not sunk into the graphs (CPU, or sink_mode off): then a resumed run
+    compiles the same graphs in the same order (its first epoch is shorter, not different). A
+    sinking run resumed mid-epoch compiles graphs for other sink sizes first, and MindSpore
+    finds cached graphs by their order of compilation."""
+    if spec.device == "CPU" or not spec.sink_mode or not (run_dir / LAST_CKPT).exists():
         return None
     try:
         return json.loads((run_dir / LAST_POINT).read_text())
@@ -80,7 +84,7 @@ def key_parts(spec: JobSpec, run_dir: Path, world: int, counts: dict,
         "spec": store.spec_part(spec.to_dict()),
         "data": counts,
         "world": world,
-        "resume": resume_point(run_dir),
+        "resume": resume_point(spec, run_dir),
         "env": store.env_part(env) | {k: v for k, v in spec.env.items()
                                       if k.startswith("MS_")},
     }

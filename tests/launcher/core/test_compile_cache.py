@@ -74,16 +74,32 @@ def test_the_key_ignores_names_paths_and_launch_settings_but_nothing_else():
     key = store.cache_key({"spec": store.spec_part(base)})
     harmless = dict(name="other", train_dir="/elsewhere", pretrained="x.ckpt", output_dir="/o",
                     max_restarts=3, compile_cache=False, tensorboard=False, log_every_steps=1,
-                    stall_timeout=20, startup_timeout=60, node_checks="off")
+                    stall_timeout=20, startup_timeout=60, node_checks="off",
+                    min_crop_scale=0.3, hflip=False, num_parallel_workers=1)
     assert store.cache_key({"spec": store.spec_part(base | harmless)}) == key
     for k, v in dict(image_size=64, batch_size=3, arch="resnet18", num_classes=7,
-                     freeze="layer2", cpu_conv="native", epochs=9, graph_mode=False,
-                     env={"MS_DEV_X": "1"}).items():
+                     freeze="layer2", cpu_conv="native", graph_mode=False, weight_decay=0.1,
+                     head_lr_mult=10.0, env={"MS_DEV_X": "1"}).items():
         assert store.cache_key({"spec": store.spec_part(base | {k: v})}) != key, k
     # a job key not listed as harmless is in the key: a new key can only cause a miss
     assert "some_future_key" in store.spec_part(base | {"some_future_key": 1})
     assert store.env_part({"MS_DEV_GRAPH_KERNEL_FLAGS": "x", "HOME": "/h"}) == \
         {"MS_DEV_GRAPH_KERNEL_FLAGS": "x"}
+
+
+def test_a_constant_lr_and_the_epochs_are_values_but_a_schedule_is_a_shape():
+    # a constant lr is a Parameter's value (tests/src/training/test_compile_cache.py: a run with
+    # another lr and epochs reuses the graphs and ends as with the cache off); a schedule or a
+    # warmup is a per-step tensor, epochs x steps long
+    constant = JobSpec().to_dict() | {"lr_schedule": "constant", "warmup_epochs": 0}
+    key = store.cache_key({"spec": store.spec_part(constant)})
+    assert store.cache_key({"spec": store.spec_part(constant | {"lr": 0.5, "epochs": 9})}) == key
+    for varied in ({"lr_schedule": "cosine"}, {"warmup_epochs": 1}):
+        scheduled = constant | varied
+        key = store.cache_key({"spec": store.spec_part(scheduled)})
+        for k, v in dict(lr=0.5, epochs=9).items():
+            changed = store.spec_part(scheduled | {k: v})
+            assert store.cache_key({"spec": changed}) != key, (varied, k)
 
 
 def entry(root: Path, name: str, size: int, age_s: float) -> Path:

@@ -138,8 +138,16 @@ def test_the_key_changes_with_shapes_code_kernels_mindspore_and_the_resume_point
     }
     (tmp_path / LAST_CKPT).write_text("")
     (tmp_path / LAST_POINT).write_text('{"epoch": 1, "step": 0}')
-    changed["resume"] = key(tmp_path, env)
+    # a resumed run whose data is sunk into the graphs (Ascend/GPU) compiles other graphs first;
+    # on CPU, or without sink mode, it compiles the same ones in the same order
+    sinking = dataclasses.replace(SPEC, device="Ascend", sink_mode=True)
+    not_sinking = dataclasses.replace(sinking, sink_mode=False)
+    assert key(tmp_path, env) == base
+    resumed_not_sinking = key(tmp_path, env, not_sinking)
+    changed["resume, sinking"] = key(tmp_path, env, sinking)
     (tmp_path / LAST_CKPT).unlink()
+    changed["sinking, fresh"] = key(tmp_path, env, sinking)
+    assert key(tmp_path, env, not_sinking) == resumed_not_sinking
     monkeypatch.setattr(mindspore, "__version__", "9.9.9")
     changed["mindspore"] = key(tmp_path, env)
     monkeypatch.undo()
@@ -212,6 +220,15 @@ def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path,
     m = REUSED.search(runs[2].stdout)
     assert m and int(m.group(1)) >= 2, shown(runs[2])  # the train and the eval graph
     assert len({weights(run_dir_of(r)) for r in runs}) == 1  # identical final weights
+    # another constant lr and more epochs: the same graphs (the lr is a Parameter's value), and
+    # the same weights as that job with the cache off
+    other = write_tiny_job(tmp_path / "cc_lr.toml", digits_2class, lr=0.05, epochs=2)
+    reused, off = [packrun("debug", other, *flags, env_extra=cache)
+                   for flags in ([], ["--compile_cache=false"])]
+    assert reused.returncode == 0 and off.returncode == 0, shown(reused) + shown(off)
+    assert REUSED.search(reused.stdout), shown(reused)
+    assert weights(run_dir_of(reused)) == weights(run_dir_of(off))
+    assert weights(run_dir_of(reused)) != weights(run_dir_of(runs[0]))
 
 
 @pytest.mark.e2e
