@@ -9,8 +9,11 @@ every test gets them without an import.)
   the pytest-xdist workers that compare against it (conftest's `reference_run`), of a job with
   INTERRUPTED_JOB's keys for the tests that interrupt a run; `session_dir()` is the directory the
   xdist workers of one session share.
-- Running things: `packrun()` runs this checkout's CLI in a subprocess (`packrun_argv()` /
-  `packrun_env()` build the same command for a `Popen` that must stay alive), `shown()` puts its
+- Running things: `stub_tools_path()` is a PATH for stub tools, `packrun()` runs this
+  checkout's CLI in a subprocess (`packrun_argv()` /
+  `packrun_env()` build the same command for a `Popen` that must stay alive;
+  `packrun_in_process()` calls the CLI's entry here instead, for tests of what a command that
+  starts nothing says), `shown()` puts its
   result in an assertion's message, `run_dir_of()` reads the run directory it printed,
   `wait_for()` polls, `processes_of()` lists what still runs in a run directory, `stub_repo()`
   is a checkout whose worker is a stub, `digests()` reads the ranks' final weight digests.
@@ -33,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -169,6 +173,22 @@ STUB_LAUNCHER = ('#!/bin/bash\necho "launch $SITE_VAR $FROM_SETUP $*" >> "$SITE_
                  'sleep "${STUB_SLEEP:-0}"\nexit "${STUB_EXIT:-0}"\n')
 
 
+@functools.cache
+def _python3_dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="packrun-tests-python3-"))
+    (d / "python3").symlink_to(sys.executable)
+    return d
+
+
+def stub_tools_path(stubs: Path, path: str | None = None) -> str:
+    """A PATH for the stub tools in `stubs` (scripts that start `#!/usr/bin/env python3`): the
+    stubs first, then a directory holding only `python3`, this interpreter, then `path` (default:
+    this process's PATH). CI's PATH starts with the venv already; a developer's may find a shim
+    first (pyenv's is a bash script that costs about 0.1 s a start, paid by every stub call)."""
+    rest = os.environ["PATH"] if path is None else path
+    return os.pathsep.join([str(stubs), str(_python3_dir()), rest])
+
+
 def packrun_argv(*args) -> list[str]:
     """`python -m launcher.cli.main ARGS...` with this interpreter."""
     return [sys.executable, "-m", "launcher.cli.main", *map(str, args)]
@@ -204,6 +224,65 @@ def packrun(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
     (default: the checkout), in `packrun_env(env, env_extra)`, output captured as text."""
     return subprocess.run(packrun_argv(*args), cwd=cwd, env=packrun_env(env, env_extra),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def packrun_in_process(*args, cwd: str | Path = REPO, env: Mapping[str, str] | None = None,
+                       env_extra: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """packrun()'s result without a process: this checkout's CLI (launcher.cli.main.run, what
+    the entry point runs before it exits) called here with argv ARGS, from `cwd`, in the
+    environment packrun() would give it, its stdout and stderr captured and the status it
+    returns turned into the exit status as sys.exit does (an uncaught exception into its
+    traceback on stderr and status 1, as Python prints it). (Not main() itself: after a command
+    that imported MindSpore it leaves the process without its teardown, os._exit.) For tests
+    of what a command says and its exit status when it starts nothing (bad input, help,
+    rendering); a test whose point is the process (signals, the real entry point, file
+    descriptors, children) uses packrun(). What a command may change in this process is put
+    back: os.environ, the working directory, sys.argv, the console's level (read from the
+    environment, as a new process does) and the signal handlers."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    import traceback
+
+    from launcher.cli.main import run
+    from launcher.core.log import LEVEL_ENV, LEVELS, ROOT
+
+    new_env = packrun_env(env, env_extra)
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    console = logging.getLogger(ROOT)
+    saved_level = console.level
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    saved_handlers = {s: signal.getsignal(s) for s in signals}
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    try:
+        os.environ.clear()
+        os.environ.update(new_env)
+        os.chdir(cwd)
+        sys.argv = ["packrun", *argv]
+        console.setLevel(LEVELS.get(new_env.get(LEVEL_ENV, ""), logging.INFO))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = run(argv)
+                if status is None or isinstance(status, int):
+                    code = status or 0
+                else:               # sys.exit("message"): Python prints it, status 1
+                    print(status, file=sys.stderr)
+                    code = 1
+            except Exception:  # noqa: BLE001 (what the interpreter does with an uncaught one)
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        console.setLevel(saved_level)
+        for s, h in saved_handlers.items():
+            signal.signal(s, h)
+    return subprocess.CompletedProcess(packrun_argv(*args), code, out.getvalue(),
+                                       err.getvalue())
 
 
 def shown(result: subprocess.CompletedProcess | str) -> str:

@@ -3,14 +3,27 @@ a test here and fails it in CI, naming the Debian package, and every package it 
 .ci/run installs; digests() reads the ranks' closing lines and checks each names its rank;
 shared_run() trains a reference run once however many threads or processes ask."""
 
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import APT_PACKAGES, REPO, digests, need_tool, shared_run, unavailable
+from tests.helpers import (
+    APT_PACKAGES,
+    REPO,
+    digests,
+    need_tool,
+    packrun,
+    packrun_in_process,
+    shared_run,
+    stub_tools_path,
+    unavailable,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,6 +77,65 @@ def _worker_logs(tmp_path, *texts):
     for rank, text in enumerate(texts):
         (tmp_path / "logs" / f"worker_{rank}.log").write_text(text)
     return tmp_path
+
+
+def test_stub_tools_run_under_this_interpreter_whatever_python3_the_path_finds_first(tmp_path):
+    """A stub (`#!/usr/bin/env python3`) on stub_tools_path runs this interpreter, ahead of a
+    `python3` earlier on the given PATH (a pyenv shim), and the stubs come first."""
+    stubs, shim = tmp_path / "stubs", tmp_path / "shim"
+    stubs.mkdir()
+    shim.mkdir()
+    (shim / "python3").write_text("#!/bin/sh\necho shim\n")
+    (shim / "python3").chmod(0o755)
+    (stubs / "tool").write_text("#!/usr/bin/env python3\nimport sys\nprint(sys.executable)\n")
+    (stubs / "tool").chmod(0o755)
+    path = stub_tools_path(stubs, f"{shim}:/usr/bin:/bin")
+    assert path.startswith(f"{stubs}:")
+    r = subprocess.run(["tool"], env={"PATH": path}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).resolve() == Path(sys.executable).resolve()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["debug", "{t}/missing.toml"],
+                                  ["--verbose", "check", "{t}/missing.toml"],
+                                  ["render", "{t}/job.toml", "--epochs=two"], ["sumbit"]])
+def test_the_cli_in_process_says_what_the_command_says_and_leaves_this_process_as_it_was(
+        tmp_path, args):
+    """Exit status, stdout and stderr as the real command gives them; os.environ (--verbose
+    sets the level for the processes a command starts), cwd and sys.argv put back."""
+    (tmp_path / "job.toml").write_text('name = "x"\n')
+    argv = [a.format(t=tmp_path) for a in args]
+    before = (dict(os.environ), os.getcwd(), list(sys.argv))
+    here = packrun_in_process(*argv, cwd=tmp_path, env_extra={"COLUMNS": "100"})
+    assert (dict(os.environ), os.getcwd(), list(sys.argv)) == before
+    real = packrun(*argv, cwd=tmp_path, env_extra={"COLUMNS": "100"}, timeout=120)
+    assert (here.returncode, here.stdout, here.stderr) == \
+        (real.returncode, real.stdout, real.stderr)
+
+
+def test_the_cli_in_process_reads_the_console_level_from_its_environment(make_job, tmp_path):
+    """As a new process does: the level one call set is not the next one's; the environment's
+    is read."""
+    from launcher.core.log import LEVEL_ENV
+    job = make_job()
+    quiet = packrun_in_process("--quiet", "render", job, f"--out={tmp_path}/q")
+    normal = packrun_in_process("render", job, f"--out={tmp_path}/n")
+    from_env = packrun_in_process("render", job, f"--out={tmp_path}/e",
+                                  env_extra={LEVEL_ENV: "quiet"})
+    assert quiet.returncode == normal.returncode == from_env.returncode == 0
+    assert "packrun: rendered " in normal.stderr
+    assert "packrun: rendered " not in quiet.stderr + from_env.stderr
+
+
+def test_the_cli_in_process_leaves_this_process_alive_after_mindspore_was_imported(
+        monkeypatch, tmp_path):
+    """The entry point skips the interpreter's teardown (os._exit) once MindSpore is imported,
+    as it is in a test process that ran a model test: the helper must not take that exit."""
+    import types
+    monkeypatch.setitem(sys.modules, "mindspore", sys.modules.get("mindspore")
+                        or types.ModuleType("mindspore"))
+    r = packrun_in_process("debug", tmp_path / "missing.toml")
+    assert r.returncode == 2 and "job file" in r.stderr
 
 
 def test_digests_are_read_per_rank_and_must_name_their_rank(tmp_path):

@@ -15,8 +15,6 @@ import builtins
 import functools
 import sys
 
-import fire
-
 from launcher.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_UNAVAILABLE,
@@ -357,20 +355,28 @@ class Commands:
         print(templates_command(copy, dir, template_dir))
 
 
-def main():
+def run(argv: list[str]) -> str | int | None:
+    """The command line `argv` (after the program's name) run here: the status the process
+    ends with (an int, None for 0, or a message for stderr, as sys.exit takes it)."""
     from launcher.cli.flags import keep_text  # job-key values as typed (fire would eval them)
     from launcher.cli.help import dispatch_help
-    argv = take_level_flags(sys.argv[1:])  # --quiet / --verbose, for every command
-    code: object = 0
+    argv = take_level_flags(argv)  # --quiet / --verbose, for every command
+    code: str | int | None = 0
     try:
         code = dispatch_help(Commands, argv)
         if code is None:
+            import fire  # not for help: fire (and the asyncio it loads) is most of its start
             code = 0
             fire.Fire(Commands(), command=keep_text(argv), name="packrun")
     except KeyboardInterrupt:  # Ctrl-C before a command began (imports, help): no traceback
         code = EXIT_INTERRUPTED
     except SystemExit as e:
         code = e.code
+    return code
+
+
+def main():
+    code = run(sys.argv[1:])
     if "mindspore" in sys.modules:  # export, predict, the demo: skip MindSpore's slow teardown
         from launcher.core.quick_exit import leave
         leave(code)

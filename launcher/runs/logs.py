@@ -191,7 +191,8 @@ def _going(run_dir: Path) -> bool:
 
 
 def logs_command(run_dir: str, *, follow: bool = False, ranks=None, grep=None,
-                 console: TextIO = sys.stdout, poll_s: float = POLL_S) -> int:
+                 console: TextIO = sys.stdout, poll_s: float = POLL_S,
+                 state_every_s: float = STATE_EVERY_S) -> int:
     d = Path(str(run_dir)).expanduser().resolve()
     if not d.is_dir():
         raise UserError(f"run directory {d} does not exist; pass a directory `packrun ls` lists")
@@ -207,7 +208,7 @@ def logs_command(run_dir: str, *, follow: bool = False, ranks=None, grep=None,
         checked = 0.0
         while True:
             _write(console, logs.lines())
-            if time.monotonic() - checked > STATE_EVERY_S:
+            if time.monotonic() - checked > state_every_s:
                 checked = time.monotonic()
                 if not _going(d):
                     break

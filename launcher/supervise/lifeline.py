@@ -56,6 +56,7 @@ import psutil
 from launcher.core.paths import REPO
 from launcher.core.rundir.lock import RunLock
 from launcher.core.rundir.names import LIFELINE_ENV, LIFELINE_GRACE_S
+from launcher.supervise.processes import wait_gone
 
 KILL_ROUNDS = 20          # SIGKILL sweeps until nothing carries the token (children forking)
 RELEASE_WAIT_S = 30.0     # an orderly release waits this long for the watcher to end
@@ -155,13 +156,13 @@ def sweep(token: str, grace_s: float = LIFELINE_GRACE_S) -> int:
     if not first:
         return 0
     _send(first, signal.SIGTERM)
-    psutil.wait_procs(first, timeout=grace_s)
+    wait_gone(first, grace_s)
     for _ in range(KILL_ROUNDS):
         left = carriers(token)
         if not left:
             break
         _send(left, signal.SIGKILL)
-        psutil.wait_procs(left, timeout=1.0)
+        wait_gone(left, 1.0)
     return len(first)
 
 

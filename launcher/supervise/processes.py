@@ -14,9 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, cast
+
+import psutil
 
 from launcher.core.log import get_logger
 from launcher.core.rundir.names import GRACE_S
@@ -28,6 +31,33 @@ log = get_logger(__name__)
 def exit_code(returncode: int) -> int:
     """A shell-style exit status: a child killed by signal N gives 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+# How often wait_gone looks: a teardown ends this long after its last process at most.
+GONE_POLL_S = 0.02
+
+
+def ended(p: psutil.Process) -> bool:
+    """Whether `p` has ended: gone, or a zombie. An orphan's zombie (a rank whose launch script
+    is gone) waits for PID 1 to reap it, which in a container may take seconds or never come;
+    psutil's own wait counts it as alive until then."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` s for every process of `procs` to end (see ended()); those still
+    running then. Reaps nothing: a child's exit status stays for the Popen that owns it."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        alive = [p for p in alive if not ended(p)]
+        left = deadline - time.monotonic()
+        if not alive or left <= 0:
+            return alive
+        time.sleep(min(GONE_POLL_S, left))
 
 
 def kill_group(proc: subprocess.Popen, sig: int) -> None:

@@ -261,12 +261,12 @@ def stop_processes(procs: Sequence[psutil.Process], groups: Sequence = (),
         processes.kill_group(g, signal.SIGTERM)
     for p in procs:
         _signal(p, signal.SIGTERM)
-    _, alive = psutil.wait_procs(list(procs), timeout=grace_s)
+    alive = processes.wait_gone(procs, grace_s)
     for g in groups:
         processes.kill_group(g, signal.SIGKILL)
     for p in alive + (list(stragglers()) if stragglers else []):
         _signal(p, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
+    processes.wait_gone(alive, 5)
 
 
 def failed_outcome(rank: int, exit_code: int | None, sig: int | None,

@@ -1,12 +1,13 @@
 """Bad input through the real CLI: a one-line message naming the culprit, exit 2, no traceback,
-and no training started."""
+and no training started. What is refused before anything starts runs the CLI's entry in the
+test's process (tests/helpers.packrun_in_process); a worker's refusal, the real command."""
 
 
 import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.helpers import packrun, small_job
+from tests.helpers import packrun, packrun_in_process, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -54,7 +55,7 @@ CASES = {
 def test_bad_input_exits_2_with_a_message(tmp_path, data, case):
     make, flags, expect = CASES[case]
     job_file = make(tmp_path, data)
-    r = packrun("debug", job_file, *flags)
+    r = packrun_in_process("debug", job_file, *flags)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert expect.format(t=tmp_path, d=data) in r.stderr, r.stderr
@@ -64,7 +65,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, data, case):
 @pytest.mark.unit
 def test_corrupt_jpeg_names_the_file(tmp_path, data):
     victim = corrupt_jpeg(data)
-    r = packrun("debug", job(tmp_path, data))
+    r = packrun_in_process("debug", job(tmp_path, data))
     assert f"image {victim} cannot be decoded" in r.stderr
 
 

@@ -3,7 +3,8 @@ job files, flags, data folders, images, checkpoints, hccn.conf, rank tables, dev
 nodes and cards, launcher tools, run directories. Each case: exit status 2, no traceback, stderr
 names the culprit and the fix, and nothing is started or written. Only the three checkpoint
 cases and the resume cases the worker reports import MindSpore (`packrun check` builds the
-network: the e2e tier); the rest take about a second each."""
+network: the e2e tier, through the real command); the rest are refused before anything starts,
+and run the CLI's entry in the test's process (tests/helpers.packrun_in_process)."""
 
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import load_job
-from tests.helpers import packrun, resnet18_ckpt, small_job
+from tests.helpers import packrun, packrun_in_process, resnet18_ckpt, small_job
 
 PY_BIN = str(Path(sys.executable).parent)  # a PATH with python (and packrun's deps), no mpirun
 ASCEND_RT = ["--device=Ascend", "--launcher=rank_table", "--cards_per_node=2"]
@@ -338,7 +339,11 @@ def test_bad_input_names_the_culprit_and_the_fix(name, tmp_path, data, busy_port
     if "{ckpt}" in " ".join(case.args):
         places["ckpt"] = request.getfixturevalue("ckpt")
     env = os.environ | ({"PATH": case.path} if case.path else {})
-    r = packrun(*(a.format(**places) for a in case.args), env=env, timeout=120)
+    argv = [a.format(**places) for a in case.args]
+    if name not in NETWORK_CASES and not case.worker:  # refused before anything starts
+        r = packrun_in_process(*argv, env=env)
+    else:                               # a worker or the network: the real command
+        r = packrun(*argv, env=env, timeout=120)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
     said = r.stdout + r.stderr if case.worker else r.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from launcher.cli.flags import keep_text
-from tests.helpers import packrun, small_job
+from tests.helpers import packrun_in_process, small_job
 
 
 @pytest.mark.unit
@@ -16,7 +16,7 @@ from tests.helpers import packrun, small_job
                                    "None", "True", "{'a': 1}"])
 def test_string_keys_keep_the_text_as_typed(typed, data, tmp_path):
     job = small_job(tmp_path, data)
-    r = packrun("render", job, "--print", f"--name={typed}", timeout=120)
+    r = packrun_in_process("render", job, "--print", f"--name={typed}")
     if any(c in typed for c in "[]{}' ,"):  # not a valid name: refused, naming it as typed
         assert r.returncode == 2 and f"key 'name' is {typed!r}" in r.stderr, r.stderr
         return

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import subprocess
+import sys
 
 import fire
 import pytest
@@ -142,3 +143,15 @@ def test_every_job_file_the_help_names_exists():
     main = (REPO / "launcher" / "cli" / "main.py").read_text()
     named = set(re.findall(r"\b(jobs/[\w.-]+\.toml)\b", main))
     assert named and sorted(n for n in named if not (REPO / n).is_file()) == []
+
+
+def test_help_loads_neither_fire_nor_asyncio():
+    """Help is answered before fire runs: `packrun CMD --help` starts without fire's imports
+    (fire.core loads asyncio), most of what a command's start costs beyond the interpreter."""
+    code = ("import sys; from launcher.cli.main import run; "
+            "assert run(['debug', '--help']) == 0; "
+            "print(sorted(m for m in ('fire', 'asyncio') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], env=packrun_env(), cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout

@@ -17,7 +17,7 @@ from launcher.core.log import STDERR, STDOUT, console, get_logger, set_level, ta
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.rundir.names import SLURM_JOB_ID
 from launcher.core.spec import load_job
-from tests.helpers import packrun
+from tests.helpers import packrun_in_process
 
 pytestmark = pytest.mark.unit
 
@@ -90,26 +90,26 @@ def test_lines_reach_a_redirected_stdout():
     assert buf.getvalue() == "packrun: to the new stdout\n"
 
 
-# --- through the real CLI ----------------------------------------------------------------------
+# --- through the real CLI (its entry, in this process: tests/helpers.packrun_in_process) ---------
 
 def test_render_quiet_and_verbose(make_job, tmp_path):
     job = make_job()
-    normal = packrun("render", job, f"--out={tmp_path / 'a'}")
+    normal = packrun_in_process("render", job, f"--out={tmp_path / 'a'}")
     assert normal.returncode == 0, normal.stderr
     assert normal.stderr.startswith(f"packrun: rendered {tmp_path / 'a'}")
-    quiet = packrun("--quiet", "render", job, f"--out={tmp_path / 'b'}")
+    quiet = packrun_in_process("--quiet", "render", job, f"--out={tmp_path / 'b'}")
     assert quiet.returncode == 0 and quiet.stderr == ""
 
     def same(text):  # run directories differ in their time stamp
         return re.sub(r"-\d{8}-\d{6}(-\d+)?", "-T", text).replace(str(tmp_path / "b"),
                                                                 str(tmp_path / "a"))
     assert same(quiet.stdout) == same(normal.stdout)  # the result, as without --quiet
-    verbose = packrun("render", job, f"--out={tmp_path / 'c'}", "--verbose")
+    verbose = packrun_in_process("render", job, f"--out={tmp_path / 'c'}", "--verbose")
     assert verbose.returncode == 0 and verbose.stderr.startswith("packrun: rendered ")
 
 
 def test_quiet_still_shows_errors(tmp_path):
-    r = packrun("--quiet", "check", tmp_path / "nope.toml")
+    r = packrun_in_process("--quiet", "check", tmp_path / "nope.toml")
     assert r.returncode == 2
     assert r.stderr.startswith(f"packrun: error: job file {tmp_path / 'nope.toml'}")
     assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
@@ -117,7 +117,7 @@ def test_quiet_still_shows_errors(tmp_path):
 
 def test_help_names_the_level_flags():
     for args in (["--help"], ["render", "--help"]):
-        r = packrun(*args)
+        r = packrun_in_process(*args)
         assert r.returncode == 0 and "--quiet / -q" in r.stdout and "--verbose / -v" in r.stdout
 
 
@@ -135,8 +135,8 @@ def test_verbose_shows_every_slurm_command(make_job, tmp_path):
     (bin_dir / "sacct").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     env["PATH"] = f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin"
-    r = packrun("status", run_dir, "--verbose", env=env)
-    quiet = packrun("status", run_dir, "--quiet", env=env)
+    r = packrun_in_process("status", run_dir, "--verbose", env=env)
+    quiet = packrun_in_process("status", run_dir, "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     assert re.search(r"^packrun: debug: running scontrol .*\b12\b", r.stderr, re.M), r.stderr
     assert "RUNNING" in r.stdout

@@ -15,7 +15,7 @@ from launcher.core.errors import Interrupted
 from launcher.core.samples import scan_split
 from launcher.core.spec import load_job
 from launcher.preflight import data as preflight
-from tests.helpers import REPO, packrun, small_job
+from tests.helpers import REPO, packrun_in_process, small_job
 
 
 def odd_entries(d: Path, t: Path) -> None:
@@ -55,7 +55,7 @@ def test_the_rule(data, tmp_path):
 def test_check_reports_what_is_not_read(data, tmp_path):
     odd_entries(data, tmp_path)
     job = small_job(tmp_path, data)
-    r = packrun("check", job, "--quick", timeout=300)
+    r = packrun_in_process("check", job, "--quick")
     assert r.returncode == 0, r.stderr
     assert "warning data: train_dir: 5 entries in class folders are not read: " in r.stdout
     assert "dangling.jpg (a broken symlink)" in r.stdout or "and 2 more" in r.stdout
@@ -83,7 +83,7 @@ def test_ctrl_c_during_the_scan_is_a_clean_interruption(data, tmp_path, monkeypa
 @pytest.mark.unit
 def test_fixed_feature_without_pretrained_warns_loudly(data, tmp_path, capsys):
     job = small_job(tmp_path, data, mode="fixed_feature")
-    r = packrun("check", job, "--quick", timeout=300)
+    r = packrun_in_process("check", job, "--quick")
     assert "warning job: mode = \"fixed_feature\" with pretrained = \"\": the backbone stays " \
            "at its RANDOM initial weights" in r.stdout
     preflight.preflight(load_job(job))

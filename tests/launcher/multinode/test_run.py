@@ -5,7 +5,7 @@ import pytest
 
 from launcher.core.rundir import nodes
 from launcher.multinode.run import is_multinode
-from tests.helpers import packrun
+from tests.helpers import packrun_in_process
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.unit
 ])
 def test_refused_before_any_host_is_asked(make_job, tmp_path, flags, said):
     job = make_job()
-    r = packrun("run", job, *flags, timeout=120)
+    r = packrun_in_process("run", job, *flags)
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("packrun: error: ")]
     assert errors == [f"packrun: error: {said}"] or (len(errors) == 1 and said in errors[0]), \

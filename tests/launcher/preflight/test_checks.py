@@ -17,7 +17,7 @@ from launcher.preflight import data as preflight
 from launcher.preflight.checks import ERROR, OK, WARNING, Finding, Options
 from src.model.resnet import ARCHS
 from src.training.checkpoint import check_fit
-from tests.helpers import packrun, resnet18_ckpt, shown, small_job
+from tests.helpers import packrun, packrun_in_process, resnet18_ckpt, shown, small_job
 
 
 def job(tmp_path, data, **extra):
@@ -169,11 +169,11 @@ def test_a_sample_of_images_by_default_every_image_with_all(tmp_path, data):
              for images in split.values() for f in images]
     unsampled = sorted(set(files) - set(preflight.images_to_scan(files, "sample", 1)))[0]
     unsampled.write_text("not an image")
-    r = packrun("check", job(tmp_path, data), "--quick")
+    r = packrun_in_process("check", job(tmp_path, data), "--quick")
     assert r.returncode == 0, r.stderr
     assert "ok      images: a sample of 200 of 250 (--all_images decodes every one) decodes" \
         in r.stdout
-    r = packrun("check", job(tmp_path, data), "--quick", "--all_images")
+    r = packrun_in_process("check", job(tmp_path, data), "--quick", "--all_images")
     assert r.returncode == 2
     assert f"error   images: image {unsampled} cannot be decoded" in r.stderr
 
@@ -228,7 +228,7 @@ def test_run_checks_first_and_lists_every_problem(tmp_path, data):
         s.bind(("", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = packrun("run", job(tmp_path, data, master_port=port), "--workers=2", timeout=60)
+        r = packrun_in_process("run", job(tmp_path, data, master_port=port), "--workers=2")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     assert "packrun: error: 2 problems before launch:" in r.stderr
@@ -275,14 +275,14 @@ def test_quick_check_of_a_path_of_the_wrong_kind_is_an_error(tmp_path, data, wha
     expected = {"train_dir": f"{a_file} is a file, not a directory",
                 "pretrained": f"{tmp_path} is a directory, not a file",
                 "hccn_conf": f"{a_file / 'hccn.conf'} lies under the file {a_file}"}[what]
-    r = packrun("check", job(tmp_path, data, **keys), "--quick", timeout=120)
+    r = packrun_in_process("check", job(tmp_path, data, **keys), "--quick")
     assert r.returncode == 2, shown(r)
     assert re.search(rf"^error .*{re.escape(expected)}", r.stderr, re.M), shown(r)
     assert "Traceback" not in r.stderr
     missing = {"train_dir": dict(train_dir=str(tmp_path / "nowhere")),
                "pretrained": dict(pretrained=str(tmp_path / "none.ckpt")),
                "hccn_conf": dict(keys, hccn_conf=str(tmp_path / "no_hccn.conf"))}[what]
-    r = packrun("check", job(tmp_path, data, **missing), "--quick", timeout=120)
+    r = packrun_in_process("check", job(tmp_path, data, **missing), "--quick")
     topic = "launch" if what == "hccn_conf" else "paths"
     assert re.search(rf"^warning +{topic}: ", r.stdout + r.stderr, re.M), shown(r)
     assert not re.search(rf"^error +{topic}", r.stderr, re.M), shown(r)  # missing: a warning
@@ -292,6 +292,6 @@ def test_quick_check_of_a_path_of_the_wrong_kind_is_an_error(tmp_path, data, wha
 def test_full_decode_finds_a_truncated_jpeg_before_training(tmp_path, data):
     source = next((data / "train" / "digit_0").iterdir())
     bad = _truncated_jpeg(data / "train" / "digit_1" / "truncated.jpg", source)
-    r = packrun("check", job(tmp_path, data, image_check="all"), "--quick", timeout=120)
+    r = packrun_in_process("check", job(tmp_path, data, image_check="all"), "--quick")
     assert r.returncode == 2
     assert f"error   images: image {bad} cannot be decoded" in r.stderr, shown(r)

@@ -17,7 +17,7 @@ from launcher.core.ascend import ranktable as rt
 from launcher.core.spec import load_job
 from launcher.preflight import node
 from launcher.render.artifacts import write_run_dir
-from tests.helpers import packrun_env, stub_repo
+from tests.helpers import packrun_env, stub_repo, stub_tools_path
 from tests.launcher.core.ascend import reference as ref
 
 pytestmark = pytest.mark.unit
@@ -26,7 +26,7 @@ IPS = [f"192.168.100.{101 + i}" for i in range(16)]
 
 
 def stub_env(**extra) -> dict:
-    return {"PATH": f"{STUBS}:{os.environ['PATH']}", "ASCEND_HOME_PATH": "/usr/local/Ascend",
+    return {"PATH": stub_tools_path(STUBS), "ASCEND_HOME_PATH": "/usr/local/Ascend",
             "STUB_NPU_SMI_INFO": str(ref.NPU_SMI_910B3), "STUB_HCCN_IPS": ",".join(IPS)} | extra
 
 

@@ -1,11 +1,13 @@
 """A render is the dry run of a launch, also on a laptop or login node that does not hold the
 cluster's data: missing data folders, checkpoint and hccn.conf are warnings in `render` and
-`check --quick`, errors in `run`, `debug`, `submit` and a full `check`."""
+`check --quick`, errors in `run`, `debug`, `submit` and a full `check`. Each command stops before
+starting anything: the CLI's entry runs in the test's process (tests/helpers.packrun_in_process),
+in a fresh clone's environment."""
 
 
 import pytest
 
-from tests.helpers import REPO, packrun, write_job
+from tests.helpers import REPO, packrun_in_process, write_job
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +35,8 @@ README_RENDERS = {
 
 @pytest.mark.parametrize("case", README_RENDERS, ids=list(README_RENDERS))
 def test_readme_renders_work_without_the_data(tmp_path, no_data_job, case):
-    r = packrun("render", no_data_job, *README_RENDERS[case], cwd=tmp_path, env=FRESH_SHELL)
+    r = packrun_in_process("render", no_data_job, *README_RENDERS[case], cwd=tmp_path,
+                           env=FRESH_SHELL)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     for key, path in (("train_dir", "data/Canidae/train"), ("val_dir", "data/Canidae/val"),
@@ -48,7 +51,7 @@ def test_readme_renders_work_without_the_data(tmp_path, no_data_job, case):
 def test_rank_table_render_without_hccn_conf_warns_and_says_how_to_write_the_table(
         tmp_path, no_data_job):
     conf = tmp_path / "no-hccn.conf"
-    r = packrun("render", no_data_job, "--launcher=rank_table", "--cards_per_node=8",
+    r = packrun_in_process("render", no_data_job, "--launcher=rank_table", "--cards_per_node=8",
                 f"--hccn_conf={conf}", cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 0, r.stderr
     assert f"packrun: warning: hccn.conf {conf} not found" in r.stderr
@@ -61,7 +64,7 @@ def test_rank_table_render_without_hccn_conf_warns_and_says_how_to_write_the_tab
 
 
 def test_check_quick_warns_and_full_check_errs(tmp_path, no_data_job):
-    quick = packrun("check", no_data_job, "--quick", "--launcher=rank_table",
+    quick = packrun_in_process("check", no_data_job, "--quick", "--launcher=rank_table",
                     "--cards_per_node=8", f"--hccn_conf={tmp_path / 'none.conf'}", cwd=tmp_path,
                     env=FRESH_SHELL)
     assert quick.returncode == 0, quick.stdout + quick.stderr
@@ -69,14 +72,14 @@ def test_check_quick_warns_and_full_check_errs(tmp_path, no_data_job):
     assert "warning launch: hccn.conf" in quick.stdout
     assert "0 error(s)" in quick.stdout
     # The full check (as before a run) refuses; it stops before building the network.
-    full = packrun("check", no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
+    full = packrun_in_process("check", no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
     assert full.returncode == 2, full.stdout + full.stderr
     assert "error   paths: " in full.stderr and "key 'pretrained'" in full.stderr
 
 
 @pytest.mark.parametrize("command", ["debug", "run", "submit"])
 def test_run_debug_and_submit_refuse_missing_data(tmp_path, no_data_job, command):
-    r = packrun(command, no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
+    r = packrun_in_process(command, no_data_job, "--device=CPU", cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"key 'train_dir': {tmp_path / 'data/Canidae/train'} does not exist" in r.stderr
     assert "Traceback" not in r.stderr
@@ -88,5 +91,5 @@ def test_job_with_data_renders_without_warnings(tmp_path):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
     job = write_job(tmp_path / "j.toml", train_dir="train", val_dir="val")
-    r = packrun("render", job, cwd=tmp_path, env=FRESH_SHELL)
+    r = packrun_in_process("render", job, cwd=tmp_path, env=FRESH_SHELL)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -23,6 +23,7 @@ from launcher.render.ranktable import (
     read_hccn_conf,
     to_json,
 )
+from tests.helpers import stub_tools_path
 
 pytestmark = pytest.mark.unit
 
@@ -354,7 +355,7 @@ STUBS = Path(__file__).resolve().parents[1] / "preflight" / "stubs"  # npu-smi, 
 
 def a3_server(monkeypatch, pod: str | None, sdid_base: int = 37748736):
     """This process on an Atlas A3 server, as the stub npu-smi / hccn_tool replay one."""
-    monkeypatch.setenv("PATH", f"{STUBS}:{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", stub_tools_path(STUBS))
     monkeypatch.setenv("STUB_CHIPS_PER_NPU", "2")
     monkeypatch.setenv("STUB_DEVICES", "16")
     monkeypatch.setenv("STUB_SPOD_SDID_BASE", str(sdid_base))

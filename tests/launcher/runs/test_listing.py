@@ -20,7 +20,14 @@ import pytest
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
 from launcher.runs.listing import scan
-from tests.helpers import REPO, packrun, packrun_argv, packrun_env, write_tiny_job
+from tests.helpers import (
+    REPO,
+    packrun,
+    packrun_argv,
+    packrun_env,
+    packrun_in_process,
+    write_tiny_job,
+)
 
 
 def make_run(root: Path, name: str, *, age_s: float, world=1, epochs=3, metrics=(),
@@ -120,13 +127,13 @@ def test_each_state_comes_from_the_run_directory_and_one_squeue_call(tmp_path, f
 def test_ls_prints_a_table_and_names_a_missing_directory(tmp_path, fake_squeue):
     root = tmp_path / "runs"
     make_run(root, "done-1", age_s=60, metrics=[0.5, 0.75], epochs=2, exits={0: 0})
-    r = packrun("ls", root, env=dict(os.environ))
+    r = packrun_in_process("ls", root, env=dict(os.environ))
     assert r.returncode == 0, r.stderr
     header, row = r.stdout.splitlines()
     assert header.split() == ["name", "kind", "state", "epoch", "best", "acc", "world", "start",
                               "duration"]
     assert row.split()[:6] == ["done-1", "debug", "completed", "2/2", "0.7500", "1"]
-    r = packrun("ls", tmp_path / "nope")
+    r = packrun_in_process("ls", tmp_path / "nope")
     assert r.returncode == 2 and r.stderr.startswith("packrun: error: ") and "does not exist" \
         in r.stderr
 

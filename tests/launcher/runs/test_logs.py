@@ -15,7 +15,7 @@ from launcher.core.logtail import console_text
 from launcher.core.rundir.job_json import spec_to_json
 from launcher.core.spec import build_spec
 from launcher.runs.logs import logs_command
-from tests.helpers import packrun, write_tiny_job
+from tests.helpers import packrun, wait_for, write_tiny_job
 
 
 def run_dir(tmp_path: Path, world: int = 2) -> Path:
@@ -85,13 +85,15 @@ def test_follow_prints_new_lines_until_the_run_ends(tmp_path):
     out = io.StringIO()
     result = {}
     t = threading.Thread(target=lambda: result.setdefault(
-        "rc", logs_command(str(d), follow=True, console=out, poll_s=0.05)))
+        "rc", logs_command(str(d), follow=True, console=out, poll_s=0.05,
+                           state_every_s=0.2)))
     t.start()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: out.getvalue() == "[rank 0] first\n", 30, "the first line")
         with open(log, "a") as f:
             f.write("second\nthird, not yet ended")
-        time.sleep(1.0)
+        wait_for(lambda: "second" in out.getvalue(), 30, "the second line")
+        time.sleep(0.3)   # six more polls of the file: the partial line stays unprinted
         assert out.getvalue() == "[rank 0] first\n[rank 0] second\n"   # whole lines only
         assert t.is_alive()
     finally:

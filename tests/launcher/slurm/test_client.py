@@ -34,6 +34,7 @@ from tests.helpers import (
     packrun,
     packrun_argv,
     packrun_env,
+    packrun_in_process,
     processes_of,
     run_dir_of,
     shown,
@@ -330,7 +331,8 @@ def test_the_last_allowed_attempt_is_not_requeued(job_file, tmp_path):
 
 @pytest.mark.unit
 def test_submit_without_sbatch_says_which_tool_is_missing(tmp_path, job_file):
-    r = packrun("submit", job_file, f"--out={tmp_path / 'runs'}", env=fake_tools(tmp_path))
+    r = packrun_in_process("submit", job_file, f"--out={tmp_path / 'runs'}",
+                           env=fake_tools(tmp_path))
     assert r.returncode == 2, shown(r)
     # the preflight (launcher/preflight/checks.py) finds it before anything is rendered
     assert re.search(r"^packrun: error: sbatch not found on PATH; run packrun submit on a Slurm "
@@ -344,7 +346,7 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
     seen = tmp_path / "sbatch.seen"
     env = fake_tools(tmp_path, sbatch=f'echo "$* | $PYTHONUNBUFFERED $PACKRUN_CONSOLE_TTY '
                                       f'$PYTHONPATH" > {seen}; echo "4321;cluster"')
-    r = packrun("submit", job_file, f"--out={tmp_path / 'runs'}", env=env)
+    r = packrun_in_process("submit", job_file, f"--out={tmp_path / 'runs'}", env=env)
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
     assert (run_dir / SLURM_JOB_ID).read_text() == "4321\n"
@@ -363,7 +365,8 @@ def test_submit_records_the_job_id_and_passes_the_worker_environment(tmp_path, j
 ])
 def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hint):
     env = fake_tools(tmp_path, sbatch=f"echo '{stderr}' >&2; exit 1")
-    r = packrun("submit", job_file, "--partition=nope", f"--out={tmp_path / 'runs'}", env=env)
+    r = packrun_in_process("submit", job_file, "--partition=nope", f"--out={tmp_path / 'runs'}",
+                           env=env)
     # a refusal is bad input (2, never retried), no answer an outage (69, EX_UNAVAILABLE)
     assert r.returncode == (EXIT_UNAVAILABLE if hint else 2), shown(r)
     assert "packrun: error: sbatch failed (exit 1) running `sbatch --parsable " in r.stderr
@@ -373,14 +376,14 @@ def test_a_failing_sbatch_is_named_with_its_error(tmp_path, job_file, stderr, hi
 
 @pytest.mark.unit
 def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
-    r = packrun("status", tmp_path)   # status also serves local runs: it needs job.json
+    r = packrun_in_process("status", tmp_path)   # status also serves local runs: it needs job.json
     assert r.returncode == 2
     assert f"packrun: error: {tmp_path} is not a run directory (no job.json)" in r.stderr
-    r = packrun("cancel", tmp_path)
+    r = packrun_in_process("cancel", tmp_path)
     assert r.returncode == 2
     assert f"packrun: error: {tmp_path / SLURM_JOB_ID} not found: {tmp_path} was not submitted " \
            "with `packrun submit`" in r.stderr
-    r = packrun("cancel", tmp_path / "nowhere")
+    r = packrun_in_process("cancel", tmp_path / "nowhere")
     assert r.returncode == 2 and "run directory" in r.stderr and "not found" in r.stderr
 
 
@@ -388,7 +391,7 @@ def test_status_and_cancel_need_a_submitted_run_directory(tmp_path):
 def test_a_missing_slurm_conf_is_named_at_once(tmp_path):
     (tmp_path / SLURM_JOB_ID).write_text("3\n")
     missing = tmp_path / "missing.conf"
-    r = packrun("status", tmp_path, env=dict(os.environ, SLURM_CONF=str(missing)), timeout=30)
+    r = packrun_in_process("status", tmp_path, env=dict(os.environ, SLURM_CONF=str(missing)))
     assert r.returncode == 2, shown(r)
     assert f"packrun: error: SLURM_CONF is {missing}, which is not a file: point it at the " \
            "cluster's slurm.conf" in r.stderr
@@ -560,7 +563,7 @@ def test_an_unreachable_controller_is_an_outage_not_bad_input(tmp_path, job_file
     down = ("echo 'slurm_load_jobs error: Unable to contact slurm controller (connect "
             "failure)' >&2; exit 1")
     env = fake_tools(tmp_path, scontrol=down, squeue=down, sacct=down)
-    r = packrun("status", rd, env=env, timeout=120)
+    r = packrun_in_process("status", rd, env=env)
     assert r.returncode == EXIT_UNAVAILABLE, shown(r)
     assert "Unable to contact slurm controller" in r.stderr and "Traceback" not in r.stderr
     from launcher.core.rundir.attempts import Result, retryable

@@ -73,7 +73,8 @@ def test_kill_9_of_the_launcher_ends_everything_it_started_and_frees_the_lock(tm
     proc, pids = start_launcher(tmp_path, grace_s=1.0)
     try:
         token = psutil.Process(pids[0]).environ()[LIFELINE_ENV]
-        assert len(lifeline.carriers(token)) >= 4  # the three sleeps and the bash
+        # the three sleeps and the bash (whose `sleep &` may not have been forked yet)
+        wait_for(lambda: len(lifeline.carriers(token)) >= 4, BOUND_S, "the launcher's tree")
         assert not lock_free(tmp_path)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -94,7 +95,7 @@ def test_kill_9_of_the_launcher_ends_everything_it_started_and_frees_the_lock(tm
 def test_the_lock_is_held_until_the_last_process_is_gone(tmp_path):
     """The bash that ignores SIGTERM outlives the grace: until its SIGKILL, a second launch of
     the run directory is refused."""
-    proc, pids = start_launcher(tmp_path, grace_s=3.0)
+    proc, pids = start_launcher(tmp_path, grace_s=1.5)
     try:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

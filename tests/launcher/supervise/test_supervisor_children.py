@@ -20,17 +20,17 @@ pytestmark = pytest.mark.unit
 WORKER = "/nonexistent/src/train.py"   # only the supervisor's marker: never executed
 
 # Each stub is one rank (RANK_ID in its environment, the worker script and run directory among
-# its arguments): a child with the same command line lives ~1 s, then the rank itself finishes
-# at ~2 s and writes exit status 0.
+# its arguments): a child with the same command line lives ~0.5 s (ten of the supervisor's
+# polls), then the rank itself finishes at ~1 s and writes exit status 0.
 PY_FORK = """
 import os, sys, time
 if os.fork() == 0:
-    time.sleep(1.0)
+    time.sleep(0.5)
     os._exit(0)
-time.sleep(2.0)
+time.sleep(1.0)
 open(os.path.join(sys.argv[2], {exit!r}), "w").write("0\\n")
 """
-SH_SUBSHELL = 'x=$(sleep 1; echo done); sleep 1; echo 0 > "$1/{exit}"'
+SH_SUBSHELL = 'x=$(sleep 0.5; echo done); sleep 0.5; echo 0 > "$1/{exit}"'
 
 
 def _launch(tmp_path, stub: str) -> list[str]:

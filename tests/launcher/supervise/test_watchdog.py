@@ -36,7 +36,7 @@ p = Progress(rank=rank, pid=os.getpid(), attempt=1, seq=0, time=time.time(),
              stage=Stage.COMPILING)
 write_progress(run_dir, p)
 for step in range(1, steps + 1):
-    time.sleep(0.2)
+    time.sleep(0.1)
     p = p.advanced(event=Event.STEP, stage=Stage.TRAINING, epoch=1, step=step,
                    steps_per_epoch=steps, global_step=step, time=time.time())
     write_progress(run_dir, p)
@@ -117,8 +117,8 @@ def test_watching_stops_a_launch_without_progress(make_job, run_dir):
     proc = _start(run_dir, 0, 1)
     stopped = []
     try:
-        with watching(_watchdog(make_job, run_dir, 1, 2),
-                      lambda: stopped.append(proc.kill()), every_s=0.2) as watch:
+        with watching(_watchdog(make_job, run_dir, 1, 1),
+                      lambda: stopped.append(proc.kill()), every_s=0.1) as watch:
             proc.wait(timeout=60)
     finally:
         proc.kill()
@@ -131,14 +131,14 @@ def test_watching_stops_a_launch_without_progress(make_job, run_dir):
 
 
 def test_watching_leaves_a_progressing_launch_alone(make_job, run_dir):
-    """12 steps of 0.2 s, 2.4 s in all, under a 2 s stall_timeout; then a record of DONE."""
+    """12 steps of 0.1 s, 1.2 s in all, under a 1 s stall_timeout; then a record of DONE."""
     proc = _start(run_dir, 0, 12)
     try:
-        with watching(_watchdog(make_job, run_dir, 1, 2), proc.kill, every_s=0.2) as watch:
+        with watching(_watchdog(make_job, run_dir, 1, 1), proc.kill, every_s=0.1) as watch:
             wait_for(lambda: _step(run_dir, 0) == 12, 60, "the 12th step")
             write_progress(run_dir, _record(run_dir, 0).advanced(stage=Stage.DONE,
                                                                  event=Event.STAGE))
-            time.sleep(2.5)   # finished: no stall however long it takes to exit
+            time.sleep(1.5)   # finished: no stall however long it takes to exit
             assert proc.poll() is None
     finally:
         proc.kill()

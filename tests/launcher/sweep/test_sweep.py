@@ -34,6 +34,7 @@ from tests.helpers import (
     packrun,
     packrun_argv,
     packrun_env,
+    packrun_in_process,
     shown,
     tensorboard_events,
     wait_for,
@@ -149,8 +150,8 @@ def test_a_sweep_table_in_the_job_file_and_a_points_file(make_job, tmp_path):
 def test_a_bad_value_in_the_last_point_fails_before_anything_is_written(tiny_job):
     runs = Path(tiny_job).parent / "runs"
     # only the last combination is invalid: warmup_epochs must be smaller than epochs
-    r = packrun("sweep", tiny_job, "--grid", "epochs=2,1", "--grid", "warmup_epochs=0,1",
-                timeout=120)
+    r = packrun_in_process("sweep", tiny_job, "--grid", "epochs=2,1", "--grid",
+                           "warmup_epochs=0,1")
     assert r.returncode == 2, shown(r)
     assert r.stderr.startswith("packrun: error: sweep point 4 of 4 (epochs=1 warmup_epochs=1): ")
     assert "warmup_epochs (1) must be smaller than epochs (1)" in r.stderr
@@ -159,7 +160,7 @@ def test_a_bad_value_in_the_last_point_fails_before_anything_is_written(tiny_job
 
     points = Path(tiny_job).parent / "points.txt"
     points.write_text("lr=0.01\nlr=0.02\nlr=0.03 mode=fine_tune\n")
-    r = packrun("sweep", tiny_job, f"--points={points}", timeout=120)
+    r = packrun_in_process("sweep", tiny_job, f"--points={points}")
     assert r.returncode == 2, shown(r)
     assert "sweep point 3 of 3 (lr=0.03 mode=fine_tune): command line: key 'mode' is " \
            "'fine_tune'; choose one of 'finetune', 'fixed_feature'" in r.stderr
@@ -180,8 +181,8 @@ def test_slurm_points_must_share_one_resource_request(make_job):
 @pytest.mark.unit
 def test_render_sweep_slurm_writes_every_point_and_one_array_script(make_job, tmp_path):
     job = make_job(launcher="msrun")
-    r = packrun("render", job, "--sweep", "--slurm", "--grid", "lr=0.1,0.2,0.3", "--parallel=2",
-                timeout=120)
+    r = packrun_in_process("render", job, "--sweep", "--slurm", "--grid", "lr=0.1,0.2,0.3",
+                           "--parallel=2")
     assert r.returncode == 0, shown(r)
     sweep_dir = Path(r.stdout.split()[-1]).parent
     doc = read_sweep(sweep_dir)
@@ -205,14 +206,14 @@ def test_render_sweep_slurm_writes_every_point_and_one_array_script(make_job, tm
 @pytest.mark.unit
 def test_render_sweep_locally_prints_the_command_of_every_point(make_job):
     job = make_job()
-    r = packrun("render", job, "--sweep", "--grid", "lr=0.1,0.2", timeout=120)
+    r = packrun_in_process("render", job, "--sweep", "--grid", "lr=0.1,0.2")
     assert r.returncode == 0, shown(r)
     sweep_dir = Path(r.stdout.split()[-1]).parent
     assert r.stdout.splitlines() == [f"packrun debug --resume {sweep_dir / d}"
                                      for d in ("lr=0.1", "lr=0.2")]
     assert sorted(p.name for p in (sweep_dir / "lr=0.1").iterdir()) == ["job.json", "logs"]
-    r = packrun("render", job, "--sweep", "--grid", "lr=0.1,0.2", "--launcher=mpirun",
-                "--cards_per_node=2", timeout=120)
+    r = packrun_in_process("render", job, "--sweep", "--grid", "lr=0.1,0.2",
+                           "--launcher=mpirun", "--cards_per_node=2")
     assert r.returncode == 0, shown(r)
     sweep_dir = Path(r.stdout.split()[-1]).parent
     assert r.stdout.splitlines()[0] == f"packrun run --resume {sweep_dir / 'lr=0.1'}"
@@ -225,7 +226,7 @@ def test_an_array_task_runs_its_own_points_job_sbatch(make_job, tmp_path):
     (replaced by a stub that records where it ran), writes the job ids, and sends its output
     to the point's slurm-<job id>.out."""
     job = make_job(launcher="msrun")
-    r = packrun("render", job, "--sweep", "--slurm", "--grid", "seed=1,2,3", timeout=120)
+    r = packrun_in_process("render", job, "--sweep", "--slurm", "--grid", "seed=1,2,3")
     assert r.returncode == 0, shown(r)
     sweep_dir = Path(r.stdout.split()[-1]).parent
     point = sweep_dir / "seed=2"

@@ -16,7 +16,7 @@ import pytest
 from launcher.core import native_digest
 from launcher.core.rundir import envrecord
 from launcher.core.rundir.names import ENV_JSON
-from tests.helpers import need_tool, packrun
+from tests.helpers import need_tool, packrun_in_process
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +88,7 @@ def test_status_shows_the_environment(tmp_path, make_job):
     (rd / "logs").mkdir(parents=True)
     (rd / "job.json").write_text(spec_to_json(load_job(job, check_paths=False)))
     envrecord.record(rd, {"HCCL_CONNECT_TIMEOUT": "600"})
-    r = packrun("status", rd, timeout=60)
+    r = packrun_in_process("status", rd)
     assert r.returncode == 0, r.stderr
     assert "environment: packrun " in r.stdout and "MindSpore " in r.stdout
     assert "HCCL_CONNECT_TIMEOUT=600" in r.stdout

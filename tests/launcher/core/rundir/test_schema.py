@@ -23,7 +23,7 @@ from launcher.core.rundir.names import (
 from launcher.core.rundir.state import Phase, read_run_state
 from launcher.core.spec import build_spec
 from launcher.runs.listing import scan
-from tests.helpers import packrun, shown
+from tests.helpers import packrun_in_process, shown
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +80,7 @@ def test_a_schema_1_run_directory_is_still_read(tmp_path):
     assert (rs.state, rs.launch, rs.attempt, rs.epoch, rs.duration_s) == \
         (Phase.FAILED, "run", 1, 1, 65.0)
     assert rs.failure.startswith("attempt 1 failed: rank 0 on node1 exited with status 1")
-    r = packrun("status", d)
+    r = packrun_in_process("status", d)
     assert r.returncode == 0, shown(r)
     assert r.stdout.splitlines()[0] == "old: failed (run, 1 worker(s)), attempt 1, 0:01:05"
     assert "first error: ValueError: boom" in r.stdout
@@ -99,7 +99,7 @@ def test_a_newer_schema_is_one_error_line(tmp_path, newer):
     path.write_text(json.dumps(json.loads(path.read_text()) | {"schema": NEWER}))
     with pytest.raises(UserError, match=rf"^{d} was written by a newer packrun \(schema {NEWER}\)"):
         read_run_state(d)
-    r = packrun("status", d)
+    r = packrun_in_process("status", d)
     assert r.returncode == 2, shown(r)
     assert r.stderr == (f"packrun: error: {d} was written by a newer packrun (schema {NEWER}); "
                         f"this packrun reads schemas up to {RUN_DIR_SCHEMA}: use that packrun "
