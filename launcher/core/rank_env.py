@@ -11,11 +11,10 @@ Nothing set: a single process, rank 0 of 1.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Mapping
 
-from launcher.core.paths import REPO
+from launcher.core.paths import importable
 from launcher.core.rundir.names import CONSOLE_TTY_ENV
 
 
@@ -57,9 +56,8 @@ def joins_a_collective(env: Mapping[str, str]) -> bool:
 def worker_env(base: dict | None = None) -> dict:
     """The environment a worker process gets: unbuffered output so logs are live, and the
     repository importable even without `pip install -e .`."""
-    env = dict(os.environ if base is None else base)
+    env = importable(base)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("GLOG_v", "3")  # MindSpore's C++ INFO/WARNING chatter off; errors still show
     env[CONSOLE_TTY_ENV] = "1" if sys.stdout.isatty() else "0"
     return env

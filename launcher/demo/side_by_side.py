@@ -14,7 +14,6 @@ before.
 from __future__ import annotations
 
 import codecs
-import os
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from launcher.core.log import console, get_logger
-from launcher.core.paths import REPO
+from launcher.core.paths import importable
 from launcher.core.rundir.layout import new_run_dir
 from launcher.core.rundir.names import CONSOLE_LOG
 from launcher.core.spec import JobSpec
@@ -80,9 +79,7 @@ class SideBySide:
         self.slots = max(1, slots)
         self.prepare, self.command = prepare, command
         self.runs: list[Run] = []
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
+        self.env = importable()
 
     def add(self, label: str, spec: JobSpec) -> Run:
         run = Run(label, spec)

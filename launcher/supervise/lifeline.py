@@ -53,7 +53,7 @@ from typing import Sequence
 
 import psutil
 
-from launcher.core.paths import REPO
+from launcher.core.paths import importable
 from launcher.core.rundir.lock import RunLock
 from launcher.core.rundir.names import LIFELINE_ENV, LIFELINE_GRACE_S
 from launcher.supervise.processes import wait_gone
@@ -106,8 +106,7 @@ def hold(lock: RunLock | None, run_dir: str | os.PathLike = "",
     token = secrets.token_hex(8)
     read_fd, write_fd = os.pipe()  # both not inheritable: the watcher gets read_fd below
     fds = [read_fd] + ([lock.fd] if lock is not None and lock.fd >= 0 else [])
-    env = {k: v for k, v in os.environ.items() if k != LIFELINE_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env = importable({k: v for k, v in os.environ.items() if k != LIFELINE_ENV})
     try:
         watcher = subprocess.Popen(
             [sys.executable, "-m", "launcher.supervise.lifeline", token, str(grace_s),

@@ -20,7 +20,7 @@ from typing import IO
 
 from launcher.core.errors import UserError
 from launcher.core.log import STDERR, get_logger
-from launcher.core.paths import REPO
+from launcher.core.paths import importable
 from launcher.core.rundir.names import CONSOLE_LOG, JOB_JSON
 from launcher.core.rundir.sweepdir import read_sweep
 from launcher.supervise import processes
@@ -43,9 +43,7 @@ def run_local(sweep: dict, parallel: int) -> tuple[dict[int, int], int | None]:
     the sweep or None). One at a time, a point's
     console is this console; several at a time, each point's goes to its logs/console.out and
     the console says when each starts and ends. Ctrl-C / SIGTERM stop every running point."""
-    env = dict(os.environ)
-    repo = str(REPO)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    env = importable()
     todo = list(sweep["points"])
     n = len(todo)
     running: dict[int, tuple[subprocess.Popen, float, IO[bytes] | None]] = {}

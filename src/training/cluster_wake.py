@@ -43,7 +43,7 @@ from pathlib import Path
 
 import psutil
 
-from launcher.core.paths import REPO
+from launcher.core.paths import importable
 from launcher.core.rundir.names import LOGS, WAKE_SIGNAL_NAME, worker_exit
 
 WAKE_SIGNAL = signal.Signals[WAKE_SIGNAL_NAME]
@@ -96,11 +96,9 @@ def wake_peers(run_dir: Path) -> int:
 
 def wake_scheduler_when_workers_leave(run_dir: Path) -> subprocess.Popen:
     """Start the scheduler's waker (see the module's docstring) for this process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     return subprocess.Popen([sys.executable, "-m", "src.training.cluster_wake", str(run_dir),
                              str(os.getpid())], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, env=importable())
 
 
 def wake_when_workers_leave(run_dir: Path, scheduler: int,
