@@ -51,6 +51,10 @@ QUICK_SOURCE_TRAIN = 24  # per class: 192 images, 6 steps of 32 an epoch
 QUICK_SOURCE_VAL = 12  # per class: 96 images
 QUICK_TARGET_EVAL_BATCH = 10
 
+# "from scratch" runs beside the source run at this lower CPU priority (nice): the source run is
+# what every other target run waits for, the early run only has to end before they do
+EARLY_NICE = 10
+
 SOURCE_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7]
 TARGET_CLASSES = [8, 9]
 
@@ -104,12 +108,12 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     pool = SideBySide(SIDE_BY_SIDE)
     try:
         # from scratch needs no source model: it starts now, beside the source run
-        early = {label: pool.add(label, spec(o)) for label, o in targets
+        early = {label: pool.add(label, spec(o), nice=EARLY_NICE) for label, o in targets
                  if o.get("pretrained") == ""}
         if early:
             log.info(f"packrun demo: target runs {SIDE_BY_SIDE} at a time; "
-                     f"{', '.join(early)} starts now (it needs no source model), each run's "
-                     "console follows in turn")
+                     f"{', '.join(early)} starts now (it needs no source model) at a lower CPU "
+                     "priority than the source run, each run's console follows in turn")
         log.info(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===")
         if not source_model(load_job(SOURCE_JOB, {**common, **paths}), work / PRETRAINED,
                             fresh, _run, best_of):
