@@ -23,6 +23,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,12 +120,16 @@ def _epochs(run_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
 
 
+_LOADING = threading.Lock()  # trials may run side by side, in threads: one load at a time
+
+
 def _loadable(ckpt: Path) -> bool:
-    import mindspore as ms
-    try:
-        return "end_point.weight" in ms.load_checkpoint(str(ckpt))
-    except (ValueError, RuntimeError, OSError):
-        return False
+    with _LOADING:
+        import mindspore as ms
+        try:
+            return "end_point.weight" in ms.load_checkpoint(str(ckpt))
+        except (ValueError, RuntimeError, OSError):
+            return False
 
 
 def run_trial(job: Path, trial: Trial, reference: dict, epochs: int,

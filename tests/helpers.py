@@ -7,7 +7,8 @@ every test gets them without an import.)
   `resnet18_ckpt()`, MODELZOO_RESNET50.
 - Reference runs: `shared_run()` trains a run once per test session, shared by the modules and
   the pytest-xdist workers that compare against it (conftest's `reference_run`), of a job with
-  INTERRUPTED_JOB's keys for the tests that interrupt a run; `session_dir()` is the directory the
+  INTERRUPTED_JOB's keys for the tests that interrupt a run (TEST_STALL_S: the stall_timeout of
+  those that hang one); `session_dir()` is the directory the
   xdist workers of one session share.
 - Running things: `stub_tools_path()` is a PATH for stub tools, `packrun()` runs this
   checkout's CLI in a subprocess (`packrun_argv()` /
@@ -418,6 +419,16 @@ def stub_repo(tmp_path: Path, worker: str) -> Path:
 # log_every_steps = 1 here, which test_restarts' TensorBoard check needs.
 INTERRUPTED_JOB = dict(epochs=3, lr=0.02, momentum=0.8, lr_schedule="cosine", warmup_epochs=1,
                        hflip=True, num_parallel_workers=1, log_every_steps=1)
+
+
+# The stall_timeout of the tests that hang a rank on purpose (test_restarts, the Slurm batch
+# program's in tests/launcher/slurm/test_client.py): long enough for a step, an evaluation batch
+# or a save of a tiny job on a loaded 2-core machine; compilation is under startup_timeout. The
+# longest silence between two progress records of a healthy run of INTERRUPTED_JOB, polled every
+# 0.1 s over test_no_orphans and test_restarts (2026-12-07, load average 3-5): 1.6 s (the final
+# pictures of a 2-worker run), every step, evaluation batch and save under 1 s. 12 s leaves 7
+# times that. Each hang test waits the bound out once.
+TEST_STALL_S = 12
 
 
 def session_dir(tmp_path_factory) -> Path:

@@ -75,7 +75,8 @@ def test_the_key_ignores_names_paths_and_launch_settings_but_nothing_else():
     harmless = dict(name="other", train_dir="/elsewhere", pretrained="x.ckpt", output_dir="/o",
                     max_restarts=3, compile_cache=False, tensorboard=False, log_every_steps=1,
                     stall_timeout=20, startup_timeout=60, node_checks="off",
-                    min_crop_scale=0.3, hflip=False, num_parallel_workers=1)
+                    min_crop_scale=0.3, hflip=False, num_parallel_workers=1,
+                    launcher="mpirun")
     assert store.cache_key({"spec": store.spec_part(base | harmless)}) == key
     for k, v in dict(image_size=64, batch_size=3, arch="resnet18", num_classes=7,
                      freeze="layer2", cpu_conv="native", graph_mode=False, weight_decay=0.1,

@@ -30,6 +30,7 @@ from launcher.slurm import client as slurm
 from launcher.slurm.client import JobInfo
 from tests.helpers import (
     REPO,
+    TEST_STALL_S,
     batch_step_succeeded,
     packrun,
     packrun_argv,
@@ -578,7 +579,7 @@ def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_req
     the job requeued, and the restart completes."""
     env = dict(os.environ, PACKRUN_TEST_FAULT="hang:rank=1:epoch=2:step=1")
     r = packrun("submit", job_file, "--wait", "--epochs=2", "--max_restarts=1",
-                "--stall_timeout=30", env=env, timeout=900)
+                f"--stall_timeout={TEST_STALL_S}", env=env, timeout=900)
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
     job_id = (run_dir / SLURM_JOB_ID).read_text().strip()

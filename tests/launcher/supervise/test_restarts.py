@@ -32,6 +32,7 @@ from tests.helpers import (
     INTERRUPTED_JOB,
     REPO,
     STUB_LAUNCHER,
+    TEST_STALL_S,
     digests,
     float32,
     packrun,
@@ -434,15 +435,6 @@ def test_sink_mode_trains_each_epoch_in_chunks_and_stops_between_them():
 # =============================================================================================
 # The stall watchdog (launcher/supervise/watchdog.py) with real workers
 # =============================================================================================
-
-# Tests' bound: long enough for a step, an evaluation batch or a save of the tiny job on a
-# loaded 2-core machine; compilation is under startup_timeout. The longest silence between two
-# progress records of a healthy run of this module's job, polled every 0.1 s over test_no_orphans
-# and test_restarts (2026-12-07, load average 3-5): 1.6 s (the final pictures of a 2-worker run),
-# every step, evaluation batch and save under 1 s. 12 s leaves 7 times that. Each hang test waits
-# the bound out once.
-TEST_STALL_S = 12
-
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["debug", "run"])

@@ -22,7 +22,7 @@ from launcher.core.rundir.names import (
 )
 from launcher.core.spec import JobSpec
 from src.training import compile_cache
-from tests.helpers import digests, packrun, run_dir_of, shown, write_tiny_job
+from tests.helpers import digests, need_tool, packrun, run_dir_of, shown, write_tiny_job
 
 SPEC = dataclasses.replace(JobSpec(), cpu_conv="native")  # no native library to build here
 COUNTS = {"train_images": 16, "steps": 2, "val_images": 4}
@@ -257,3 +257,14 @@ def test_two_msrun_ranks_keep_and_reuse_their_own_graphs(tmp_path, digits_2class
         log = (run_dir_of(r) / "logs" / f"worker_{rank}.log").read_text()
         assert f"rank {rank}: compile cache: reusing" in log  # every rank says so in its log
     assert found[0] == found[1] and found[0][0] == found[0][1]
+    # the launcher is not in the key: mpirun's ranks start the same graphs, reuse msrun's and
+    # end with the same weights
+    need_tool("mpirun", "to launch the two workers with Open MPI")
+    r = packrun("run", job, "--launcher=mpirun", "--workers=2", env_extra=cache)
+    assert r.returncode == 0, shown(r)
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == \
+        [entry.name]
+    for rank in (0, 1):
+        log = (run_dir_of(r) / "logs" / f"worker_{rank}.log").read_text()
+        assert f"rank {rank}: compile cache: reusing" in log
+    assert digests(run_dir_of(r)) == found[0]
