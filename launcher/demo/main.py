@@ -21,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from launcher.core.log import get_logger
-from launcher.core.paths import REPO
+from launcher.core.paths import REPO, importable
 from launcher.core.rundir.metrics import best_row, read_metrics
+from launcher.core.rundir.names import BEST_CKPT
+from launcher.core.rundir.progress import Stage, read_progress
 from launcher.core.spec import load_job
 from launcher.demo.digits_data import export_digits
-from launcher.demo.side_by_side import SideBySide
+from launcher.demo.side_by_side import POLL_S, SideBySide, debug_command, prepare_debug_run
 from launcher.demo.source_model import source_model
 from launcher.runs.report import write_report
-from launcher.supervise.debug import debug_spec
+from launcher.supervise import processes
 from launcher.sweep.report import run_rows, summary_table
 
 log = get_logger(__name__)
@@ -109,6 +111,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
         return load_job(TARGET_JOB, {**common, **target, **overrides})
 
     pool = SideBySide(SIDE_BY_SIDE)
+    source = SourceRun()
     try:
         # from scratch needs no source model: it starts now, beside the source run
         early = {label: pool.add(label, spec(o), nice=EARLY_NICE) for label, o in targets
@@ -119,9 +122,11 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
                      "priority than the source run, each run's console follows in turn")
         log.info(f"\n=== 1/{steps} source task: resnet18 from scratch on digits 0-7 ===")
         if not source_model(load_job(SOURCE_JOB, {**common, **paths}), work / PRETRAINED,
-                            fresh, _run, best_of):
+                            fresh, source, best_of):
             return 1
         runs = [early.get(label) or pool.add(label, spec(o)) for label, o in targets]
+        if source.wait() != 0:  # its last lines are shown before the target runs' consoles
+            return 1
         results: list[dict] = []
         for i, run in enumerate(runs, start=2):
             log.info(f"\n=== {i}/{steps} target task 8 vs 9: {run.label} ===")
@@ -131,6 +136,7 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
             results.append({"label": run.label, "acc": acc, "epoch": epoch,
                             "time": run.seconds, "run_dir": run.run_dir})
     finally:
+        source.stop()
         pool.stop()
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
@@ -184,7 +190,35 @@ def export_and_predict(best: dict, val_dir: Path) -> int:
                           cwd=REPO).returncode
 
 
-def _run(spec) -> Path | None:
-    """Run one job as `packrun debug` does; its run directory, or None if it failed."""
-    rc, run_dir = debug_spec(spec)
-    return run_dir if rc == 0 else None
+class SourceRun:
+    """The source job run as `packrun debug` runs it (the child `packrun debug --resume RUN_DIR`,
+    its console on this one), handed over as soon as its best.ckpt is final: when its worker
+    reaches the FINISHING stage (after the last epoch: the closing line, the weights digests and
+    the pictures are left, about 1.5 s), so the target runs that load it start then. `wait()`:
+    its exit status, once it has ended."""
+
+    def __init__(self, prepare=prepare_debug_run, command=debug_command) -> None:
+        self.prepare, self.command = prepare, command  # as SideBySide's (tests swap them)
+        self.proc: subprocess.Popen | None = None
+
+    def __call__(self, spec) -> Path | None:
+        """Run `spec`; its run directory once best.ckpt is final, None if it failed before."""
+        run_dir, preamble = self.prepare(spec)
+        print(preamble, end="", flush=True)
+        self.proc = processes.spawn(self.command(run_dir), env=importable(), stdout=None)
+        while self.proc.poll() is None:
+            progress = read_progress(run_dir, 0)
+            if (progress is not None and progress.stage in (Stage.FINISHING, Stage.DONE)
+                    and (run_dir / BEST_CKPT).is_file()):
+                return run_dir
+            time.sleep(POLL_S)
+        return run_dir if self.wait() == 0 else None
+
+    def wait(self) -> int:
+        if self.proc is None:  # the source model was reused
+            return 0
+        return processes.exit_code(self.proc.wait())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            processes.stop(self.proc)
