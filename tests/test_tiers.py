@@ -88,9 +88,12 @@ def test_under_xdist_loadgroup_each_cluster_runs_on_one_worker_beside_the_other(
         "def test_slurm(i):\n    pass\n\n"
         "@pytest.mark.cluster('netns')\n@pytest.mark.parametrize('i', range(6))\n"
         "def test_netns(i):\n    pass\n")
+    # --basetemp: its own temporary directory, not the next numbered one under
+    # /tmp/pytest-of-USER, whose creation deletes the oldest of those (seconds for a big one)
     r = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
                         "-p", "no:cacheprovider", "-p", "no:randomly", "-o",
-                        "markers=unit\n  cluster", str(tmp_path)],
+                        "markers=unit\n  cluster", f"--basetemp={tmp_path / 'basetemp'}",
+                        str(tmp_path)],
                        cwd=tmp_path, env=packrun_env(), capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

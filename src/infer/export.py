@@ -218,50 +218,64 @@ def export_model(run_dir, checkpoint: str = "best", fmt: str = "MINDIR", out: st
     fmt = str(fmt).upper()
     if fmt not in FORMATS:
         raise UserError(f"--format={fmt}: give MINDIR or ONNX")
+    return export_models(run_dir, checkpoint, [fmt], out, device, log)[0]
+
+
+def export_models(run_dir, checkpoint: str, formats: list[str], out: str | None = None,
+                  device: str = "CPU", log=print) -> list[Path]:
+    """Export `formats` (checked names) from one load of the network and one reference
+    forward pass (each load and each compiled pass is seconds of a ResNet); the model files in
+    the order of `formats`. The ONNX graph is made last: it changes the network in place."""
     run_dir, spec = open_run(run_dir)
     ckpt = checkpoint_path(run_dir, str(checkpoint))
-    onnx_mods = require_onnx() if fmt == "ONNX" else None
+    onnx_mods = require_onnx() if "ONNX" in formats else None
     classes = run_classes(run_dir, spec)
-    path = output_file(out, run_dir, ckpt, fmt)
+    paths = {fmt: output_file(out, run_dir, ckpt, fmt) for fmt in formats}
     configure(device)
 
     import mindspore as ms
     net, epoch, val_acc = load_network(spec, ckpt, cpu_conv=False)
     probe = np.random.default_rng(0).standard_normal(
         (1, 3, spec.image_size, spec.image_size)).astype(np.float32)
+    # the reference logits op by op: compiling a graph for one forward pass cost more
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     expected = net(ms.Tensor(probe)).asnumpy()
-    graph = onnx_graph(net, spec) if fmt == "ONNX" else net
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}")
-    written = Path(f"{tmp}{FORMATS[fmt]}")  # ms.export appends the suffix
-    try:
-        ms.export(graph, ms.Tensor(probe), file_name=str(tmp), file_format=fmt)
-        got, input_name = (_run_onnx(written, probe, onnx_mods) if fmt == "ONNX" else
-                           (_run_mindir(written, probe), None))
-        diff = float(np.abs(got - expected).max())
-        if not diff <= TOLERANCE * max(1.0, float(np.abs(expected).max())):
-            raise RuntimeError(f"the exported {fmt} model gives logits {diff:.3g} away from the "
-                               "checkpoint's: not kept (a packrun bug, please report)")
-        os.replace(written, path)
-    finally:
-        written.unlink(missing_ok=True)
-    record = {
-        "format": RECORD_FORMAT, "model_format": fmt, "model_file": path.name,
-        "model_sha256": _sha256(path),
-        "arch": spec.arch, "num_classes": spec.num_classes, "classes": classes,
-        "image_size": spec.image_size,
-        "input": {"name": input_name, "shape": [1, 3, spec.image_size, spec.image_size],
-                  "dtype": "float32"},
-        "output": "logits (softmax gives the class probabilities)",
-        "transforms": transforms_record(spec.image_size),
-        "checkpoint": str(ckpt), "epoch": epoch, "val_acc": val_acc,
-        "run_dir": str(run_dir), "job": spec.name, "freeze": spec.freeze,
-    }
-    write_atomic(record_path(path), json.dumps(record, indent=2) + "\n")
-    what = f"epoch {epoch}, val acc {val_acc:.4f}" if epoch is not None else "no epoch recorded"
-    log(f"packrun: exported {ckpt.name} ({what}) as {fmt}: {path}")
-    log(f"packrun: classes and evaluation transforms: {record_path(path)}")
-    log(f"packrun: checked: loaded back, logits within {diff:.1e} of the checkpoint's")
-    return path
+    ms.set_context(mode=ms.GRAPH_MODE)
+    for fmt in sorted(formats, key=lambda f: f == "ONNX"):
+        path = paths[fmt]
+        graph = onnx_graph(net, spec) if fmt == "ONNX" else net
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}")
+        written = Path(f"{tmp}{FORMATS[fmt]}")  # ms.export appends the suffix
+        try:
+            ms.export(graph, ms.Tensor(probe), file_name=str(tmp), file_format=fmt)
+            got, input_name = (_run_onnx(written, probe, onnx_mods) if fmt == "ONNX" else
+                               (_run_mindir(written, probe), None))
+            diff = float(np.abs(got - expected).max())
+            if not diff <= TOLERANCE * max(1.0, float(np.abs(expected).max())):
+                raise RuntimeError(f"the exported {fmt} model gives logits {diff:.3g} away from "
+                                   "the checkpoint's: not kept (a packrun bug, please report)")
+            os.replace(written, path)
+        finally:
+            written.unlink(missing_ok=True)
+        record = {
+            "format": RECORD_FORMAT, "model_format": fmt, "model_file": path.name,
+            "model_sha256": _sha256(path),
+            "arch": spec.arch, "num_classes": spec.num_classes, "classes": classes,
+            "image_size": spec.image_size,
+            "input": {"name": input_name, "shape": [1, 3, spec.image_size, spec.image_size],
+                      "dtype": "float32"},
+            "output": "logits (softmax gives the class probabilities)",
+            "transforms": transforms_record(spec.image_size),
+            "checkpoint": str(ckpt), "epoch": epoch, "val_acc": val_acc,
+            "run_dir": str(run_dir), "job": spec.name, "freeze": spec.freeze,
+        }
+        write_atomic(record_path(path), json.dumps(record, indent=2) + "\n")
+        what = f"epoch {epoch}, val acc {val_acc:.4f}" if epoch is not None else \
+            "no epoch recorded"
+        log(f"packrun: exported {ckpt.name} ({what}) as {fmt}: {path}")
+        log(f"packrun: classes and evaluation transforms: {record_path(path)}")
+        log(f"packrun: checked: loaded back, logits within {diff:.1e} of the checkpoint's")
+    return [paths[fmt] for fmt in formats]
 
 
 def _run_mindir(path: Path, x: np.ndarray) -> np.ndarray:
@@ -297,4 +311,4 @@ def export_command(run_dir, checkpoint="best", fmt="MINDIR", out=None, device="C
                         "out (RUN_DIR/best.mindir, best.onnx)")
     if "ONNX" in formats:
         require_onnx()  # before the MINDIR export, not after it
-    return "\n".join(str(export_model(run_dir, checkpoint, f, out, device)) for f in formats)
+    return "\n".join(map(str, export_models(run_dir, checkpoint, formats, out, device)))
