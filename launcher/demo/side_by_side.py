@@ -46,6 +46,7 @@ class Run:
     started: float = 0.0
     ended: float | None = None
     rc: int | None = None
+    nice: int = 0  # a lower CPU priority (nice(1)) for a run off the critical path
 
     @property
     def seconds(self) -> float:
@@ -81,8 +82,8 @@ class SideBySide:
         self.runs: list[Run] = []
         self.env = importable()
 
-    def add(self, label: str, spec: JobSpec) -> Run:
-        run = Run(label, spec)
+    def add(self, label: str, spec: JobSpec, nice: int = 0) -> Run:
+        run = Run(label, spec, nice=nice)
         self.runs.append(run)
         self.poll()
         return run
@@ -105,7 +106,10 @@ class SideBySide:
             f.write(preamble.encode())
             f.flush()
             run.started = time.monotonic()
-            run.proc = processes.spawn(self.command(run.run_dir), env=self.env, stdout=f)
+            command = self.command(run.run_dir)
+            if run.nice:  # nice(1) execs the command: same process, and its children inherit it
+                command = ["nice", "-n", str(run.nice), *command]
+            run.proc = processes.spawn(command, env=self.env, stdout=f)
         # its end, timed as it happens (the demo may be busy with the source run meanwhile)
         threading.Thread(target=self._wait, args=(run,), daemon=True).start()
 

@@ -3,6 +3,7 @@ whole and in the demo's order, its own wall clock, its exit status; stop() leave
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -76,3 +77,17 @@ def test_exit_status_and_stop(tmp_path):
     pool.stop()
     assert long.proc is not None and long.proc.poll() is not None  # stopped, not left behind
     assert time.monotonic() - t0 < 10
+
+
+def test_a_run_added_nicer_runs_at_a_lower_cpu_priority_and_so_do_its_children(tmp_path):
+    """The demo's early run (from scratch, beside the source run every other run waits for)."""
+    child = ("import os, subprocess, sys; print(os.getpriority(os.PRIO_PROCESS, 0), "
+             "subprocess.run([sys.executable, '-c', 'import os; print(os.getpriority("
+             "os.PRIO_PROCESS, 0))'], capture_output=True, text=True).stdout.strip(), flush=True)")
+    pool = fake_pool(tmp_path, 2, {"early": child, "plain": child})
+    early, plain = pool.add("early", "early", nice=7), pool.add("plain", "plain")
+    out = Console()
+    assert pool.follow(early, out) == 0 and pool.follow(plain, out) == 0
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert out.text.splitlines()[1::2] == [f"{min(mine + 7, 19)} {min(mine + 7, 19)}",
+                                           f"{mine} {mine}"]
