@@ -38,7 +38,7 @@ from launcher.core.rundir.names import (
     worker_pid,
     worker_stack,
 )
-from launcher.core.spec import JobSpec
+from launcher.core.spec import JobSpec, sharded_evaluation
 
 
 def configure_context(spec: JobSpec) -> None:
@@ -221,7 +221,7 @@ def prepare_data(spec: JobSpec, par) -> Data:
                         f"(batch_size {spec.batch_size} x {par.world} worker(s)); lower batch_size")
     data_args = dict(classes=classes, image_size=spec.image_size, batch_size=spec.batch_size,
                      num_parallel_workers=dataset.pipeline_workers(spec.num_parallel_workers))
-    sharded_eval = spec.eval_mode in ("sharded", "auto") and par.world > 1
+    sharded_eval = sharded_evaluation(spec.eval_mode, par.world)
     # every rank, in its own log: the cores the launch bound it to (bind_cores), where it runs
     print(f"rank {par.rank}: cores {format_cpulist(dataset.usable_cores())} "
           f"({len(dataset.usable_cores())}), {data_args['num_parallel_workers']} data pipeline "

@@ -37,6 +37,12 @@ def mode_of_freeze(freeze: str) -> str:
     return {"none": "finetune", "all": "fixed_feature"}.get(freeze, "partial")
 
 
+def sharded_evaluation(eval_mode: str, world: int) -> bool:
+    """Whether every rank evaluates its shard (eval_mode "sharded", or "auto" with more than one
+    worker) rather than one process the whole validation set."""
+    return eval_mode in ("sharded", "auto") and world > 1
+
+
 def key(default, doc, *, choices=None, minimum=None, maximum=None, path=None, required=False,
         group="training", item=None, fix=None, grammar=None, compare=None):
     """Declare one job key. `path` is None (not a path), "dir" or "file" (must exist when set),

@@ -29,7 +29,7 @@ from pathlib import Path
 from launcher.core import compile_cache as store
 from launcher.core.rundir.atomic import write_atomic
 from launcher.core.rundir.names import LAST_CKPT, LAST_POINT
-from launcher.core.spec import JobSpec
+from launcher.core.spec import JobSpec, sharded_evaluation
 
 MS_ENABLE = "MS_COMPILER_CACHE_ENABLE"
 MS_PATH = "MS_COMPILER_CACHE_PATH"
@@ -81,7 +81,10 @@ def key_parts(spec: JobSpec, run_dir: Path, world: int, counts: dict,
         "machine": platform.machine(),
         "sources": sources_digest(),
         "native": native_library(spec),
-        "spec": store.spec_part(spec.to_dict()),
+        # eval_mode as it acts: "auto" and "sharded" are one graph set with 2+ workers, and
+        # with one worker all three evaluate in one process
+        "spec": store.spec_part(spec.to_dict() | {
+            "eval_mode": "sharded" if sharded_evaluation(spec.eval_mode, world) else "rank0"}),
         "data": counts,
         "world": world,
         "resume": resume_point(spec, run_dir),

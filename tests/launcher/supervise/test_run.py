@@ -26,6 +26,11 @@ from tests.helpers import (
     write_tiny_job,
 )
 
+# The 2-worker runs of `job` that compile the same graphs (the launcher and eval_mode "sharded"
+# versus "auto" are not in the compile cache's key), one after the other on one pytest-xdist
+# worker: the first compiles, the others reuse (side by side, each would compile).
+SHARES_GRAPHS = pytest.mark.xdist_group("dp_job_graphs")
+
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, digits_2class):
@@ -64,6 +69,7 @@ def test_shards_are_disjoint_equal_and_change_per_epoch():
 
 
 @pytest.mark.e2e
+@SHARES_GRAPHS
 @pytest.mark.parametrize("launcher", ["msrun", "mpirun"])
 def test_two_worker_run(job, launcher):
     if launcher == "mpirun":
@@ -100,6 +106,7 @@ def test_two_worker_run(job, launcher):
 
 
 @pytest.mark.e2e
+@SHARES_GRAPHS
 def test_sharded_evaluation_equals_single_process(job):
     r = packrun("run", job, "--workers=2", "--eval_mode=sharded", "--epochs=1", "--name=dp_shev")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

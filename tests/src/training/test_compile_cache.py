@@ -173,6 +173,16 @@ def test_the_key_changes_with_shapes_code_kernels_mindspore_and_the_resume_point
 
 
 @pytest.mark.unit
+def test_the_key_holds_eval_mode_as_it_acts(tmp_path, env):
+    """"auto" is "sharded" with 2+ workers (one set of graphs), "rank0" is another; with one
+    worker all three evaluate in one process."""
+    def with_mode(mode, world):
+        return key(tmp_path, env, dataclasses.replace(SPEC, eval_mode=mode), world=world)
+    assert with_mode("auto", 2) == with_mode("sharded", 2) != with_mode("rank0", 2)
+    assert with_mode("auto", 1) == with_mode("sharded", 1) == with_mode("rank0", 1)
+
+
+@pytest.mark.unit
 def test_the_sources_digest_covers_the_worker_and_its_kernels():
     parts = {p.relative_to(compile_cache.SRC).as_posix()
              for p in compile_cache.SRC.rglob("*") if p.suffix in (".py", ".cc", ".h")}
