@@ -13,21 +13,29 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
+import queue
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from launcher.core.log import get_logger
 from launcher.core.paths import REPO, importable
 from launcher.core.rundir.metrics import best_row, read_metrics
-from launcher.core.rundir.names import BEST_CKPT
-from launcher.core.rundir.progress import Stage, read_progress
 from launcher.core.spec import load_job
 from launcher.demo.digits_data import export_digits
-from launcher.demo.side_by_side import POLL_S, SideBySide, debug_command, prepare_debug_run
+from launcher.demo.side_by_side import (
+    POLL_S,
+    SideBySide,
+    debug_command,
+    prepare_debug_run,
+    results_final,
+)
 from launcher.demo.source_model import source_model
 from launcher.runs.report import write_report
 from launcher.supervise import processes
@@ -112,6 +120,8 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
 
     pool = SideBySide(SIDE_BY_SIDE)
     source = SourceRun()
+    best_model = BestModel(work / "target" / "val")
+    results: list[dict] = []
     try:
         # from scratch needs no source model: it starts now, beside the source run
         early = {label: pool.add(label, spec(o), nice=EARLY_NICE) for label, o in targets
@@ -125,19 +135,30 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
                             fresh, source, best_of):
             return 1
         runs = [early.get(label) or pool.add(label, spec(o)) for label, o in targets]
-        if source.wait() != 0:  # its last lines are shown before the target runs' consoles
+
+        def export_when_final() -> None:
+            if best_model.best is None and all(run.final for run in runs):
+                best_model.start(max((result(run) for run in runs), key=lambda r: r["acc"]))
+
+        def meanwhile() -> None:
+            pool.poll()
+            export_when_final()
+
+        # the source run's last lines are shown before the target runs' consoles
+        if source.wait(meanwhile) != 0:
             return 1
-        results: list[dict] = []
+
         for i, run in enumerate(runs, start=2):
             log.info(f"\n=== {i}/{steps} target task 8 vs 9: {run.label} ===")
-            if pool.follow(run) != 0 or run.run_dir is None:
+            if pool.follow(run, meanwhile=export_when_final) != 0 or run.run_dir is None:
                 return 1
-            acc, epoch = best_of(run.run_dir)
-            results.append({"label": run.label, "acc": acc, "epoch": epoch,
-                            "time": run.seconds, "run_dir": run.run_dir})
+            results.append(result(run))
+        export_when_final()
     finally:
         source.stop()
         pool.stop()
+        if len(results) < len(targets):  # failed or interrupted
+            best_model.stop()
     print(f"\npackrun demo: 8 vs 9 from {tgt_counts['train']} training images, "
           f"{tgt_counts['val']} validation images\n")
     print(summary_table(run_rows([r["run_dir"] for r in results], [r["label"] for r in results],
@@ -145,14 +166,14 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     print(f"time: wall clock of each run (process start, data check, graph compilation, training, "
           f"evaluation, pictures; {SIDE_BY_SIDE} runs at a time);\n      the report's train/eval "
           "times count only the epochs' training steps and validation passes")
-    # the report is drawn here while the export and predict children run (they start with
-    # seconds of imports on the other core); its lines come after theirs
+    # the report is drawn here while the export and predict children go on; its lines come
+    # after theirs
     with ThreadPoolExecutor(1) as drawing:
         report = drawing.submit(write_report, [r["run_dir"] for r in results],
                                 Path(output_dir) / "demo-report.html",
                                 labels=[r["label"] for r in results])
         log.info(f"\n=== {steps}/{steps} using the best model: export and predict ===")
-        rc = export_and_predict(max(results, key=lambda r: r["acc"]), work / "target" / "val")
+        rc = best_model.show()
         print(f"\nreport (curves, predictions, confusion matrices, timings): {report.result()}")
     print(f"TensorBoard (every run's curves; HParams side by side): packrun board {output_dir}")
     if rc != 0:
@@ -161,6 +182,13 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
     return 0
 
 
+def result(run) -> dict:
+    """A target run's row of the comparison (its results final)."""
+    assert run.run_dir is not None
+    acc, epoch = best_of(run.run_dir)
+    return {"label": run.label, "acc": acc, "epoch": epoch, "time": run.seconds,
+            "run_dir": run.run_dir}
+
 
 def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
     """A few validation images of each class (never trained on)."""
@@ -168,26 +196,97 @@ def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
             for f in sorted(c.iterdir())[:per_class]]
 
 
-def export_and_predict(best: dict, val_dir: Path) -> int:
-    """Export `best`'s run as MindIR (and ONNX when onnxruntime is there), predict a few
-    held-out images with the exported file, and say the commands that did it."""
-    run_dir = best["run_dir"]
-    log.info(f"best: {best['label']} ({best['acc']:.4f}) in {run_dir}")
-    formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
-    cli = [sys.executable, "-m", "launcher.cli.main"]
-    # both formats in one process: one start and `import mindspore`, not two
-    log.info(f"$ packrun export {run_dir} --format={','.join(formats)}")
-    if subprocess.run(cli + ["export", str(run_dir), f"--format={','.join(formats)}"],
-                      cwd=REPO).returncode:
-        return 1
-    model = run_dir / f"best.{formats[-1].lower()}"
-    if "ONNX" not in formats:
-        log.info("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and onnxruntime)")
-    images = held_out_images(val_dir)
-    csv = run_dir / "demo_predictions.csv"
-    log.info(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}")
-    return subprocess.run(cli + ["predict", str(model), *map(str, images), f"--csv={csv}"],
-                          cwd=REPO).returncode
+class BestModel:
+    """Step 6, using the best model: export the best target run (MindIR, and ONNX when
+    onnxruntime is installed) and predict a few held-out images with the exported file, as
+    the commands `packrun export` and `packrun predict`. `start(best)` starts them in the
+    background as soon as every target run's results are final (the last run's closing lines,
+    digests and pictures are left: a second or more on the critical path of every demo);
+    `show()` then shows their output, kept until then and as it comes, after the comparison
+    table, and returns 0 when both succeeded."""
+
+    def __init__(self, val_dir: Path, cli: list[str] | None = None):
+        self.val_dir = val_dir
+        self.cli = cli or [sys.executable, "-m", "launcher.cli.main"]
+        self.best: dict | None = None
+        self.proc: subprocess.Popen | None = None
+        self.rc = 1
+        self.stopped = False
+        self.out: queue.SimpleQueue = queue.SimpleQueue()  # (stream, text); None: the end
+        self.thread: threading.Thread | None = None
+
+    def start(self, best: dict) -> None:
+        self.best = best
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _say(self, text: str) -> None:
+        self.out.put(("log", text))
+
+    def _run(self) -> None:
+        try:
+            self.rc = self._export_and_predict()
+        finally:
+            self.out.put(None)
+
+    def _export_and_predict(self) -> int:
+        assert self.best is not None
+        run_dir = self.best["run_dir"]
+        formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
+        # both formats in one process: one start and `import mindspore`, not two
+        self._say(f"$ packrun export {run_dir} --format={','.join(formats)}")
+        if self._child(["export", str(run_dir), f"--format={','.join(formats)}"]):
+            return 1
+        model = run_dir / f"best.{formats[-1].lower()}"
+        if "ONNX" not in formats:
+            self._say("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and "
+                      "onnxruntime)")
+        images = held_out_images(self.val_dir)
+        csv = run_dir / "demo_predictions.csv"
+        self._say(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}")
+        return self._child(["predict", str(model), *map(str, images), f"--csv={csv}"])
+
+    def _child(self, args: list[str]) -> int:
+        """Run `packrun ARGS` (its stdout and stderr kept for show()); its exit status."""
+        if self.stopped:
+            return 1
+        self.proc = subprocess.Popen(self.cli + args, cwd=REPO, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        pumps = [threading.Thread(target=self._pump, args=(pipe, name), daemon=True)
+                 for pipe, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))]
+        for pump in pumps:
+            pump.start()
+        for pump in pumps:
+            pump.join()
+        return processes.exit_code(self.proc.wait())
+
+    def _pump(self, pipe, name: str) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for line in iter(pipe.readline, b""):
+            self.out.put((name, decoder.decode(line)))
+        pipe.close()
+
+    def show(self) -> int:
+        """Their output (from the start) until both have ended; 0 when both succeeded."""
+        if self.best is None:
+            return 1
+        log.info(f"best: {self.best['label']} ({self.best['acc']:.4f}) in {self.best['run_dir']}")
+        while (item := self.out.get()) is not None:
+            stream, text = item
+            if stream == "log":
+                log.info(text)
+            else:
+                out = sys.stdout if stream == "stdout" else sys.stderr
+                out.write(text)
+                out.flush()
+        return self.rc
+
+    def stop(self) -> None:
+        """The demo failed or was interrupted: end the child running, start no other."""
+        self.stopped = True
+        if self.proc is not None and self.proc.poll() is None:
+            processes.stop(self.proc)
 
 
 class SourceRun:
@@ -207,16 +306,18 @@ class SourceRun:
         print(preamble, end="", flush=True)
         self.proc = processes.spawn(self.command(run_dir), env=importable(), stdout=None)
         while self.proc.poll() is None:
-            progress = read_progress(run_dir, 0)
-            if (progress is not None and progress.stage in (Stage.FINISHING, Stage.DONE)
-                    and (run_dir / BEST_CKPT).is_file()):
+            if results_final(run_dir):
                 return run_dir
             time.sleep(POLL_S)
         return run_dir if self.wait() == 0 else None
 
-    def wait(self) -> int:
+    def wait(self, meanwhile: Callable[[], None] = lambda: None) -> int:
+        """Its exit status once it has ended, `meanwhile()` called at each look."""
         if self.proc is None:  # the source model was reused
             return 0
+        while self.proc.poll() is None:
+            meanwhile()
+            time.sleep(POLL_S)
         return processes.exit_code(self.proc.wait())
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,7 +26,8 @@ from typing import TextIO
 from launcher.core.log import console, get_logger
 from launcher.core.paths import importable
 from launcher.core.rundir.layout import new_run_dir
-from launcher.core.rundir.names import CONSOLE_LOG
+from launcher.core.rundir.names import BEST_CKPT, CONSOLE_LOG
+from launcher.core.rundir.progress import Stage, read_progress
 from launcher.core.spec import JobSpec
 from launcher.preflight.checks import check_debug_run
 from launcher.preflight.data import preflight
@@ -49,9 +51,25 @@ class Run:
     nice: int = 0  # a lower CPU priority (nice(1)) for a run off the critical path
 
     @property
+    def final(self) -> bool:
+        """Whether its results (metrics, best.ckpt) are final: it ended well, or its worker is
+        past its last epoch (`results_final`)."""
+        if self.ended is not None:
+            return self.rc == 0
+        return self.run_dir is not None and results_final(self.run_dir)
+
+    @property
     def seconds(self) -> float:
         """Wall clock from the child's start to its end (or now)."""
         return (self.ended or time.monotonic()) - self.started
+
+
+def results_final(run_dir: Path) -> bool:
+    """Whether a running worker's results are final: rank 0 at its FINISHING stage or after
+    (the closing line, the weights digests and the pictures are left) with best.ckpt written."""
+    progress = read_progress(run_dir, 0)
+    return (progress is not None and progress.stage in (Stage.FINISHING, Stage.DONE)
+            and (run_dir / BEST_CKPT).is_file())
 
 
 def prepare_debug_run(spec: JobSpec) -> tuple[Path, str]:
@@ -120,18 +138,22 @@ class SideBySide:
         run.rc = processes.exit_code(returncode)
         run.ended = time.monotonic()
 
-    def follow(self, run: Run, out: TextIO | None = None) -> int:
+    def follow(self, run: Run, out: TextIO | None = None,
+               meanwhile: Callable[[], None] = lambda: None) -> int:
         """Copy `run`'s console to `out` (this console) until it ends; its exit status. The
-        other runs go on meanwhile (and queued ones start as slots free)."""
+        other runs go on meanwhile (and queued ones start as slots free); `meanwhile()` is
+        called at each look."""
         out = out or console()
         while run.proc is None:  # queued behind runs that are not followed yet
             self.poll()
+            meanwhile()
             time.sleep(POLL_S)
         assert run.run_dir is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with open(run.run_dir / CONSOLE_LOG, "rb") as f:
             while True:
                 self.poll()
+                meanwhile()
                 ended = run.ended is not None
                 chunk = f.read()
                 if chunk:

@@ -52,7 +52,11 @@ def test_demo_quick_runs_source_and_four_target_runs_then_exports_and_predicts(q
         assert re.search(rf"^{label}\s+completed\s+\d\.\d{{4}}( \*)?\s+\d+\s+\d\.\d{{4}}\s+"
                          rf"\d+(m\d\d)?s\s+\S+", out, re.M), label
     assert "freeze = 'layer2': 32 of 62 parameters train" in out
-    # the demo ends using its best model: exported, then predicting held-out images
+    # the demo ends using its best model: exported, then predicting held-out images (started
+    # in the background once every target run's results were final, shown after the table)
+    assert (out.index("* best: ") < out.index("using the best model: export and predict ===")
+            < out.index("$ packrun export") < out.index("packrun: exported best.ckpt")
+            < out.index("$ packrun predict") < out.index("packrun predict: 6 of 6"))
     assert re.search(r"packrun: exported best.ckpt \(epoch \d+, val acc [\d.]+\) as MINDIR", out)
     assert re.search(r"packrun: exported best.ckpt .* as ONNX", out)
     assert re.search(r"^\S+/target/val/digit_8/\S+\.jpg  digit_[89]  [\d.]+$", out, re.M)

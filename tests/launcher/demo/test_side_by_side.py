@@ -91,3 +91,47 @@ def test_a_run_added_nicer_runs_at_a_lower_cpu_priority_and_so_do_its_children(t
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert out.text.splitlines()[1::2] == [f"{min(mine + 7, 19)} {min(mine + 7, 19)}",
                                            f"{mine} {mine}"]
+
+
+# a stand-in worker: best.ckpt, then rank 0's progress record at FINISHING, then its last
+# seconds (the closing lines and pictures) before it ends
+FINISHES_THEN_DRAWS = """
+import os, sys, time
+from pathlib import Path
+from launcher.core.rundir.names import BEST_CKPT
+from launcher.core.rundir.progress import Progress, Stage, write_progress
+run_dir = Path.cwd() / sys.argv[1]
+time.sleep(0.3)
+(run_dir / BEST_CKPT).write_bytes(b"weights")
+write_progress(run_dir, Progress(rank=0, pid=os.getpid(), attempt=1, seq=1, time=time.time(),
+                                 stage=Stage.FINISHING))
+time.sleep(float(sys.argv[2]))
+sys.exit(int(sys.argv[3]))
+"""
+
+
+def test_a_run_is_final_at_its_workers_finishing_stage_and_follow_looks_meanwhile(
+        tmp_path, monkeypatch):
+    """What the demo starts its export on: every target run's results final, the last run's
+    closing lines and pictures still to come."""
+    monkeypatch.chdir(tmp_path)
+
+    def prepare(label):
+        (tmp_path / label).mkdir()
+        return tmp_path / label, ""
+    args = {"ends": ["0.2", "0"], "fails": ["0.2", "3"], "draws": ["2.5", "0"]}
+    pool = SideBySide(3, prepare=prepare, command=lambda run_dir: [
+        sys.executable, "-c", FINISHES_THEN_DRAWS, run_dir.name, *args[run_dir.name]])
+    ends, fails, draws = (pool.add(label, label) for label in ("ends", "fails", "draws"))
+    assert not any(r.final for r in (ends, fails, draws))  # started, nothing written yet
+    seen: list[tuple[bool, bool]] = []
+    assert pool.follow(ends, Console(), meanwhile=lambda: seen.append(
+        (draws.final, draws.ended is None))) == 0
+    assert ends.final and seen and seen[0] == (False, True)
+    assert pool.follow(fails, Console()) == 3
+    assert not fails.final  # best.ckpt and FINISHING, then a failure: not final
+    assert pool.follow(draws, Console(), meanwhile=lambda: seen.append(
+        (draws.final, draws.ended is None))) == 0
+    assert (True, True) in seen  # final while still running (its last 2.5 s)
+    assert draws.final
+

@@ -1,0 +1,87 @@
+"""The demo's last step, export and predict with the best run's model, runs in the background
+from the moment every target run's results are final: its output is kept and shown after the
+comparison table, stdout on stdout and stderr on stderr, in order; a failed export predicts
+nothing; stop() ends it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from launcher.demo.main import BestModel
+
+pytestmark = pytest.mark.unit
+
+# a stand-in `packrun`: says which command it ran on stdout and stderr, writes it down, sleeps
+# (env FAKE_SLEEP), and fails when it is the command in env FAKE_FAIL
+FAKE = """
+import os, sys, time
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(sys.argv[1] + "\\n")
+print(f"{sys.argv[1]} out {' '.join(sys.argv[2:])}", flush=True)
+print(f"{sys.argv[1]} err", file=sys.stderr, flush=True)
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+sys.exit(3 if os.environ.get("FAKE_FAIL") == sys.argv[1] else 0)
+"""
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    for digit in (8, 9):
+        (tmp_path / "val" / f"digit_{digit}").mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "val" / f"digit_{digit}" / f"{i:04d}.jpg").write_bytes(b"")
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "ran.txt"))
+    model = BestModel(tmp_path / "val", cli=[sys.executable, "-c", FAKE])
+    best = {"label": "freeze layer2", "acc": 0.8875, "run_dir": tmp_path / "run"}
+    return model, best, tmp_path / "ran.txt"
+
+
+def test_both_run_before_show_and_their_output_comes_in_order_after(fake, capsys):
+    model, best, ran = fake
+    model.start(best)
+    assert model.thread is not None
+    model.thread.join(timeout=60)
+    assert ran.read_text().split() == ["export", "predict"]  # done in the background
+    assert capsys.readouterr() == ("", "")  # nothing shown yet
+    assert model.show() == 0
+    out, err = capsys.readouterr()
+    exported = out.index("export out")
+    assert out.index("best: freeze layer2 (0.8875)") < out.index("$ packrun export") < exported
+    assert exported < out.index("$ packrun predict") < out.index("predict out")
+    assert "--format=MINDIR" in out[exported:out.index("\n", exported)]
+    # 3 held-out images of each class, and the CSV beside the run
+    predicted = out[out.index("predict out"):].split("\n", 1)[0].split()
+    assert sum(p.endswith(".jpg") for p in predicted) == 6
+    assert err.split() == ["export", "err", "predict", "err"]
+
+
+def test_a_failed_export_predicts_nothing(fake, monkeypatch, capsys):
+    model, best, ran = fake
+    monkeypatch.setenv("FAKE_FAIL", "export")
+    model.start(best)
+    assert model.show() == 1
+    assert ran.read_text().split() == ["export"]
+    out, err = capsys.readouterr()
+    assert "export out" in out and "$ packrun predict" not in out and "export err" in err
+
+
+def test_stop_ends_the_running_child_and_starts_no_other(fake, monkeypatch):
+    model, best, ran = fake
+    monkeypatch.setenv("FAKE_SLEEP", "60")
+    model.start(best)
+    deadline = time.monotonic() + 30
+    while not ran.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    model.stop()
+    assert model.show() == 1 and time.monotonic() - t0 < 10
+    assert model.proc is not None and model.proc.poll() is not None
+    assert ran.read_text().split() == ["export"]
+
+
+def test_nothing_started_shows_nothing_and_fails(tmp_path):
+    assert BestModel(tmp_path).show() == 1
