@@ -31,8 +31,10 @@ from launcher.core.spec import load_job
 from launcher.demo.digits_data import export_digits
 from launcher.demo.side_by_side import (
     POLL_S,
+    TAIL_NICE,
     SideBySide,
     debug_command,
+    lower_priority,
     prepare_debug_run,
     results_final,
 )
@@ -293,8 +295,8 @@ class SourceRun:
     """The source job run as `packrun debug` runs it (the child `packrun debug --resume RUN_DIR`,
     its console on this one), handed over as soon as its best.ckpt is final: when its worker
     reaches the FINISHING stage (after the last epoch: the closing line, the weights digests and
-    the pictures are left, about 1.5 s), so the target runs that load it start then. `wait()`:
-    its exit status, once it has ended."""
+    the pictures are left, about 1.5 s), so the target runs that load it start then, and those
+    last seconds go on at TAIL_NICE. `wait()`: its exit status, once it has ended."""
 
     def __init__(self, prepare=prepare_debug_run, command=debug_command) -> None:
         self.prepare, self.command = prepare, command  # as SideBySide's (tests swap them)
@@ -306,7 +308,8 @@ class SourceRun:
         print(preamble, end="", flush=True)
         self.proc = processes.spawn(self.command(run_dir), env=importable(), stdout=None)
         while self.proc.poll() is None:
-            if results_final(run_dir):
+            if results_final(run_dir):  # its last seconds yield to the target runs
+                lower_priority(self.proc, TAIL_NICE)
                 return run_dir
             time.sleep(POLL_S)
         return run_dir if self.wait() == 0 else None

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import psutil
+
 from launcher.core.log import console, get_logger
 from launcher.core.paths import importable
 from launcher.core.rundir.layout import new_run_dir
@@ -36,6 +38,10 @@ from launcher.supervise import processes
 log = get_logger(__name__)
 
 POLL_S = 0.1
+# A run's last seconds once its results are final (its closing line, digests, pictures and
+# exit) hold up nobody while other runs still train: those get the cores first, the tail goes on
+# at this lower CPU priority (nice). Not the last run's tail: the demo ends after it.
+TAIL_NICE = 10
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Run:
     ended: float | None = None
     rc: int | None = None
     nice: int = 0  # a lower CPU priority (nice(1)) for a run off the critical path
+    tail: bool = False  # its last seconds, its results final, at TAIL_NICE
 
     @property
     def final(self) -> bool:
@@ -70,6 +77,21 @@ def results_final(run_dir: Path) -> bool:
     progress = read_progress(run_dir, 0)
     return (progress is not None and progress.stage in (Stage.FINISHING, Stage.DONE)
             and (run_dir / BEST_CKPT).is_file())
+
+
+def lower_priority(proc: subprocess.Popen, nice: int) -> None:
+    """`proc` and its descendants at CPU priority `nice` at least (never raised back)."""
+    try:
+        top = psutil.Process(proc.pid)
+        family = [top, *top.children(recursive=True)]
+    except psutil.Error:  # ended meanwhile
+        return
+    for p in family:
+        try:
+            if p.nice() < nice:
+                p.nice(nice)
+        except psutil.Error:
+            pass
 
 
 def prepare_debug_run(spec: JobSpec) -> tuple[Path, str]:
@@ -110,10 +132,18 @@ class SideBySide:
         return [r for r in self.runs if r.proc is not None and r.ended is None]
 
     def poll(self) -> None:
-        """Start queued runs while a slot is free."""
+        """Start queued runs while a slot is free; the last seconds of a run whose results are
+        final go on at TAIL_NICE while another run's are not."""
         for run in self.runs:
             if run.proc is None and len(self.running()) < self.slots:
                 self._start(run)
+        final = [run.final for run in self.runs]
+        if all(final):
+            return
+        for run, done in zip(self.runs, final):
+            if done and not run.tail and run.ended is None and run.proc is not None:
+                run.tail = True
+                lower_priority(run.proc, TAIL_NICE)
 
     def _start(self, run: Run) -> None:
         """The run prepared here, its worker in a child with its console in logs/console.out."""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from launcher.demo.side_by_side import SideBySide
+from launcher.demo.side_by_side import TAIL_NICE, SideBySide
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +101,7 @@ from pathlib import Path
 from launcher.core.rundir.names import BEST_CKPT
 from launcher.core.rundir.progress import Progress, Stage, write_progress
 run_dir = Path.cwd() / sys.argv[1]
-time.sleep(0.3)
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0.3)
 (run_dir / BEST_CKPT).write_bytes(b"weights")
 write_progress(run_dir, Progress(rank=0, pid=os.getpid(), attempt=1, seq=1, time=time.time(),
                                  stage=Stage.FINISHING))
@@ -135,3 +135,38 @@ def test_a_run_is_final_at_its_workers_finishing_stage_and_follow_looks_meanwhil
     assert (True, True) in seen  # final while still running (its last 2.5 s)
     assert draws.final
 
+
+def test_the_last_seconds_of_a_run_whose_results_are_final_yield_while_another_still_trains(
+        tmp_path, monkeypatch):
+    """Its closing lines and pictures hold up nobody while another run still trains: they go on
+    at a lower priority. The last run's do not: the demo ends after them."""
+    monkeypatch.chdir(tmp_path)
+
+    def prepare(label):
+        (tmp_path / label).mkdir()
+        return tmp_path / label, ""
+    pre = {"first": "0.3", "last": "3"}  # seconds before each is final
+    pool = SideBySide(2, prepare=prepare, command=lambda run_dir: [
+        sys.executable, "-c", FINISHES_THEN_DRAWS, run_dir.name, "2", "0", pre[run_dir.name]])
+    first, last = pool.add("first", "first"), pool.add("last", "last")
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, list[tuple[bool, int]]] = {"first": [], "last": []}
+
+    def look():
+        for run in (first, last):
+            if run.ended is None and run.proc is not None:
+                try:
+                    nice = os.getpriority(os.PRIO_PROCESS, run.proc.pid)
+                except OSError:  # ended between the two looks
+                    continue
+                seen[run.label].append((run.final, nice))
+    assert pool.follow(first, Console(), meanwhile=look) == 0
+    assert pool.follow(last, Console(), meanwhile=look) == 0
+    for label in ("first", "last"):
+        before = [nice for final, nice in seen[label] if not final]
+        assert before and set(before) == {mine}, (label, seen[label])
+    # (the first look may come between its FINISHING and the poll that saw it)
+    after = [nice for final, nice in seen["first"] if final]
+    assert len(after) > 2 and set(after[1:]) == {max(mine, TAIL_NICE)}, seen["first"]
+    after = [nice for final, nice in seen["last"] if final]
+    assert len(after) > 2 and set(after) == {mine}, seen["last"]

@@ -3,12 +3,14 @@ FINISHING stage), before the process ends; a run that fails before that is a fai
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import pytest
 
 from launcher.demo.main import SourceRun
+from launcher.demo.side_by_side import TAIL_NICE
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +44,9 @@ def test_handed_over_at_finishing_before_the_process_ends(tmp_path):
     t0 = time.monotonic()
     assert run("spec") == tmp_path / "run"
     assert time.monotonic() - t0 < 2.5 and run.proc is not None and run.proc.poll() is None
+    # its last seconds (closing lines, pictures) yield to the target runs starting now
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, run.proc.pid) == max(mine, TAIL_NICE)
     looks: list[float] = []  # the demo starts and watches the target runs meanwhile
     assert run.wait(lambda: looks.append(time.monotonic())) == 0
     assert time.monotonic() - t0 >= 3 and len(looks) > 5
