@@ -119,7 +119,7 @@ def test_a_run_is_final_at_its_workers_finishing_stage_and_follow_looks_meanwhil
     def prepare(label):
         (tmp_path / label).mkdir()
         return tmp_path / label, ""
-    args = {"ends": ["0.2", "0"], "fails": ["0.2", "3"], "draws": ["2.5", "0"]}
+    args = {"ends": ["0.2", "0"], "fails": ["0.2", "3"], "draws": ["1.2", "0"]}
     pool = SideBySide(3, prepare=prepare, command=lambda run_dir: [
         sys.executable, "-c", FINISHES_THEN_DRAWS, run_dir.name, *args[run_dir.name]])
     ends, fails, draws = (pool.add(label, label) for label in ("ends", "fails", "draws"))
@@ -132,7 +132,7 @@ def test_a_run_is_final_at_its_workers_finishing_stage_and_follow_looks_meanwhil
     assert not fails.final  # best.ckpt and FINISHING, then a failure: not final
     assert pool.follow(draws, Console(), meanwhile=lambda: seen.append(
         (draws.final, draws.ended is None))) == 0
-    assert (True, True) in seen  # final while still running (its last 2.5 s)
+    assert (True, True) in seen  # final while still running (its last 1.2 s)
     assert draws.final
 
 
@@ -145,9 +145,9 @@ def test_the_last_seconds_of_a_run_whose_results_are_final_yield_while_another_s
     def prepare(label):
         (tmp_path / label).mkdir()
         return tmp_path / label, ""
-    pre = {"first": "0.3", "last": "3"}  # seconds before each is final
+    pre = {"first": "0.3", "last": "2.3"}  # seconds before each is final
     pool = SideBySide(2, prepare=prepare, command=lambda run_dir: [
-        sys.executable, "-c", FINISHES_THEN_DRAWS, run_dir.name, "2", "0", pre[run_dir.name]])
+        sys.executable, "-c", FINISHES_THEN_DRAWS, run_dir.name, "1", "0", pre[run_dir.name]])
     first, last = pool.add("first", "first"), pool.add("last", "last")
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     seen: dict[str, list[tuple[bool, int]]] = {"first": [], "last": []}
