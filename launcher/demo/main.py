@@ -67,6 +67,11 @@ QUICK_TARGET_EVAL_BATCH = 10
 # "from scratch" runs beside the source run at this lower CPU priority (nice): the source run is
 # what every other target run waits for, the early run only has to end before they do
 EARLY_NICE = 10
+# The three runs that load the source model start together and the one that ends last, freeze
+# layer2 (it compiles three graphs: its frozen prefix's and the rest's for training and for
+# evaluation), starts the export; the other two run beside it at this lower priority
+LONGEST = "freeze layer2"
+YIELD_NICE = 5
 
 SOURCE_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7]
 TARGET_CLASSES = [8, 9]
@@ -136,7 +141,9 @@ def run_demo(quick: bool = False, output_dir: str = "runs/demo", workdir: str = 
         if not source_model(load_job(SOURCE_JOB, {**common, **paths}), work / PRETRAINED,
                             fresh, source, best_of):
             return 1
-        runs = [early.get(label) or pool.add(label, spec(o)) for label, o in targets]
+        runs = [early.get(label) or
+                pool.add(label, spec(o), nice=0 if label == LONGEST else YIELD_NICE)
+                for label, o in targets]
 
         def export_when_final() -> None:
             if best_model.best is None and all(run.final for run in runs):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from launcher.demo.main import BestModel
+from launcher.demo.main import LONGEST, BestModel, variants
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +85,11 @@ def test_stop_ends_the_running_child_and_starts_no_other(fake, monkeypatch):
 
 def test_nothing_started_shows_nothing_and_fails(tmp_path):
     assert BestModel(tmp_path).show() == 1
+
+
+def test_the_run_kept_at_full_priority_is_one_of_the_target_runs(tmp_path):
+    """The other two that load the source model yield to it (main.LONGEST): a renamed run would
+    silently leave all three at a lower priority."""
+    labels = [label for label, _ in variants(tmp_path)]
+    assert LONGEST in labels and labels.count(LONGEST) == 1
+    assert dict(variants(tmp_path))[LONGEST].get("pretrained") != ""  # it loads the source model
