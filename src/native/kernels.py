@@ -4,7 +4,8 @@ The transforms around Winograd's batched matmul are pure data movement plus a fe
 MindSpore's own kernels for them (Im2Col, Transpose, a Kronecker MatMul; Col2Im and the rest
 in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's CPU
 BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
-two. Both are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
+two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored. All
+are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -205,6 +206,30 @@ def _bn_bprop(backward):
     return bprop
 
 
+class PoolOps:
+    """The ResNet18/34 stem's 3x3 stride-2 max-pool with padding 1 (pool.cc): ``forward(x)``,
+    its bprop the native backward."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        backward = ops.Custom(f"{library}:PoolBwd", out_shape=_second, out_dtype=_first,
+                              func_type="aot")  # (dy, x for its shape and the maxima)
+        self.forward = ops.Custom(f"{library}:PoolFwd", out_shape=_pool_shape, out_dtype=_first,
+                                  func_type="aot", bprop=_pool_bprop(backward))
+
+
+def _pool_shape(x):
+    n, c, h, w = x
+    return [n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1]
+
+
+def _pool_bprop(backward):
+    def bprop(x, out, dout):
+        return (backward(dout, x),)
+    return bprop
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> Path | None:
     """The built library, or None (said once on stderr) when it cannot be built here."""
@@ -224,6 +249,13 @@ def winograd_ops() -> WinogradOps | None:
     """The Winograd transforms, or None without the library."""
     lib = library()
     return WinogradOps(lib) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def pool_ops() -> PoolOps | None:
+    """The stem's max-pool, or None without the library."""
+    lib = library()
+    return PoolOps(lib) if lib else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -136,10 +136,14 @@ class PoolGrad(nn.Cell):
         return self.grad(self.forward)(x, dout)
 
 
+@pytest.mark.parametrize("kernels", ["native", "pure"])
 @pytest.mark.parametrize("size", [16, 15])
-def test_cpu_stem_pool_equals_the_native_one(mode, size):
+def test_cpu_stem_pool_equals_the_native_one(mode, size, kernels, monkeypatch):
+    if kernels == "pure":
+        monkeypatch.setattr(resnet, "pool_ops", lambda: None)
     native, fast = resnet.resnet18(4).maxpool, resnet.resnet18(4, cpu_conv=True).maxpool
     assert type(fast) is not type(native)  # the CPU path has its own pool
+    assert isinstance(fast, resnet._NativeStemPool) == (kernels == "native")
     x = tensor((2, 4, size, size), 7)
     expected = native(ops.relu(x))
     assert fast(ops.relu(x)).shape == expected.shape
