@@ -189,3 +189,59 @@ def test_the_stem_pool_and_its_gradient(shape):
                     a = argmax[n, c, i, j]
                     expected[n, c, 2 * i + a // 3, 2 * j + a % 3] += dy[n, c, i, j]
     np.testing.assert_allclose(dx, expected[:, :, 1:-1, 1:-1], rtol=1e-6, atol=1e-6)
+
+
+def reference_cols(x, geometry):
+    """numpy: im2col's (N, C * kh * kw, OH * OW) columns, padding read as zeros."""
+    kh, kw, sh, sw, top, bottom, left, right = geometry
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    cols = np.stack([padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+                     for i in range(kh) for j in range(kw)], 2)  # (n, c, taps, oh, ow)
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+GEOMETRIES = [(7, 7, 2, 2, 3, 3, 3, 3), (3, 3, 2, 2, 1, 1, 1, 1), (1, 1, 2, 2, 0, 0, 0, 0),
+              (3, 3, 1, 1, 1, 1, 1, 1), (3, 1, 1, 2, 2, 0, 1, 3), (3, 3, 2, 1, 0, 1, 2, 0)]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("shape", [(2, 3, 9, 8), (1, 2, 2, 2), (1, 20, 5, 7)])
+def test_im2col_in_both_layouts_and_their_adjoints(geometry, shape):
+    im2col = native_kernels.im2col_ops(geometry)
+    assert im2col is not None
+    x = rand(shape, 6)
+    expected = reference_cols(x, geometry)
+    n, k, length = expected.shape
+    cols = im2col.cols(ms.Tensor(x), im2col.geometry).asnumpy()
+    np.testing.assert_array_equal(cols, expected)
+    rows = im2col.rows(ms.Tensor(x), im2col.geometry).asnumpy()
+    np.testing.assert_array_equal(rows, expected.transpose(0, 2, 1).reshape(n * length, k))
+    for layout, out in (("cols", cols), ("rows", rows)):
+        forward = getattr(im2col, layout)
+
+        def f(inputs, g, forward=forward):
+            return forward(inputs, g)
+
+        dout = rand(out.shape, 7)
+        dx = ms.ops.GradOperation(sens_param=True)(f)(ms.Tensor(x), im2col.geometry,
+                                                      ms.Tensor(dout)).asnumpy()
+        assert dx.shape == x.shape
+        assert np.isclose(np.vdot(out.astype(np.float64), dout),
+                          np.vdot(x.astype(np.float64), dx), rtol=1e-4)
+
+
+def test_two_geometries_on_inputs_of_one_shape_keep_their_own_output_shapes():
+    # PyNative caches an op's output shape by its attributes and input shapes: the geometry
+    # must be among them (layer2's 3x3 and 1x1 stride-2 convs read the same input).
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        x = ms.Tensor(rand((2, 8, 10, 10), 8))
+        for geometry, k in (((3, 3, 2, 2, 1, 1, 1, 1), 72), ((1, 1, 2, 2, 0, 0, 0, 0), 8)):
+            im2col = native_kernels.im2col_ops(geometry)
+            assert im2col.rows(x, im2col.geometry).shape == (50, k)
+            assert im2col.cols(x, im2col.geometry).shape == (2, k, 25)
+    finally:
+        ms.set_context(mode=previous)
