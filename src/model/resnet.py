@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
-from src.native.kernels import batchnorm_ops, winograd_ops
+from src.native.kernels import batchnorm_ops, im2col_ops, pool_ops, winograd_ops
 
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
@@ -68,6 +68,18 @@ def _winograd_tile(height, width):
     return 4 if height % 4 == 0 and width % 4 == 0 else 2
 
 
+# Up to this many positions per map (16x16) the native transforms run "lanes" (16 channels
+# side by side), above it "runs" (one plane at a time; src/native/winograd.cc). Forward and
+# backward transforms of one conv, pinned to one core: lanes win 3.3x at 16x16 (batch 32), 9x
+# at 4x4, 1.07x at 14x14 (batch 8), 3.2x at 7x7; runs win at 28x28 (1.04x) and 56x56 (1.27x).
+_LANES_MAP = 256
+
+
+def _winograd_kind(height, width):
+    """Which native transforms (src/native/kernels.py's KINDS) serve a height x width map."""
+    return "lanes" if height * width <= _LANES_MAP else "runs"
+
+
 def _winograd_matrices(m):
     """(input, weight, output) transforms of F(m x m, 3x3) as Kronecker products.
 
@@ -108,6 +120,11 @@ class Im2colConv2d(nn.Conv2d):
         native = winograd_ops() if self._winograd and native_kernels else None
         self._native_in = native.transform_in if native else {}
         self._native_out = native.transform_out if native else {}
+        # im2col as a native kernel (src/native/im2col.cc) where the padding does not depend on
+        # the input's size (pad_mode 'pad' or 'valid': ResNet18/34), else ops.unfold.
+        self._im2col = None
+        if native_kernels and self.pad_mode != "same":
+            self._im2col = im2col_ops(self.kernel_size + self.stride + self._pads(0, 0))
 
     def _pads(self, height, width):
         """(top, bottom, left, right) padding, as the native Conv2D pads."""
@@ -127,8 +144,10 @@ class Im2colConv2d(nn.Conv2d):
         tile = _winograd_tile(height, width) if self._winograd else 0
         if tile and (top, bottom, left, right) == (1, 1, 1, 1):
             if self._native_in:
+                kind = _winograd_kind(height, width)
                 out = _winograd_conv_native(x, self.weight, tile, self._winograd[tile][1],
-                                            self._native_in[tile], self._native_out[tile])
+                                            self._native_in[kind][tile],
+                                            self._native_out[kind][tile])
             else:
                 out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
             if self.has_bias:
@@ -136,24 +155,43 @@ class Im2colConv2d(nn.Conv2d):
             return out
         out_h = (height + top + bottom - kh) // self.stride[0] + 1
         out_w = (width + left + right - kw) // self.stride[1] + 1
-        # unfold pads symmetrically; the surplus of an asymmetric padding ('same'
-        # at stride 2) is concatenated as zeros. Not ops.pad: in GRAPH_MODE on CPU
-        # its gradient is wrong from the second call on. Not ops.Pad: its CPU
-        # kernel took ~90 ms per stride-2 conv of ResNet50 at 224 px (a third of
-        # that conv's forward + backward), the concat a few.
-        x = _zero_extend(x, 2, top - min(top, bottom), bottom - min(top, bottom))
-        x = _zero_extend(x, 3, left - min(left, right), right - min(left, right))
-        cols = ops.unfold(x, self.kernel_size, 1, (min(top, bottom), min(left, right)),
-                          self.stride)
         weight = self.weight.reshape(self.out_channels, -1)
-        if out_h * out_w < _SMALL_MAP:
-            out = _matmul_whole_batch(weight, cols)
+        if self._im2col is not None:
+            out = _matmul_native_im2col(x, weight, self._im2col, out_h * out_w)
         else:
-            out = _matmul_per_image(weight, cols)
+            out = _matmul_unfold(x, weight, self.kernel_size, self.stride,
+                                 (top, bottom, left, right), out_h * out_w)
         out = out.reshape(n, self.out_channels, out_h, out_w)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
+
+
+def _matmul_unfold(x, weight, kernel_size, stride, pads, length):
+    """(O, K) x the columns of ``x`` -> (N, O, L), the columns from ops.unfold."""
+    top, bottom, left, right = pads
+    # unfold pads symmetrically; the surplus of an asymmetric padding ('same'
+    # at stride 2) is concatenated as zeros. Not ops.pad: in GRAPH_MODE on CPU
+    # its gradient is wrong from the second call on. Not ops.Pad: its CPU
+    # kernel took ~90 ms per stride-2 conv of ResNet50 at 224 px (a third of
+    # that conv's forward + backward), the concat a few.
+    x = _zero_extend(x, 2, top - min(top, bottom), bottom - min(top, bottom))
+    x = _zero_extend(x, 3, left - min(left, right), right - min(left, right))
+    cols = ops.unfold(x, kernel_size, 1, (min(top, bottom), min(left, right)), stride)
+    if length < _SMALL_MAP:
+        return _matmul_whole_batch(weight, cols)
+    return _matmul_per_image(weight, cols)
+
+
+def _matmul_native_im2col(x, weight, im2col, length):
+    """(O, K) x the columns of ``x`` -> (N, O, L), with native im2col writing the columns in the
+    layout each matmul takes: one (N * L, K) matrix for small maps (no transpose of the
+    columns), per image (N, K, L) otherwise."""
+    if length < _SMALL_MAP:
+        rows = im2col.rows(x, im2col.geometry)
+        out = _MATMUL_TRANSPOSE_B(rows, weight)
+        return out.reshape(x.shape[0], length, weight.shape[0]).transpose(0, 2, 1)
+    return _matmul_per_image(weight, im2col.cols(x, im2col.geometry))
 
 
 def _winograd_conv(x, weight, m, input_transform, weight_transform, output_transform):
@@ -445,11 +483,14 @@ def _stem_pool(res_base, cpu_conv=False):
     identical, and it runs 2.5x faster on CPU: ``nn.Pad`` alone took longer
     than the pool. On the CPU path, concatenating the zeros and pooling 'valid'
     is faster still (forward + backward 25 -> 17 ms at 64 px, batch 32; 87 -> 43
-    ms at 224 px, batch 8): pad_mode 'pad' runs MaxPool3DWithArgmax on CPU.
-    ResNet50/101 pool with pad_mode 'same'.
+    ms at 224 px, batch 8): pad_mode 'pad' runs MaxPool3DWithArgmax on CPU. Where the native
+    kernels build, one kernel each way does it (src/native/pool.cc: the concats, the pool and,
+    backward, the pool's gradient and the slices took ~13.5 ms of a one-thread ResNet18 step
+    at 64 px, batch 32). ResNet50/101 pool with pad_mode 'same'.
     """
     if res_base and cpu_conv:
-        return _ZeroPaddedMaxPool()
+        native = pool_ops()
+        return _NativeStemPool(native) if native else _ZeroPaddedMaxPool()
     if res_base:
         return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
     return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
@@ -464,6 +505,17 @@ class _ZeroPaddedMaxPool(nn.Cell):
 
     def construct(self, x):
         return self.pool(_zero_extend(_zero_extend(x, 2, 1, 1), 3, 1, 1))
+
+
+class _NativeStemPool(nn.Cell):
+    """3x3/2 max-pool with padding 1 as one native kernel each way (src/native/pool.cc)."""
+
+    def __init__(self, ops_):
+        super().__init__()
+        self._forward = ops_.forward
+
+    def construct(self, x):
+        return self._forward(x)
 
 
 def _make_layer(block, layer_num, in_channel, out_channel, stride, cpu_conv):
