@@ -281,14 +281,18 @@ class BestModel:
         if self.best is None:
             return 1
         log.info(f"best: {self.best['label']} ({self.best['acc']:.4f}) in {self.best['run_dir']}")
-        while (item := self.out.get()) is not None:
-            stream, text = item
-            if stream == "log":
-                log.info(text)
-            else:
-                out = sys.stdout if stream == "stdout" else sys.stderr
-                out.write(text)
-                out.flush()
+        try:
+            while (item := self.out.get()) is not None:
+                stream, text = item
+                if stream == "log":
+                    log.info(text)
+                else:
+                    out = sys.stdout if stream == "stdout" else sys.stderr
+                    out.write(text)
+                    out.flush()
+        except BaseException:  # Ctrl-C: the children run in their own sessions
+            self.stop()
+            raise
         return self.rc
 
     def stop(self) -> None:

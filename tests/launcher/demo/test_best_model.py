@@ -83,6 +83,28 @@ def test_stop_ends_the_running_child_and_starts_no_other(fake, monkeypatch):
     assert ran.read_text().split() == ["export"]
 
 
+def test_ctrl_c_while_showing_stops_the_child(fake, monkeypatch):
+    model, best, ran = fake
+    monkeypatch.setenv("FAKE_SLEEP", "60")
+    model.start(best)
+    deadline = time.monotonic() + 30
+    while not ran.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    class Interrupted:  # Ctrl-C while it waits for their next line
+        put = model.out.put
+
+        def get(self):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(model, "out", Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        model.show()
+    assert model.proc is not None and model.proc.poll() is not None  # not left behind
+    assert model.thread is not None
+    model.thread.join(timeout=10)
+    assert ran.read_text().split() == ["export"]
+
+
 def test_nothing_started_shows_nothing_and_fails(tmp_path):
     assert BestModel(tmp_path).show() == 1
 
