@@ -205,20 +205,44 @@ def held_out_images(val_dir: Path, per_class: int = 3) -> list[Path]:
             for f in sorted(c.iterdir())[:per_class]]
 
 
+# `packrun predict` started beside the export, its imports (nearly all of its CPU time: MindSpore
+# for the evaluation transforms, onnxruntime) done while the export runs: the child waits for a
+# line on stdin, "go" to run `packrun ARGS...` as `python -m launcher.cli.main` runs it, anything
+# else or none (the export failed) to leave without a word
+WARM_CLI = """
+import sys
+import launcher.cli.main as cli
+import mindspore.dataset.vision
+import src.infer.predict
+try:
+    import onnxruntime
+except ImportError:
+    pass
+if sys.stdin.readline().strip() != "go":
+    sys.exit(1)
+sys.argv[0] = cli.__file__
+cli.main()
+"""
+
+
 class BestModel:
     """Step 6, using the best model: export the best target run (MindIR, and ONNX when
     onnxruntime is installed) and predict a few held-out images with the exported file, as
     the commands `packrun export` and `packrun predict`. `start(best)` starts them in the
     background as soon as every target run's results are final (the last run's closing lines,
-    digests and pictures are left: a second or more on the critical path of every demo);
-    `show()` then shows their output, kept until then and as it comes, after the comparison
-    table, and returns 0 when both succeeded."""
+    digests and pictures are left: a second or more on the critical path of every demo), the
+    predict child beside the export (WARM_CLI); `show()` then shows their output, kept until then
+    and as it comes, after the comparison table, and returns 0 when both succeeded."""
 
-    def __init__(self, val_dir: Path, cli: list[str] | None = None):
+    def __init__(self, val_dir: Path, cli: list[str] | None = None,
+                 warm_cli: list[str] | None = None):
         self.val_dir = val_dir
         self.cli = cli or [sys.executable, "-m", "launcher.cli.main"]
+        self.warm_cli = warm_cli or [sys.executable, "-c", WARM_CLI]
         self.best: dict | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None  # the child whose output is being kept
+        self.children: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
         self.rc = 1
         self.stopped = False
         self.out: queue.SimpleQueue = queue.SimpleQueue()  # (stream, text); None: the end
@@ -236,39 +260,66 @@ class BestModel:
         try:
             self.rc = self._export_and_predict()
         finally:
+            for child in self.children:  # the pipes of one stopped before it was heard
+                for pipe in (child.stdin, child.stdout, child.stderr):
+                    if pipe is not None:
+                        pipe.close()
             self.out.put(None)
 
     def _export_and_predict(self) -> int:
         assert self.best is not None
         run_dir = self.best["run_dir"]
         formats = ["MINDIR"] + (["ONNX"] if importlib.util.find_spec("onnxruntime") else [])
+        model = run_dir / f"best.{formats[-1].lower()}"
+        images = held_out_images(self.val_dir)
+        csv = run_dir / "demo_predictions.csv"
+        predict = self._spawn(self.warm_cli + ["predict", str(model), *map(str, images),
+                                               f"--csv={csv}"], stdin=subprocess.PIPE)
         # both formats in one process: one start and `import mindspore`, not two
         self._say(f"$ packrun export {run_dir} --format={','.join(formats)}")
-        if self._child(["export", str(run_dir), f"--format={','.join(formats)}"]):
+        export = self._spawn(self.cli + ["export", str(run_dir), f"--format={','.join(formats)}"])
+        if export is None or self._keep_output(export) != 0:
+            if predict is not None:  # only imported: it goes without a word
+                processes.stop(predict)
             return 1
-        model = run_dir / f"best.{formats[-1].lower()}"
         if "ONNX" not in formats:
             self._say("(ONNX export skipped: pip install 'packrun[onnx]' adds onnx and "
                       "onnxruntime)")
-        images = held_out_images(self.val_dir)
-        csv = run_dir / "demo_predictions.csv"
         self._say(f"$ packrun predict {model} <{len(images)} held-out images> --csv={csv}")
-        return self._child(["predict", str(model), *map(str, images), f"--csv={csv}"])
-
-    def _child(self, args: list[str]) -> int:
-        """Run `packrun ARGS` (its stdout and stderr kept for show()); its exit status."""
-        if self.stopped:
+        if predict is None:
             return 1
-        self.proc = subprocess.Popen(self.cli + args, cwd=REPO, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        self._tell(predict, "go\n")
+        return self._keep_output(predict)
+
+    def _spawn(self, command: list[str], stdin=subprocess.DEVNULL) -> subprocess.Popen | None:
+        """The child `command` in its own session, its output piped; None once stopped."""
+        with self.lock:
+            if self.stopped:
+                return None
+            child = subprocess.Popen(command, cwd=REPO, stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+            self.children.append(child)
+            return child
+
+    @staticmethod
+    def _tell(child: subprocess.Popen, line: str) -> None:
+        assert child.stdin is not None
+        try:
+            child.stdin.write(line.encode())
+            child.stdin.close()
+        except OSError:  # it has ended already: its output says why
+            pass
+
+    def _keep_output(self, child: subprocess.Popen) -> int:
+        """`child`'s stdout and stderr kept for show() until it ends; its exit status."""
+        self.proc = child
         pumps = [threading.Thread(target=self._pump, args=(pipe, name), daemon=True)
-                 for pipe, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))]
+                 for pipe, name in ((child.stdout, "stdout"), (child.stderr, "stderr"))]
         for pump in pumps:
             pump.start()
         for pump in pumps:
             pump.join()
-        return processes.exit_code(self.proc.wait())
+        return processes.exit_code(child.wait())
 
     def _pump(self, pipe, name: str) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -296,10 +347,13 @@ class BestModel:
         return self.rc
 
     def stop(self) -> None:
-        """The demo failed or was interrupted: end the child running, start no other."""
-        self.stopped = True
-        if self.proc is not None and self.proc.poll() is None:
-            processes.stop(self.proc)
+        """The demo failed or was interrupted: end the children running, start no other."""
+        with self.lock:
+            self.stopped = True
+            children = list(self.children)
+        for child in children:
+            if child.poll() is None:
+                processes.stop(child)
 
 
 class SourceRun:

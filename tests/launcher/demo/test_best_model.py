@@ -25,6 +25,14 @@ print(f"{sys.argv[1]} err", file=sys.stderr, flush=True)
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
 sys.exit(3 if os.environ.get("FAKE_FAIL") == sys.argv[1] else 0)
 """
+# its warm start (main.WARM_CLI): says it waits, then runs as FAKE once told "go"
+WARM = """
+import os, sys
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write("waiting\\n")
+if sys.stdin.readline().strip() != "go":
+    sys.exit(1)
+""" + FAKE
 
 
 @pytest.fixture
@@ -35,7 +43,8 @@ def fake(tmp_path, monkeypatch):
             (tmp_path / "val" / f"digit_{digit}" / f"{i:04d}.jpg").write_bytes(b"")
     (tmp_path / "run").mkdir()
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "ran.txt"))
-    model = BestModel(tmp_path / "val", cli=[sys.executable, "-c", FAKE])
+    model = BestModel(tmp_path / "val", cli=[sys.executable, "-c", FAKE],
+                      warm_cli=[sys.executable, "-c", WARM])
     best = {"label": "freeze layer2", "acc": 0.8875, "run_dir": tmp_path / "run"}
     return model, best, tmp_path / "ran.txt"
 
@@ -45,7 +54,8 @@ def test_both_run_before_show_and_their_output_comes_in_order_after(fake, capsys
     model.start(best)
     assert model.thread is not None
     model.thread.join(timeout=60)
-    assert ran.read_text().split() == ["export", "predict"]  # done in the background
+    assert sorted(ran.read_text().split()) == ["export", "predict", "waiting"]  # in the background
+    assert ran.read_text().split()[-1] == "predict"  # told to go once the export succeeded
     assert capsys.readouterr() == ("", "")  # nothing shown yet
     assert model.show() == 0
     out, err = capsys.readouterr()
@@ -59,12 +69,28 @@ def test_both_run_before_show_and_their_output_comes_in_order_after(fake, capsys
     assert err.split() == ["export", "err", "predict", "err"]
 
 
+def test_predict_starts_beside_the_export_and_runs_once_it_has_succeeded(fake, monkeypatch,
+                                                                         capsys):
+    """Its imports (nearly all of its time) overlap with the export's work."""
+    model, best, ran = fake
+    monkeypatch.setenv("FAKE_SLEEP", "1.5")
+    model.start(best)
+    deadline = time.monotonic() + 30
+    while "waiting" not in (ran.read_text() if ran.is_file() else "") and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+    _, export = model.children
+    assert export.poll() is None  # the export still runs
+    assert model.show() == 0 and "predict out" in capsys.readouterr().out
+
+
 def test_a_failed_export_predicts_nothing(fake, monkeypatch, capsys):
     model, best, ran = fake
     monkeypatch.setenv("FAKE_FAIL", "export")
     model.start(best)
     assert model.show() == 1
-    assert ran.read_text().split() == ["export"]
+    assert sorted(ran.read_text().split()) == ["export", "waiting"]  # predict never told to go
+    assert all(child.poll() is not None for child in model.children)
     out, err = capsys.readouterr()
     assert "export out" in out and "$ packrun predict" not in out and "export err" in err
 
@@ -79,8 +105,8 @@ def test_stop_ends_the_running_child_and_starts_no_other(fake, monkeypatch):
     t0 = time.monotonic()
     model.stop()
     assert model.show() == 1 and time.monotonic() - t0 < 10
-    assert model.proc is not None and model.proc.poll() is not None
-    assert ran.read_text().split() == ["export"]
+    assert len(model.children) == 2 and all(c.poll() is not None for c in model.children)
+    assert "predict" not in ran.read_text().split()
 
 
 def test_ctrl_c_while_showing_stops_the_child(fake, monkeypatch):
@@ -99,10 +125,10 @@ def test_ctrl_c_while_showing_stops_the_child(fake, monkeypatch):
     monkeypatch.setattr(model, "out", Interrupted())
     with pytest.raises(KeyboardInterrupt):
         model.show()
-    assert model.proc is not None and model.proc.poll() is not None  # not left behind
+    assert model.children and all(c.poll() is not None for c in model.children)  # none left
     assert model.thread is not None
     model.thread.join(timeout=10)
-    assert ran.read_text().split() == ["export"]
+    assert "predict" not in ran.read_text().split()
 
 
 def test_nothing_started_shows_nothing_and_fails(tmp_path):
