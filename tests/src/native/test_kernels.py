@@ -245,3 +245,80 @@ def test_two_geometries_on_inputs_of_one_shape_keep_their_own_output_shapes():
             assert im2col.cols(x, im2col.geometry).shape == (2, k, 25)
     finally:
         ms.set_context(mode=previous)
+
+
+def ctypes_kernel(name):
+    """`name` from the built library, callable as f(inputs, outputs) on numpy arrays the way
+    MindSpore's aot Custom ops call it (no MindSpore involved, so threads and fork are plain)."""
+    import ctypes
+    function = getattr(ctypes.CDLL(str(native_kernels.library())), name)
+
+    def call(inputs, outputs):
+        arrays = list(inputs) + list(outputs)
+        count = len(arrays)
+        shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+        status = function(
+            count, (ctypes.c_void_p * count)(*[a.ctypes.data for a in arrays]),
+            (ctypes.c_int * count)(*[a.ndim for a in arrays]),
+            (ctypes.POINTER(ctypes.c_int64) * count)(
+                *[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in shapes]),
+            (ctypes.c_char_p * count)(*[str(a.dtype).encode() for a in arrays]), None, None)
+        assert status == 0
+    return call
+
+
+def test_kernels_called_from_several_threads_at_once_stay_right(monkeypatch):
+    # MindSpore may run two Custom ops at once (one per runtime thread); they share the
+    # library's helper threads.
+    import threading
+    monkeypatch.setenv("PACKRUN_NATIVE_THREADS", "2")
+    transform = ctypes_kernel("WinoInLanes4")
+    x = rand((4, 32, 8, 8), 9)
+    expected = reference_in(x, 4).astype(np.float32)
+    failures = []
+
+    def worker():
+        for _ in range(30):
+            v = np.full(expected.shape, np.nan, np.float32)
+            transform([x], [v])
+            if not np.allclose(v, expected, rtol=1e-5, atol=1e-4):
+                failures.append(v)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and not failures
+
+
+def test_a_forked_child_runs_the_kernels_on_its_own_helpers(monkeypatch):
+    # The helper threads do not survive a fork; a child that runs a kernel must neither hang
+    # nor depend on them.
+    import os
+    import time
+    monkeypatch.setenv("PACKRUN_NATIVE_THREADS", "2")
+    transform = ctypes_kernel("WinoInLanes4")
+    x = rand((4, 32, 8, 8), 10)
+    v = np.empty(reference_in(x, 4).shape, np.float32)
+    transform([x], [v])  # the parent's helpers exist now
+    expected = v.copy()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the kernel ran and was right
+        try:
+            out = np.empty_like(expected)
+            transform([x], [out])
+            os._exit(0 if np.array_equal(out, expected) else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in the kernel")
+    assert os.waitstatus_to_exitcode(status) == 0
