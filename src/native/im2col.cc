@@ -18,6 +18,7 @@
 // 1 on a shape it does not expect (MindSpore then raises).
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "parallel.h"
 
@@ -47,20 +48,29 @@ bool Check(int nparam, int want, int *ndims, const char **dtypes, int x_at) {
          std::strcmp(dtypes[1], "int64") == 0;
 }
 
-// One plane's taps: fn(t = i*kw + j, oy, x0, x1, in_at) for each output row: columns x0 .. x1
-// read the map from offset in_at (row y, column x0*sw - left + j) by steps of sw; the others,
-// and every column of a row y outside the map (x0 = x1 = 0), are padding.
-template <typename Fn>
-inline void ForRuns(const Geometry &g, Fn fn) {
+// One plane's runs, the same for every plane, so they are worked out once per op (the
+// divisions cost more than the copying on ResNet18's 2x2 maps): for each tap t = i*kw + j and
+// output row oy, columns x0 .. x1 read the map from offset `at` (row y, column x0*sw - left + j)
+// by steps of sw; the other columns, and every column of a row y outside the map
+// (x0 = x1 = 0), are padding.
+struct Run {
+  int64_t t, oy, x0, x1, at;
+};
+
+inline std::vector<Run> Runs(const Geometry &g) {
+  std::vector<Run> runs;
+  runs.reserve(g.kh * g.kw * g.oh);
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) {
       const int64_t x0 = g.FirstX(j), x1 = g.EndX(j);
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         const int64_t y = oy * g.sh - g.top + i;
-        if (y >= 0 && y < g.h) fn(i * g.kw + j, oy, x0, x1, y * g.w + x0 * g.sw - g.left + j);
-        else fn(i * g.kw + j, oy, int64_t{0}, int64_t{0}, int64_t{0});
+        if (y >= 0 && y < g.h)
+          runs.push_back({i * g.kw + j, oy, x0, x1, y * g.w + x0 * g.sw - g.left + j});
+        else runs.push_back({i * g.kw + j, oy, 0, 0, 0});
       }
     }
+  return runs;
 }
 
 int Cols(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
@@ -71,17 +81,19 @@ int Cols(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   const Geometry g(static_cast<const int64_t *>(params[1]), shapes[0][2], shapes[0][3]);
   const int64_t taps = g.kh * g.kw, L = g.L();
   if (!g.Valid() || shapes[2][1] != c_ * taps || shapes[2][2] != L) return 1;
+  const std::vector<Run> runs = Runs(g);
   packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const float *src = x + p * g.h * g.w;
       float *dst = cols + p * taps * L;  // (n, c) -> rows k = c*taps .. of image n
-      ForRuns(g, [&](int64_t t, int64_t oy, int64_t x0, int64_t x1, int64_t at) {
+      for (const Run &run : runs) {
+        const int64_t t = run.t, oy = run.oy, x0 = run.x0, x1 = run.x1, at = run.at;
         float *row = dst + t * L + oy * g.ow;
         std::fill(row, row + x0, 0.0f);
         const float *in = src + at;
         for (int64_t ox = x0; ox < x1; ++ox) row[ox] = in[(ox - x0) * g.sw];
         std::fill(row + std::max(x0, x1), row + g.ow, 0.0f);
-      });
+      }
     }
   });
   return 0;
@@ -95,16 +107,18 @@ int ColsT(int nparam, void **params, int *ndims, int64_t **shapes, const char **
   const Geometry g(static_cast<const int64_t *>(params[1]), shapes[2][2], shapes[2][3]);
   const int64_t taps = g.kh * g.kw, L = g.L();
   if (!g.Valid() || shapes[0][1] != c_ * taps || shapes[0][2] != L) return 1;
+  const std::vector<Run> runs = Runs(g);
   packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       float *out = dx + p * g.h * g.w;
       const float *src = cols + p * taps * L;
       std::fill(out, out + g.h * g.w, 0.0f);
-      ForRuns(g, [&](int64_t t, int64_t oy, int64_t x0, int64_t x1, int64_t at) {
+      for (const Run &run : runs) {
+        const int64_t t = run.t, oy = run.oy, x0 = run.x0, x1 = run.x1, at = run.at;
         const float *row = src + t * L + oy * g.ow;
         float *o = out + at;
         for (int64_t ox = x0; ox < x1; ++ox) o[(ox - x0) * g.sw] += row[ox];
-      });
+      }
     }
   });
   return 0;
@@ -118,18 +132,20 @@ int Rows(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   const Geometry g(static_cast<const int64_t *>(params[1]), shapes[0][2], shapes[0][3]);
   const int64_t taps = g.kh * g.kw, L = g.L(), K = c_ * taps;
   if (!g.Valid() || shapes[2][0] != n_ * L || shapes[2][1] != K) return 1;
+  const std::vector<Run> runs = Runs(g);
   packrun::ParallelFor(n_, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       float *dst = rows + n * L * K;
       for (int64_t c = 0; c < c_; ++c) {
         const float *src = x + (n * c_ + c) * g.h * g.w;
-        ForRuns(g, [&](int64_t t, int64_t oy, int64_t x0, int64_t x1, int64_t at) {
+        for (const Run &run : runs) {
+        const int64_t t = run.t, oy = run.oy, x0 = run.x0, x1 = run.x1, at = run.at;
           float *col = dst + oy * g.ow * K + c * taps + t;  // position (oy, 0), column k
           for (int64_t ox = 0; ox < x0; ++ox) col[ox * K] = 0.0f;
           const float *in = src + at;
           for (int64_t ox = x0; ox < x1; ++ox) col[ox * K] = in[(ox - x0) * g.sw];
           for (int64_t ox = std::max(x0, x1); ox < g.ow; ++ox) col[ox * K] = 0.0f;
-        });
+        }
       }
     }
   });
@@ -144,17 +160,19 @@ int RowsT(int nparam, void **params, int *ndims, int64_t **shapes, const char **
   const Geometry g(static_cast<const int64_t *>(params[1]), shapes[2][2], shapes[2][3]);
   const int64_t taps = g.kh * g.kw, L = g.L(), K = c_ * taps;
   if (!g.Valid() || shapes[0][0] != n_ * L || shapes[0][1] != K) return 1;
+  const std::vector<Run> runs = Runs(g);
   packrun::ParallelFor(n_, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const float *src = rows + n * L * K;
       for (int64_t c = 0; c < c_; ++c) {
         float *out = dx + (n * c_ + c) * g.h * g.w;
         std::fill(out, out + g.h * g.w, 0.0f);
-        ForRuns(g, [&](int64_t t, int64_t oy, int64_t x0, int64_t x1, int64_t at) {
+        for (const Run &run : runs) {
+        const int64_t t = run.t, oy = run.oy, x0 = run.x0, x1 = run.x1, at = run.at;
           const float *col = src + oy * g.ow * K + c * taps + t;
           float *o = out + at;
           for (int64_t ox = x0; ox < x1; ++ox) o[(ox - x0) * g.sw] += col[ox * K];
-        });
+        }
       }
     }
   });
