@@ -68,18 +68,6 @@ def _winograd_tile(height, width):
     return 4 if height % 4 == 0 and width % 4 == 0 else 2
 
 
-# Up to this many positions per map (16x16) the native transforms run "lanes" (16 channels
-# side by side), above it "runs" (one plane at a time; src/native/winograd.cc). Forward and
-# backward transforms of one conv, pinned to one core: lanes win 3.3x at 16x16 (batch 32), 9x
-# at 4x4, 1.07x at 14x14 (batch 8), 3.2x at 7x7; runs win at 28x28 (1.04x) and 56x56 (1.27x).
-_LANES_MAP = 256
-
-
-def _winograd_kind(height, width):
-    """Which native transforms (src/native/kernels.py's KINDS) serve a height x width map."""
-    return "lanes" if height * width <= _LANES_MAP else "runs"
-
-
 def _winograd_matrices(m):
     """(input, weight, output) transforms of F(m x m, 3x3) as Kronecker products.
 
@@ -144,10 +132,8 @@ class Im2colConv2d(nn.Conv2d):
         tile = _winograd_tile(height, width) if self._winograd else 0
         if tile and (top, bottom, left, right) == (1, 1, 1, 1):
             if self._native_in:
-                kind = _winograd_kind(height, width)
                 out = _winograd_conv_native(x, self.weight, tile, self._winograd[tile][1],
-                                            self._native_in[kind][tile],
-                                            self._native_out[kind][tile])
+                                            self._native_in[tile], self._native_out[tile])
             else:
                 out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
             if self.has_bias:

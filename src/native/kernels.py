@@ -95,14 +95,9 @@ def build() -> Path:
     raise RuntimeError("cannot write the library: " + "; ".join(errors))
 
 
-# The two implementations of the transforms in winograd.cc, by their exported names' infix:
-# "runs" for large maps, "lanes" (16 channels side by side) for small ones.
-KINDS = {"runs": "", "lanes": "Lanes"}
-
-
 class WinogradOps:
-    """The Custom ops, for each kind (``KINDS``) and m = 2, 4: the input and output transforms
-    (their adjoints are their bprops), and the adjoints themselves; ``transform_in[kind][m]``."""
+    """The eight Custom ops: input and output transforms for m = 2 and 4 (their adjoints are
+    their bprops), and the adjoints themselves."""
 
     def __init__(self, library: Path):
         from mindspore import ops  # MindSpore only where the ops are made
@@ -112,15 +107,13 @@ class WinogradOps:
                               func_type="aot", bprop=bprop)
 
         self.transform_in, self.transform_out, self.adjoint_in, self.adjoint_out = {}, {}, {}, {}
-        for kind, infix in KINDS.items():
-            t_in, t_out, a_in, a_out = {}, {}, {}, {}
-            for m in (2, 4):
-                a_in[m] = custom(f"WinoInT{infix}{m}", _second)  # (dv, x for its shape)
-                a_out[m] = custom(f"WinoOutT{infix}{m}", _out_t_shape(m))
-                t_in[m] = custom(f"WinoIn{infix}{m}", _in_shape(m), _in_bprop(a_in[m]))
-                t_out[m] = custom(f"WinoOut{infix}{m}", _out_shape(m), _out_bprop(a_out[m]))
-            self.transform_in[kind], self.transform_out[kind] = t_in, t_out
-            self.adjoint_in[kind], self.adjoint_out[kind] = a_in, a_out
+        for m in (2, 4):
+            self.adjoint_in[m] = custom(f"WinoInT{m}", _second)  # (dv, x for its shape)
+            self.adjoint_out[m] = custom(f"WinoOutT{m}", _out_t_shape(m))
+            self.transform_in[m] = custom(f"WinoIn{m}", _in_shape(m),
+                                          _in_bprop(self.adjoint_in[m]))
+            self.transform_out[m] = custom(f"WinoOut{m}", _out_shape(m),
+                                           _out_bprop(self.adjoint_out[m]))
 
 
 # Shape and dtype inference and bprops, made by factories: MindSpore counts a function's
