@@ -6,8 +6,9 @@ in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's
 BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
 two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored;
 im2col.cc writes a convolution's columns with the padding read as zeros, in the layout the
-matmul takes (per image, or one row per output position). All are ``mindspore.ops.Custom``
-operators (``func_type="aot"``) in one library.
+matmul takes (per image, or one row per output position), and for a 3x3 convolution on a
+2x2 map the expanded weight of one dense matmul. All are ``mindspore.ops.Custom`` operators
+(``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -260,6 +261,37 @@ def _im2col_bprop(adjoint):
     return bprop
 
 
+class DenseConvOps:
+    """im2col.cc's dense form of a 3x3 stride-1 convolution padded by 1 on a map of a few
+    positions: ``expand(weight, x)`` -> the (O*H*W, C*H*W) matrix that multiplies the image as
+    it lies, (N, C*H*W); its adjoint is its bprop."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        adjoint = ops.Custom(f"{library}:Im2ColExpandT", out_shape=_weight_shape,
+                             out_dtype=_first, func_type="aot")  # (dWd, weight, x: shapes)
+        self.expand = ops.Custom(f"{library}:Im2ColExpand", out_shape=_expand_shape,
+                                 out_dtype=_first, func_type="aot", bprop=_expand_bprop(adjoint))
+
+
+def _weight_shape(_, weight, __):
+    return list(weight)
+
+
+def _expand_shape(weight, x):
+    positions = x[2] * x[3]
+    return [weight[0] * positions, weight[1] * positions]
+
+
+def _expand_bprop(adjoint):
+    from mindspore import ops  # MindSpore only where the ops are made
+
+    def bprop(weight, x, out, dout):
+        return adjoint(dout, weight, x), ops.zeros_like(x)  # x: for its shape only
+    return bprop
+
+
 class PoolOps:
     """The ResNet18/34 stem's 3x3 stride-2 max-pool with padding 1 (pool.cc): ``forward(x)``,
     its bprop the native backward."""
@@ -310,6 +342,13 @@ def im2col_ops(geometry: tuple[int, ...]) -> Im2colOps | None:
     """im2col for one geometry (see Im2colOps), or None without the library."""
     lib = library()
     return Im2colOps(lib, geometry) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def dense_conv_ops() -> DenseConvOps | None:
+    """The dense form of 3x3 convolutions on tiny maps, or None without the library."""
+    lib = library()
+    return DenseConvOps(lib) if lib else None
 
 
 @functools.lru_cache(maxsize=1)

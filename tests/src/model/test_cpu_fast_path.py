@@ -75,6 +75,27 @@ def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, hei
             assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
+@pytest.mark.parametrize("kernels", ["native", "pure"])
+@pytest.mark.parametrize("height,width,kwargs", [(2, 2, {"pad_mode": "pad", "padding": 1}),
+                                                 (1, 2, {"pad_mode": "same", "has_bias": True})])
+def test_tiny_maps_take_one_dense_matmul_with_native_outputs_and_grads(mode, kernels, height,
+                                                                       width, kwargs):
+    ms.set_seed(5)
+    native = nn.Conv2d(12, 20, 3, **kwargs)
+    ms.set_seed(5)
+    fast = Im2colConv2d(12, 20, 3, native_kernels=kernels == "native", **kwargs)
+    assert (fast._dense is not None) == (kernels == "native")
+    x = tensor((3, 12, height, width), 0)
+    expected = native(x)
+    assert rel_err(fast(x).asnumpy(), expected.asnumpy()) < 1e-4
+    dout = tensor(expected.shape, 1)
+    (dx_expected,), dw_expected = conv_grads(native)(x, dout)
+    (dx_actual,), dw_actual = conv_grads(fast)(x, dout)
+    assert rel_err(dx_actual.asnumpy(), dx_expected.asnumpy()) < 1e-4
+    for got, want in zip(dw_actual, dw_expected, strict=True):
+        assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
+
+
 @pytest.mark.unit
 def test_other_padding_keeps_im2col():
     # 3x3 stride 1 without padding by 1 ("valid", or padding 2) is not Winograd's case here.

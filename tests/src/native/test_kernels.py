@@ -320,3 +320,30 @@ def test_a_forked_child_runs_the_kernels_on_its_own_helpers(monkeypatch):
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung in the kernel")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("map_shape", [(2, 2), (1, 2), (1, 1), (2, 1)])
+def test_the_dense_weight_of_a_3x3_conv_on_a_tiny_map_and_its_adjoint(map_shape):
+    dense = native_kernels.dense_conv_ops()
+    assert dense is not None
+    weight, x = rand((5, 3, 3, 3), 11), rand((2, 3, *map_shape), 12)
+    expanded = dense.expand(ms.Tensor(weight), ms.Tensor(x)).asnumpy()
+    h, w = map_shape
+    assert expanded.shape == (5 * h * w, 3 * h * w)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = np.zeros((2, 5, h, w))
+    for i in range(h):
+        for j in range(w):
+            expected[:, :, i, j] = np.einsum("ncab,ocab->no", padded[:, :, i:i + 3, j:j + 3],
+                                             weight)
+    y = (x.reshape(2, -1) @ expanded.T).reshape(expected.shape)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)  # the conv, as one matmul
+
+    def f(k, inputs):
+        return dense.expand(k, inputs)
+
+    dout = rand(expanded.shape, 13)
+    dweight = ms.ops.GradOperation(sens_param=True)(f)(ms.Tensor(weight), ms.Tensor(x),
+                                                       ms.Tensor(dout)).asnumpy()
+    assert np.isclose(np.vdot(expanded.astype(np.float64), dout),
+                      np.vdot(weight.astype(np.float64), dweight), rtol=1e-4)
