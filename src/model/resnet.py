@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
-from src.native.kernels import batchnorm_ops, winograd_ops
+from src.native.kernels import batchnorm_ops, pool_ops, winograd_ops
 
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
@@ -66,6 +66,18 @@ def _winograd_tile(height, width):
     if height < 4 or width < 4:
         return 0
     return 4 if height % 4 == 0 and width % 4 == 0 else 2
+
+
+# Up to this many positions per map (16x16) the native transforms run "lanes" (16 channels
+# side by side), above it "runs" (one plane at a time; src/native/winograd.cc). Forward and
+# backward transforms of one conv, pinned to one core: lanes win 3.3x at 16x16 (batch 32), 9x
+# at 4x4, 1.07x at 14x14 (batch 8), 3.2x at 7x7; runs win at 28x28 (1.04x) and 56x56 (1.27x).
+_LANES_MAP = 256
+
+
+def _winograd_kind(height, width):
+    """Which native transforms (src/native/kernels.py's KINDS) serve a height x width map."""
+    return "lanes" if height * width <= _LANES_MAP else "runs"
 
 
 def _winograd_matrices(m):
@@ -127,8 +139,10 @@ class Im2colConv2d(nn.Conv2d):
         tile = _winograd_tile(height, width) if self._winograd else 0
         if tile and (top, bottom, left, right) == (1, 1, 1, 1):
             if self._native_in:
+                kind = _winograd_kind(height, width)
                 out = _winograd_conv_native(x, self.weight, tile, self._winograd[tile][1],
-                                            self._native_in[tile], self._native_out[tile])
+                                            self._native_in[kind][tile],
+                                            self._native_out[kind][tile])
             else:
                 out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
             if self.has_bias:
@@ -445,11 +459,14 @@ def _stem_pool(res_base, cpu_conv=False):
     identical, and it runs 2.5x faster on CPU: ``nn.Pad`` alone took longer
     than the pool. On the CPU path, concatenating the zeros and pooling 'valid'
     is faster still (forward + backward 25 -> 17 ms at 64 px, batch 32; 87 -> 43
-    ms at 224 px, batch 8): pad_mode 'pad' runs MaxPool3DWithArgmax on CPU.
-    ResNet50/101 pool with pad_mode 'same'.
+    ms at 224 px, batch 8): pad_mode 'pad' runs MaxPool3DWithArgmax on CPU. Where the native
+    kernels build, one kernel each way does it (src/native/pool.cc: the concats, the pool and,
+    backward, the pool's gradient and the slices took ~13.5 ms of a one-thread ResNet18 step
+    at 64 px, batch 32). ResNet50/101 pool with pad_mode 'same'.
     """
     if res_base and cpu_conv:
-        return _ZeroPaddedMaxPool()
+        native = pool_ops()
+        return _NativeStemPool(native) if native else _ZeroPaddedMaxPool()
     if res_base:
         return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
     return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
@@ -464,6 +481,17 @@ class _ZeroPaddedMaxPool(nn.Cell):
 
     def construct(self, x):
         return self.pool(_zero_extend(_zero_extend(x, 2, 1, 1), 3, 1, 1))
+
+
+class _NativeStemPool(nn.Cell):
+    """3x3/2 max-pool with padding 1 as one native kernel each way (src/native/pool.cc)."""
+
+    def __init__(self, ops_):
+        super().__init__()
+        self._forward = ops_.forward
+
+    def construct(self, x):
+        return self._forward(x)
 
 
 def _make_layer(block, layer_num, in_channel, out_channel, stride, cpu_conv):

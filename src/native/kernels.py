@@ -4,7 +4,8 @@ The transforms around Winograd's batched matmul are pure data movement plus a fe
 MindSpore's own kernels for them (Im2Col, Transpose, a Kronecker MatMul; Col2Im and the rest
 in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's CPU
 BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
-two. Both are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
+two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored. All
+are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -92,9 +93,14 @@ def build() -> Path:
     raise RuntimeError("cannot write the library: " + "; ".join(errors))
 
 
+# The two implementations of the transforms in winograd.cc, by their exported names' infix:
+# "runs" for large maps, "lanes" (16 channels side by side) for small ones.
+KINDS = {"runs": "", "lanes": "Lanes"}
+
+
 class WinogradOps:
-    """The eight Custom ops: input and output transforms for m = 2 and 4 (their adjoints are
-    their bprops), and the adjoints themselves."""
+    """The Custom ops, for each kind (``KINDS``) and m = 2, 4: the input and output transforms
+    (their adjoints are their bprops), and the adjoints themselves; ``transform_in[kind][m]``."""
 
     def __init__(self, library: Path):
         from mindspore import ops  # MindSpore only where the ops are made
@@ -104,13 +110,15 @@ class WinogradOps:
                               func_type="aot", bprop=bprop)
 
         self.transform_in, self.transform_out, self.adjoint_in, self.adjoint_out = {}, {}, {}, {}
-        for m in (2, 4):
-            self.adjoint_in[m] = custom(f"WinoInT{m}", _second)  # (dv, x for its shape)
-            self.adjoint_out[m] = custom(f"WinoOutT{m}", _out_t_shape(m))
-            self.transform_in[m] = custom(f"WinoIn{m}", _in_shape(m),
-                                          _in_bprop(self.adjoint_in[m]))
-            self.transform_out[m] = custom(f"WinoOut{m}", _out_shape(m),
-                                           _out_bprop(self.adjoint_out[m]))
+        for kind, infix in KINDS.items():
+            t_in, t_out, a_in, a_out = {}, {}, {}, {}
+            for m in (2, 4):
+                a_in[m] = custom(f"WinoInT{infix}{m}", _second)  # (dv, x for its shape)
+                a_out[m] = custom(f"WinoOutT{infix}{m}", _out_t_shape(m))
+                t_in[m] = custom(f"WinoIn{infix}{m}", _in_shape(m), _in_bprop(a_in[m]))
+                t_out[m] = custom(f"WinoOut{infix}{m}", _out_shape(m), _out_bprop(a_out[m]))
+            self.transform_in[kind], self.transform_out[kind] = t_in, t_out
+            self.adjoint_in[kind], self.adjoint_out[kind] = a_in, a_out
 
 
 # Shape and dtype inference and bprops, made by factories: MindSpore counts a function's
@@ -198,6 +206,30 @@ def _bn_bprop(backward):
     return bprop
 
 
+class PoolOps:
+    """The ResNet18/34 stem's 3x3 stride-2 max-pool with padding 1 (pool.cc): ``forward(x)``,
+    its bprop the native backward."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        backward = ops.Custom(f"{library}:PoolBwd", out_shape=_second, out_dtype=_first,
+                              func_type="aot")  # (dy, x for its shape and the maxima)
+        self.forward = ops.Custom(f"{library}:PoolFwd", out_shape=_pool_shape, out_dtype=_first,
+                                  func_type="aot", bprop=_pool_bprop(backward))
+
+
+def _pool_shape(x):
+    n, c, h, w = x
+    return [n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1]
+
+
+def _pool_bprop(backward):
+    def bprop(x, out, dout):
+        return (backward(dout, x),)
+    return bprop
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> Path | None:
     """The built library, or None (said once on stderr) when it cannot be built here."""
@@ -217,6 +249,13 @@ def winograd_ops() -> WinogradOps | None:
     """The Winograd transforms, or None without the library."""
     lib = library()
     return WinogradOps(lib) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def pool_ops() -> PoolOps | None:
+    """The stem's max-pool, or None without the library."""
+    lib = library()
+    return PoolOps(lib) if lib else None
 
 
 @functools.lru_cache(maxsize=1)

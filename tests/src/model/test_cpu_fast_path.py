@@ -24,6 +24,13 @@ def tensor(shape, seed):
 
 
 @pytest.mark.unit
+def test_kernel_choice():
+    assert resnet._winograd_kind(16, 16) == resnet._winograd_kind(14, 14) == "lanes"
+    assert resnet._winograd_kind(4, 4) == resnet._winograd_kind(7, 7) == "lanes"
+    assert resnet._winograd_kind(28, 28) == resnet._winograd_kind(17, 16) == "runs"
+
+
+@pytest.mark.unit
 def test_tile_choice():
     assert _winograd_tile(56, 56) == _winograd_tile(28, 28) == _winograd_tile(16, 16) == 4
     assert _winograd_tile(8, 8) == _winograd_tile(4, 4) == _winograd_tile(4, 8) == 4
@@ -40,6 +47,8 @@ CASES = [  # in, out, height, width, conv kwargs
     (256, 32, 8, 8, {"pad_mode": "same"}),                # m = 4, long channel sums
     (8, 16, 4, 4, {"pad_mode": "pad", "padding": 1}),     # m = 4, one tile (resnet18 64 px)
     (8, 16, 7, 7, {"pad_mode": "same"}),                  # m = 2, 7 -> 8 (ResNet50 layer4)
+    (8, 16, 20, 20, {"pad_mode": "same"}),                # m = 4, over 16x16: "runs" kernels
+    (8, 16, 18, 17, {"pad_mode": "pad", "padding": 1}),   # m = 2, "runs", zero-extended
 ]
 
 
@@ -127,10 +136,14 @@ class PoolGrad(nn.Cell):
         return self.grad(self.forward)(x, dout)
 
 
+@pytest.mark.parametrize("kernels", ["native", "pure"])
 @pytest.mark.parametrize("size", [16, 15])
-def test_cpu_stem_pool_equals_the_native_one(mode, size):
+def test_cpu_stem_pool_equals_the_native_one(mode, size, kernels, monkeypatch):
+    if kernels == "pure":
+        monkeypatch.setattr(resnet, "pool_ops", lambda: None)
     native, fast = resnet.resnet18(4).maxpool, resnet.resnet18(4, cpu_conv=True).maxpool
     assert type(fast) is not type(native)  # the CPU path has its own pool
+    assert isinstance(fast, resnet._NativeStemPool) == (kernels == "native")
     x = tensor((2, 4, size, size), 7)
     expected = native(ops.relu(x))
     assert fast(ops.relu(x)).shape == expected.shape

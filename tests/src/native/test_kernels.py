@@ -17,7 +17,10 @@ from tests.helpers import need_tool
 
 pytestmark = pytest.mark.unit
 
-SHAPES = [(2, 3, 8, 8), (1, 2, 7, 7), (2, 2, 9, 12), (1, 1, 4, 4), (1, 2, 13, 5)]
+# Channel counts under, at and over the "lanes" kernels' groups of 16 channels.
+SHAPES = [(2, 3, 8, 8), (1, 2, 7, 7), (2, 2, 9, 12), (1, 1, 4, 4), (1, 2, 13, 5),
+          (2, 18, 6, 5), (1, 32, 4, 4)]
+KINDS = list(native_kernels.KINDS)
 
 
 @pytest.fixture(scope="module")
@@ -57,30 +60,32 @@ def rand(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_input_transform_and_its_adjoint(wino, m, shape):
+def test_input_transform_and_its_adjoint(wino, kind, m, shape):
     x = rand(shape, 0)
-    v = wino.transform_in[m](ms.Tensor(x)).asnumpy()
+    v = wino.transform_in[kind][m](ms.Tensor(x)).asnumpy()
     expected = reference_in(x, m)
     assert v.shape == expected.shape
     np.testing.assert_allclose(v, expected, rtol=1e-5, atol=1e-4)
     dv = rand(v.shape, 1)
-    dx = wino.adjoint_in[m](ms.Tensor(dv), ms.Tensor(x)).asnumpy()  # x: for its shape
+    dx = wino.adjoint_in[kind][m](ms.Tensor(dv), ms.Tensor(x)).asnumpy()  # x: for its shape
     assert dx.shape == x.shape
     assert np.isclose(np.vdot(v.astype(np.float64), dv), np.vdot(x.astype(np.float64), dx),
                       rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("tiles", [(2, 3, 2, 2), (1, 2, 1, 3), (2, 1, 4, 1)])
-def test_output_transform_and_its_adjoint(wino, m, tiles):
+@pytest.mark.parametrize("tiles", [(2, 3, 2, 2), (1, 2, 1, 3), (2, 1, 4, 1), (20, 2, 2, 1)])
+def test_output_transform_and_its_adjoint(wino, kind, m, tiles):
     o, n, th, tw = tiles
     t = rand(((m + 2) ** 2, o, n, th, tw), 2)
-    y = wino.transform_out[m](ms.Tensor(t)).asnumpy()
+    y = wino.transform_out[kind][m](ms.Tensor(t)).asnumpy()
     np.testing.assert_allclose(y, reference_out(t, m), rtol=1e-5, atol=1e-3)
     dy = rand(y.shape, 3)
-    dt = wino.adjoint_out[m](ms.Tensor(dy)).asnumpy()
+    dt = wino.adjoint_out[kind][m](ms.Tensor(dy)).asnumpy()
     assert dt.shape == t.shape
     assert np.isclose(np.vdot(y.astype(np.float64), dy), np.vdot(t.astype(np.float64), dt),
                       rtol=1e-4)
@@ -146,3 +151,41 @@ def test_the_compiler_is_asked_its_version_once_per_binary(tmp_path, monkeypatch
     compiler.write_text(compiler.read_text().replace("1.0", "2.0.1"))  # an upgrade
     assert native_digest.compiler_version(str(compiler)) == "g++ (stub) 2.0.1\n"
     assert (tmp_path / "g++.log").read_text() == "asked\nasked\n"
+
+
+def reference_pool(x):
+    """numpy: 3x3 stride-2 max-pool padded by 1 with -inf; and each output's argmax, the first
+    (row-major) position of its window holding the maximum."""
+    n, c, h, w = x.shape
+    oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    padded = np.full((n, c, h + 2, w + 2), -np.inf)
+    padded[:, :, 1:-1, 1:-1] = x
+    windows = np.stack([padded[:, :, i:i + 2 * oh:2, j:j + 2 * ow:2]
+                        for i in range(3) for j in range(3)], -1)  # (n, c, oh, ow, 9)
+    return windows.max(-1), windows.argmax(-1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 6), (1, 1, 1, 1), (2, 2, 2, 5)])
+def test_the_stem_pool_and_its_gradient(shape):
+    pool = native_kernels.pool_ops()
+    assert pool is not None
+    x = rand(shape, 4)
+    if min(shape[2:]) > 1:  # a tie inside one window: the first position wins
+        x[0, 0, 0, :2] = x[0, 0, 1, 0] = 9.0
+    y, argmax = reference_pool(x)
+    np.testing.assert_array_equal(pool.forward(ms.Tensor(x)).asnumpy(), y)
+    dy = rand(y.shape, 5)
+    def forward(inputs):
+        return pool.forward(inputs)
+
+    grad = ms.ops.GradOperation(sens_param=True)(forward)
+    dx = grad(ms.Tensor(x), ms.Tensor(dy)).asnumpy()
+    expected = np.zeros((shape[0], shape[1], shape[2] + 2, shape[3] + 2))
+    n_, c_, oh, ow = y.shape
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(oh):
+                for j in range(ow):
+                    a = argmax[n, c, i, j]
+                    expected[n, c, 2 * i + a // 3, 2 * j + a % 3] += dy[n, c, i, j]
+    np.testing.assert_allclose(dx, expected[:, :, 1:-1, 1:-1], rtol=1e-6, atol=1e-6)
