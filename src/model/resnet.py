@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
-from src.native.kernels import batchnorm_ops, pool_ops, winograd_ops
+from src.native.kernels import batchnorm_ops, im2col_ops, pool_ops, winograd_ops
 
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
@@ -120,6 +120,11 @@ class Im2colConv2d(nn.Conv2d):
         native = winograd_ops() if self._winograd and native_kernels else None
         self._native_in = native.transform_in if native else {}
         self._native_out = native.transform_out if native else {}
+        # im2col as a native kernel (src/native/im2col.cc) where the padding does not depend on
+        # the input's size (pad_mode 'pad' or 'valid': ResNet18/34), else ops.unfold.
+        self._im2col = None
+        if native_kernels and self.pad_mode != "same":
+            self._im2col = im2col_ops(self.kernel_size + self.stride + self._pads(0, 0))
 
     def _pads(self, height, width):
         """(top, bottom, left, right) padding, as the native Conv2D pads."""
@@ -150,24 +155,43 @@ class Im2colConv2d(nn.Conv2d):
             return out
         out_h = (height + top + bottom - kh) // self.stride[0] + 1
         out_w = (width + left + right - kw) // self.stride[1] + 1
-        # unfold pads symmetrically; the surplus of an asymmetric padding ('same'
-        # at stride 2) is concatenated as zeros. Not ops.pad: in GRAPH_MODE on CPU
-        # its gradient is wrong from the second call on. Not ops.Pad: its CPU
-        # kernel took ~90 ms per stride-2 conv of ResNet50 at 224 px (a third of
-        # that conv's forward + backward), the concat a few.
-        x = _zero_extend(x, 2, top - min(top, bottom), bottom - min(top, bottom))
-        x = _zero_extend(x, 3, left - min(left, right), right - min(left, right))
-        cols = ops.unfold(x, self.kernel_size, 1, (min(top, bottom), min(left, right)),
-                          self.stride)
         weight = self.weight.reshape(self.out_channels, -1)
-        if out_h * out_w < _SMALL_MAP:
-            out = _matmul_whole_batch(weight, cols)
+        if self._im2col is not None:
+            out = _matmul_native_im2col(x, weight, self._im2col, out_h * out_w)
         else:
-            out = _matmul_per_image(weight, cols)
+            out = _matmul_unfold(x, weight, self.kernel_size, self.stride,
+                                 (top, bottom, left, right), out_h * out_w)
         out = out.reshape(n, self.out_channels, out_h, out_w)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
+
+
+def _matmul_unfold(x, weight, kernel_size, stride, pads, length):
+    """(O, K) x the columns of ``x`` -> (N, O, L), the columns from ops.unfold."""
+    top, bottom, left, right = pads
+    # unfold pads symmetrically; the surplus of an asymmetric padding ('same'
+    # at stride 2) is concatenated as zeros. Not ops.pad: in GRAPH_MODE on CPU
+    # its gradient is wrong from the second call on. Not ops.Pad: its CPU
+    # kernel took ~90 ms per stride-2 conv of ResNet50 at 224 px (a third of
+    # that conv's forward + backward), the concat a few.
+    x = _zero_extend(x, 2, top - min(top, bottom), bottom - min(top, bottom))
+    x = _zero_extend(x, 3, left - min(left, right), right - min(left, right))
+    cols = ops.unfold(x, kernel_size, 1, (min(top, bottom), min(left, right)), stride)
+    if length < _SMALL_MAP:
+        return _matmul_whole_batch(weight, cols)
+    return _matmul_per_image(weight, cols)
+
+
+def _matmul_native_im2col(x, weight, im2col, length):
+    """(O, K) x the columns of ``x`` -> (N, O, L), with native im2col writing the columns in the
+    layout each matmul takes: one (N * L, K) matrix for small maps (no transpose of the
+    columns), per image (N, K, L) otherwise."""
+    if length < _SMALL_MAP:
+        rows = im2col.rows(x, im2col.geometry)
+        out = _MATMUL_TRANSPOSE_B(rows, weight)
+        return out.reshape(x.shape[0], length, weight.shape[0]).transpose(0, 2, 1)
+    return _matmul_per_image(weight, im2col.cols(x, im2col.geometry))
 
 
 def _winograd_conv(x, weight, m, input_transform, weight_transform, output_transform):

@@ -4,8 +4,10 @@ The transforms around Winograd's batched matmul are pure data movement plus a fe
 MindSpore's own kernels for them (Im2Col, Transpose, a Kronecker MatMul; Col2Im and the rest
 in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's CPU
 BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
-two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored. All
-are ``mindspore.ops.Custom`` operators (``func_type="aot"``) in one library.
+two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored;
+im2col.cc writes a convolution's columns with the padding read as zeros, in the layout the
+matmul takes (per image, or one row per output position). All are ``mindspore.ops.Custom``
+operators (``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -206,6 +208,65 @@ def _bn_bprop(backward):
     return bprop
 
 
+class Im2colOps:
+    """im2col.cc for one convolution's geometry (kh, kw, stride_h, stride_w, pad_top,
+    pad_bottom, pad_left, pad_right): ``cols(x, geometry)`` -> (N, K, L) and
+    ``rows(x, geometry)`` -> (N * L, K), their adjoints their bprops; ``geometry`` is the
+    int64 Tensor to pass."""
+
+    def __init__(self, library: Path, geometry: tuple[int, ...]):
+        import numpy as np
+        from mindspore import Tensor, ops  # MindSpore only where the ops are made
+
+        self.geometry = Tensor(np.array(geometry, np.int64))
+        cols_t = ops.Custom(f"{library}:Im2ColColsT", out_shape=_third, out_dtype=_first,
+                            func_type="aot")  # (dcols, geometry, x for its shape)
+        rows_t = ops.Custom(f"{library}:Im2ColRowsT", out_shape=_third, out_dtype=_first,
+                            func_type="aot")
+        self.cols = ops.Custom(f"{library}:Im2ColCols", out_shape=_cols_shape(geometry),
+                               out_dtype=_first, func_type="aot", bprop=_im2col_bprop(cols_t))
+        self.rows = ops.Custom(f"{library}:Im2ColRows", out_shape=_rows_shape(geometry),
+                               out_dtype=_first, func_type="aot", bprop=_im2col_bprop(rows_t))
+        # The geometry as an attribute too: PyNative caches an op's output shape by its name,
+        # function, attributes and input shapes, so without it two geometries on inputs of the
+        # same shape (layer2's 3x3 and 1x1 stride-2 convs) shared the first one's shape.
+        for op in (cols_t, rows_t, self.cols, self.rows):
+            op.add_prim_attr("packrun_geometry", geometry)
+
+
+def _third(_, __, shape):
+    return list(shape)
+
+
+def _conv_out(geometry, h, w):
+    kh, kw, sh, sw, top, bottom, left, right = geometry
+    return (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+
+def _cols_shape(geometry):
+    def infer(x, g):
+        n, c, h, w = x
+        oh, ow = _conv_out(geometry, h, w)
+        return [n, c * geometry[0] * geometry[1], oh * ow]
+    return infer
+
+
+def _rows_shape(geometry):
+    def infer(x, g):
+        n, c, h, w = x
+        oh, ow = _conv_out(geometry, h, w)
+        return [n * oh * ow, c * geometry[0] * geometry[1]]
+    return infer
+
+
+def _im2col_bprop(adjoint):
+    from mindspore import ops  # MindSpore only where the ops are made
+
+    def bprop(x, g, out, dout):
+        return adjoint(dout, g, x), ops.zeros_like(g)
+    return bprop
+
+
 class PoolOps:
     """The ResNet18/34 stem's 3x3 stride-2 max-pool with padding 1 (pool.cc): ``forward(x)``,
     its bprop the native backward."""
@@ -249,6 +310,13 @@ def winograd_ops() -> WinogradOps | None:
     """The Winograd transforms, or None without the library."""
     lib = library()
     return WinogradOps(lib) if lib else None
+
+
+@functools.lru_cache(maxsize=None)
+def im2col_ops(geometry: tuple[int, ...]) -> Im2colOps | None:
+    """im2col for one geometry (see Im2colOps), or None without the library."""
+    lib = library()
+    return Im2colOps(lib, geometry) if lib else None
 
 
 @functools.lru_cache(maxsize=1)

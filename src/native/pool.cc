@@ -19,15 +19,51 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "parallel.h"
 
 namespace {
 
-struct Window {  // the input rows (or columns) output index o covers: 2o - 1 .. 2o + 1, clipped
-  int64_t lo, hi;
-  Window(int64_t o, int64_t size) : lo(o > 0 ? 2 * o - 1 : 0), hi(std::min(size, 2 * o + 2)) {}
-};
+// One output row's windows, all columns at once. Each input row r of the window is split into
+// its even columns ev[j] = x[r][2j] and its odd ones od[j + 1] = x[r][2j + 1] (od[0] and
+// columns past the map: -inf), so column offsets -1, 0, +1 of output column j are od[j],
+// ev[j], od[j + 1]: contiguous loads, and the loop over j is branch-free and vectorises.
+// Candidates come in row-major order, so a strict > keeps the first maximum.
+template <bool ARGMAX>
+inline void RowWindows(const float *xp, int64_t h, int64_t w, int64_t i, int64_t ow, float *ev,
+                       float *od, float *best, int32_t *at) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < ow; ++j) best[j] = kNegInf;
+  if (ARGMAX)
+    for (int64_t j = 0; j < ow; ++j) at[j] = 0;
+  const int64_t r0 = std::max<int64_t>(0, 2 * i - 1), r1 = std::min(h, 2 * i + 2);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *row = xp + r * w;
+    od[0] = kNegInf;
+    for (int64_t k = 0; k < ow; ++k) ev[k] = row[2 * k];  // 2 (ow - 1) <= w - 1
+    for (int64_t k = 0; k < w / 2; ++k) od[k + 1] = row[2 * k + 1];
+    for (int64_t k = w / 2; k < ow; ++k) od[k + 1] = kNegInf;
+    const int32_t base = static_cast<int32_t>(r * w);
+    for (int64_t j = 0; j < ow; ++j) {
+      float b = best[j];
+      int32_t a = ARGMAX ? at[j] : 0;
+      const int32_t c = base + 2 * static_cast<int32_t>(j);
+      bool take = od[j] > b;
+      b = take ? od[j] : b;
+      a = take ? c - 1 : a;
+      take = ev[j] > b;
+      b = take ? ev[j] : b;
+      a = take ? c : a;
+      take = od[j + 1] > b;
+      b = take ? od[j + 1] : b;
+      a = take ? c + 1 : a;
+      best[j] = b;
+      if (ARGMAX) at[j] = a;
+    }
+  }
+}
 
 int PoolFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 2 || ndims[0] != 4 || ndims[1] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
@@ -37,20 +73,11 @@ int PoolFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const int64_t oh = shapes[1][2], ow = shapes[1][3];
   if (oh != (h - 1) / 2 + 1 || ow != (w - 1) / 2 + 1) return 1;
   packrun::ParallelFor(planes, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const float *xp = x + p * h * w;
-      float *yp = y + p * oh * ow;
-      for (int64_t i = 0; i < oh; ++i) {
-        const Window rows(i, h);
-        for (int64_t j = 0; j < ow; ++j) {
-          const Window cols(j, w);
-          float m = xp[rows.lo * w + cols.lo];
-          for (int64_t r = rows.lo; r < rows.hi; ++r)
-            for (int64_t c = cols.lo; c < cols.hi; ++c) m = std::max(m, xp[r * w + c]);
-          yp[i * ow + j] = m;
-        }
-      }
-    }
+    std::vector<float> ev(ow), od(ow + 1);
+    for (int64_t p = begin; p < end; ++p)
+      for (int64_t i = 0; i < oh; ++i)
+        RowWindows<false>(x + p * h * w, h, w, i, ow, ev.data(), od.data(),
+                          y + (p * oh + i) * ow, nullptr);
   });
   return 0;
 }
@@ -63,22 +90,18 @@ int PoolBwd(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const int64_t oh = shapes[0][2], ow = shapes[0][3];
   const int64_t planes = shapes[1][0] * shapes[1][1], h = shapes[1][2], w = shapes[1][3];
   if (oh != (h - 1) / 2 + 1 || ow != (w - 1) / 2 + 1) return 1;
+  if (h * w > std::numeric_limits<int32_t>::max()) return 1;  // positions are int32
   packrun::ParallelFor(planes, [&](int64_t begin, int64_t end) {
+    std::vector<float> ev(ow), od(ow + 1), best(ow);
+    std::vector<int32_t> at(ow);
     for (int64_t p = begin; p < end; ++p) {
-      const float *xp = x + p * h * w;
       const float *dp = dy + p * oh * ow;
       float *gp = dx + p * h * w;
       std::memset(gp, 0, sizeof(float) * h * w);
       for (int64_t i = 0; i < oh; ++i) {
-        const Window rows(i, h);
-        for (int64_t j = 0; j < ow; ++j) {
-          const Window cols(j, w);
-          int64_t at = rows.lo * w + cols.lo;
-          for (int64_t r = rows.lo; r < rows.hi; ++r)
-            for (int64_t c = cols.lo; c < cols.hi; ++c)
-              if (xp[r * w + c] > xp[at]) at = r * w + c;
-          gp[at] += dp[i * ow + j];
-        }
+        RowWindows<true>(x + p * h * w, h, w, i, ow, ev.data(), od.data(), best.data(),
+                         at.data());
+        for (int64_t j = 0; j < ow; ++j) gp[at[j]] += dp[i * ow + j];
       }
     }
   });

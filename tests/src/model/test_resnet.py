@@ -176,17 +176,21 @@ CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
     (8, 16, 1, 2, "same", 0, 9, False),
     (8, 16, (3, 1), 1, "valid", 0, 7, False),
     (8, 16, 3, 1, "pad", (2, 0, 1, 3), 7, False),  # explicit asymmetric, surplus on both sides
+    (8, 16, 3, 2, "pad", (1, 2, 0, 1), 18, True),  # asymmetric, 10x10 output: per image
 ]
 
 
+@pytest.mark.parametrize("kernels", ["native", "pure"])
 @pytest.mark.parametrize("cin,cout,kernel,stride,pad_mode,padding,size,has_bias", CONV_CASES)
 def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, stride, pad_mode,
-                                                      padding, size, has_bias):
+                                                      padding, size, has_bias, kernels):
     kwargs = dict(stride=stride, pad_mode=pad_mode, padding=padding, has_bias=has_bias)
     ms.set_seed(3)
     native = nn.Conv2d(cin, cout, kernel, **kwargs)
     ms.set_seed(3)
-    im2col = Im2colConv2d(cin, cout, kernel, **kwargs)
+    im2col = Im2colConv2d(cin, cout, kernel, native_kernels=kernels == "native", **kwargs)
+    # the native im2col serves the paddings that do not depend on the input's size
+    assert (im2col._im2col is not None) == (kernels == "native" and pad_mode != "same")
     assert param_specs(im2col) == param_specs(native)
     for a, b in zip(im2col.get_parameters(), native.get_parameters()):  # same init
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())

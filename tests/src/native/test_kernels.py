@@ -189,3 +189,136 @@ def test_the_stem_pool_and_its_gradient(shape):
                     a = argmax[n, c, i, j]
                     expected[n, c, 2 * i + a // 3, 2 * j + a % 3] += dy[n, c, i, j]
     np.testing.assert_allclose(dx, expected[:, :, 1:-1, 1:-1], rtol=1e-6, atol=1e-6)
+
+
+def reference_cols(x, geometry):
+    """numpy: im2col's (N, C * kh * kw, OH * OW) columns, padding read as zeros."""
+    kh, kw, sh, sw, top, bottom, left, right = geometry
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    cols = np.stack([padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+                     for i in range(kh) for j in range(kw)], 2)  # (n, c, taps, oh, ow)
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+GEOMETRIES = [(7, 7, 2, 2, 3, 3, 3, 3), (3, 3, 2, 2, 1, 1, 1, 1), (1, 1, 2, 2, 0, 0, 0, 0),
+              (3, 3, 1, 1, 1, 1, 1, 1), (3, 1, 1, 2, 2, 0, 1, 3), (3, 3, 2, 1, 0, 1, 2, 0)]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("shape", [(2, 3, 9, 8), (1, 2, 2, 2), (1, 20, 5, 7)])
+def test_im2col_in_both_layouts_and_their_adjoints(geometry, shape):
+    im2col = native_kernels.im2col_ops(geometry)
+    assert im2col is not None
+    x = rand(shape, 6)
+    expected = reference_cols(x, geometry)
+    n, k, length = expected.shape
+    cols = im2col.cols(ms.Tensor(x), im2col.geometry).asnumpy()
+    np.testing.assert_array_equal(cols, expected)
+    rows = im2col.rows(ms.Tensor(x), im2col.geometry).asnumpy()
+    np.testing.assert_array_equal(rows, expected.transpose(0, 2, 1).reshape(n * length, k))
+    for layout, out in (("cols", cols), ("rows", rows)):
+        forward = getattr(im2col, layout)
+
+        def f(inputs, g, forward=forward):
+            return forward(inputs, g)
+
+        dout = rand(out.shape, 7)
+        dx = ms.ops.GradOperation(sens_param=True)(f)(ms.Tensor(x), im2col.geometry,
+                                                      ms.Tensor(dout)).asnumpy()
+        assert dx.shape == x.shape
+        assert np.isclose(np.vdot(out.astype(np.float64), dout),
+                          np.vdot(x.astype(np.float64), dx), rtol=1e-4)
+
+
+def test_two_geometries_on_inputs_of_one_shape_keep_their_own_output_shapes():
+    # PyNative caches an op's output shape by its attributes and input shapes: the geometry
+    # must be among them (layer2's 3x3 and 1x1 stride-2 convs read the same input).
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        x = ms.Tensor(rand((2, 8, 10, 10), 8))
+        for geometry, k in (((3, 3, 2, 2, 1, 1, 1, 1), 72), ((1, 1, 2, 2, 0, 0, 0, 0), 8)):
+            im2col = native_kernels.im2col_ops(geometry)
+            assert im2col.rows(x, im2col.geometry).shape == (50, k)
+            assert im2col.cols(x, im2col.geometry).shape == (2, k, 25)
+    finally:
+        ms.set_context(mode=previous)
+
+
+def ctypes_kernel(name):
+    """`name` from the built library, callable as f(inputs, outputs) on numpy arrays the way
+    MindSpore's aot Custom ops call it (no MindSpore involved, so threads and fork are plain)."""
+    import ctypes
+    function = getattr(ctypes.CDLL(str(native_kernels.library())), name)
+
+    def call(inputs, outputs):
+        arrays = list(inputs) + list(outputs)
+        count = len(arrays)
+        shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+        status = function(
+            count, (ctypes.c_void_p * count)(*[a.ctypes.data for a in arrays]),
+            (ctypes.c_int * count)(*[a.ndim for a in arrays]),
+            (ctypes.POINTER(ctypes.c_int64) * count)(
+                *[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in shapes]),
+            (ctypes.c_char_p * count)(*[str(a.dtype).encode() for a in arrays]), None, None)
+        assert status == 0
+    return call
+
+
+def test_kernels_called_from_several_threads_at_once_stay_right(monkeypatch):
+    # MindSpore may run two Custom ops at once (one per runtime thread); they share the
+    # library's helper threads.
+    import threading
+    monkeypatch.setenv("PACKRUN_NATIVE_THREADS", "2")
+    transform = ctypes_kernel("WinoInLanes4")
+    x = rand((4, 32, 8, 8), 9)
+    expected = reference_in(x, 4).astype(np.float32)
+    failures = []
+
+    def worker():
+        for _ in range(30):
+            v = np.full(expected.shape, np.nan, np.float32)
+            transform([x], [v])
+            if not np.allclose(v, expected, rtol=1e-5, atol=1e-4):
+                failures.append(v)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and not failures
+
+
+def test_a_forked_child_runs_the_kernels_on_its_own_helpers(monkeypatch):
+    # The helper threads do not survive a fork; a child that runs a kernel must neither hang
+    # nor depend on them.
+    import os
+    import time
+    monkeypatch.setenv("PACKRUN_NATIVE_THREADS", "2")
+    transform = ctypes_kernel("WinoInLanes4")
+    x = rand((4, 32, 8, 8), 10)
+    v = np.empty(reference_in(x, 4).shape, np.float32)
+    transform([x], [v])  # the parent's helpers exist now
+    expected = v.copy()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the kernel ran and was right
+        try:
+            out = np.empty_like(expected)
+            transform([x], [out])
+            os._exit(0 if np.array_equal(out, expected) else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in the kernel")
+    assert os.waitstatus_to_exitcode(status) == 0
