@@ -21,7 +21,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, HeUniform
 
-from src.native.kernels import batchnorm_ops, im2col_ops, pool_ops, winograd_ops
+from src.native.kernels import batchnorm_ops, dense_conv_ops, im2col_ops, pool_ops, winograd_ops
 
 # Below this many output positions per image a single 2-D matmul over the whole
 # batch beats one small matmul per image (measured forward + backward on a
@@ -55,6 +55,13 @@ _WINOGRAD = {
 }
 
 
+# Up to this many positions per map a 3x3 stride-1 convolution padded by 1 is one dense matmul
+# of the image with the expanded weight (src/native/im2col.cc): on 2x2 maps 5 of im2col's 9
+# taps are padding. ResNet18's layer4 at 64 px, 512 channels, batch 32, forward + backward,
+# one core: im2col 16.6 ms, the dense matmuls alone 9.1 ms.
+_DENSE_MAP = 4
+
+
 def _winograd_tile(height, width):
     """Output tile size m for a 3x3 stride-1 conv on a height x width map, or 0 for im2col.
 
@@ -66,18 +73,6 @@ def _winograd_tile(height, width):
     if height < 4 or width < 4:
         return 0
     return 4 if height % 4 == 0 and width % 4 == 0 else 2
-
-
-# Up to this many positions per map (16x16) the native transforms run "lanes" (16 channels
-# side by side), above it "runs" (one plane at a time; src/native/winograd.cc). Forward and
-# backward transforms of one conv, pinned to one core: lanes win 3.3x at 16x16 (batch 32), 9x
-# at 4x4, 1.07x at 14x14 (batch 8), 3.2x at 7x7; runs win at 28x28 (1.04x) and 56x56 (1.27x).
-_LANES_MAP = 256
-
-
-def _winograd_kind(height, width):
-    """Which native transforms (src/native/kernels.py's KINDS) serve a height x width map."""
-    return "lanes" if height * width <= _LANES_MAP else "runs"
 
 
 def _winograd_matrices(m):
@@ -120,6 +115,9 @@ class Im2colConv2d(nn.Conv2d):
         native = winograd_ops() if self._winograd and native_kernels else None
         self._native_in = native.transform_in if native else {}
         self._native_out = native.transform_out if native else {}
+        self._dense = None
+        if self.kernel_size == (3, 3) and self.stride == (1, 1) and native_kernels:
+            self._dense = dense_conv_ops()
         # im2col as a native kernel (src/native/im2col.cc) where the padding does not depend on
         # the input's size (pad_mode 'pad' or 'valid': ResNet18/34), else ops.unfold.
         self._im2col = None
@@ -141,13 +139,19 @@ class Im2colConv2d(nn.Conv2d):
         n, _, height, width = x.shape
         top, bottom, left, right = self._pads(height, width)
         kh, kw = self.kernel_size
+        if (self._dense is not None and height * width <= _DENSE_MAP
+                and (top, bottom, left, right) == (1, 1, 1, 1)):
+            weight = self._dense.expand(self.weight, x)
+            out = _MATMUL_TRANSPOSE_B(x.reshape(n, -1), weight)
+            out = out.reshape(n, self.out_channels, height, width)
+            if self.has_bias:
+                out = self.bias_add(out, self.bias)
+            return out
         tile = _winograd_tile(height, width) if self._winograd else 0
         if tile and (top, bottom, left, right) == (1, 1, 1, 1):
             if self._native_in:
-                kind = _winograd_kind(height, width)
                 out = _winograd_conv_native(x, self.weight, tile, self._winograd[tile][1],
-                                            self._native_in[kind][tile],
-                                            self._native_out[kind][tile])
+                                            self._native_in[tile], self._native_out[tile])
             else:
                 out = _winograd_conv(x, self.weight, tile, *self._winograd[tile])
             if self.has_bias:

@@ -6,8 +6,9 @@ in the backward) ran at 1-3 GB/s; winograd.cc does each in one pass. MindSpore's
 BatchNorm and the ReLU after it take five passes over an activation each way; batchnorm.cc
 two; pool.cc is the ResNet18/34 stem's max-pool with its padding skipped, not stored;
 im2col.cc writes a convolution's columns with the padding read as zeros, in the layout the
-matmul takes (per image, or one row per output position). All are ``mindspore.ops.Custom``
-operators (``func_type="aot"``) in one library.
+matmul takes (per image, or one row per output position), and for a 3x3 convolution on a
+2x2 map the expanded weight of one dense matmul. All are ``mindspore.ops.Custom`` operators
+(``func_type="aot"``) in one library.
 
 It is compiled with g++ on first use, for this machine's CPU (``-march=native``), into
 ``src/native/build/`` (or, when the checkout is read-only, ``$TMPDIR/packrun-native-<uid>``).
@@ -95,14 +96,9 @@ def build() -> Path:
     raise RuntimeError("cannot write the library: " + "; ".join(errors))
 
 
-# The two implementations of the transforms in winograd.cc, by their exported names' infix:
-# "runs" for large maps, "lanes" (16 channels side by side) for small ones.
-KINDS = {"runs": "", "lanes": "Lanes"}
-
-
 class WinogradOps:
-    """The Custom ops, for each kind (``KINDS``) and m = 2, 4: the input and output transforms
-    (their adjoints are their bprops), and the adjoints themselves; ``transform_in[kind][m]``."""
+    """The eight Custom ops: input and output transforms for m = 2 and 4 (their adjoints are
+    their bprops), and the adjoints themselves."""
 
     def __init__(self, library: Path):
         from mindspore import ops  # MindSpore only where the ops are made
@@ -112,15 +108,13 @@ class WinogradOps:
                               func_type="aot", bprop=bprop)
 
         self.transform_in, self.transform_out, self.adjoint_in, self.adjoint_out = {}, {}, {}, {}
-        for kind, infix in KINDS.items():
-            t_in, t_out, a_in, a_out = {}, {}, {}, {}
-            for m in (2, 4):
-                a_in[m] = custom(f"WinoInT{infix}{m}", _second)  # (dv, x for its shape)
-                a_out[m] = custom(f"WinoOutT{infix}{m}", _out_t_shape(m))
-                t_in[m] = custom(f"WinoIn{infix}{m}", _in_shape(m), _in_bprop(a_in[m]))
-                t_out[m] = custom(f"WinoOut{infix}{m}", _out_shape(m), _out_bprop(a_out[m]))
-            self.transform_in[kind], self.transform_out[kind] = t_in, t_out
-            self.adjoint_in[kind], self.adjoint_out[kind] = a_in, a_out
+        for m in (2, 4):
+            self.adjoint_in[m] = custom(f"WinoInT{m}", _second)  # (dv, x for its shape)
+            self.adjoint_out[m] = custom(f"WinoOutT{m}", _out_t_shape(m))
+            self.transform_in[m] = custom(f"WinoIn{m}", _in_shape(m),
+                                          _in_bprop(self.adjoint_in[m]))
+            self.transform_out[m] = custom(f"WinoOut{m}", _out_shape(m),
+                                           _out_bprop(self.adjoint_out[m]))
 
 
 # Shape and dtype inference and bprops, made by factories: MindSpore counts a function's
@@ -267,6 +261,37 @@ def _im2col_bprop(adjoint):
     return bprop
 
 
+class DenseConvOps:
+    """im2col.cc's dense form of a 3x3 stride-1 convolution padded by 1 on a map of a few
+    positions: ``expand(weight, x)`` -> the (O*H*W, C*H*W) matrix that multiplies the image as
+    it lies, (N, C*H*W); its adjoint is its bprop."""
+
+    def __init__(self, library: Path):
+        from mindspore import ops  # MindSpore only where the ops are made
+
+        adjoint = ops.Custom(f"{library}:Im2ColExpandT", out_shape=_weight_shape,
+                             out_dtype=_first, func_type="aot")  # (dWd, weight, x: shapes)
+        self.expand = ops.Custom(f"{library}:Im2ColExpand", out_shape=_expand_shape,
+                                 out_dtype=_first, func_type="aot", bprop=_expand_bprop(adjoint))
+
+
+def _weight_shape(_, weight, __):
+    return list(weight)
+
+
+def _expand_shape(weight, x):
+    positions = x[2] * x[3]
+    return [weight[0] * positions, weight[1] * positions]
+
+
+def _expand_bprop(adjoint):
+    from mindspore import ops  # MindSpore only where the ops are made
+
+    def bprop(weight, x, out, dout):
+        return adjoint(dout, weight, x), ops.zeros_like(x)  # x: for its shape only
+    return bprop
+
+
 class PoolOps:
     """The ResNet18/34 stem's 3x3 stride-2 max-pool with padding 1 (pool.cc): ``forward(x)``,
     its bprop the native backward."""
@@ -317,6 +342,13 @@ def im2col_ops(geometry: tuple[int, ...]) -> Im2colOps | None:
     """im2col for one geometry (see Im2colOps), or None without the library."""
     lib = library()
     return Im2colOps(lib, geometry) if lib else None
+
+
+@functools.lru_cache(maxsize=1)
+def dense_conv_ops() -> DenseConvOps | None:
+    """The dense form of 3x3 convolutions on tiny maps, or None without the library."""
+    lib = library()
+    return DenseConvOps(lib) if lib else None
 
 
 @functools.lru_cache(maxsize=1)

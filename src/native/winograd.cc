@@ -16,20 +16,16 @@
 // v[a*(m+2)+b] = (B^T d B)[a][b]; y tile = A^T M A, written at rows th*m.., columns tw*m..
 // The matrices are Lavin & Gray's, the same as _WINOGRAD in src/model/resnet.py.
 //
-// Two implementations of each, the same arithmetic on different loops (src/model/resnet.py
-// picks one by the map's size):
-// * "runs" (WinoIn<m> ...): one (n, c) plane at a time, as long flat runs (below). Fast on
-//   large maps (ResNet50 at 224 px: 56x56, 28x28), but on small ones the runs are a few
-//   elements long and the loop overhead is the work (ResNet18 at 64 px, 16x16 .. 4x4).
-// * "lanes" (WinoInLanes<m> ...): 16 channels of one image side by side, one vector per map
-//   position, each tile transformed with full-width vector arithmetic; the planes are gathered
-//   into and scattered out of that layout. Pinned to one core, forward and backward
-//   transforms of one conv, batch 32: 16x16 maps 11.9 -> 3.6 ms, 8x8 9.5 -> 2.3, 4x4 18.8 ->
-//   2.0; batch 8: 14x14 (m = 2) 5.9 -> 5.5, 7x7 5.5 -> 1.7; but 28x28 8.3 -> 8.6, 56x56
-//   17.1 -> 21.7 (there the scalar gathers cost more than the runs' overhead).
+// The kernels work on 16 channels of one image side by side (the "lanes" layout): one vector
+// per map position, each tile transformed with full-width vector arithmetic, the planes moved
+// into and out of that layout through 16 x 16 register transposes. They replaced kernels that
+// worked one plane at a time on flat runs: on ResNet18's small maps those runs were a few
+// elements long and the loop overhead was the work. Forward and backward transforms of one
+// conv, pinned to one core (ms): batch 32, 16x16 maps 11.9 -> 2.1, 8x8 9.5 -> 1.5, 4x4 18.8
+// -> 1.7; batch 8, 56x56 17.1 -> 6.7, 28x28 8.3 -> 3.1, 14x14 (m = 2) 5.9 -> 1.9, 7x7 5.5 -> 1.0.
 //
-// Work is split over the (n, c) planes or the (n, 16-channel) groups (parallel.h). Every
-// kernel returns 0, or 1 on a shape it does not expect (MindSpore then raises).
+// Work is split over the (n, 16-channel) groups (parallel.h). Every kernel returns 0, or 1 on
+// a shape it does not expect (MindSpore then raises).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -59,277 +55,6 @@ struct Mat<4> {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
-
-// Per (n, c) plane the kernels work on flat runs, so the inner loops are long and vectorise:
-//
-// * The zero-padded input plane (rows/columns -1 .. TH*m / TW*m) is stored "by phase",
-//   xr[kr][kc][ir][ic] for padded row ir*m + kr and column ic*m + kc (Lr = TH+1 rows of
-//   L = TW+1). Tap (i, j) of every tile (th, tw) is then xr[i%m][j%m][th + i/m][tw + j/m]: one
-//   flat run over th*L + tw, shifted by (i/m)*L + j/m. Runs carry one spare column per row
-//   (tw = TW), which is computed and dropped (or kept zero in an adjoint).
-// * The output transform has no overlap: the products of all tiles are one flat run.
-
-template <int M>
-struct Plane {
-  int64_t h, w, th_n, tw_n, L, Lr, tiles;
-  Plane(int64_t h_, int64_t w_)
-      : h(h_), w(w_), th_n((h_ + M - 1) / M), tw_n((w_ + M - 1) / M), L(tw_n + 1),
-        Lr(th_n + 1), tiles(th_n * tw_n) {}
-  int64_t run() const { return th_n * L; }         // th*L + tw over the tiles, spare column too
-  int64_t phase() const { return Lr * L; }         // one (kr, kc) phase of the padded plane
-  // where input row y (padded row y + 1) starts in xr, at column phase 0
-  int64_t row_at(int64_t y) const { return ((y + 1) % M) * M * phase() + ((y + 1) / M) * L; }
-  // input row -> its M column phases (padded column col + 1 = ic*M + kc)
-  void split_row(const float *src, float *dst) const {
-    for (int kc = 0; kc < M; ++kc) {
-      float *d = dst + kc * phase();
-      const int64_t first = kc == 0 ? 1 : 0;  // padded column 0 is the zero padding
-      for (int64_t ic = first; ic * M + kc - 1 < w; ++ic) d[ic] = src[ic * M + kc - 1];
-    }
-  }
-  // the adjoint of split_row: an input row gathered back from its phases
-  void join_row(const float *src, float *dst) const {
-    for (int kc = 0; kc < M; ++kc) {
-      const float *s = src + kc * phase();
-      const int64_t first = kc == 0 ? 1 : 0;
-      for (int64_t ic = first; ic * M + kc - 1 < w; ++ic) dst[ic * M + kc - 1] = s[ic];
-    }
-  }
-};
-
-// dst[e] = sum_q k[q] * src[q][e] for e < n: the one inner loop of every transform. K taps,
-// zero ones included, so it unrolls and vectorises over e (one store per output, no
-// read-modify-write passes).
-template <int K>
-inline void Combine(float *__restrict dst, const float *const *src, const float *k, int64_t n) {
-  const float *__restrict p[K];
-  float c[K];
-  for (int q = 0; q < K; ++q) {
-    p[q] = src[q];
-    c[q] = k[q];
-  }
-#pragma GCC ivdep
-  for (int64_t e = 0; e < n; ++e) {
-    float s = 0.0f;
-#pragma GCC unroll 16
-    for (int q = 0; q < K; ++q) s += c[q] * p[q][e];
-    dst[e] = s;
-  }
-}
-
-// x (N, C, H, W) -> v (S, C, N, TH, TW)
-template <int M>
-int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  float *v = static_cast<float *>(params[1]);
-  const int64_t n_ = shapes[0][0], c_ = shapes[0][1];
-  const Plane<M> pl(shapes[0][2], shapes[0][3]);
-  const int64_t run = pl.run();
-  packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
-    // t[a][kc]: the vertical transform, one run (+ 1 spare) per column phase
-    std::vector<float> xr(M * M * pl.phase() + 1), t(R * M * (run + 1)), acc(run);
-    const float *src[R];
-    float k[R];
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / c_, c = plane % c_;
-      const float *xp = x + plane * pl.h * pl.w;
-      std::fill(xr.begin(), xr.end(), 0.0f);
-      for (int64_t y = 0; y < pl.h; ++y) pl.split_row(xp + y * pl.w, &xr[pl.row_at(y)]);
-      // vertical: t[a][kc] = sum_i BT[a][i] xr[i%M][kc] shifted by (i/M) rows
-      for (int a = 0; a < R; ++a)
-        for (int kc = 0; kc < M; ++kc) {
-          for (int i = 0; i < R; ++i) {
-            src[i] = &xr[((i % M) * M + kc) * pl.phase() + (i / M) * pl.L];
-            k[i] = Mat<M>::BT[a][i];
-          }
-          Combine<R>(&t[(a * M + kc) * (run + 1)], src, k, run + 1);
-        }
-      // horizontal: v[a][b] = sum_j BT[b][j] t[a][j%M] shifted by j/M columns, as one run;
-      // then copied out without the spare column
-      for (int a = 0; a < R; ++a)
-        for (int b = 0; b < R; ++b) {
-          for (int j = 0; j < R; ++j) {
-            src[j] = &t[(a * M + j % M) * (run + 1) + j / M];
-            k[j] = Mat<M>::BT[b][j];
-          }
-          Combine<R>(acc.data(), src, k, run);
-          float *out = v + (((a * R + b) * c_ + c) * n_ + n) * pl.tiles;
-          for (int64_t th = 0; th < pl.th_n; ++th) {
-            const float *row = &acc[th * pl.L];
-            float *dst = out + th * pl.tw_n;
-            for (int64_t tw = 0; tw < pl.tw_n; ++tw) dst[tw] = row[tw];
-          }
-        }
-    }
-  });
-  return 0;
-}
-
-// dv (S, C, N*TH*TW), x (N, C, H, W; shape only) -> dx (N, C, H, W)
-template <int M>
-int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int R = Mat<M>::R;
-  if (nparam != 3 || ndims[1] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
-  const float *dv = static_cast<const float *>(params[0]);
-  float *dx = static_cast<float *>(params[2]);
-  const int64_t n_ = shapes[1][0], c_ = shapes[1][1];
-  const Plane<M> pl(shapes[1][2], shapes[1][3]);
-  const int64_t run = pl.run(), L = pl.L, phase = pl.phase();
-  // Buffers carry zero margins so the adjoints of the shifts read zeros: g[b] (one margin
-  // column in front), t[a][kc] (L in front and behind).
-  const int64_t g_len = run + 1, t_len = run + 2 * L;
-  packrun::ParallelFor(n_ * c_, [&](int64_t begin, int64_t end) {
-    std::vector<float> g(R * g_len, 0.0f), t(R * M * t_len, 0.0f), xr(M * M * phase);
-    const float *src[2 * R];
-    float k[2 * R];
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / c_, c = plane % c_;
-      for (int a = 0; a < R; ++a) {
-        // g[b]: dv[a][b] as runs with a zero spare column
-        for (int b = 0; b < R; ++b) {
-          const float *in = dv + (((a * R + b) * c_ + c) * n_ + n) * pl.tiles;
-          float *gb = &g[b * g_len + 1];
-          for (int64_t th = 0; th < pl.th_n; ++th)
-            for (int64_t tw = 0; tw < pl.tw_n; ++tw) gb[th * L + tw] = in[th * pl.tw_n + tw];
-        }
-        // adjoint of the horizontal transform: t[a][kc][e] = sum over taps j = kc + M*s
-        // of sum_b BT[b][j] g[b][e - s]
-        for (int kc = 0; kc < M; ++kc) {
-          int taps = 0;
-          for (int j = kc; j < R; j += M)
-            for (int b = 0; b < R; ++b) {
-              src[taps] = &g[b * g_len + 1 - j / M];
-              k[taps++] = Mat<M>::BT[b][j];
-            }
-          float *dst = &t[(a * M + kc) * t_len + L];
-          if (taps == R) Combine<R>(dst, src, k, run);
-          else Combine<2 * R>(dst, src, k, run);
-        }
-      }
-      // adjoint of the vertical transform: xr[kr][kc][f] = sum over taps i = kr + M*s of
-      // sum_a BT[a][i] t[a][kc][f - s*L]
-      for (int kr = 0; kr < M; ++kr)
-        for (int kc = 0; kc < M; ++kc) {
-          int taps = 0;
-          for (int i = kr; i < R; i += M)
-            for (int a = 0; a < R; ++a) {
-              src[taps] = &t[(a * M + kc) * t_len + L - (i / M) * L];
-              k[taps++] = Mat<M>::BT[a][i];
-            }
-          float *dst = &xr[(kr * M + kc) * phase];
-          if (taps == R) Combine<R>(dst, src, k, phase);
-          else Combine<2 * R>(dst, src, k, phase);
-        }
-      float *xp = dx + plane * pl.h * pl.w;
-      for (int64_t y = 0; y < pl.h; ++y) pl.join_row(&xr[pl.row_at(y)], xp + y * pl.w);
-    }
-  });
-  return 0;
-}
-
-// M (S, O, N, TH, TW) -> y (N, O, TH*m, TW*m)
-template <int M>
-int WinoOut(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 5 || !packrun::IsFloat(dtypes[0])) return 1;
-  const float *in = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  const int64_t o_ = shapes[0][1], n_ = shapes[0][2], th_n = shapes[0][3], tw_n = shapes[0][4];
-  const int64_t tiles = th_n * tw_n, w = tw_n * M;
-  packrun::ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
-    std::vector<float> hq(R * M * tiles), out(M * M * tiles);
-    const float *src[R];
-    float k[R];
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / o_, o = plane % o_;
-      for (int a = 0; a < R; ++a)  // hq[a][q] = sum_b AT[q][b] M[a][b]
-        for (int q = 0; q < M; ++q) {
-          for (int b = 0; b < R; ++b) {
-            src[b] = in + (((a * R + b) * o_ + o) * n_ + n) * tiles;
-            k[b] = Mat<M>::AT[q][b];
-          }
-          Combine<R>(&hq[(a * M + q) * tiles], src, k, tiles);
-        }
-      for (int p = 0; p < M; ++p)  // out[p][q] = sum_a AT[p][a] hq[a][q]
-        for (int q = 0; q < M; ++q) {
-          for (int a = 0; a < R; ++a) {
-            src[a] = &hq[(a * M + q) * tiles];
-            k[a] = Mat<M>::AT[p][a];
-          }
-          Combine<R>(&out[(p * M + q) * tiles], src, k, tiles);
-        }
-      float *yp = y + plane * th_n * M * w;
-      for (int64_t th = 0; th < th_n; ++th)
-        for (int p = 0; p < M; ++p) {
-          float *row = yp + (th * M + p) * w;
-          for (int64_t tw = 0; tw < tw_n; ++tw)
-            for (int q = 0; q < M; ++q) row[tw * M + q] = out[(p * M + q) * tiles + th * tw_n + tw];
-        }
-    }
-  });
-  return 0;
-}
-
-// dy (N, O, TH*m, TW*m) -> dM (S, O, N, TH, TW)
-template <int M>
-int WinoOutT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int R = Mat<M>::R;
-  if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
-  const float *dy = static_cast<const float *>(params[0]);
-  float *out = static_cast<float *>(params[1]);
-  const int64_t n_ = shapes[0][0], o_ = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
-  if (h % M != 0 || w % M != 0) return 1;
-  const int64_t th_n = h / M, tw_n = w / M, tiles = th_n * tw_n;
-  packrun::ParallelFor(n_ * o_, [&](int64_t begin, int64_t end) {
-    std::vector<float> g(M * M * tiles), hq(R * M * tiles);
-    const float *src[R];
-    float k[R];
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / o_, o = plane % o_;
-      const float *yp = dy + plane * h * w;
-      for (int64_t th = 0; th < th_n; ++th)  // g[p][q][tile] = dy[th*M + p][tw*M + q]
-        for (int p = 0; p < M; ++p) {
-          const float *row = yp + (th * M + p) * w;
-          for (int64_t tw = 0; tw < tw_n; ++tw)
-            for (int q = 0; q < M; ++q) g[(p * M + q) * tiles + th * tw_n + tw] = row[tw * M + q];
-        }
-      for (int a = 0; a < R; ++a)  // hq[a][q] = sum_p AT[p][a] g[p][q]
-        for (int q = 0; q < M; ++q) {
-          for (int p = 0; p < M; ++p) {
-            src[p] = &g[(p * M + q) * tiles];
-            k[p] = Mat<M>::AT[p][a];
-          }
-          Combine<M>(&hq[(a * M + q) * tiles], src, k, tiles);
-        }
-      for (int a = 0; a < R; ++a)  // dM[a][b] = sum_q AT[q][b] hq[a][q]
-        for (int b = 0; b < R; ++b) {
-          for (int q = 0; q < M; ++q) {
-            src[q] = &hq[(a * M + q) * tiles];
-            k[q] = Mat<M>::AT[q][b];
-          }
-          Combine<M>(out + (((a * R + b) * o_ + o) * n_ + n) * tiles, src, k, tiles);
-        }
-    }
-  });
-  return 0;
-}
-
-}  // namespace
-
-PACKRUN_EXPORT(WinoIn2, WinoIn<2>)
-PACKRUN_EXPORT(WinoIn4, WinoIn<4>)
-PACKRUN_EXPORT(WinoInT2, WinoInT<2>)
-PACKRUN_EXPORT(WinoInT4, WinoInT<4>)
-PACKRUN_EXPORT(WinoOut2, WinoOut<2>)
-PACKRUN_EXPORT(WinoOut4, WinoOut<4>)
-PACKRUN_EXPORT(WinoOutT2, WinoOutT<2>)
-PACKRUN_EXPORT(WinoOutT4, WinoOutT<4>)
-
-// ---- "lanes": 16 channels side by side ----
-namespace {
-
 // 16 channel planes side by side: one vector per map position. GCC's vector extension, so
 // it compiles to AVX-512 registers where -march=native has them and to pairs of AVX2 ones
 // otherwise.
@@ -351,9 +76,106 @@ inline void ZeroIfPartial(std::vector<V> &buf, int64_t lanes) {
   if (lanes < kLanes) std::fill(buf.begin(), buf.end(), V{});
 }
 
+// Moving between 16 planes and the lanes layout one element at a time was most of these
+// kernels' time (16x16 maps: ~70%); 16 x 16 blocks go through registers instead.
+typedef int32_t VI __attribute__((vector_size(64)));
+
+// r[k][l] <- r[l][k]: four butterfly stages, stage b swapping bit b of the row and the column.
+inline void Transpose16(V (&r)[kLanes]) {
+  static const VI lo[4] = {
+      {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+      {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+      {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+      {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}};
+  static const VI hi[4] = {
+      {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
+      {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+      {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+      {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+#pragma GCC unroll 4
+  for (int stage = 0; stage < 4; ++stage) {
+    const int b = 1 << stage;
+#pragma GCC unroll 16
+    for (int i = 0; i < kLanes; ++i) {
+      if (i & b) continue;
+      const V a = r[i], c = r[i | b];
+      r[i] = __builtin_shuffle(a, c, lo[stage]);
+      r[i | b] = __builtin_shuffle(a, c, hi[stage]);
+    }
+  }
+}
+
+// dst[e][l] = src[l][e] for e < count and l < lanes (src[l]: `count` contiguous floats).
+inline void ToLanes(const float *const *src, int64_t lanes, int64_t count, V *dst) {
+  int64_t e = 0;
+  for (; e + kLanes <= count; e += kLanes) {
+    V r[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      if (l < lanes) std::memcpy(&r[l], src[l] + e, sizeof(V));
+      else r[l] = V{};
+    }
+    Transpose16(r);
+    for (int k = 0; k < kLanes; ++k) dst[e + k] = r[k];
+  }
+  for (int64_t l = 0; l < lanes; ++l)
+    for (int64_t t = e; t < count; ++t) dst[t][l] = src[l][t];
+}
+
+// dst[l][e] = src[e][l] for e < count and l < lanes: the inverse of ToLanes.
+inline void FromLanes(const V *src, int64_t lanes, int64_t count, float *const *dst) {
+  int64_t e = 0;
+  for (; e + kLanes <= count; e += kLanes) {
+    V r[kLanes];
+    for (int k = 0; k < kLanes; ++k) r[k] = src[e + k];
+    Transpose16(r);
+    for (int64_t l = 0; l < lanes; ++l) std::memcpy(dst[l] + e, &r[l], sizeof(V));
+  }
+  for (int64_t l = 0; l < lanes; ++l)
+    for (int64_t t = e; t < count; ++t) dst[l][t] = src[t][l];
+}
+
+// The transform-domain side, (S, C, N, tiles): lane l's element (s, t) is at
+// base[s * stride_s + l * stride_l + t]; in the lanes layout it is dst[s * tiles + t][l]. With
+// 16 tiles or more each s is a ToLanes of runs; fewer (8x8 maps: 4 tiles, 4x4: 1) go one
+// element at a time, faster there than gathering the short runs first.
+inline void RunsToLanes(const float *base, int64_t s_n, int64_t stride_s, int64_t tiles,
+                        int64_t lanes, int64_t stride_l, V *dst) {
+  if (tiles >= kLanes) {
+    const float *src[kLanes];
+    for (int64_t s = 0; s < s_n; ++s) {
+      for (int64_t l = 0; l < lanes; ++l) src[l] = base + s * stride_s + l * stride_l;
+      ToLanes(src, lanes, tiles, dst + s * tiles);
+    }
+    return;
+  }
+  for (int64_t s = 0; s < s_n; ++s)
+    for (int64_t l = 0; l < lanes; ++l) {
+      const float *src = base + s * stride_s + l * stride_l;
+      for (int64_t t = 0; t < tiles; ++t) dst[s * tiles + t][l] = src[t];
+    }
+}
+
+// The inverse of RunsToLanes.
+inline void LanesToRuns(const V *src, int64_t s_n, int64_t stride_s, int64_t tiles,
+                        int64_t lanes, int64_t stride_l, float *base) {
+  if (tiles >= kLanes) {
+    float *dst[kLanes];
+    for (int64_t s = 0; s < s_n; ++s) {
+      for (int64_t l = 0; l < lanes; ++l) dst[l] = base + s * stride_s + l * stride_l;
+      FromLanes(src + s * tiles, lanes, tiles, dst);
+    }
+    return;
+  }
+  for (int64_t s = 0; s < s_n; ++s)
+    for (int64_t l = 0; l < lanes; ++l) {
+      float *dst = base + s * stride_s + l * stride_l;
+      for (int64_t t = 0; t < tiles; ++t) dst[t] = src[s * tiles + t][l];
+    }
+}
+
 // x (N, C, H, W) -> v (S, C, N, TH, TW)
 template <int M>
-int WinoInLanes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
   if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *x = static_cast<const float *>(params[0]);
@@ -363,15 +185,15 @@ int WinoInLanes(int nparam, void **params, int *ndims, int64_t **shapes, const c
   const int64_t pw = tw_n * M + 2, ph = th_n * M + 2;  // the padded, zero-extended map
   const int64_t groups = n_ * ((c_ + kLanes - 1) / kLanes);
   packrun::ParallelFor(groups, [&](int64_t begin, int64_t end) {
-    std::vector<V> pad(ph * pw, V{}), out(R * R * tiles);
+    std::vector<V> pad(ph * pw, V{}), out(R * R * tiles), map(h * w);
+    const float *planes[kLanes];
     for (int64_t g = begin; g < end; ++g) {
       const Group gr(g, c_);
       ZeroIfPartial(pad, gr.lanes);
-      for (int64_t l = 0; l < gr.lanes; ++l) {
-        const float *plane = x + ((gr.n * c_ + gr.c0 + l) * h) * w;
-        for (int64_t y = 0; y < h; ++y)
-          for (int64_t xx = 0; xx < w; ++xx) pad[(y + 1) * pw + xx + 1][l] = plane[y * w + xx];
-      }
+      for (int64_t l = 0; l < gr.lanes; ++l) planes[l] = x + ((gr.n * c_ + gr.c0 + l) * h) * w;
+      ToLanes(planes, gr.lanes, h * w, map.data());
+      for (int64_t y = 0; y < h; ++y)
+        std::copy(&map[y * w], &map[y * w] + w, &pad[(y + 1) * pw + 1]);
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const V *d = &pad[th * M * pw + tw * M];
@@ -398,12 +220,8 @@ int WinoInLanes(int nparam, void **params, int *ndims, int64_t **shapes, const c
               out[(a * R + b) * tiles + tile] = s;
             }
         }
-      for (int s = 0; s < R * R; ++s)
-        for (int64_t l = 0; l < gr.lanes; ++l) {
-          float *dst = v + ((s * c_ + gr.c0 + l) * n_ + gr.n) * tiles;
-          const V *src = &out[s * tiles];
-          for (int64_t t = 0; t < tiles; ++t) dst[t] = src[t][l];
-        }
+      LanesToRuns(out.data(), R * R, c_ * n_ * tiles, tiles, gr.lanes, n_ * tiles,
+                  v + (gr.c0 * n_ + gr.n) * tiles);
     }
   });
   return 0;
@@ -411,7 +229,7 @@ int WinoInLanes(int nparam, void **params, int *ndims, int64_t **shapes, const c
 
 // dv (S, C, N*TH*TW), x (N, C, H, W; shape only) -> dx (N, C, H, W)
 template <int M>
-int WinoInTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
   if (nparam != 3 || ndims[1] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *dv = static_cast<const float *>(params[0]);
@@ -421,16 +239,13 @@ int WinoInTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
   const int64_t pw = tw_n * M + 2, ph = th_n * M + 2;
   const int64_t groups = n_ * ((c_ + kLanes - 1) / kLanes);
   packrun::ParallelFor(groups, [&](int64_t begin, int64_t end) {
-    std::vector<V> pad(ph * pw), in(R * R * tiles);
+    std::vector<V> pad(ph * pw), in(R * R * tiles), map(h * w);
+    float *rows[kLanes];
     for (int64_t g = begin; g < end; ++g) {
       const Group gr(g, c_);
       ZeroIfPartial(in, gr.lanes);
-      for (int s = 0; s < R * R; ++s)
-        for (int64_t l = 0; l < gr.lanes; ++l) {
-          const float *src = dv + ((s * c_ + gr.c0 + l) * n_ + gr.n) * tiles;
-          V *dst = &in[s * tiles];
-          for (int64_t t = 0; t < tiles; ++t) dst[t][l] = src[t];
-        }
+      RunsToLanes(dv + (gr.c0 * n_ + gr.n) * tiles, R * R, c_ * n_ * tiles, tiles, gr.lanes,
+                  n_ * tiles, in.data());
       std::fill(pad.begin(), pad.end(), V{});
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
@@ -458,11 +273,10 @@ int WinoInTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
               d[i * pw + j] += s;
             }
         }
-      for (int64_t l = 0; l < gr.lanes; ++l) {
-        float *plane = dx + ((gr.n * c_ + gr.c0 + l) * h) * w;
-        for (int64_t y = 0; y < h; ++y)
-          for (int64_t xx = 0; xx < w; ++xx) plane[y * w + xx] = pad[(y + 1) * pw + xx + 1][l];
-      }
+      for (int64_t y = 0; y < h; ++y)
+        std::copy(&pad[(y + 1) * pw + 1], &pad[(y + 1) * pw + 1] + w, &map[y * w]);
+      for (int64_t l = 0; l < gr.lanes; ++l) rows[l] = dx + ((gr.n * c_ + gr.c0 + l) * h) * w;
+      FromLanes(map.data(), gr.lanes, h * w, rows);
     }
   });
   return 0;
@@ -470,7 +284,7 @@ int WinoInTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
 
 // M (S, O, N, TH, TW) -> y (N, O, TH*m, TW*m)
 template <int M>
-int WinoOutLanes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+int WinoOut(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
   if (nparam != 2 || ndims[0] != 5 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *in = static_cast<const float *>(params[0]);
@@ -480,15 +294,12 @@ int WinoOutLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
   const int64_t groups = n_ * ((o_ + kLanes - 1) / kLanes);
   packrun::ParallelFor(groups, [&](int64_t begin, int64_t end) {
     std::vector<V> buf(R * R * tiles), map(hw);
+    float *rows[kLanes];
     for (int64_t g = begin; g < end; ++g) {
       const Group gr(g, o_);
       ZeroIfPartial(buf, gr.lanes);
-      for (int s = 0; s < R * R; ++s)
-        for (int64_t l = 0; l < gr.lanes; ++l) {
-          const float *src = in + ((s * o_ + gr.c0 + l) * n_ + gr.n) * tiles;
-          V *dst = &buf[s * tiles];
-          for (int64_t t = 0; t < tiles; ++t) dst[t][l] = src[t];
-        }
+      RunsToLanes(in + (gr.c0 * n_ + gr.n) * tiles, R * R, o_ * n_ * tiles, tiles, gr.lanes,
+                  n_ * tiles, buf.data());
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const int64_t tile = th * tw_n + tw;
@@ -515,10 +326,8 @@ int WinoOutLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
               o[p * w + q] = s;
             }
         }
-      for (int64_t l = 0; l < gr.lanes; ++l) {
-        float *plane = y + (gr.n * o_ + gr.c0 + l) * hw;
-        for (int64_t e = 0; e < hw; ++e) plane[e] = map[e][l];
-      }
+      for (int64_t l = 0; l < gr.lanes; ++l) rows[l] = y + (gr.n * o_ + gr.c0 + l) * hw;
+      FromLanes(map.data(), gr.lanes, hw, rows);
     }
   });
   return 0;
@@ -526,7 +335,7 @@ int WinoOutLanes(int nparam, void **params, int *ndims, int64_t **shapes, const 
 
 // dy (N, O, TH*m, TW*m) -> dM (S, O, N, TH, TW)
 template <int M>
-int WinoOutTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+int WinoOutT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int R = Mat<M>::R;
   if (nparam != 2 || ndims[0] != 4 || !packrun::IsFloat(dtypes[0])) return 1;
   const float *dy = static_cast<const float *>(params[0]);
@@ -537,13 +346,12 @@ int WinoOutTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const
   const int64_t groups = n_ * ((o_ + kLanes - 1) / kLanes);
   packrun::ParallelFor(groups, [&](int64_t begin, int64_t end) {
     std::vector<V> map(hw), buf(R * R * tiles);
+    const float *planes[kLanes];
     for (int64_t g = begin; g < end; ++g) {
       const Group gr(g, o_);
       ZeroIfPartial(map, gr.lanes);
-      for (int64_t l = 0; l < gr.lanes; ++l) {
-        const float *plane = dy + (gr.n * o_ + gr.c0 + l) * hw;
-        for (int64_t e = 0; e < hw; ++e) map[e][l] = plane[e];
-      }
+      for (int64_t l = 0; l < gr.lanes; ++l) planes[l] = dy + (gr.n * o_ + gr.c0 + l) * hw;
+      ToLanes(planes, gr.lanes, hw, map.data());
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const int64_t tile = th * tw_n + tw;
@@ -570,12 +378,8 @@ int WinoOutTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const
               buf[(a * R + b) * tiles + tile] = s;
             }
         }
-      for (int s = 0; s < R * R; ++s)
-        for (int64_t l = 0; l < gr.lanes; ++l) {
-          float *dst = out + ((s * o_ + gr.c0 + l) * n_ + gr.n) * tiles;
-          const V *src = &buf[s * tiles];
-          for (int64_t t = 0; t < tiles; ++t) dst[t] = src[t][l];
-        }
+      LanesToRuns(buf.data(), R * R, o_ * n_ * tiles, tiles, gr.lanes, n_ * tiles,
+                  out + (gr.c0 * n_ + gr.n) * tiles);
     }
   });
   return 0;
@@ -583,11 +387,11 @@ int WinoOutTLanes(int nparam, void **params, int *ndims, int64_t **shapes, const
 
 }  // namespace
 
-PACKRUN_EXPORT(WinoInLanes2, WinoInLanes<2>)
-PACKRUN_EXPORT(WinoInLanes4, WinoInLanes<4>)
-PACKRUN_EXPORT(WinoInTLanes2, WinoInTLanes<2>)
-PACKRUN_EXPORT(WinoInTLanes4, WinoInTLanes<4>)
-PACKRUN_EXPORT(WinoOutLanes2, WinoOutLanes<2>)
-PACKRUN_EXPORT(WinoOutLanes4, WinoOutLanes<4>)
-PACKRUN_EXPORT(WinoOutTLanes2, WinoOutTLanes<2>)
-PACKRUN_EXPORT(WinoOutTLanes4, WinoOutTLanes<4>)
+PACKRUN_EXPORT(WinoIn2, WinoIn<2>)
+PACKRUN_EXPORT(WinoIn4, WinoIn<4>)
+PACKRUN_EXPORT(WinoInT2, WinoInT<2>)
+PACKRUN_EXPORT(WinoInT4, WinoInT<4>)
+PACKRUN_EXPORT(WinoOut2, WinoOut<2>)
+PACKRUN_EXPORT(WinoOut4, WinoOut<4>)
+PACKRUN_EXPORT(WinoOutT2, WinoOutT<2>)
+PACKRUN_EXPORT(WinoOutT4, WinoOutT<4>)

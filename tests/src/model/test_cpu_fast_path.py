@@ -24,13 +24,6 @@ def tensor(shape, seed):
 
 
 @pytest.mark.unit
-def test_kernel_choice():
-    assert resnet._winograd_kind(16, 16) == resnet._winograd_kind(14, 14) == "lanes"
-    assert resnet._winograd_kind(4, 4) == resnet._winograd_kind(7, 7) == "lanes"
-    assert resnet._winograd_kind(28, 28) == resnet._winograd_kind(17, 16) == "runs"
-
-
-@pytest.mark.unit
 def test_tile_choice():
     assert _winograd_tile(56, 56) == _winograd_tile(28, 28) == _winograd_tile(16, 16) == 4
     assert _winograd_tile(8, 8) == _winograd_tile(4, 4) == _winograd_tile(4, 8) == 4
@@ -47,8 +40,8 @@ CASES = [  # in, out, height, width, conv kwargs
     (256, 32, 8, 8, {"pad_mode": "same"}),                # m = 4, long channel sums
     (8, 16, 4, 4, {"pad_mode": "pad", "padding": 1}),     # m = 4, one tile (resnet18 64 px)
     (8, 16, 7, 7, {"pad_mode": "same"}),                  # m = 2, 7 -> 8 (ResNet50 layer4)
-    (8, 16, 20, 20, {"pad_mode": "same"}),                # m = 4, over 16x16: "runs" kernels
-    (8, 16, 18, 17, {"pad_mode": "pad", "padding": 1}),   # m = 2, "runs", zero-extended
+    (20, 18, 20, 20, {"pad_mode": "same"}),               # m = 4, 16 tiles: register transposes
+    (8, 16, 18, 17, {"pad_mode": "pad", "padding": 1}),   # m = 2, zero-extended, 81 tiles
 ]
 
 
@@ -80,6 +73,27 @@ def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, hei
         assert len(dw_actual) == len(dw_expected)
         for got, want in zip(dw_actual, dw_expected):
             assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
+
+
+@pytest.mark.parametrize("kernels", ["native", "pure"])
+@pytest.mark.parametrize("height,width,kwargs", [(2, 2, {"pad_mode": "pad", "padding": 1}),
+                                                 (1, 2, {"pad_mode": "same", "has_bias": True})])
+def test_tiny_maps_take_one_dense_matmul_with_native_outputs_and_grads(mode, kernels, height,
+                                                                       width, kwargs):
+    ms.set_seed(5)
+    native = nn.Conv2d(12, 20, 3, **kwargs)
+    ms.set_seed(5)
+    fast = Im2colConv2d(12, 20, 3, native_kernels=kernels == "native", **kwargs)
+    assert (fast._dense is not None) == (kernels == "native")
+    x = tensor((3, 12, height, width), 0)
+    expected = native(x)
+    assert rel_err(fast(x).asnumpy(), expected.asnumpy()) < 1e-4
+    dout = tensor(expected.shape, 1)
+    (dx_expected,), dw_expected = conv_grads(native)(x, dout)
+    (dx_actual,), dw_actual = conv_grads(fast)(x, dout)
+    assert rel_err(dx_actual.asnumpy(), dx_expected.asnumpy()) < 1e-4
+    for got, want in zip(dw_actual, dw_expected, strict=True):
+        assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
 @pytest.mark.unit
