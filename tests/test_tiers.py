@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.conftest import CLUSTERS, pytest_collection_modifyitems
+from tests.conftest import CLUSTERS, heavy_modules_first, pytest_collection_modifyitems
 
 pytestmark = pytest.mark.unit
 
@@ -67,6 +67,15 @@ def test_a_cluster_test_in_another_xdist_group_stops_collection():
         pytest_collection_modifyitems(None, [Item("t.py::e", "e2e"), item])
     again = Item("t.py::d", pytest.mark.cluster("netns"), pytest.mark.xdist_group("netns_cluster"))
     pytest_collection_modifyitems(None, [again])  # its own cluster's group: fine
+
+
+def test_modules_with_training_tests_come_first_each_module_kept_together():
+    items = [Item("a.py::u1", "unit"), Item("b.py::u", "unit"), Item("a.py::e", "e2e"),
+             Item("c.py::c", pytest.mark.cluster("slurm")), Item("d.py::u", "unit"),
+             Item("a.py::u2", "unit")]
+    heavy_modules_first(items)
+    assert [i.nodeid for i in items] == ["a.py::u1", "a.py::e", "a.py::u2", "c.py::c", "b.py::u",
+                                         "d.py::u"]
 
 
 def test_under_xdist_loadgroup_each_cluster_runs_on_one_worker_beside_the_other(tmp_path):

@@ -11,6 +11,9 @@ cores known: the Slurm allocation, or the launching process's own affinity mask)
     python -m launcher.node cores N --msrun    msrun's --bind_core JSON ({"device0": [...]}),
                                           or nothing when msrun cannot apply it here (its reader
                                           needs cgroup v1's cpuset file and taskset)
+    python -m launcher.node cores N --with-msrun
+                                          both in one start (msrun.sh): the cpulists' line,
+                                          then the JSON line when msrun can apply it
 
 A bad mask (fewer cores than ranks) exits 2 with one line naming the counts and the fix.
 No MindSpore import.

@@ -5,7 +5,8 @@ moving a module never breaks a run directory rendered before the move (a queued 
 Slurm job, a `--resume`, a site template copied with `packrun templates`). Every verb prints its
 result on stdout and exits 0; bad input is one `packrun: error: ...` line and exit 2.
 
-    cores N [--per | --msrun]          this node's cores split over N local ranks
+    cores N [--per | --msrun | --with-msrun]
+                                       this node's cores split over N local ranks
                                        (launcher/core/cores.py)
     hostnames HOSTLIST                 a Slurm hostlist expression, one host per line
     server-index RANK_TABLE            this machine's place in the rank table
@@ -57,8 +58,9 @@ def _cores(argv: Sequence[str]) -> int:
     args = list(argv)
     mode = next((a for a in args if a.startswith("--")), "")
     rest = [a for a in args if not a.startswith("--")]
-    if len(rest) != 1 or not rest[0].isdigit() or mode not in ("", "--per", "--msrun"):
-        return _usage("cores LOCAL_RANKS [--per | --msrun]")
+    if len(rest) != 1 or not rest[0].isdigit() or \
+            mode not in ("", "--per", "--msrun", "--with-msrun"):
+        return _usage("cores LOCAL_RANKS [--per | --msrun | --with-msrun]")
     ranks = int(rest[0])
     try:
         split = cores.split_cores(cores.available_cores(), cores.numa_nodes(), ranks)
@@ -67,13 +69,13 @@ def _cores(argv: Sequence[str]) -> int:
         return EXIT_USER_ERROR
     if mode == "--per":
         print(len(split[0]))
-    elif mode == "--msrun":
-        if cores.msrun_can_bind(split):
-            devices = cores.physical_devices(ranks, os.environ,
-                                             os.environ.get(DEVICE_ENV, ""))
-            print(json.dumps(cores.msrun_bind(split, devices), separators=(",", ":")))
-    else:
+        return 0
+    if mode != "--msrun":
         print(" ".join(cores.format_cpulist(c) for c in split))
+    if mode != "" and cores.msrun_can_bind(split):
+        devices = cores.physical_devices(ranks, os.environ,
+                                         os.environ.get(DEVICE_ENV, ""))
+        print(json.dumps(cores.msrun_bind(split, devices), separators=(",", ":")))
     return 0
 
 

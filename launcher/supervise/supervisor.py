@@ -8,7 +8,9 @@ Launchers start workers in sessions of their own (msrun does), so a signal to th
 script's group does not reach them. The supervisor therefore finds the run's processes by their
 command line (the worker script and this run directory), learns each worker's rank from its
 environment, and reads the exit status each worker leaves in logs/worker_<rank>.exit. A worker
-that is gone without that file was killed. The first failure stops everything: TERM, then KILL
+that is gone without that file was killed. Once every rank has left exit status 0 and is gone,
+the launch is ended rather than waited for (msrun's once-a-second look at its workers and its
+own MindSpore teardown: 1-2 s of every run). The first failure stops everything: TERM, then KILL
 after a grace period; nothing is left behind. So does a stall: with a `watchdog`
 (launcher/supervise/watchdog.py) the watch asks every rank for its stacks and stops the launch
 when no rank has made progress for stall_timeout seconds (exit status 124, EXIT_STALLED).
@@ -208,7 +210,17 @@ class Supervisor:
             rc = launcher.poll()
             if rc is not None:
                 return self._finish(launcher, processes.exit_code(rc))
+            if self._work_done():
+                # What is left is the launcher's own ending: msrun looks at its workers once a
+                # second, then tears its MindSpore down (1-2 s of every run); end it now.
+                return self._finish(launcher, 0)
             time.sleep(POLL_S)
+
+    def _work_done(self) -> bool:
+        """Every rank of the launch left exit status 0 and this machine's workers are gone:
+        the run's work is done and saved (the outcome `_finish` reads from the exit files)."""
+        return bool(self.workers) and all(w.done for w in self.workers.values()) and \
+            attempts.every_rank_finished(self.run_dir, self.world)
 
     def _killed_by(self, w: Worker, wait_s: float = KILLED_WAIT_S) -> int | None:
         """A worker gone without an exit status: the signal its launcher reports (msrun looks

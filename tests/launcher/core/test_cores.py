@@ -98,6 +98,8 @@ def test_the_launch_time_command(tmp_path):
     assert int(per.stdout) == len(parse_cpulist(ok.stdout.strip()))
     msrun = run("1", "--msrun")
     assert msrun.returncode == 0 and (msrun.stdout == "" or "device0" in json.loads(msrun.stdout))
+    both = run("1", "--with-msrun")   # msrun.sh's one call: the two answers, one per line
+    assert both.returncode == 0 and both.stdout == ok.stdout + msrun.stdout
     bad = run("4096")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "4096 local ranks but only" in bad.stderr

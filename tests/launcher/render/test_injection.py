@@ -49,7 +49,7 @@ VARIANTS = {
     "msrun-2": dict(nodes=2, hosts="localhost,127.0.0.1", master_port=8118),
     "slurm-2": dict(nodes=2, hosts="n[1-2]", partition="p", account="a", qos="q",
                     time="1:00:00", gres="gpu:1", sbatch_extra=["--comment=ok"]),
-    "mpirun-cpu": dict(launcher="mpirun", cards_per_node=2, cluster_timeout=1),
+    "mpirun-cpu": dict(launcher="mpirun", cards_per_node=2, cluster_timeout=10),
     "mpirun-gpu": dict(launcher="mpirun", device="GPU", cards_per_node=2),
     "rank_table-2": dict(launcher="rank_table", device="Ascend", nodes=2, cards_per_node=2,
                          hosts="10.0.0.[1-2]", device_ips="10.1.0.1,10.1.0.2,10.1.0.3,10.1.0.4",
@@ -62,16 +62,29 @@ def stub(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
+# The stub scheduler of mpirun.sh on CPU (MS_ROLE=MS_SCHED): it listens where mpi_task.sh's rank
+# waits for it and ends once that rank has connected (or after 10 s), so that the rank goes on
+# to start its worker (the stub python, which records its argv) within a poll or two, instead
+# of waiting out cluster_timeout for a port that never opens (0.5-1.2 s a payload with
+# cluster_timeout = 1, most of a key's wall time when payloads ran one at a time).
+SCHEDULER = ("import os, socket; s = socket.create_server((os.environ['MS_SCHED_HOST'], "
+             "int(os.environ['MS_SCHED_PORT']))); s.settimeout(10); s.accept()")
+
+
 def make_stubs(tmp_path: Path) -> tuple[Path, Path]:
     """<tmp_path>/stubbin with mpirun, srun and scontrol stubs, and a python stub that records
     argv (one word per line) in <tmp_path>/argv.log but runs the real interpreter for `-c` (the
-    free-port snippet); (the directory, the log)."""
+    free-port snippet) and, as MindSpore's scheduler, listens for the ranks (SCHEDULER);
+    (the directory, the log)."""
     bin_dir = tmp_path / "stubbin"
     bin_dir.mkdir(parents=True)
     log = tmp_path / "argv.log"
     record = f'printf "%s\\n" "$(basename "$0")" "$@" >> {shellsafe.sh(log)}\n'
+    python = shellsafe.sh(sys.executable)
     stub(bin_dir / "python", f'if [ "$1" = -c ] || [ "$1 ${{2%%.*}}" = "-m launcher" ]; then '
-                             f'exec {shellsafe.sh(sys.executable)} "$@"; fi\n{record}')
+                             f'exec {python} "$@"; fi\n{record}'
+                             f'if [ "${{MS_ROLE:-}}" = MS_SCHED ]; then '
+                             f'exec {python} -c {shellsafe.sh(SCHEDULER)}; fi\n')
     stub(bin_dir / "mpirun", record + 'last="${*: -1}"\ncase "$last" in *mpi_task.sh) '
          'OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=1 bash "$last";; esac\nexit 0\n')
     stub(bin_dir / "srun", record + 'while [ "${1#--}" != "$1" ]; do shift; done\n'
@@ -183,9 +196,13 @@ def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
         outcome = run_scripts(run_dir, arts, variant, bin_dir, tmp)
         ran = [p for p in tmp.rglob(MARK) if not p.is_dir()]  # paths make dirs
         assert not ran, f"{key}={text!r} ({variant}) executed: {ran} {outcome}"
-        # the worker (or msrun) got the run directory as one word, exactly
+        # the worker (or msrun) got the run directory as one word, exactly: under mpirun on CPU
+        # both the scheduler and the rank that connected to it (make_stubs' SCHEDULER)
         if log.exists():
-            assert str(run_dir) in log.read_text().splitlines(), (variant, outcome)
+            words = log.read_text().splitlines()
+            assert str(run_dir) in words, (variant, outcome)
+            if variant == "mpirun-cpu":
+                assert words.count(str(run_dir)) == 2, (variant, outcome, words)
             log.unlink()
     return rendered, scripts
 

@@ -10,6 +10,7 @@ import os
 import sys
 from shlex import quote as _q
 
+import psutil
 import pytest
 
 from launcher.core.rundir.names import worker_exit
@@ -53,3 +54,22 @@ def test_a_child_of_a_rank_ending_is_not_that_rank_failing(tmp_path, stub):
     assert (outcome.code, outcome.reason) == (0, "")
     assert len(sup.workers) == 1                   # the rank, not its child
     assert sup.others, "the child was never seen: the test did not exercise the race"
+
+
+def test_a_launcher_lingering_after_every_rank_finished_is_ended(tmp_path):
+    """msrun looks at its workers once a second and then tears its MindSpore down: once every
+    rank has left exit status 0 and is gone, the supervisor ends the launch instead of waiting
+    for that, and the run is complete."""
+    (tmp_path / "logs").mkdir()
+    late = tmp_path / "late"
+    ranks = " ".join(f"RANK_ID={r} sh -c {_q(f'sleep 0.3; echo 0 > $1/{worker_exit(r)}')} "
+                     f"{_q(WORKER)} {_q(str(tmp_path))} &" for r in (0, 1))
+    script = tmp_path / "launch.sh"
+    script.write_text(f"#!/bin/bash\nexport MS_ROLE=MS_WORKER\n{ranks}\nwait\n"
+                      f"sleep 30\necho late > {_q(str(late))}\n")
+    sup = Supervisor(tmp_path, ["bash", str(script)], WORKER, dict(os.environ), world=2)
+    outcome = sup.run()
+    assert (outcome.code, outcome.reason, outcome.workers_seen) == (0, "", [0, 1])
+    assert not late.exists()                       # ended, not waited for
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(script) in (p.info["cmdline"] or [])]

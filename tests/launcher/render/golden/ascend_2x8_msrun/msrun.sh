@@ -43,8 +43,9 @@ MSRUN_BIND=""
 # One contiguous, NUMA-local range of this node's cores per local rank (launcher/core/cores.py):
 # msrun binds them (--bind_core) where it can read them; elsewhere bin/python does (taskset).
 export PACKRUN_DEVICE=Ascend
-RANK_CORES=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 8) || exit 2
-MSRUN_BIND=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 8 --msrun) || exit 2
+# (one interpreter start for both: the cpulists' line, then msrun's JSON line or none)
+CORES=$(PYTHONPATH=/opt/packrun "$PYTHON" -m launcher.node cores 8 --with-msrun) || exit 2
+{ IFS= read -r RANK_CORES; IFS= read -r MSRUN_BIND || true; } <<< "$CORES"
 if [ -z "$MSRUN_BIND" ]; then
     export PACKRUN_RANK_CORES="$RANK_CORES"
 fi
