@@ -173,6 +173,23 @@ inline void LanesToRuns(const V *src, int64_t s_n, int64_t stride_s, int64_t til
     }
 }
 
+// out(r, c, sum over k < K of coef(r, c, k) * in(r, c, k)) for r < Rows, c < Cols: the small
+// matrix products of every transform, fully unrolled so the coefficients are constants and the
+// zero ones drop out.
+template <int Rows, int Cols, int K, typename Coef, typename In, typename Out>
+inline void Product(Coef coef, In in, Out out) {
+#pragma GCC unroll 8
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < Cols; ++c) {
+      V s = {};
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k)
+        if (coef(r, c, k) != 0.0f) s += coef(r, c, k) * in(r, c, k);
+      out(r, c, s);
+    }
+}
+
 // x (N, C, H, W) -> v (S, C, N, TH, TW)
 template <int M>
 int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
@@ -197,28 +214,14 @@ int WinoIn(int nparam, void **params, int *ndims, int64_t **shapes, const char *
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const V *d = &pad[th * M * pw + tw * M];
-          V t[R][R];
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int j = 0; j < R; ++j) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int i = 0; i < R; ++i)
-                if (Mat<M>::BT[a][i] != 0.0f) s += Mat<M>::BT[a][i] * d[i * pw + j];
-              t[a][j] = s;
-            }
+          V t[R][R];  // t[a][j] = sum_i BT[a][i] d[i][j]; v[a][b] = sum_j BT[b][j] t[a][j]
+          Product<R, R, R>([](int a, int, int i) { return Mat<M>::BT[a][i]; },
+                           [&](int, int j, int i) { return d[i * pw + j]; },
+                           [&](int a, int j, V s) { t[a][j] = s; });
           const int64_t tile = th * tw_n + tw;
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int b = 0; b < R; ++b) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int j = 0; j < R; ++j)
-                if (Mat<M>::BT[b][j] != 0.0f) s += Mat<M>::BT[b][j] * t[a][j];
-              out[(a * R + b) * tiles + tile] = s;
-            }
+          Product<R, R, R>([](int, int b, int j) { return Mat<M>::BT[b][j]; },
+                           [&](int a, int, int j) { return t[a][j]; },
+                           [&](int a, int b, V s) { out[(a * R + b) * tiles + tile] = s; });
         }
       LanesToRuns(out.data(), R * R, c_ * n_ * tiles, tiles, gr.lanes, n_ * tiles,
                   v + (gr.c0 * n_ + gr.n) * tiles);
@@ -251,27 +254,13 @@ int WinoInT(int nparam, void **params, int *ndims, int64_t **shapes, const char 
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const int64_t tile = th * tw_n + tw;
           V t[R][R];  // t[a][j] = sum_b BT[b][j] G[a][b]
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int j = 0; j < R; ++j) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int b = 0; b < R; ++b)
-                if (Mat<M>::BT[b][j] != 0.0f) s += Mat<M>::BT[b][j] * in[(a * R + b) * tiles + tile];
-              t[a][j] = s;
-            }
+          Product<R, R, R>([](int, int j, int b) { return Mat<M>::BT[b][j]; },
+                           [&](int a, int, int b) { return in[(a * R + b) * tiles + tile]; },
+                           [&](int a, int j, V s) { t[a][j] = s; });
           V *d = &pad[th * M * pw + tw * M];  // d[i][j] += sum_a BT[a][i] t[a][j]
-#pragma GCC unroll 8
-          for (int i = 0; i < R; ++i)
-#pragma GCC unroll 8
-            for (int j = 0; j < R; ++j) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int a = 0; a < R; ++a)
-                if (Mat<M>::BT[a][i] != 0.0f) s += Mat<M>::BT[a][i] * t[a][j];
-              d[i * pw + j] += s;
-            }
+          Product<R, R, R>([](int i, int, int a) { return Mat<M>::BT[a][i]; },
+                           [&](int, int j, int a) { return t[a][j]; },
+                           [&](int i, int j, V s) { d[i * pw + j] += s; });
         }
       for (int64_t y = 0; y < h; ++y)
         std::copy(&pad[(y + 1) * pw + 1], &pad[(y + 1) * pw + 1] + w, &map[y * w]);
@@ -303,28 +292,14 @@ int WinoOut(int nparam, void **params, int *ndims, int64_t **shapes, const char 
       for (int64_t th = 0; th < th_n; ++th)
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const int64_t tile = th * tw_n + tw;
-          V t[R][M];  // t[a][q] = sum_b AT[q][b] M[a][b]
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int q = 0; q < M; ++q) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int b = 0; b < R; ++b)
-                if (Mat<M>::AT[q][b] != 0.0f) s += Mat<M>::AT[q][b] * buf[(a * R + b) * tiles + tile];
-              t[a][q] = s;
-            }
+          V t[R][M];  // t[a][q] = sum_b AT[q][b] M[a][b]; y[p][q] = sum_a AT[p][a] t[a][q]
+          Product<R, M, R>([](int, int q, int b) { return Mat<M>::AT[q][b]; },
+                           [&](int a, int, int b) { return buf[(a * R + b) * tiles + tile]; },
+                           [&](int a, int q, V s) { t[a][q] = s; });
           V *o = &map[th * M * w + tw * M];
-#pragma GCC unroll 8
-          for (int p = 0; p < M; ++p)
-#pragma GCC unroll 8
-            for (int q = 0; q < M; ++q) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int a = 0; a < R; ++a)
-                if (Mat<M>::AT[p][a] != 0.0f) s += Mat<M>::AT[p][a] * t[a][q];
-              o[p * w + q] = s;
-            }
+          Product<M, M, R>([](int p, int, int a) { return Mat<M>::AT[p][a]; },
+                           [&](int, int q, int a) { return t[a][q]; },
+                           [&](int p, int q, V s) { o[p * w + q] = s; });
         }
       for (int64_t l = 0; l < gr.lanes; ++l) rows[l] = y + (gr.n * o_ + gr.c0 + l) * hw;
       FromLanes(map.data(), gr.lanes, hw, rows);
@@ -356,27 +331,13 @@ int WinoOutT(int nparam, void **params, int *ndims, int64_t **shapes, const char
         for (int64_t tw = 0; tw < tw_n; ++tw) {
           const int64_t tile = th * tw_n + tw;
           const V *gq = &map[th * M * w + tw * M];
-          V t[R][M];  // t[a][q] = sum_p AT[p][a] g[p][q]
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int q = 0; q < M; ++q) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int p = 0; p < M; ++p)
-                if (Mat<M>::AT[p][a] != 0.0f) s += Mat<M>::AT[p][a] * gq[p * w + q];
-              t[a][q] = s;
-            }
-#pragma GCC unroll 8
-          for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-            for (int b = 0; b < R; ++b) {
-              V s = {};
-#pragma GCC unroll 8
-              for (int q = 0; q < M; ++q)
-                if (Mat<M>::AT[q][b] != 0.0f) s += Mat<M>::AT[q][b] * t[a][q];
-              buf[(a * R + b) * tiles + tile] = s;
-            }
+          V t[R][M];  // t[a][q] = sum_p AT[p][a] g[p][q]; dM[a][b] = sum_q AT[q][b] t[a][q]
+          Product<R, M, M>([](int a, int, int p) { return Mat<M>::AT[p][a]; },
+                           [&](int, int q, int p) { return gq[p * w + q]; },
+                           [&](int a, int q, V s) { t[a][q] = s; });
+          Product<R, R, M>([](int, int b, int q) { return Mat<M>::AT[q][b]; },
+                           [&](int a, int, int q) { return t[a][q]; },
+                           [&](int a, int b, V s) { buf[(a * R + b) * tiles + tile] = s; });
         }
       LanesToRuns(buf.data(), R * R, o_ * n_ * tiles, tiles, gr.lanes, n_ * tiles,
                   out + (gr.c0 * n_ + gr.n) * tiles);
