@@ -11,6 +11,7 @@ import time
 import pytest
 
 from launcher.demo.main import LONGEST, BestModel, variants
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -75,10 +76,8 @@ def test_predict_starts_beside_the_export_and_runs_once_it_has_succeeded(fake, m
     model, best, ran = fake
     monkeypatch.setenv("FAKE_SLEEP_export", "3")
     model.start(best)
-    deadline = time.monotonic() + 30
-    while "waiting" not in (ran.read_text() if ran.is_file() else "") and \
-            time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: ran.is_file() and "waiting" in ran.read_text(), 30,
+             "predict to say it waits", every=0.02)
     _, export = model.children
     assert export.poll() is None  # the export still runs
     assert model.show() == 0 and "predict out" in capsys.readouterr().out
@@ -100,9 +99,7 @@ def test_stop_ends_the_running_child_and_starts_no_other(fake, monkeypatch):
     model, best, ran = fake
     monkeypatch.setenv("FAKE_SLEEP", "60")
     model.start(best)
-    deadline = time.monotonic() + 30
-    while not ran.is_file() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(ran.is_file, 30, "the export child to start", every=0.05)
     t0 = time.monotonic()
     model.stop()
     assert model.show() == 1 and time.monotonic() - t0 < 10
@@ -114,9 +111,7 @@ def test_ctrl_c_while_showing_stops_the_child(fake, monkeypatch):
     model, best, ran = fake
     monkeypatch.setenv("FAKE_SLEEP", "60")
     model.start(best)
-    deadline = time.monotonic() + 30
-    while not ran.is_file() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(ran.is_file, 30, "the export child to start", every=0.05)
 
     class Interrupted:  # Ctrl-C while it waits for their next line
         put = model.out.put
