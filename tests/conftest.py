@@ -13,10 +13,12 @@ A test with no tier, or with two, stops the run at collection.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,34 @@ def heavy_modules_first(items) -> None:
     heavy = {path for path, tests in modules.items()
              if any(m.name in ("e2e", "cluster") for t in tests for m in t.iter_markers())}
     items[:] = [t for path in sorted(modules, key=lambda p: p not in heavy) for t in modules[path]]
+
+
+# --- MindSpore's execution mode ----------------------------------------------------------------
+
+@contextlib.contextmanager
+def mindspore_mode_kept():
+    """MindSpore's execution mode (GRAPH_MODE or PYNATIVE_MODE) is process-wide: a test that sets
+    it and does not set it back changes the tests that run after it in the same pytest worker,
+    which xdist picks differently each run (a GradOperation over a closure compiles in
+    GRAPH_MODE and fails; in PYNATIVE_MODE it runs). The mode is set back after every test;
+    MindSpore is not imported for it (a test that imported it found PYNATIVE_MODE, its
+    default)."""
+    ms = sys.modules.get("mindspore")
+    before = ms.get_context("mode") if ms is not None else None
+    try:
+        yield
+    finally:
+        ms = sys.modules.get("mindspore")
+        if ms is not None:
+            wanted = ms.PYNATIVE_MODE if before is None else before
+            if ms.get_context("mode") != wanted:
+                ms.set_context(mode=wanted)
+
+
+@pytest.fixture(autouse=True)
+def _mindspore_mode_kept():
+    with mindspore_mode_kept():
+        yield
 
 
 # --- the compile cache ---------------------------------------------------------------------------
