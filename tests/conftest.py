@@ -41,8 +41,8 @@ TIERS = ("unit", "e2e", "cluster")
 # The test clusters, by the name a `cluster` test gives its marker (`pytest.mark.cluster("slurm")`):
 # each is one shared set of daemons, so its tests run in turn, on one xdist worker (its group).
 # The two share nothing (own state directories, ports, munge sockets: tests/cluster/
-# netns_common.sh), so under `-n 2 --dist loadgroup` (README's test command) they run side by
-# side, on two workers: the sum of each cluster's tests, not of all of them, is a floor under the
+# netns_common.sh), so under `-n 3 --dist loadgroup` (README's test command) they run side by
+# side, on two of the workers: the sum of each cluster's tests, not of all of them, is a floor under the
 # suite's wall time. (pytest-xdist hands out its largest groups first: these two.)
 CLUSTERS = {
     "slurm": "the single-node Slurm cluster (tests/cluster/slurm_up.sh)",
@@ -91,8 +91,8 @@ def heavy_modules_first(items) -> None:
     Under `--dist loadgroup`, xdist hands out its groups largest first and then single tests in
     collection order, each worker taking the next when it has two left: with the training
     tests last (tests/src/ sorts after tests/launcher/), one worker could still be in a 40 s
-    test while the other had nothing left to take. Ending on a thousand sub-second unit tests,
-    the two workers finish within a second of each other: 20-35 s less idle at the end in a
+    test while the others had nothing left to take. Ending on a thousand sub-second unit tests,
+    the workers finish within a second of each other: 20-35 s less idle at the end in a
     replay of the last four rehearsals' durations with xdist's scheduling."""
     modules: dict[str, list] = {}
     for item in items:

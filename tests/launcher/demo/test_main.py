@@ -11,7 +11,7 @@ from tests.helpers import packrun
 pytestmark = pytest.mark.e2e
 
 # The tests that read the first quick demo share one (a demo is minutes of CPU): the same xdist
-# group, so that under `pytest -n 2 --dist loadgroup` the module fixture runs on one worker once.
+# group, so that under `pytest -n 3 --dist loadgroup` the module fixture runs on one worker once.
 SHARES_QUICK_DEMO = pytest.mark.xdist_group("quick_demo")
 
 

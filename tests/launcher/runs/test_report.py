@@ -30,7 +30,7 @@ PICTURES = ("curves.png", "predictions.png", "confusion.png")
 # --- a real run: resnet18, 32 px, 2 classes of digits, 2 epochs -----------------------------------
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `finished_run` are one xdist group, so that README's `-n 2 --dist loadgroup`
+# that share `finished_run` are one xdist group, so that README's `-n 3 --dist loadgroup`
 # builds it once.)
 SHARES_RUN = pytest.mark.xdist_group("report_finished_run")
 

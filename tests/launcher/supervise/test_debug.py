@@ -11,7 +11,7 @@ from launcher.core.rundir.job_json import spec_from_json
 from tests.helpers import packrun, params, run_dir_of, write_tiny_job
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `scratch_run` are one xdist group, so that README's `-n 2 --dist loadgroup` builds
+# that share `scratch_run` are one xdist group, so that README's `-n 3 --dist loadgroup` builds
 # it once.)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("debug_scratch_run")]
 

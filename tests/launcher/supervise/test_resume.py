@@ -33,7 +33,7 @@ from tests.helpers import (
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
 # that share `runs` (a killed debug run and its resume) are one xdist group, so that README's
-# `-n 2 --dist loadgroup` builds it once. The uninterrupted run they compare with is trained
+# `-n 3 --dist loadgroup` builds it once. The uninterrupted run they compare with is trained
 # once per session: conftest reference_run.)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("resume_runs")]
 

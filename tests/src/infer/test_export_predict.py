@@ -13,7 +13,7 @@ from tests.helpers import REPO, packrun, run_dir_of, write_tiny_job
 
 pytestmark = pytest.mark.e2e
 # (xdist: a module fixture is built once per worker that runs a test using it; the tests that
-# share `run` (a training run) share one xdist group, so that `-n 2 --dist loadgroup` builds it
+# share `run` (a training run) share one xdist group, so that `-n 3 --dist loadgroup` builds it
 # once.)
 SHARES_RUN = pytest.mark.xdist_group("export_predict_run")
 

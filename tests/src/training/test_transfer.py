@@ -227,7 +227,7 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
 # --- real runs ---------------------------------------------------------------------------------
 
 # (pytest-xdist builds a module fixture once per worker that runs a test using it. The tests
-# that share `layer2_runs` (two training runs) are one xdist group, so that README's `-n 2
+# that share `layer2_runs` (two training runs) are one xdist group, so that README's `-n 3
 # --dist loadgroup` builds it once. `pretrained` is a run the session trains once anyway.)
 SHARES_LAYER2_RUNS = pytest.mark.xdist_group("transfer_layer2_runs")
 
