@@ -76,8 +76,9 @@ def test_predict_starts_beside_the_export_and_runs_once_it_has_succeeded(fake, m
     model, best, ran = fake
     monkeypatch.setenv("FAKE_SLEEP_export", "3")
     model.start(best)
-    wait_for(lambda: ran.is_file() and "waiting" in ran.read_text(), 30,
-             "predict to say it waits", every=0.02)
+    # predict (started first) may say so before the demo's thread has started the export
+    wait_for(lambda: len(model.children) == 2 and ran.is_file() and "waiting" in ran.read_text(),
+             30, "predict to say it waits and the export to start", every=0.02)
     _, export = model.children
     assert export.poll() is None  # the export still runs
     assert model.show() == 0 and "predict out" in capsys.readouterr().out
