@@ -42,8 +42,8 @@ TIERS = ("unit", "e2e", "cluster")
 # each is one shared set of daemons, so its tests run in turn, on one xdist worker (its group).
 # The two share nothing (own state directories, ports, munge sockets: tests/cluster/
 # netns_common.sh), so under `-n 3 --dist loadgroup` (README's test command) they run side by
-# side, on two of the workers: the sum of each cluster's tests, not of all of them, is a floor under the
-# suite's wall time. (pytest-xdist hands out its largest groups first: these two.)
+# side, on two of the workers: the sum of each cluster's tests, not of all of them, is a floor
+# under the suite's wall time. (pytest-xdist hands out its largest groups first: these two.)
 CLUSTERS = {
     "slurm": "the single-node Slurm cluster (tests/cluster/slurm_up.sh)",
     "netns": "the two-host network-namespace cluster (tests/cluster/netns_up.sh)",
