@@ -506,6 +506,25 @@ def conv_grads(conv):
     return _conv_grads_cell()(conv)
 
 
+def kernel_variants(cases, compiled_pure) -> list:
+    """The parameters (mode, kernels, *case) of a CPU fast-path test over `cases` (tuples), for
+    `@pytest.mark.parametrize(..., indirect=["mode"])` (tests/conftest.py's `mode`): the native
+    kernels compiled (GRAPH_MODE, e2e) and op by op (PYNATIVE_MODE, unit) in every case; the pure
+    formulation (MindSpore's ops only, as where no C++ compiler built the kernels) op by op in
+    every case, but compiled only in the cases at the indices `compiled_pure`, one for each
+    branch of its code: compiling shows whether a branch compiles, the numbers are the op-by-op
+    ones, and each compile takes seconds (18 fewer compiles, ~27 s of CI's CPU)."""
+    params = []
+    for i, case in enumerate(cases):
+        for kernels in ("native", "pure"):
+            for mode in ("graph", "pynative"):
+                if mode == "graph" and kernels == "pure" and i not in compiled_pure:
+                    continue
+                tier = pytest.mark.e2e if mode == "graph" else pytest.mark.unit
+                params.append(pytest.param(mode, kernels, *case, marks=tier))
+    return params
+
+
 def rel_err(actual, expected) -> float:
     """max |actual - expected| relative to max |expected|."""
     actual, expected = np.asarray(actual), np.asarray(expected)

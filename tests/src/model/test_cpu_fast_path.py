@@ -13,7 +13,7 @@ from mindspore import nn, ops
 
 from src.model import resnet
 from src.model.resnet import Im2colConv2d, _winograd_tile
-from tests.helpers import conv_grads, rel_err
+from tests.helpers import conv_grads, kernel_variants, rel_err
 
 # Tiers: the tests that take the `mode` fixture get theirs from it (graph: e2e, pynative:
 # unit); the others say theirs.
@@ -45,8 +45,9 @@ CASES = [  # in, out, height, width, conv kwargs
 ]
 
 
-@pytest.mark.parametrize("kernels", ["native", "pure"])
-@pytest.mark.parametrize("cin,cout,height,width,kwargs", CASES)
+# the pure formulation compiled: m = 4, m = 2 exact, m = 2 zero-extended
+@pytest.mark.parametrize("mode,kernels,cin,cout,height,width,kwargs",
+                         kernel_variants(CASES, compiled_pure={0, 2, 4}), indirect=["mode"])
 def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, height, width,
                                                    kwargs):
     assert _winograd_tile(height, width)  # the case exercises the Winograd path
@@ -75,9 +76,9 @@ def test_winograd_matches_native_outputs_and_grads(mode, kernels, cin, cout, hei
             assert rel_err(got.asnumpy(), want.asnumpy()) < 1e-4
 
 
-@pytest.mark.parametrize("kernels", ["native", "pure"])
-@pytest.mark.parametrize("height,width,kwargs", [(2, 2, {"pad_mode": "pad", "padding": 1}),
-                                                 (1, 2, {"pad_mode": "same", "has_bias": True})])
+@pytest.mark.parametrize("mode,kernels,height,width,kwargs", kernel_variants(
+    [(2, 2, {"pad_mode": "pad", "padding": 1}), (1, 2, {"pad_mode": "same", "has_bias": True})],
+    compiled_pure={0}), indirect=["mode"])
 def test_tiny_maps_take_one_dense_matmul_with_native_outputs_and_grads(mode, kernels, height,
                                                                        width, kwargs):
     ms.set_seed(5)

@@ -12,7 +12,7 @@ import pytest
 from mindspore import nn, ops
 
 from src.model.resnet import ARCHS, Im2colConv2d, build_resnet, resnet18, resnet50
-from tests.helpers import MODELZOO_RESNET50, conv_grads, rel_err
+from tests.helpers import MODELZOO_RESNET50, conv_grads, kernel_variants, rel_err
 
 
 @pytest.fixture
@@ -180,10 +180,11 @@ CONV_CASES = [  # in, out, kernel, stride, pad_mode, padding, size, has_bias
 ]
 
 
-@pytest.mark.parametrize("kernels", ["native", "pure"])
-@pytest.mark.parametrize("cin,cout,kernel,stride,pad_mode,padding,size,has_bias", CONV_CASES)
-def test_im2col_conv_matches_native_outputs_and_grads(mode, cin, cout, kernel, stride, pad_mode,
-                                                      padding, size, has_bias, kernels):
+# the pure formulation compiled: a matmul per image, and one over the whole batch
+@pytest.mark.parametrize("mode,kernels,cin,cout,kernel,stride,pad_mode,padding,size,has_bias",
+                         kernel_variants(CONV_CASES, compiled_pure={0, 2}), indirect=["mode"])
+def test_im2col_conv_matches_native_outputs_and_grads(mode, kernels, cin, cout, kernel, stride,
+                                                      pad_mode, padding, size, has_bias):
     kwargs = dict(stride=stride, pad_mode=pad_mode, padding=padding, has_bias=has_bias)
     ms.set_seed(3)
     native = nn.Conv2d(cin, cout, kernel, **kwargs)
