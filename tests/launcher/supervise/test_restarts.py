@@ -240,8 +240,10 @@ def test_without_restarts_the_same_kill_ends_the_run(job, uninterrupted):
 
 
 @pytest.mark.e2e
-def test_a_raising_worker_leaves_error_json_and_is_restarted(job):
-    r = packrun("debug", job, "--name=raises", "--epochs=2", "--max_restarts=1",
+def test_a_raising_worker_leaves_error_json_and_is_restarted(job, debug_reference):
+    # the job as debug_reference ran it: both attempts reuse its compiled graphs (a failed
+    # attempt keeps none of its own)
+    r = packrun("debug", job, "--name=raises", "--max_restarts=1",
                 env_extra={FAULT_ENV: "raise:rank=0:epoch=2:step=2"})
     assert r.returncode == 0, shown(r)
     run_dir = run_dir_of(r.stdout)
@@ -253,7 +255,7 @@ def test_a_raising_worker_leaves_error_json_and_is_restarted(job):
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["exit_code"], record["action"]) == (0, 1, "restarted")
     assert record["first_error"].startswith("RuntimeError: PACKRUN_TEST_FAULT: injected failure")
-    assert [row["epoch"] for row in rows(run_dir)] == [1, 2]
+    assert [row["epoch"] for row in rows(run_dir)] == list(range(1, EPOCHS + 1))
 
 
 @pytest.mark.e2e
@@ -388,9 +390,10 @@ def test_a_stop_at_an_epochs_last_step_keeps_the_epoch(job, debug_reference):
     again = trained_steps(run_dir / "logs" / "worker_0.log")
     assert again[0] == "2.1" and len(again) == (EPOCHS - 1) * 6
     assert digests(run_dir, 1) == digests(debug_reference, 1)
-    # a request at the run's very last step: the run is complete
-    end = packrun("debug", job, "--name=stop_end", "--epochs=1", "--warmup_epochs=0",
-                  env_extra={FAULT_ENV: "stop:rank=0:epoch=1:step=6"})
+    # a request at the run's very last step: the run is complete (the job as debug_reference
+    # ran it, whose compiled graphs it reuses)
+    end = packrun("debug", job, "--name=stop_end",
+                  env_extra={FAULT_ENV: f"stop:rank=0:epoch={EPOCHS}:step=6"})
     assert end.returncode == 0 and "End training, the best acc is: " in end.stdout, shown(end)
 
 
