@@ -398,14 +398,15 @@ def train(spec: JobSpec, run_dir: Path, position_out: list | None = None) -> int
     counts = {"train_images": data.n_train, "steps": data.steps, "val_images":  # graph shapes
               len(data.val_indices) if data.val_indices is not None else
               count_images(spec.val_dir)}
-    with compile_cache.session(spec, run_dir, par.rank, par.world, counts, say):
+    with compile_cache.session(spec, run_dir, par.rank, par.world, counts, say) as graphs:
         return train_prepared(spec, run_dir, par, data, say, recorder, amp_level, sink_mode,
-                              position_out)
+                              position_out, graphs)
 
 
 def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder, amp_level: str,
-                   sink_mode: bool, position_out: list | None) -> int:
-    """train() once the data is counted: everything that compiles graphs."""
+                   sink_mode: bool, position_out: list | None, graphs=None) -> int:
+    """train() once the data is counted: everything that compiles graphs. `graphs`: the
+    compile cache's entry in use (None when it is off)."""
     from mindspore.train import Model
 
     from src.training import collective, transfer
@@ -428,6 +429,8 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     def validation_accuracy() -> float:
         result = cache.evaluate(recorder.batch) if cache else \
             evaluate(net, data.val_ds, recorder.batch)
+        if graphs is not None and not graphs.kept_compiled:
+            graphs.keep_compiled()  # both graphs have compiled and run: a restart reuses them
         best.latest = result
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)

@@ -3,9 +3,11 @@
 :func:`session` is entered after the data is counted and before anything is compiled: it works
 out the key of this run's graphs, copies that entry's graphs for this rank (if any) into a
 private directory and points MindSpore's compile cache at it (MS_COMPILER_CACHE_ENABLE,
-MS_COMPILER_CACHE_PATH; MindSpore reads the path at its first compile). On a normal end (done,
-or stopped on request) the graphs MindSpore wrote there go back into the entry, each file by
-an atomic rename; the private directory goes either way.
+MS_COMPILER_CACHE_PATH; MindSpore reads the path at its first compile). Once the first
+evaluation has run (Graphs.keep_compiled, from src/train.py: a restart after a later kill or
+failure reuses them) and again at a normal end (done, or stopped on request), the graphs
+MindSpore wrote there go back into the entry, each file by an atomic rename; the private
+directory goes either way.
 
 MindSpore numbers a process's graphs in the order it compiles them and loads graph i for the
 i-th compile, so the key holds everything that decides that order and the graphs' shapes: the
@@ -96,11 +98,16 @@ def key_parts(spec: JobSpec, run_dir: Path, world: int, counts: dict,
 class Graphs:
     """One worker's use of one entry: `reused` graphs copied in, `private` its copy."""
 
-    def __init__(self, root: Path, key: str, rank: int, private: Path, max_bytes: int):
+    def __init__(self, root: Path, key: str, rank: int, private: Path, max_bytes: int,
+                 parts: dict | None = None, say=lambda message: None):
         self.root, self.key, self.rank, self.private = root, key, rank, private
         self.entry, self.max_bytes = root / key, max_bytes
+        self.parts, self.say = parts or {}, say
+        # (size, mtime) of each file of `private` as the entry has it: copied in, or kept
         self.copied: dict[str, tuple[int, int]] = {}
         self.reused = 0
+        self.kept = 0  # files this run has put into the entry
+        self.kept_compiled = False  # keep_compiled() has run
 
     def copy_in(self) -> None:
         source = self.entry / f"rank_{self.rank}" / GRAPHS
@@ -123,8 +130,9 @@ class Graphs:
         self.reused = sum(1 for n in names if n.endswith(".mindir"))
         store.touch(self.entry)
 
-    def publish(self, parts: dict) -> int:
-        """Copy the graphs MindSpore wrote (new or rewritten) into the entry; how many."""
+    def publish(self, parts: dict | None = None) -> int:
+        """Copy the graphs MindSpore wrote (new or rewritten since they were copied in or last
+        published) into the entry; how many."""
         written = 0
         for path in sorted(self.private.rglob("*")):
             if not path.is_file():
@@ -138,12 +146,28 @@ class Graphs:
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             shutil.copyfile(path, tmp)
             os.replace(tmp, target)
+            self.copied[rel] = (st.st_size, st.st_mtime_ns)
             written += 1
         if written and not (self.entry / store.KEY_JSON).exists():
-            write_atomic(self.entry / store.KEY_JSON,
-                         json.dumps(parts, indent=1, sort_keys=True, default=str) + "\n")
+            write_atomic(self.entry / store.KEY_JSON, json.dumps(
+                self.parts if parts is None else parts, indent=1, sort_keys=True,
+                default=str) + "\n")
         store.touch(self.entry)
+        self.kept += written
         return written
+
+    def keep_compiled(self) -> None:
+        """Publish the graphs compiled so far, once the first evaluation has run (the train
+        and the evaluation graph have compiled and run by then): a later attempt of this run,
+        after a kill or a failure, and other runs of the same key starting meanwhile reuse them
+        instead of compiling again (minutes on Ascend). The run's end publishes what MindSpore
+        writes after. A failure to write only warns: the run goes on."""
+        self.kept_compiled = True
+        try:
+            if self.publish() and not self.reused:
+                self.say(f"compile cache: kept this run's compiled graphs in {self.entry}")
+        except OSError as e:
+            _warn(f"could not keep this run's graphs in {self.entry}: {e.strerror or e}")
 
 
 def _warn(message: str) -> None:
@@ -164,12 +188,13 @@ def session(spec: JobSpec, run_dir: Path, rank: int, world: int, counts: dict, s
     try:
         yield graphs
         try:
+            kept_before = graphs.kept
             written = graphs.publish(parts)
             store.cleanup(graphs.root, graphs.max_bytes, keep=graphs.key)
         except OSError as e:
             _warn(f"could not keep this run's graphs in {graphs.entry}: {e.strerror or e}")
         else:
-            if written and not graphs.reused:
+            if written and not kept_before and not graphs.reused:
                 say(f"compile cache: kept this run's compiled graphs in {graphs.entry}")
     finally:
         shutil.rmtree(graphs.private, ignore_errors=True)
@@ -198,7 +223,7 @@ def _open(spec, run_dir, rank, world, counts, say, env):
         work = settings.root / store.WORK
         work.mkdir(mode=0o700, exist_ok=True)
         private = Path(tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=work))
-        graphs = Graphs(settings.root, key, rank, private, settings.max_bytes)
+        graphs = Graphs(settings.root, key, rank, private, settings.max_bytes, parts)
         graphs.copy_in()
     except OSError as e:
         _warn(f"{settings.root}: {e.strerror or e}")
@@ -207,6 +232,7 @@ def _open(spec, run_dir, rank, world, counts, say, env):
     os.environ[MS_PATH] = str(private)
     # with several ranks, every rank says it in its own log (rank 0's reaches the console)
     tell = say if world == 1 else (lambda message: print(f"rank {rank}: {message}", flush=True))
+    graphs.say = say
     if graphs.reused:
         tell(f"compile cache: reusing {graphs.reused} compiled graph(s) of this network, shapes "
              f"and code ({graphs.entry})")

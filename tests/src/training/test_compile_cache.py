@@ -17,6 +17,7 @@ from launcher.core import compile_cache as store
 from launcher.core.rundir.names import (
     COMPILE_CACHE_DIR_ENV,
     COMPILE_CACHE_ENV,
+    FAULT_ENV,
     LAST_CKPT,
     LAST_POINT,
 )
@@ -131,6 +132,29 @@ def test_a_failed_run_publishes_nothing(tmp_path, env):
     assert not list((root / store.WORK).iterdir())
 
 
+@pytest.mark.unit
+def test_graphs_kept_at_the_first_evaluation_stay_when_the_run_fails_after_it(tmp_path, env):
+    """The worker keeps its graphs once its first evaluation has run (src/train.py); a failure
+    after that leaves them for the restart. What MindSpore writes later goes in at the end of a
+    run that ends normally, and the run says it kept graphs once."""
+    said: list = []
+    with pytest.raises(RuntimeError):
+        with compile_cache.session(SPEC, tmp_path, 0, 1, COUNTS, said.append, env) as g:
+            compile_graphs(g.private, 0, 2)
+            g.keep_compiled()
+            raise RuntimeError("worker failed in its second epoch")
+    names = sorted(p.name for p in (g.entry / "rank_0" / compile_cache.GRAPHS).iterdir())
+    assert names == ["compile_cache_0.mindir", "compile_cache_1.mindir", "compile_dependency.hash"]
+    assert said[1:] == [f"compile cache: kept this run's compiled graphs in {g.entry}"]
+    said.clear()
+    with compile_cache.session(SPEC, tmp_path, 0, 1, COUNTS, said.append, env) as again:
+        assert again.reused == 2
+        compile_graphs(again.private, 0, 3)  # a third graph, compiled after the evaluation
+        again.keep_compiled()
+    assert len(list((g.entry / "rank_0" / compile_cache.GRAPHS).glob("*.mindir"))) == 3
+    assert not [m for m in said if m.startswith("compile cache: kept")]  # reused: nothing new
+
+
 def key(tmp_path, env, spec=SPEC, world=1, counts=COUNTS):
     return store.cache_key(compile_cache.key_parts(spec, tmp_path, world, counts, env))
 
@@ -227,15 +251,20 @@ FINAL = re.compile(r"rank 0: final weights sha256 (\w+, batchnorm statistics sha
 
 @pytest.mark.e2e
 def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path, digits_2class):
-    job = write_tiny_job(tmp_path / "cc.toml", digits_2class)
+    job = write_tiny_job(tmp_path / "cc.toml", digits_2class, epochs=2)
     cache = {COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
-    runs = []
-    for _ in range(2):
-        r = packrun("debug", job, env_extra=cache)
-        assert r.returncode == 0, shown(r)
-        runs.append(r)
-    assert "compile cache: no compiled graphs for this network, shapes and code yet" in \
-        runs[0].stdout and "compile cache: kept this run's compiled graphs" in runs[0].stdout
+    # the first run fails after its first evaluation and is restarted: the graphs were kept at
+    # that evaluation, so its second attempt already reuses them
+    runs = [packrun("debug", job, "--max_restarts=1",
+                    env_extra=cache | {FAULT_ENV: "raise:rank=0:epoch=2:step=1"})]
+    runs.append(packrun("debug", job, env_extra=cache))
+    assert all(r.returncode == 0 for r in runs), shown(runs[0]) + shown(runs[1])
+    logs = run_dir_of(runs[0]) / "logs"
+    first, second = ((logs / f"attempt_{n}" / "worker_0.log").read_text() for n in (1, 2))
+    assert "compile cache: no compiled graphs for this network, shapes and code yet" in first
+    assert "compile cache: kept this run's compiled graphs" in first
+    assert first.index("compile cache: kept") < first.index("injected failure at epoch 2")
+    assert REUSED.search(second), second
     m = REUSED.search(runs[1].stdout)
     assert m and int(m.group(1)) >= 2, shown(runs[1])  # the train and the eval graph
     assert weights(run_dir_of(runs[0])) == weights(run_dir_of(runs[1]))
