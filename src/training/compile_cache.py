@@ -99,10 +99,10 @@ class Graphs:
     """One worker's use of one entry: `reused` graphs copied in, `private` its copy."""
 
     def __init__(self, root: Path, key: str, rank: int, private: Path, max_bytes: int,
-                 parts: dict | None = None, say=lambda message: None):
+                 parts: dict, say):
         self.root, self.key, self.rank, self.private = root, key, rank, private
         self.entry, self.max_bytes = root / key, max_bytes
-        self.parts, self.say = parts or {}, say
+        self.parts, self.say = parts, say  # the key's parts (key.json); the run's say()
         # (size, mtime) of each file of `private` as the entry has it: copied in, or kept
         self.copied: dict[str, tuple[int, int]] = {}
         self.reused = 0
@@ -130,7 +130,7 @@ class Graphs:
         self.reused = sum(1 for n in names if n.endswith(".mindir"))
         store.touch(self.entry)
 
-    def publish(self, parts: dict | None = None) -> int:
+    def publish(self) -> int:
         """Copy the graphs MindSpore wrote (new or rewritten since they were copied in or last
         published) into the entry; how many."""
         written = 0
@@ -149,9 +149,8 @@ class Graphs:
             self.copied[rel] = (st.st_size, st.st_mtime_ns)
             written += 1
         if written and not (self.entry / store.KEY_JSON).exists():
-            write_atomic(self.entry / store.KEY_JSON, json.dumps(
-                self.parts if parts is None else parts, indent=1, sort_keys=True,
-                default=str) + "\n")
+            write_atomic(self.entry / store.KEY_JSON,
+                         json.dumps(self.parts, indent=1, sort_keys=True, default=str) + "\n")
         store.touch(self.entry)
         self.kept += written
         return written
@@ -184,12 +183,11 @@ def session(spec: JobSpec, run_dir: Path, rank: int, world: int, counts: dict, s
     if graphs is None:
         yield None
         return
-    graphs, parts = graphs
     try:
         yield graphs
         try:
             kept_before = graphs.kept
-            written = graphs.publish(parts)
+            written = graphs.publish()
             store.cleanup(graphs.root, graphs.max_bytes, keep=graphs.key)
         except OSError as e:
             _warn(f"could not keep this run's graphs in {graphs.entry}: {e.strerror or e}")
@@ -223,7 +221,7 @@ def _open(spec, run_dir, rank, world, counts, say, env):
         work = settings.root / store.WORK
         work.mkdir(mode=0o700, exist_ok=True)
         private = Path(tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=work))
-        graphs = Graphs(settings.root, key, rank, private, settings.max_bytes, parts)
+        graphs = Graphs(settings.root, key, rank, private, settings.max_bytes, parts, say)
         graphs.copy_in()
     except OSError as e:
         _warn(f"{settings.root}: {e.strerror or e}")
@@ -232,11 +230,10 @@ def _open(spec, run_dir, rank, world, counts, say, env):
     os.environ[MS_PATH] = str(private)
     # with several ranks, every rank says it in its own log (rank 0's reaches the console)
     tell = say if world == 1 else (lambda message: print(f"rank {rank}: {message}", flush=True))
-    graphs.say = say
     if graphs.reused:
         tell(f"compile cache: reusing {graphs.reused} compiled graph(s) of this network, shapes "
              f"and code ({graphs.entry})")
     else:
         tell(f"compile cache: no compiled graphs for this network, shapes and code yet "
              f"(key {key})")
-    return graphs, parts
+    return graphs
