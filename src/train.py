@@ -429,8 +429,8 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     def validation_accuracy() -> float:
         result = cache.evaluate(recorder.batch) if cache else \
             evaluate(net, data.val_ds, recorder.batch)
-        if graphs is not None and not graphs.kept_compiled:
-            graphs.keep_compiled()  # both graphs have compiled and run: a restart reuses them
+        if graphs is not None:
+            graphs.keep_compiled()  # the first time: both graphs have compiled and run
         best.latest = result
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)

@@ -107,7 +107,7 @@ class Graphs:
         self.copied: dict[str, tuple[int, int]] = {}
         self.reused = 0
         self.kept = 0  # files this run has put into the entry
-        self.kept_compiled = False  # keep_compiled() has run
+        self.kept_compiled = False  # keep_compiled() has kept them
 
     def copy_in(self) -> None:
         source = self.entry / f"rank_{self.rank}" / GRAPHS
@@ -155,18 +155,27 @@ class Graphs:
         self.kept += written
         return written
 
-    def keep_compiled(self) -> None:
-        """Publish the graphs compiled so far, once the first evaluation has run (the train
-        and the evaluation graph have compiled and run by then): a later attempt of this run,
-        after a kill or a failure, and other runs of the same key starting meanwhile reuse them
-        instead of compiling again (minutes on Ascend). The run's end publishes what MindSpore
-        writes after. A failure to write only warns: the run goes on."""
-        self.kept_compiled = True
+    def keep(self) -> bool:
+        """publish(), saying so the first time this run puts graphs into the entry (not when it
+        reused them); a failure to write only warns (False): the run's outcome stands."""
+        kept_before = self.kept
         try:
-            if self.publish() and not self.reused:
-                self.say(f"compile cache: kept this run's compiled graphs in {self.entry}")
+            written = self.publish()
         except OSError as e:
             _warn(f"could not keep this run's graphs in {self.entry}: {e.strerror or e}")
+            return False
+        if written and not kept_before and not self.reused:
+            self.say(f"compile cache: kept this run's compiled graphs in {self.entry}")
+        return True
+
+    def keep_compiled(self) -> None:
+        """keep() once, at the first evaluation (the train and the evaluation graph have compiled
+        and run by then): a later attempt of this run, after a kill or a failure, and other runs
+        of the same key starting meanwhile reuse them instead of compiling again (minutes on
+        Ascend). The run's end keeps what MindSpore writes after; later calls do nothing."""
+        if not self.kept_compiled:
+            self.kept_compiled = True
+            self.keep()
 
 
 def _warn(message: str) -> None:
@@ -185,15 +194,11 @@ def session(spec: JobSpec, run_dir: Path, rank: int, world: int, counts: dict, s
         return
     try:
         yield graphs
-        try:
-            kept_before = graphs.kept
-            written = graphs.publish()
-            store.cleanup(graphs.root, graphs.max_bytes, keep=graphs.key)
-        except OSError as e:
-            _warn(f"could not keep this run's graphs in {graphs.entry}: {e.strerror or e}")
-        else:
-            if written and not kept_before and not graphs.reused:
-                say(f"compile cache: kept this run's compiled graphs in {graphs.entry}")
+        if graphs.keep():
+            try:
+                store.cleanup(graphs.root, graphs.max_bytes, keep=graphs.key)
+            except OSError as e:
+                _warn(f"could not keep this run's graphs in {graphs.entry}: {e.strerror or e}")
     finally:
         shutil.rmtree(graphs.private, ignore_errors=True)
         for var, value in before.items():  # the process's environment as it was (an
