@@ -206,15 +206,14 @@ def hccn_conf(tmp_path) -> Path:
 @pytest.fixture(params=[pytest.param("graph", marks=pytest.mark.e2e),
                         pytest.param("pynative", marks=pytest.mark.unit)])
 def mode(request):
-    """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE, then restore the previous
-    mode (MindSpore is imported only by the tests that take this fixture). The tier comes from
+    """Run the test in MindSpore's GRAPH_MODE and in PYNATIVE_MODE (set back after it, as after
+    every test: mindspore_mode_kept; MindSpore is imported only by the tests that take this
+    fixture). The tier comes from
     here: a graph compiles for seconds (e2e), the same check op by op takes a fraction of one
     (unit), so a test that takes this fixture carries no tier mark of its own."""
     import mindspore as ms
-    previous = ms.get_context("mode")
     ms.set_context(mode={"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[request.param])
-    yield request.param
-    ms.set_context(mode=previous)
+    return request.param
 
 
 # --- the single-node Slurm test cluster (tests/cluster/slurm_up.sh) ---------------------------

@@ -123,14 +123,10 @@ def test_resnet_shapes_take_the_winograd_path(monkeypatch, kernels):
     monkeypatch.setattr(resnet, name, counting)
     if kernels == "pure":
         monkeypatch.setattr(resnet, "winograd_ops", lambda: None)
-    previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # construct runs as Python, so the patch is seen
-    try:
-        net = resnet.resnet18(10, cpu_conv=True)
-        net.set_train(False)
-        net(tensor((1, 3, 64, 64), 3))  # maps 16 (layer1), 8 (layer2), 4 (layer3), 2
-    finally:
-        ms.set_context(mode=previous)
+    net = resnet.resnet18(10, cpu_conv=True)
+    net.set_train(False)
+    net(tensor((1, 3, 64, 64), 3))  # maps 16 (layer1), 8 (layer2), 4 (layer3), 2
     assert sorted(set(calls)) == [((1, 64, 16, 16), 4), ((1, 128, 8, 8), 4),
                                   ((1, 256, 4, 4), 4)]
     assert len(calls) == 4 + 3 + 3  # layer1: 4 convs; layer2, layer3: 3 (one is stride 2)

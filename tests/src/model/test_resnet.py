@@ -17,11 +17,9 @@ from tests.helpers import MODELZOO_RESNET50, conv_grads, kernel_variants, rel_er
 
 @pytest.fixture
 def pynative():
-    """Eager mode: no graph compile, which keeps the whole-network tests fast."""
-    previous = ms.get_context("mode")
+    """Eager mode: no graph compile, which keeps the whole-network tests fast (set back after
+    the test: tests/conftest.py)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
 def images(batch=2, size=32, channels=3, seed=0):
@@ -88,19 +86,15 @@ def test_resnet18_stem_pool_equals_model_zoo_pad_then_valid_pool(pynative):
 
 @pytest.mark.e2e
 def test_cpu_conv_trains_in_graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        ms.set_seed(0)
-        net = resnet18(4, cpu_conv=True)
-        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        step = nn.TrainOneStepCell(nn.WithLossCell(net, loss),
-                                   nn.Momentum(net.trainable_params(), 0.01, 0.9))
-        step.set_train()
-        x, labels = images(batch=4), ms.Tensor(np.arange(4, dtype=np.int32))
-        losses = [float(step(x, labels).asnumpy()) for _ in range(4)]
-    finally:
-        ms.set_context(mode=previous)
+    ms.set_context(mode=ms.GRAPH_MODE)  # set back after the test (tests/conftest.py)
+    ms.set_seed(0)
+    net = resnet18(4, cpu_conv=True)
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss),
+                               nn.Momentum(net.trainable_params(), 0.01, 0.9))
+    step.set_train()
+    x, labels = images(batch=4), ms.Tensor(np.arange(4, dtype=np.int32))
+    losses = [float(step(x, labels).asnumpy()) for _ in range(4)]
     assert losses[-1] < losses[0]
 
 
@@ -213,22 +207,18 @@ def test_im2col_conv_matches_native_outputs_and_grads(mode, kernels, cin, cout, 
 @pytest.mark.e2e
 def test_im2col_conv_grads_stay_right_over_repeated_graph_calls():
     # Guards the asymmetric 'same' padding: ops.pad's gradient goes wrong from the 2nd call.
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        ms.set_seed(4)
-        native = nn.Conv2d(8, 16, 3, stride=2, pad_mode="same")
-        ms.set_seed(4)
-        im2col = Im2colConv2d(8, 16, 3, stride=2, pad_mode="same")
-        x, dout = images(size=10, channels=8), images(size=5, channels=16, seed=1)
-        (dx_expected,), (dw_expected,) = conv_grads(native)(x, dout)
-        grads = conv_grads(im2col)
-        for _ in range(3):
-            (dx,), (dw,) = grads(x, dout)
-            assert rel_err(dx.asnumpy(), dx_expected.asnumpy()) < 1e-4
-            assert rel_err(dw.asnumpy(), dw_expected.asnumpy()) < 1e-4
-    finally:
-        ms.set_context(mode=previous)
+    ms.set_context(mode=ms.GRAPH_MODE)  # set back after the test (tests/conftest.py)
+    ms.set_seed(4)
+    native = nn.Conv2d(8, 16, 3, stride=2, pad_mode="same")
+    ms.set_seed(4)
+    im2col = Im2colConv2d(8, 16, 3, stride=2, pad_mode="same")
+    x, dout = images(size=10, channels=8), images(size=5, channels=16, seed=1)
+    (dx_expected,), (dw_expected,) = conv_grads(native)(x, dout)
+    grads = conv_grads(im2col)
+    for _ in range(3):
+        (dx,), (dw,) = grads(x, dout)
+        assert rel_err(dx.asnumpy(), dx_expected.asnumpy()) < 1e-4
+        assert rel_err(dw.asnumpy(), dw_expected.asnumpy()) < 1e-4
 
 
 @pytest.mark.unit

@@ -233,16 +233,12 @@ def test_im2col_in_both_layouts_and_their_adjoints(geometry, shape):
 def test_two_geometries_on_inputs_of_one_shape_keep_their_own_output_shapes():
     # PyNative caches an op's output shape by its attributes and input shapes: the geometry
     # must be among them (layer2's 3x3 and 1x1 stride-2 convs read the same input).
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        x = ms.Tensor(rand((2, 8, 10, 10), 8))
-        for geometry, k in (((3, 3, 2, 2, 1, 1, 1, 1), 72), ((1, 1, 2, 2, 0, 0, 0, 0), 8)):
-            im2col = native_kernels.im2col_ops(geometry)
-            assert im2col.rows(x, im2col.geometry).shape == (50, k)
-            assert im2col.cols(x, im2col.geometry).shape == (2, k, 25)
-    finally:
-        ms.set_context(mode=previous)
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # set back after the test (tests/conftest.py)
+    x = ms.Tensor(rand((2, 8, 10, 10), 8))
+    for geometry, k in (((3, 3, 2, 2, 1, 1, 1, 1), 72), ((1, 1, 2, 2, 0, 0, 0, 0), 8)):
+        im2col = native_kernels.im2col_ops(geometry)
+        assert im2col.rows(x, im2col.geometry).shape == (50, k)
+        assert im2col.cols(x, im2col.geometry).shape == (2, k, 25)
 
 
 def ctypes_kernel(name):
