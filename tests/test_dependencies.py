@@ -47,3 +47,16 @@ def test_every_imported_package_is_declared():
         if not names & declared():
             missing[module] = sorted(names)
     assert not missing, f"imported but not in setup.cfg install_requires: {missing}"
+
+
+def test_a_python_of_the_venv_starts_without_importing_the_install():
+    """setup.cfg's package_dir makes the editable install a plain path in site-packages: with
+    setuptools' default for a flat layout, an import finder (and pathlib, importlib.util, ...)
+    was imported by every Python process before its first line, 15 ms of CPU each, thousands of
+    times in a test run (node verbs, probes, workers) and once per packrun command."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import launcher, src"],
+                       capture_output=True, text=True, cwd="/", check=True)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()]
+    assert not [m for m in imported if "editable" in m], imported
+    assert "pathlib" not in imported, "a Python start imports pathlib again (site-packages' .pth)"
