@@ -41,7 +41,6 @@ environment record, importlib.metadata) would cost each of those calls most of i
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -49,8 +48,6 @@ from typing import Callable, Sequence
 
 from launcher.core import cores, hostlist
 from launcher.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
-from launcher.core.rundir.atomic import write_atomic
-from launcher.core.rundir.lock import holder
 from launcher.core.rundir.names import DEVICE_ENV, EXIT_REQUEUE, JOB_JSON, SLURM_JOB_ID, node_lock
 
 
@@ -75,6 +72,7 @@ def _cores(argv: Sequence[str]) -> int:
     if mode != "" and cores.msrun_can_bind(split):
         devices = cores.physical_devices(ranks, os.environ,
                                          os.environ.get(DEVICE_ENV, ""))
+        import json
         print(json.dumps(cores.msrun_bind(split, devices), separators=(",", ":")))
     return 0
 
@@ -108,6 +106,7 @@ def _attempt(argv: Sequence[str]) -> int:
 def _lock_holder(argv: Sequence[str]) -> int:
     if len(argv) != 1:
         return _usage("lock-holder RUN_DIR")
+    from launcher.core.rundir.lock import holder
     print(holder(Path(argv[0]) / node_lock(0)))
     return 0
 
@@ -154,6 +153,7 @@ def _check(argv: Sequence[str]) -> int:
 def _array_task(argv: Sequence[str]) -> int:
     if len(argv) != 4 or not argv[2].isdigit() or not argv[3].isdigit():
         return _usage("array-task SWEEP_DIR POINT JOB_ID ARRAY_JOB_ID")
+    from launcher.core.rundir.atomic import write_atomic
     sweep_dir, point, job_id, array_id = Path(argv[0]), Path(argv[1]), argv[2], argv[3]
     if not (point / SLURM_JOB_ID).exists():
         # the point's start time (packrun ls): when its first task starts, not at submission
