@@ -79,6 +79,13 @@ NOT_IN_KEY = frozenset({
 # (A schedule or a warmup is a per-step tensor whose length is epochs x steps: those stay.)
 VALUES_OF_A_CONSTANT_LR = frozenset({"lr", "epochs"})
 
+# The feature cache runs a frozen prefix once per image (src/training/feature_cache.py): with
+# nothing frozen its keys do nothing, and of them each cache mode reads only its own.
+FEATURE_CACHE_KEYS = frozenset({"feature_cache", "cache_views", "cache_max_gib"})
+FEATURE_CACHE_ACTS = {"off": frozenset({"feature_cache"}),
+                      "eval": frozenset({"feature_cache", "cache_max_gib"}),
+                      "augmented": FEATURE_CACHE_KEYS}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -147,11 +154,23 @@ def cache_key(parts: Mapping[str, object]) -> str:
 
 
 def spec_part(spec_dict: Mapping[str, object]) -> dict:
-    """The job keys that go into the cache key."""
+    """The job keys that go into the cache key, each as it acts: the feature cache's keys only
+    where they act (FEATURE_CACHE_ACTS), of the job's `env` only MindSpore's own variables
+    (MS_*: a debug or NCCL variable, or a test's fault, compiles nothing else)."""
     constant_lr = spec_dict.get("lr_schedule") == "constant" and \
         spec_dict.get("warmup_epochs") == 0
-    return {k: v for k, v in spec_dict.items()
-            if k not in NOT_IN_KEY and not (constant_lr and k in VALUES_OF_A_CONSTANT_LR)}
+    inert = set(NOT_IN_KEY)
+    if constant_lr:
+        inert |= VALUES_OF_A_CONSTANT_LR
+    if spec_dict.get("freeze") == "none":
+        inert |= FEATURE_CACHE_KEYS
+    else:
+        inert |= FEATURE_CACHE_KEYS - FEATURE_CACHE_ACTS.get(str(spec_dict.get("feature_cache")),
+                                                             FEATURE_CACHE_KEYS)
+    part = {k: v for k, v in spec_dict.items() if k not in inert}
+    if isinstance(part.get("env"), Mapping):
+        part["env"] = {k: v for k, v in part["env"].items() if str(k).startswith("MS_")}
+    return part
 
 
 def env_part(env: Mapping[str, str]) -> dict:

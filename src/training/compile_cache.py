@@ -90,8 +90,7 @@ def key_parts(spec: JobSpec, run_dir: Path, world: int, counts: dict,
         "data": counts,
         "world": world,
         "resume": resume_point(spec, run_dir),
-        "env": store.env_part(env) | {k: v for k, v in spec.env.items()
-                                      if k.startswith("MS_")},
+        "env": store.env_part(env),  # (the job's own MS_* variables are in its spec part)
     }
 
 

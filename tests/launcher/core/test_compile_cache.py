@@ -76,7 +76,7 @@ def test_the_key_ignores_names_paths_and_launch_settings_but_nothing_else():
                     max_restarts=3, compile_cache=False, tensorboard=False, log_every_steps=1,
                     stall_timeout=20, startup_timeout=60, node_checks="off",
                     min_crop_scale=0.3, hflip=False, num_parallel_workers=1,
-                    launcher="mpirun")
+                    launcher="mpirun", env={"NCCL_DEBUG": "INFO", "PACKRUN_TEST_FAULT": "x"})
     assert store.cache_key({"spec": store.spec_part(base | harmless)}) == key
     for k, v in dict(image_size=64, batch_size=3, arch="resnet18", num_classes=7,
                      freeze="layer2", cpu_conv="native", graph_mode=False, weight_decay=0.1,
@@ -86,6 +86,29 @@ def test_the_key_ignores_names_paths_and_launch_settings_but_nothing_else():
     assert "some_future_key" in store.spec_part(base | {"some_future_key": 1})
     assert store.env_part({"MS_DEV_GRAPH_KERNEL_FLAGS": "x", "HOME": "/h"}) == \
         {"MS_DEV_GRAPH_KERNEL_FLAGS": "x"}
+
+
+def test_the_feature_cache_keys_count_only_where_they_act():
+    # finetune (nothing frozen): no feature cache runs, whatever its keys say
+    finetune = JobSpec().to_dict() | {"freeze": "none"}
+    key = store.cache_key({"spec": store.spec_part(finetune)})
+    for k, v in dict(feature_cache="off", cache_views=5, cache_max_gib=0.0).items():
+        assert store.cache_key({"spec": store.spec_part(finetune | {k: v})}) == key, k
+    # a frozen prefix: the mode always counts, the views only for augmented views, the bound
+    # (cache or recompute) wherever a cache is made
+    frozen = JobSpec().to_dict() | {"freeze": "layer2"}
+    acts = {"off": {"cache_views": False, "cache_max_gib": False},
+            "eval": {"cache_views": False, "cache_max_gib": True},
+            "augmented": {"cache_views": True, "cache_max_gib": True}}
+    keys = set()
+    for mode, counted in acts.items():
+        spec = frozen | {"feature_cache": mode}
+        key = store.cache_key({"spec": store.spec_part(spec)})
+        keys.add(key)
+        for k, v in dict(cache_views=5, cache_max_gib=0.0).items():
+            changed = store.cache_key({"spec": store.spec_part(spec | {k: v})})
+            assert (changed != key) == counted[k], (mode, k)
+    assert len(keys) == 3
 
 
 def test_a_constant_lr_and_the_epochs_are_values_but_a_schedule_is_a_shape():
