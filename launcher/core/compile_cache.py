@@ -168,8 +168,9 @@ def spec_part(spec_dict: Mapping[str, object]) -> dict:
         inert |= FEATURE_CACHE_KEYS - FEATURE_CACHE_ACTS.get(str(spec_dict.get("feature_cache")),
                                                              FEATURE_CACHE_KEYS)
     part = {k: v for k, v in spec_dict.items() if k not in inert}
-    if isinstance(part.get("env"), Mapping):
-        part["env"] = {k: v for k, v in part["env"].items() if str(k).startswith("MS_")}
+    env = part.get("env")
+    if isinstance(env, Mapping):
+        part["env"] = {k: v for k, v in env.items() if str(k).startswith("MS_")}
     return part
 
 
