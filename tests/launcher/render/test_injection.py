@@ -166,11 +166,19 @@ RENDERS_HOSTILE = {"train_dir", "val_dir", "output_dir", "pretrained", "hccn_con
                    "env", "sbatch_extra", "ssh", "device_ips"}
 
 
-def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
+def same_script(text: str, tmp: Path, tag: str) -> str:
+    """The script with what differs between payloads for reasons of the test alone (each
+    payload's own directory, its run directory's tag) made equal, so that scripts which the
+    hostile text did not reach (a key that only job.json holds) are linted once, not once per
+    payload; a script holding the hostile text stays distinct."""
+    return text.replace(str(tmp), "/PAYLOAD").replace(tag, "-TAG")
+
+
+def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[tuple[Path, str]]]:
     """Payload `n` for `key` in every variant, in its own directory `tmp` (its data, stubs,
     argv log, run directories and marker path, so that payloads can run side by side): each
     is refused naming the key, or renders, runs with the stubs and executes nothing.
-    (how many rendered, the scripts to lint)."""
+    (how many rendered, the scripts to lint with their same_script text)."""
     bin_dir, log = make_stubs(tmp)
     marker = tmp / MARK
     text = payloads(marker)[n]
@@ -192,7 +200,8 @@ def try_payload(key: str, n: int, tmp: Path) -> tuple[int, list[Path]]:
             assert f"'{name}'" in arts or "run directory" in arts or "template" in arts, arts
             continue
         rendered += 1
-        scripts += [run_dir / rel for rel in arts if rel.endswith((".sh", ".sbatch", "python"))]
+        scripts += [(run_dir / rel, same_script(arts[rel], tmp, f"-{variant}-{n}"))
+                    for rel in arts if rel.endswith((".sh", ".sbatch", "python"))]
         outcome = run_scripts(run_dir, arts, variant, bin_dir, tmp)
         ran = [p for p in tmp.rglob(MARK) if not p.is_dir()]  # paths make dirs
         assert not ran, f"{key}={text!r} ({variant}) executed: {ran} {outcome}"
@@ -221,7 +230,8 @@ def test_hostile_value_is_refused_or_inert(key, tmp_path):
     ran = [p for p in tmp_path.rglob(MARK) if not p.is_dir()]  # wherever a payload reached
     assert not ran, f"{key}: executed: {ran}"
     rendered = sum(r for r, _ in done)
-    lint([script for _, scripts in done for script in scripts])
+    distinct = {text: path for _, scripts in done for path, text in scripts}
+    lint(sorted(distinct.values()))
     if key in ("train_dir", "val_dir", "output_dir", "pretrained", "hccn_conf", "template_dir",
                "env"):
         assert rendered, f"{key}: free text is quoted, so some hostile value must render"
