@@ -77,6 +77,17 @@ def say(text: str, err: bool = False) -> None:
     print(f"packrun: {text}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
+def own_job(env: dict) -> str:
+    """The job this batch script is, as `scontrol requeue` must name it: SLURM_JOB_ID, or for a
+    job array's task ARRAY_TASK (`packrun sweep --slurm`): one task's own job id is the array's
+    id too, and `scontrol requeue ARRAY` requeues every task of the array, finished ones
+    included (a failed task requeued its finished sibling, which ran again)."""
+    array, task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID", "")
+
+
 class Batch:
     """One run of the batch script in `run_dir`, whose srun line is `cmd`."""
 
@@ -85,6 +96,7 @@ class Batch:
         self.env = dict(os.environ if env is None else env)
         self.spec: JobSpec = spec_from_json(self.run_dir)
         self.job_id = self.env.get("SLURM_JOB_ID", "")
+        self.requeue_target = own_job(self.env)
         self.restarts = int(self.env.get("SLURM_RESTART_COUNT") or 0)
         self.attempt = self.restarts + 1
         self.preemptible = self.spec.signal_before_s > 0
@@ -241,7 +253,7 @@ class Batch:
 
     def _requeue(self) -> bool:
         try:
-            slurm.requeue(self.job_id)
+            slurm.requeue(self.requeue_target)
             return True
         except (UserError, Unavailable) as e:
             say(str(e), err=True)

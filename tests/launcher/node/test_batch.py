@@ -226,6 +226,16 @@ def test_failed_and_requeued(make_job, tmp_path):
     assert (_state(run_dir)["state"], _state(run_dir)["attempt"]) == ("restarting", 1)
 
 
+def test_a_job_array_task_requeues_itself_not_the_array(make_job, tmp_path):
+    """A task of `packrun sweep --slurm`'s array: its own job id may be the array's id, and
+    `scontrol requeue ARRAY` requeues every task, finished ones too; ARRAY_TASK names it."""
+    run_dir = _run_dir(make_job, tmp_path)
+    rc, out, calls, _ = batch(run_dir, _env(tmp_path, run_dir, "rank1-fails", SLURM_JOB_ID="15",
+                                            SLURM_ARRAY_JOB_ID="15", SLURM_ARRAY_TASK_ID="1"))
+    assert rc == 0 and calls == "requeue 15_1\n", out
+    assert "packrun: requeueing job 15 after a failure (attempt 2 of 4)\n" in out
+
+
 def test_failed_and_given_up(make_job, tmp_path):
     run_dir = _run_dir(make_job, tmp_path)
     env = _env(tmp_path, run_dir, "rank1-fails", SLURM_RESTART_COUNT="3")

@@ -483,7 +483,10 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
             assert time.monotonic() < deadline + 300 and proc.poll() is None, out.read_text()
             time.sleep(0.5)
         task_job = (first / "slurm_job_id").read_text().strip()
-        subprocess.run(["scancel", "--signal=USR1", "--batch", task_job], check=True, timeout=60)
+        # ARRAY_TASK: task 0's own job id may be the array's, which names every task
+        array_id = re.search(r"submitted Slurm job array (\d+)", out.read_text()).group(1)
+        subprocess.run(["scancel", "--signal=USR1", "--batch", f"{array_id}_0"], check=True,
+                       timeout=60)
         rc = proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
