@@ -272,9 +272,12 @@ def test_bad_input_is_not_retried(job):
         "UserError"
 
 
-def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subprocess.Popen, Path]:
+def _stop_mid_epoch(args: list, env: dict, log: Path,
+                    at: str) -> tuple[subprocess.Popen, Path, str]:
     """Start packrun, create preempt.requested once `trained step <at>` is in `log`'s run's rank
-    0 log; (the process, its run directory)."""
+    0 log; (the process, its run directory, the last step rank 0 had traced right after the
+    request was made: under load this test may see the trace a step or more late, and the
+    request is honoured within one step of when it was made, not of when the trace was read)."""
     out = log.open("w")
     proc = subprocess.Popen(packrun_argv(*args), cwd=REPO, env=packrun_env(env_extra=env),
                             stdout=out, stderr=subprocess.STDOUT)
@@ -285,8 +288,9 @@ def _stop_mid_epoch(args: list, env: dict, log: Path, at: str) -> tuple[subproce
             worker0 = Path(found[0]) / "logs" / "worker_0.log"
             if worker0.exists() and f"trained step {at}\n" in worker0.read_text():
                 (Path(found[0]) / PREEMPT_FLAG).touch()
+                requested_after = trained_steps(worker0)[-1]
                 proc.wait(timeout=300)
-                return proc, Path(found[0])
+                return proc, Path(found[0]), requested_after
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(log.read_text()[-3000:])
@@ -302,13 +306,16 @@ def test_a_stop_request_is_honoured_at_a_step_and_resumed_from_the_next(job, tmp
         reference, world, steps = request.getfixturevalue("debug_reference"), 1, 6
     else:
         reference, world, steps = request.getfixturevalue("uninterrupted"), 2, 3
-    proc, run_dir = _stop_mid_epoch([mode, job, *workers, f"--name=stop_{mode}"], env,
-                                    tmp_path / "stopped.out", "2.1")
+    proc, run_dir, requested_after = _stop_mid_epoch(
+        [mode, job, *workers, f"--name=stop_{mode}"], env, tmp_path / "stopped.out", "2.1")
     text = (tmp_path / "stopped.out").read_text()
     assert proc.returncode == 75, text[-3000:]
     done = trained_steps(run_dir / "logs" / "worker_0.log")
     stopped_at = int(done[-1].split(".")[1])
-    assert done[-1].startswith("2.") and 1 <= stopped_at <= 2, done   # within one step
+    # within one step of the request: the step under way when it was made, at the latest
+    assert done.index(requested_after) <= len(done) - 1 <= done.index(requested_after) + 1, \
+        (requested_after, done)
+    assert done[-1].startswith("2."), done  # (the steps below are epoch 2's)
     assert json.loads((run_dir / "last.json").read_text()) == {"epoch": 1, "step": stopped_at}
     assert [row["epoch"] for row in rows(run_dir)] == [1]
     rs = runstate.read_run_state(run_dir)
