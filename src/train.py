@@ -294,9 +294,10 @@ class Callbacks:
     position: object
     before: list = field(default_factory=list)  # test-only (src/testing/faults.py): fault injection
     after: list = field(default_factory=list)   # test-only: the step trace
+    cache: list = field(default_factory=list)   # the compile cache's keep after the first step
 
     def all(self) -> list:
-        return [*self.before, self.report, self.stop, self.checkpoint, *self.after]
+        return [*self.before, self.report, self.stop, self.checkpoint, *self.cache, *self.after]
 
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
@@ -430,7 +431,7 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
         result = cache.evaluate(recorder.batch) if cache else \
             evaluate(net, data.val_ds, recorder.batch)
         if graphs is not None:
-            graphs.keep_compiled()  # the first time: both graphs have compiled and run
+            graphs.keep_compiled("evaluation")  # the first time: the evaluation graph too
         best.latest = result
         correct, total = collective.allreduce_sum([result.correct, result.total],
                                                   par.world if data.sharded_eval else 1)
@@ -440,6 +441,9 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     announce(spec, run_dir, par, data, resume, steps, base_lr, say)
     cbs = make_callbacks(spec, run_dir, par, data, net, opt, rates, steps, validation_accuracy,
                          resume, recorder, best)
+    if graphs is not None:  # the train graph has compiled and run: kept for a restart
+        from src.training.callbacks import AfterFirstStep
+        cbs.cache.append(AfterFirstStep(lambda: graphs.keep_compiled("step")))
     if position_out is not None:
         position_out.append(cbs.position)
     board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \

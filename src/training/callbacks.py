@@ -292,6 +292,20 @@ class Report(Callback):
                 f"the best acc epoch is {self.best_epoch}")
 
 
+class AfterFirstStep(Callback):
+    """Calls `then()` once, after this process's first training step (the compile cache keeps
+    the train graph then: src/training/compile_cache.py)."""
+
+    def __init__(self, then: Callable[[], None]):
+        super().__init__()
+        self.then: Callable[[], None] | None = then
+
+    def on_train_step_end(self, run_context):
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+
+
 class StopOnRequest(Callback):
     """After every step, `should_stop()` (called by every rank; it must answer the same on all
     of them, see src/collective.any_rank): when true, training stops after this step and

@@ -3,11 +3,11 @@
 :func:`session` is entered after the data is counted and before anything is compiled: it works
 out the key of this run's graphs, copies that entry's graphs for this rank (if any) into a
 private directory and points MindSpore's compile cache at it (MS_COMPILER_CACHE_ENABLE,
-MS_COMPILER_CACHE_PATH; MindSpore reads the path at its first compile). Once the first
-evaluation has run (Graphs.keep_compiled, from src/train.py: a restart after a later kill or
-failure reuses them) and again at a normal end (done, or stopped on request), the graphs
-MindSpore wrote there go back into the entry, each file by an atomic rename; the private
-directory goes either way.
+MS_COMPILER_CACHE_PATH; MindSpore reads the path at its first compile). After the first
+training step and after the first evaluation (Graphs.keep_compiled, from src/train.py: a
+restart after a later kill or failure reuses them), and again at a normal end (done, or
+stopped on request), the graphs MindSpore wrote there go back into the entry, each file by an
+atomic rename; the private directory goes either way.
 
 MindSpore numbers a process's graphs in the order it compiles them and loads graph i for the
 i-th compile, so the key holds everything that decides that order and the graphs' shapes: the
@@ -106,7 +106,7 @@ class Graphs:
         self.copied: dict[str, tuple[int, int]] = {}
         self.reused = 0
         self.kept = 0  # files this run has put into the entry
-        self.kept_compiled = False  # keep_compiled() has kept them
+        self.kept_at: set[str] = set()  # the moments keep_compiled() has kept graphs at
 
     def copy_in(self) -> None:
         source = self.entry / f"rank_{self.rank}" / GRAPHS
@@ -167,13 +167,14 @@ class Graphs:
             self.say(f"compile cache: kept this run's compiled graphs in {self.entry}")
         return True
 
-    def keep_compiled(self) -> None:
-        """keep() once, at the first evaluation (the train and the evaluation graph have compiled
-        and run by then): a later attempt of this run, after a kill or a failure, and other runs
-        of the same key starting meanwhile reuse them instead of compiling again (minutes on
-        Ascend). The run's end keeps what MindSpore writes after; later calls do nothing."""
-        if not self.kept_compiled:
-            self.kept_compiled = True
+    def keep_compiled(self, moment: str) -> None:
+        """keep() once per `moment`: after the first training step (the train graph has compiled
+        and run) and after the first evaluation (the evaluation graph too). A later attempt of
+        this run, after a kill or a failure, and other runs of the same key starting meanwhile
+        reuse them instead of compiling again (minutes on Ascend); a later call for the same
+        moment does nothing. The run's end keeps what MindSpore writes after."""
+        if moment not in self.kept_at:
+            self.kept_at.add(moment)
             self.keep()
 
 

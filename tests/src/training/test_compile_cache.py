@@ -133,15 +133,24 @@ def test_a_failed_run_publishes_nothing(tmp_path, env):
 
 
 @pytest.mark.unit
-def test_graphs_kept_at_the_first_evaluation_stay_when_the_run_fails_after_it(tmp_path, env):
-    """The worker keeps its graphs once its first evaluation has run (src/train.py); a failure
-    after that leaves them for the restart. What MindSpore writes later goes in at the end of a
-    run that ends normally, and the run says it kept graphs once."""
+def test_graphs_kept_at_the_first_step_and_evaluation_stay_when_the_run_fails_after(tmp_path,
+                                                                                   env):
+    """The worker keeps its graphs after its first step and once its first evaluation has run
+    (src/train.py); a failure after that leaves them for the restart. What MindSpore writes
+    later goes in at the end of a run that ends normally, and the run says it kept graphs
+    once."""
     said: list = []
     with pytest.raises(RuntimeError):
         with compile_cache.session(SPEC, tmp_path, 0, 1, COUNTS, said.append, env) as g:
+            compile_graphs(g.private, 0, 1)
+            g.keep_compiled("step")
+            kept = sorted(p.name for p in (g.entry / "rank_0" / compile_cache.GRAPHS).iterdir())
+            assert kept == ["compile_cache_0.mindir", "compile_dependency.hash"]
             compile_graphs(g.private, 0, 2)
-            g.keep_compiled()
+            g.keep_compiled("step")  # once per moment
+            assert not (g.entry / "rank_0" / compile_cache.GRAPHS / "compile_cache_1.mindir") \
+                .exists()
+            g.keep_compiled("evaluation")
             raise RuntimeError("worker failed in its second epoch")
     names = sorted(p.name for p in (g.entry / "rank_0" / compile_cache.GRAPHS).iterdir())
     assert names == ["compile_cache_0.mindir", "compile_cache_1.mindir", "compile_dependency.hash"]
@@ -150,7 +159,7 @@ def test_graphs_kept_at_the_first_evaluation_stay_when_the_run_fails_after_it(tm
     with compile_cache.session(SPEC, tmp_path, 0, 1, COUNTS, said.append, env) as again:
         assert again.reused == 2
         compile_graphs(again.private, 0, 3)  # a third graph, compiled after the evaluation
-        again.keep_compiled()
+        again.keep_compiled("evaluation")
     assert len(list((g.entry / "rank_0" / compile_cache.GRAPHS).glob("*.mindir"))) == 3
     assert not [m for m in said if m.startswith("compile cache: kept")]  # reused: nothing new
 
@@ -253,17 +262,18 @@ FINAL = re.compile(r"rank 0: final weights sha256 (\w+, batchnorm statistics sha
 def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path, digits_2class):
     job = write_tiny_job(tmp_path / "cc.toml", digits_2class, epochs=2)
     cache = {COMPILE_CACHE_DIR_ENV: str(tmp_path / "cache")}
-    # the first run fails after its first evaluation and is restarted: the graphs were kept at
-    # that evaluation, so its second attempt already reuses them
+    # the first run fails in its first epoch, before any evaluation, and is restarted: the
+    # train graph was kept after the first step, so its second attempt already reuses it
     runs = [packrun("debug", job, "--max_restarts=1",
-                    env_extra=cache | {FAULT_ENV: "raise:rank=0:epoch=2:step=1"})]
+                    env_extra=cache | {FAULT_ENV: "raise:rank=0:epoch=1:step=2"})]
     runs.append(packrun("debug", job, env_extra=cache))
     assert all(r.returncode == 0 for r in runs), shown(runs[0]) + shown(runs[1])
     logs = run_dir_of(runs[0]) / "logs"
     first, second = ((logs / f"attempt_{n}" / "worker_0.log").read_text() for n in (1, 2))
     assert "compile cache: no compiled graphs for this network, shapes and code yet" in first
     assert "compile cache: kept this run's compiled graphs" in first
-    assert first.index("compile cache: kept") < first.index("injected failure at epoch 2")
+    assert first.index("compile cache: kept") < first.index("injected failure at epoch 1")
+    assert "val Acc" not in first  # (it failed before evaluating)
     assert REUSED.search(second), second
     m = REUSED.search(runs[1].stdout)
     assert m and int(m.group(1)) >= 2, shown(runs[1])  # the train and the eval graph
