@@ -30,13 +30,9 @@ from src.training.tensorboard_events import (
 )
 from tests.helpers import (
     float32,
-    packrun,
-    run_dir_of,
     scalar_points,
-    shown,
     tensorboard_events,
     traced_losses,
-    write_tiny_job,
 )
 
 
@@ -255,16 +251,13 @@ EPOCHS, STEPS = 2, 6   # tiny job: 48 training images, batch 8, one worker
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, digits_2class):
+def run(reference_run):
     """A debug run: 2 epochs of 6 steps, every step written, epoch 1 not evaluated, a head
-    learning rate of its own; the worker traces each step's loss."""
-    job = write_tiny_job(tmp_path_factory.mktemp("tb") / "tb.toml", digits_2class,
-                         epochs=EPOCHS, log_every_steps=1, eval_start_epoch=2, head_lr_mult=2.0)
-    t0 = time.monotonic()
-    r = packrun("debug", job, env_extra={TRACE_ENV: "1"})
-    print(f"debug run: {time.monotonic() - t0:.1f} s")
-    assert r.returncode == 0, shown(r)
-    return run_dir_of(r)
+    learning rate of its own; the worker traces each step's loss. Trained once per session
+    (conftest's reference_run): the tests only read it, and pytest-xdist gives this module's
+    tests to several workers, which each trained their own copy (and compiled it at once)."""
+    return reference_run("debug", env_extra={TRACE_ENV: "1"}, epochs=EPOCHS, log_every_steps=1,
+                         eval_start_epoch=2, head_lr_mult=2.0)
 
 
 @pytest.mark.e2e
