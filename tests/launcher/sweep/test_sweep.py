@@ -349,14 +349,14 @@ def check_tensorboard_of_the_sweep(sweep_dir: Path) -> None:
 
 @pytest.mark.e2e
 def test_parallel_points_run_at_the_same_time_with_their_console_in_the_point(tiny_job):
-    r = packrun("sweep", tiny_job, "--grid", "seed=1,2", "--epochs=1", "--parallel=2",
+    r = packrun("sweep", tiny_job, "--grid", "lr=0.01,0.02", "--epochs=1", "--parallel=2",
                 timeout=900)
     assert r.returncode == 0, shown(r)
     sweep_dir = sweep_dir_of(r.stdout)
     # both started before either finished
-    first_end = min(r.stdout.index("seed=1 finished"), r.stdout.index("seed=2 finished"))
-    assert r.stdout.index("seed=2 started") < first_end
-    for d in ("seed=1", "seed=2"):
+    first_end = min(r.stdout.index("lr=0.01 finished"), r.stdout.index("lr=0.02 finished"))
+    assert r.stdout.index("lr=0.02 started") < first_end
+    for d in ("lr=0.01", "lr=0.02"):
         console = (sweep_dir / d / "logs" / "console.out").read_text()
         assert "End training, the best acc is" in console
     assert "End training" not in r.stdout  # the consoles stayed in the points
@@ -364,12 +364,12 @@ def test_parallel_points_run_at_the_same_time_with_their_console_in_the_point(ti
 
 @pytest.mark.e2e
 def test_points_run_as_packrun_run_launches_with_launcher_and_workers(tiny_job):
-    r = packrun("sweep", tiny_job, "--grid", "seed=1,2", "--epochs=1", "--launcher=msrun",
+    r = packrun("sweep", tiny_job, "--grid", "lr=0.01,0.02", "--epochs=1", "--launcher=msrun",
                 "--workers=2", timeout=1200)
     assert r.returncode == 0, shown(r)
     sweep_dir = sweep_dir_of(r.stdout)
     assert "as msrun launches" in r.stdout
-    for d in ("seed=1", "seed=2"):
+    for d in ("lr=0.01", "lr=0.02"):
         point = sweep_dir / d
         assert (point / "msrun.sh").is_file()
         assert json.loads((point / "job.json").read_text())["spec"]["cards_per_node"] == 2
@@ -468,7 +468,7 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
     through untouched; --wait follows both to COMPLETED."""
     out = tmp_path / "sweep.out"
     with open(out, "w") as console:
-        proc = subprocess.Popen(packrun_argv("sweep", slurm_job, "--grid", "seed=1,2",
+        proc = subprocess.Popen(packrun_argv("sweep", slurm_job, "--grid", "lr=0.01,0.02",
                                              "--epochs=3", "--slurm", "--wait"),
                                 cwd=REPO, env=packrun_env(), stdout=console,
                                 stderr=subprocess.STDOUT, text=True)
@@ -478,7 +478,7 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
             assert time.monotonic() < deadline and proc.poll() is None, out.read_text()
             time.sleep(0.5)
         sweep_dir = sweep_dir_of(out.read_text())
-        first = sweep_dir / "seed=1"
+        first = sweep_dir / "lr=0.01"
         while not (read_metrics(first) and (first / "slurm_job_id").is_file()):
             assert time.monotonic() < deadline + 300 and proc.poll() is None, out.read_text()
             time.sleep(0.5)
@@ -497,9 +497,9 @@ def test_a_warning_signal_requeues_one_task_and_it_resumes(slurm_job, tmp_path):
     batch = (first / f"slurm-{task_job}.out").read_text()
     assert f"packrun: the workers stopped on request; requeueing job {task_job}" in batch
     assert f"packrun: job {task_job} (restart 1) on " in batch
-    assert re.search(r"task 0 \(point 1/2 seed=1\) \S+ \(job \d+, requeued 1 time\(s\)\)", text)
+    assert re.search(r"task 0 \(point 1/2 lr=0.01\) \S+ \(job \d+, requeued 1 time\(s\)\)", text)
     assert "requeued" not in "\n".join(ln for ln in text.splitlines() if "task 1 " in ln)
-    for d in ("seed=1", "seed=2"):
+    for d in ("lr=0.01", "lr=0.02"):
         assert [r["epoch"] for r in read_metrics(sweep_dir / d)] == [1, 2, 3]
     assert "2 of 2 task(s) COMPLETED" in text
 
