@@ -96,7 +96,6 @@ class Batch:
         self.env = dict(os.environ if env is None else env)
         self.spec: JobSpec = spec_from_json(self.run_dir)
         self.job_id = self.env.get("SLURM_JOB_ID", "")
-        self.requeue_target = own_job(self.env)
         self.restarts = int(self.env.get("SLURM_RESTART_COUNT") or 0)
         self.attempt = self.restarts + 1
         self.preemptible = self.spec.signal_before_s > 0
@@ -253,7 +252,7 @@ class Batch:
 
     def _requeue(self) -> bool:
         try:
-            slurm.requeue(self.requeue_target)
+            slurm.requeue(own_job(self.env))
             return True
         except (UserError, Unavailable) as e:
             say(str(e), err=True)
