@@ -139,6 +139,12 @@ def resume_from(run_dir: Path, net, opt, rank: int = 0) -> ResumePoint:
         mine = f"{RANK_STATE_PREFIX}{rank}."
         state |= {k[len(mine):]: v for k, v in state.items() if k.startswith(mine)}
     ms.load_param_into_net(net, state)
+    own = opt.parameters_dict()
+    for name in [n for n in state if n.startswith("learning_rate") and n in own and
+                 tuple(state[n].shape) != tuple(own[n].shape)]:
+        # the schedule kept in its other form (in the graph, or set from the host: an older
+        # packrun, another sink mode): the job's schedule gives the rate of every step anyway
+        state[name] = own[name]
     ms.load_param_into_net(opt, state)
     return ResumePoint(epoch, step, [r for r in read_metrics(run_dir) if r["epoch"] <= epoch],
                        partial)
@@ -259,19 +265,26 @@ def prepare_network(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder
 
 
 def build_optimizer(spec: JobSpec, par, net, steps: int):
-    """(optimizer, per-step learning rates, base lr)."""
+    """(optimizer, per-step learning rates, base lr, the StepRates callback that sets a schedule's
+    rate before each step, or None). A schedule is set from the host on CPU in GRAPH_MODE, else
+    it is in the graph (src/training/lr_schedule.py)."""
     import mindspore as ms
     from mindspore import nn
 
+    from launcher.core.compile_cache import schedule_from_host
     from src.training import transfer
-    from src.training.lr_schedule import learning_rates
+    from src.training.lr_schedule import StepRates, is_constant, learning_rates
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
-    lr = rates[0] if spec.lr_schedule == "constant" and spec.warmup_epochs == 0 else \
-        ms.Tensor(rates, ms.float32)
-    opt = nn.Momentum(params=transfer.parameter_groups(net, spec.head, lr, spec.head_lr_mult),
-                      learning_rate=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    return opt, rates, base_lr
+    constant = is_constant(spec.lr_schedule, spec.warmup_epochs)
+    host = not constant and schedule_from_host(spec.device, spec.graph_mode)
+    lr = rates[0] if constant or host else ms.Tensor(rates, ms.float32)
+    groups = transfer.parameter_groups(net, spec.head, lr, spec.head_lr_mult)
+    opt = nn.Momentum(params=groups, learning_rate=lr, momentum=spec.momentum,
+                      weight_decay=spec.weight_decay)
+    step_rates = StepRates(opt, rates, transfer.group_multipliers(groups, spec.head_lr_mult)) \
+        if host else None
+    return opt, rates, base_lr, step_rates
 
 
 def resume_agreed(run_dir: Path, net, opt, par) -> ResumePoint:
@@ -295,9 +308,11 @@ class Callbacks:
     before: list = field(default_factory=list)  # test-only (src/testing/faults.py): fault injection
     after: list = field(default_factory=list)   # test-only: the step trace
     cache: list = field(default_factory=list)   # the compile cache's keep after the first step
+    schedule: list = field(default_factory=list)  # a schedule's rate set before each step
 
     def all(self) -> list:
-        return [*self.before, self.report, self.stop, self.checkpoint, *self.cache, *self.after]
+        return [*self.schedule, *self.before, self.report, self.stop, self.checkpoint,
+                *self.cache, *self.after]
 
 
 def make_callbacks(spec: JobSpec, run_dir: Path, par, data: Data, net, opt, rates, steps: int,
@@ -419,7 +434,7 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
         steps, sink_mode, train_data = cache.steps_per_epoch, False, cache.train_dataset
     from src.testing import faults
     train_data = faults.in_data(os.environ, par.rank, train_data)  # test-only: a data fault
-    opt, rates, base_lr = build_optimizer(spec, par, net, steps)
+    opt, rates, base_lr, step_rates = build_optimizer(spec, par, net, steps)
     recorder.images_per_step = spec.batch_size * par.world
     recorder.lr_at = lambda step: rates[min(step, len(rates) - 1)]
     loss = transfer.loss_fn(spec.label_smoothing)
@@ -444,6 +459,8 @@ def train_prepared(spec: JobSpec, run_dir: Path, par, data: Data, say, recorder,
     if graphs is not None:  # the train graph has compiled and run: kept for a restart
         from src.training.callbacks import AfterFirstStep
         cbs.cache.append(AfterFirstStep(lambda: graphs.keep_compiled("step")))
+    if step_rates is not None:
+        cbs.schedule.append(step_rates)
     if position_out is not None:
         position_out.append(cbs.position)
     board = start_tensorboard(spec, run_dir, resume, steps, recorder, cbs.report) \

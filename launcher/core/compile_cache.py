@@ -74,10 +74,24 @@ NOT_IN_KEY = frozenset({
     "min_crop_scale", "hflip", "num_parallel_workers",
 })
 
-# A constant learning rate without warmup reaches the optimizer as a float, which MindSpore
-# holds in a Parameter: its value is data, not graph, and the number of epochs is in no graph.
-# (A schedule or a warmup is a per-step tensor whose length is epochs x steps: those stay.)
-VALUES_OF_A_CONSTANT_LR = frozenset({"lr", "epochs"})
+# The learning rate reaches the optimizer as a scalar Parameter, whose value is data, not graph,
+# when it is constant, and for any schedule on CPU in GRAPH_MODE: the worker then sets each
+# step's rate from the host (src/training/lr_schedule.py). The schedule, its values and its
+# length (epochs x steps) are then in no graph. Elsewhere (Ascend/GPU, which may sink steps to
+# the device, and PYNATIVE_MODE) a schedule is an epochs x steps tensor in the graph: there
+# these keys count.
+LR_AS_DATA = frozenset({"lr", "epochs", "scale_lr", "lr_schedule", "warmup_epochs"})
+
+
+def schedule_from_host(device: str, graph_mode: bool) -> bool:
+    """Whether the worker sets a learning-rate schedule's rate from the host before each step
+    (src/training/lr_schedule.py StepRates) instead of keeping it in the graph."""
+    return device == "CPU" and graph_mode
+
+
+# Values MindSpore's optimizer (nn.Momentum) holds in Parameters, and when evaluation runs:
+# data and timing, whatever the device.
+VALUES = frozenset({"momentum", "eval_interval", "eval_start_epoch"})
 
 # The feature cache runs a frozen prefix once per image (src/training/feature_cache.py): with
 # nothing frozen its keys do nothing, and of them each cache mode reads only its own.
@@ -154,14 +168,16 @@ def cache_key(parts: Mapping[str, object]) -> str:
 
 
 def spec_part(spec_dict: Mapping[str, object]) -> dict:
-    """The job keys that go into the cache key, each as it acts: the feature cache's keys only
-    where they act (FEATURE_CACHE_ACTS), of the job's `env` only MindSpore's own variables
-    (MS_*: a debug or NCCL variable, or a test's fault, compiles nothing else)."""
+    """The job keys that go into the cache key, each as it acts: the learning rate's keys only
+    where a schedule is in the graph (LR_AS_DATA, schedule_from_host), the feature cache's only
+    where they act (FEATURE_CACHE_ACTS), of the job's `env` only MindSpore's own variables (MS_*:
+    a debug or NCCL variable, or a test's fault, compiles nothing else)."""
     constant_lr = spec_dict.get("lr_schedule") == "constant" and \
         spec_dict.get("warmup_epochs") == 0
-    inert = set(NOT_IN_KEY)
-    if constant_lr:
-        inert |= VALUES_OF_A_CONSTANT_LR
+    inert = set(NOT_IN_KEY) | VALUES
+    if constant_lr or schedule_from_host(str(spec_dict.get("device")),
+                                         bool(spec_dict.get("graph_mode"))):
+        inert |= LR_AS_DATA
     if spec_dict.get("freeze") == "none":
         inert |= FEATURE_CACHE_KEYS
     else:

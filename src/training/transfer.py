@@ -135,6 +135,14 @@ def parameter_groups(net: nn.Cell, head: str, lr, head_lr_mult: float):
     return groups + [{"params": head_params, "lr": lr * head_lr_mult}]
 
 
+def group_multipliers(groups: list, head_lr_mult: float) -> list[float] | None:
+    """Each parameter group's multiple of the learning rate, in the order of `groups`
+    (parameter_groups: the head's group last); None without groups."""
+    if not groups or not isinstance(groups[0], dict):
+        return None
+    return [1.0] * (len(groups) - 1) + [head_lr_mult]
+
+
 def loss_fn(label_smoothing: float) -> nn.Cell:
     """Mean cross-entropy on sparse labels, smoothed when label_smoothing > 0."""
     if label_smoothing > 0:

@@ -111,19 +111,39 @@ def test_the_feature_cache_keys_count_only_where_they_act():
     assert len(keys) == 3
 
 
-def test_a_constant_lr_and_the_epochs_are_values_but_a_schedule_is_a_shape():
-    # a constant lr is a Parameter's value (tests/src/training/test_compile_cache.py: a run with
-    # another lr and epochs reuses the graphs and ends as with the cache off); a schedule or a
-    # warmup is a per-step tensor, epochs x steps long
-    constant = JobSpec().to_dict() | {"lr_schedule": "constant", "warmup_epochs": 0}
-    key = store.cache_key({"spec": store.spec_part(constant)})
-    assert store.cache_key({"spec": store.spec_part(constant | {"lr": 0.5, "epochs": 9})}) == key
-    for varied in ({"lr_schedule": "cosine"}, {"warmup_epochs": 1}):
-        scheduled = constant | varied
-        key = store.cache_key({"spec": store.spec_part(scheduled)})
-        for k, v in dict(lr=0.5, epochs=9).items():
-            changed = store.spec_part(scheduled | {k: v})
-            assert store.cache_key({"spec": changed}) != key, (varied, k)
+def test_the_learning_rate_is_a_value_except_for_a_schedule_in_the_graph():
+    # a constant lr, and on CPU in GRAPH_MODE any schedule (the host sets each step's rate), is
+    # a Parameter's value (tests/src/training/test_lr_schedule.py: the same weights as the
+    # schedule in the graph; tests/src/training/test_compile_cache.py: runs with another lr,
+    # schedule and epochs reuse the graphs); elsewhere a schedule is a per-step tensor in the
+    # graph, epochs x steps long
+    def key(spec):
+        return store.cache_key({"spec": store.spec_part(spec)})
+
+    lr_keys = dict(lr=0.5, epochs=9, scale_lr=True, warmup_epochs=2)
+    constant = {"lr_schedule": "constant", "warmup_epochs": 0}
+    for device in ("CPU", "GPU", "Ascend"):
+        for graph in (True, False):
+            spec = JobSpec().to_dict() | {"device": device, "graph_mode": graph} | constant
+            assert key(spec | {"lr": 0.5, "epochs": 9, "scale_lr": True}) == key(spec)
+            from_host = store.schedule_from_host(device, graph)
+            assert from_host == (device == "CPU" and graph)
+            for varied in ({"lr_schedule": "cosine"}, {"warmup_epochs": 1}):
+                scheduled = spec | varied
+                assert (key(scheduled) == key(spec)) == from_host, (device, graph, varied)
+                for k, v in lr_keys.items():
+                    same = key(scheduled | {k: v}) == key(scheduled)
+                    assert same == from_host, (device, graph, varied, k)
+
+
+def test_momentum_and_the_evaluation_timing_are_values():
+    # nn.Momentum holds the momentum in a Parameter; when evaluation runs is no graph's business
+    spec = JobSpec().to_dict()
+    key = store.cache_key({"spec": store.spec_part(spec)})
+    for k, v in dict(momentum=0.5, eval_interval=3, eval_start_epoch=4).items():
+        assert store.cache_key({"spec": store.spec_part(spec | {k: v})}) == key, k
+    for k, v in dict(weight_decay=0.1, batch_size=3, image_size=48, seed=7).items():
+        assert store.cache_key({"spec": store.spec_part(spec | {k: v})}) != key, k
 
 
 def entry(root: Path, name: str, size: int, age_s: float) -> Path:

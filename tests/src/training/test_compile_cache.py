@@ -278,9 +278,11 @@ def test_a_repeated_debug_run_reuses_the_graphs_with_identical_results(tmp_path,
     m = REUSED.search(runs[1].stdout)
     assert m and int(m.group(1)) >= 2, shown(runs[1])  # the train and the eval graph
     assert weights(run_dir_of(runs[0])) == weights(run_dir_of(runs[1]))
-    # another constant lr and more epochs: the same graphs (the lr is a Parameter's value), and
-    # the same weights as that job with the cache off (MindSpore compiling as it always did)
-    other = write_tiny_job(tmp_path / "cc_lr.toml", digits_2class, lr=0.05, epochs=2)
+    # another lr, now a warmed-up cosine schedule, and another momentum: the same graphs (on
+    # CPU the host sets each step's rate in a Parameter, the momentum is one), and the same
+    # weights as that job with the cache off (MindSpore compiling as it always did)
+    other = write_tiny_job(tmp_path / "cc_lr.toml", digits_2class, lr=0.05, epochs=2,
+                           lr_schedule="cosine", warmup_epochs=1, momentum=0.8)
     reused = packrun("debug", other, env_extra=cache)
     def cache_files():
         return sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*"))
