@@ -45,8 +45,28 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 
-echo "== pip: packrun$extras and its dependencies into .venv (the first time downloads mindspore and the rest: 2.9 GB installed)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+# The installer is uv (https://docs.astral.sh/uv/), which pip puts into .venv first: it downloads,
+# unpacks and compiles packrun's 2.9 GB in parallel (27 s from nothing, against pip's 54 s from
+# its own warm cache; measured 2026-12-07 on 2 cores). uv reads no pip configuration, so where
+# pip is pointed at an index of its own (a mirror: PIP_INDEX_URL, or index-url in pip.conf)
+# packrun installs with pip, as it does with PACKRUN_INSTALLER=pip and whenever uv fails.
+installer="${PACKRUN_INSTALLER:-uv}"
+if [ "$installer" = uv ] && .venv/bin/python -m pip config list 2>/dev/null | grep -q '\.index-url='; then
+  installer="pip (pip is set to an index of its own, which uv would not read)"
+fi
+what="packrun$extras and its dependencies into .venv (the first time downloads mindspore and the rest: 2.9 GB installed)"
+if [ "$installer" = uv ]; then
+  echo "== uv: $what"
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.10"; then
+    installer="pip (pip could not install uv)"
+  elif ! .venv/bin/uv pip install -q --python .venv/bin/python --compile-bytecode -e ".$extras"; then
+    installer="pip (uv failed, above)"
+  fi
+fi
+if [ "$installer" != uv ]; then
+  echo "== $installer: $what"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+fi
 # The CPU path's native Winograd kernels (src/native/winograd.cc) need g++; without it packrun
 # still works, with slower 3x3 convolutions on CPU.
 if ! command -v g++ >/dev/null 2>&1; then

@@ -125,8 +125,61 @@ def test_install_script_makes_a_venv_from_the_system_python_and_never_pips_into_
     assert any(line.startswith('python="${PYTHON:-/usr/bin/python3}"') for line in code)
     assert '"$python" -m venv .venv' in code
     assert "apt-get install -y -qq --no-install-recommends python3-venv >/dev/null" in code
-    pips = [line for line in code if "pip install" in line]
-    assert pips and all(line.startswith(".venv/bin/python -m pip") for line in pips), pips
+    # (with uv, which pip puts into .venv, or with pip: both into .venv)
+    pips = [re.sub(r"^(el)?if ! ", "", line) for line in code if "pip install" in line]
+    assert pips and all(line.startswith((".venv/bin/python -m pip", ".venv/bin/uv pip"))
+                        for line in pips), pips
+    assert any(line.startswith(".venv/bin/uv pip install") and "--python .venv/bin/python" in line
+               for line in pips), pips
+
+
+# A stand-in for .venv/bin/python in a copy of install.sh's folder: records each call in
+# calls.log, prints $PIP_CONFIG for `pip config list`, and makes a uv stand-in (recording, exiting
+# $UV_EXIT) when pip installs uv.
+FAKE_VENV_PYTHON = """#!/bin/bash
+here="$(cd "$(dirname "$0")" && pwd)"
+echo "python $*" >> "$here/../../calls.log"
+case "$*" in
+  "-m pip config list") printf '%s\\n' "${PIP_CONFIG:-}";;
+  *"pip install"*uv==*) printf '#!/bin/bash\\necho "uv $*" >> "%s"\\nexit "${UV_EXIT:-0}"\\n' \\
+      "$here/../../calls.log" > "$here/uv"; chmod +x "$here/uv";;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("case, env, installs", [
+    ("default", {}, ["python -m pip install -q --disable-pip-version-check uv==0.13.10",
+                     "uv pip install -q --python .venv/bin/python --compile-bytecode -e .[test]"]),
+    ("a mirror in pip.conf", {"PIP_CONFIG": "global.index-url='https://mirror/simple'"},
+     ["python -m pip install -q --disable-pip-version-check -e .[test]"]),
+    ("an extra index only", {"PIP_CONFIG": "global.extra-index-url='https://x/simple'"},
+     ["python -m pip install -q --disable-pip-version-check uv==0.13.10",
+      "uv pip install -q --python .venv/bin/python --compile-bytecode -e .[test]"]),
+    ("uv fails", {"UV_EXIT": "1"},
+     ["python -m pip install -q --disable-pip-version-check uv==0.13.10",
+      "uv pip install -q --python .venv/bin/python --compile-bytecode -e .[test]",
+      "python -m pip install -q --disable-pip-version-check -e .[test]"]),
+    ("asked for pip", {"PACKRUN_INSTALLER": "pip"},
+     ["python -m pip install -q --disable-pip-version-check -e .[test]"]),
+])
+def test_install_script_installs_with_uv_and_falls_back_to_pip(tmp_path, case, env, installs):
+    """uv (fast) into .venv by default; pip where pip has an index of its own (uv reads no
+    pip.conf), when asked, and when uv fails: the install goes on and says why."""
+    shutil.copy(REPO / "install.sh", tmp_path / "install.sh")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text(FAKE_VENV_PYTHON)
+    (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
+    r = subprocess.run(["bash", "install.sh", "--test"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PATH": os.environ["PATH"],
+                                                   **env})
+    assert r.returncode == 0, (case, r.stdout, r.stderr)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if "install" in c and "compileall" not in c] == installs, (case, calls)
+    used = "uv" if installs[-1].startswith("uv") else "pip"
+    assert f"== {used}" in r.stdout, (case, r.stdout)
+    if case in ("a mirror in pip.conf", "uv fails"):
+        assert "pip (" in r.stdout, (case, r.stdout)  # says why pip
 
 
 def test_install_script_without_venv_support_and_not_root_says_what_to_do():
