@@ -61,11 +61,12 @@ NOT_IN_KEY = frozenset({
     "cpus_per_task", "sbatch_extra", "template_dir", "env_setup", "hosts", "master_addr",
     "master_port", "cluster_timeout", "collective_timeout", "bind_cores", "devices",
     "device_id", "rank_table_file", "hccn_conf", "device_ips",
-    # how the ranks are started (msrun, mpirun, a rank table): the same device and world size
-    # join the same collective backend (MCCL on CPU, NCCL, HCCL) with the same graphs; an mpirun
-    # run reusing msrun's graphs ends with the same weights (tests/src/training/
+    # how the ranks are started (msrun, mpirun, a rank table) and spread over nodes: the same
+    # device and world size (in the key) join the same collective backend (MCCL on CPU, NCCL,
+    # HCCL) with the same graphs; the worker (src/) never reads nodes or cards_per_node; an
+    # mpirun run reusing msrun's graphs ends with the same weights (tests/src/training/
     # test_compile_cache.py)
-    "launcher",
+    "launcher", "nodes", "cards_per_node",
     # what the host side watches, logs and checks: no graph sees them
     "tensorboard", "log_every_steps", "stall_timeout", "startup_timeout", "ssh",
     "rank_table_version", "node_checks", "net_health_check", "held_card_wait_s",

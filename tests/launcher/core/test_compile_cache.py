@@ -176,3 +176,13 @@ def test_cleanup_removes_killed_workers_copies_and_half_deleted_entries(tmp_path
     store.cleanup(tmp_path, 2**30)
     assert [p.name for p in work.iterdir()] == ["k-2-live"]
     assert not list(tmp_path.glob(f"{store.TRASH}*"))
+
+
+def test_the_worker_never_reads_how_the_ranks_spread_over_nodes():
+    # nodes and cards_per_node are out of the key (the world size is in it) because no graph
+    # can depend on what the worker never reads
+    from launcher.core.paths import REPO
+    readers = [p for p in (REPO / "src").rglob("*.py")
+               for name in ("nodes", "cards_per_node") if f".{name}" in p.read_text()]
+    assert readers == [], readers
+    assert {"nodes", "cards_per_node"} <= store.NOT_IN_KEY

@@ -174,6 +174,10 @@ def test_the_key_changes_with_shapes_code_kernels_mindspore_and_the_resume_point
     import mindspore
     base = key(tmp_path, env)
     assert key(tmp_path, env, dataclasses.replace(SPEC, name="x", train_dir="/y")) == base
+    # the world size counts, not how it is spread over nodes (the worker never reads them)
+    two = key(tmp_path, env, world=2)
+    assert key(tmp_path, env, dataclasses.replace(SPEC, nodes=2, cards_per_node=1), world=2) == \
+        key(tmp_path, env, dataclasses.replace(SPEC, nodes=1, cards_per_node=2), world=2) == two
     changed = {
         "image size": key(tmp_path, env, dataclasses.replace(SPEC, image_size=64)),
         "world": key(tmp_path, env, world=2),
