@@ -271,12 +271,12 @@ def build_optimizer(spec: JobSpec, par, net, steps: int):
     import mindspore as ms
     from mindspore import nn
 
-    from launcher.core.compile_cache import schedule_from_host
+    from launcher.core.compile_cache import constant_lr, schedule_from_host
     from src.training import transfer
-    from src.training.lr_schedule import StepRates, is_constant, learning_rates
+    from src.training.lr_schedule import StepRates, learning_rates
     base_lr = spec.lr * (par.world if spec.scale_lr else 1)
     rates = learning_rates(base_lr, spec.lr_schedule, spec.epochs, steps, spec.warmup_epochs)
-    constant = is_constant(spec.lr_schedule, spec.warmup_epochs)
+    constant = constant_lr(spec.lr_schedule, spec.warmup_epochs)
     host = not constant and schedule_from_host(spec.device, spec.graph_mode)
     lr = rates[0] if constant or host else ms.Tensor(rates, ms.float32)
     groups = transfer.parameter_groups(net, spec.head, lr, spec.head_lr_mult)

@@ -84,6 +84,11 @@ NOT_IN_KEY = frozenset({
 LR_AS_DATA = frozenset({"lr", "epochs", "scale_lr", "lr_schedule", "warmup_epochs"})
 
 
+def constant_lr(schedule: object, warmup_epochs: object) -> bool:
+    """A learning rate without schedule or warm-up: one value for every step."""
+    return schedule == "constant" and warmup_epochs == 0
+
+
 def schedule_from_host(device: str, graph_mode: bool) -> bool:
     """Whether the worker sets a learning-rate schedule's rate from the host before each step
     (src/training/lr_schedule.py StepRates) instead of keeping it in the graph."""
@@ -173,11 +178,9 @@ def spec_part(spec_dict: Mapping[str, object]) -> dict:
     where a schedule is in the graph (LR_AS_DATA, schedule_from_host), the feature cache's only
     where they act (FEATURE_CACHE_ACTS), of the job's `env` only MindSpore's own variables (MS_*:
     a debug or NCCL variable, or a test's fault, compiles nothing else)."""
-    constant_lr = spec_dict.get("lr_schedule") == "constant" and \
-        spec_dict.get("warmup_epochs") == 0
     inert = set(NOT_IN_KEY) | VALUES
-    if constant_lr or schedule_from_host(str(spec_dict.get("device")),
-                                         bool(spec_dict.get("graph_mode"))):
+    if constant_lr(spec_dict.get("lr_schedule"), spec_dict.get("warmup_epochs")) or \
+            schedule_from_host(str(spec_dict.get("device")), bool(spec_dict.get("graph_mode"))):
         inert |= LR_AS_DATA
     if spec_dict.get("freeze") == "none":
         inert |= FEATURE_CACHE_KEYS

@@ -37,16 +37,13 @@ def learning_rates(base_lr: float, schedule: str, epochs: int, steps_per_epoch: 
     return rates
 
 
-def is_constant(schedule: str, warmup_epochs: int) -> bool:
-    return schedule == "constant" and warmup_epochs == 0
-
-
 def learning_rate_parameters(opt) -> list:
     """The optimizer's scalar learning-rate Parameters, each once: `learning_rate`, or with
     parameter groups `learning_rate_group_<i>` for group i (none for an in-graph schedule)."""
     from mindspore import Parameter
     lr = opt.learning_rate
-    found = [lr] if isinstance(lr, Parameter) else [p for p in lr if isinstance(p, Parameter)]
+    found = [lr] if isinstance(lr, Parameter) else \
+        [p for p in lr if isinstance(p, Parameter)] if isinstance(lr, tuple) else []
     return list({p.name: p for p in found}.values())
 
 
