@@ -42,9 +42,10 @@ def learning_rate_parameters(opt) -> list:
     parameter groups `learning_rate_group_<i>` for group i (none for an in-graph schedule)."""
     from mindspore import Parameter
     lr = opt.learning_rate
-    found = [lr] if isinstance(lr, Parameter) else \
-        [p for p in lr if isinstance(p, Parameter)] if isinstance(lr, tuple) else []
-    return list({p.name: p for p in found}.values())
+    if isinstance(lr, Parameter):
+        return [lr]
+    found = [p for p in lr if isinstance(p, Parameter)] if isinstance(lr, tuple) else []
+    return list({p.name: p for p in found}.values())  # a group's Parameter once per member
 
 
 class StepRates(Callback):
@@ -70,12 +71,8 @@ class StepRates(Callback):
                             for i, m in enumerate(group_multipliers)]
         self.global_step = opt.global_step
 
-    def rates_at(self, step: int) -> list:
-        """The rate of each target at optimizer step `step` (past the schedule's end: its last)."""
-        return [r[min(step, len(r) - 1)] for _, r in self.targets]
-
     def on_train_step_begin(self, run_context):
         from mindspore import Tensor
         step = int(self.global_step.asnumpy().reshape(-1)[0])
-        for (param, _), rate in zip(self.targets, self.rates_at(step)):
-            param.set_data(Tensor(rate))
+        for param, rates in self.targets:
+            param.set_data(Tensor(rates[min(step, len(rates) - 1)]))  # past the end: the last
