@@ -48,6 +48,7 @@ import psutil
 import pytest
 
 from launcher.core.paths import REPO  # the checkout under test: the one repository root
+from launcher.core.rundir.names import attempt_logs
 
 # A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
 # parameters in definition order), kept in the repo so the tests need nothing beside it.
@@ -293,6 +294,23 @@ def shown(result: subprocess.CompletedProcess | str) -> str:
         return result[-5000:]
     return (f"exit {result.returncode}\n--- stdout\n{result.stdout[-5000:]}\n--- stderr\n"
             f"{result.stderr[-4000:]}")
+
+
+def attempt_shown(run_dir: str | Path, attempt: int) -> str:
+    """For an assertion's message about a failure record: what decided it. The attempt's record,
+    the end of its launcher's and ranks' logs, its pid and exit files (logs/attempt_<k>/: the
+    launchers name workers by pid), so that a wrong culprit in CI can be read from CI's output
+    alone."""
+    logs = Path(run_dir) / attempt_logs(attempt)
+    parts = []
+    for path in [logs / "failure.json"] + sorted(logs.glob("*.log")) + \
+            sorted(logs.glob("*.out")) + sorted(logs.glob("*.pid")) + sorted(logs.glob("*.exit")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        parts.append(f"--- {path.name}\n{text[-1500:]}")
+    return "\n".join(parts) or f"(nothing in {logs})"
 
 
 def batch_step_succeeded(batch_log: str) -> bool:

@@ -31,6 +31,7 @@ from launcher.slurm.client import JobInfo
 from tests.helpers import (
     REPO,
     TEST_STALL_S,
+    attempt_shown,
     batch_step_succeeded,
     packrun,
     packrun_argv,
@@ -523,7 +524,8 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert f"packrun: job {job_id} (restart 1) on " in batch
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]   # epoch 1 not rerun
     record = json.loads((run_dir / "failure.json").read_text())
-    assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted")
+    assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted"), \
+        attempt_shown(run_dir, 1) + "\n" + shown(r)
     assert "PACKRUN_TEST_FAULT: kill" in \
         (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
     s = packrun("status", run_dir)
