@@ -296,11 +296,12 @@ def shown(result: subprocess.CompletedProcess | str) -> str:
             f"{result.stderr[-4000:]}")
 
 
-def attempt_shown(run_dir: str | Path, attempt: int) -> str:
+def attempt_shown(run_dir: str | Path, attempt: int,
+                  result: subprocess.CompletedProcess | str | None = None) -> str:
     """For an assertion's message about a failure record: what decided it. The attempt's record,
     the end of its launcher's and ranks' logs, its pid and exit files (logs/attempt_<k>/: the
-    launchers name workers by pid), so that a wrong culprit in CI can be read from CI's output
-    alone."""
+    launchers name workers by pid), then the command's `result` (`shown`), so that a wrong
+    culprit in CI can be read from CI's output alone."""
     logs = Path(run_dir) / attempt_logs(attempt)
     parts = []
     for path in [logs / "failure.json"] + sorted(logs.glob("*.log")) + \
@@ -310,6 +311,8 @@ def attempt_shown(run_dir: str | Path, attempt: int) -> str:
         except OSError:
             continue
         parts.append(f"--- {path.name}\n{text[-1500:]}")
+    if result is not None:
+        parts.append(shown(result))
     return "\n".join(parts) or f"(nothing in {logs})"
 
 

@@ -254,7 +254,7 @@ def test_a_killed_rank_on_node2_stops_both_nodes_and_the_restart_ends_as_uninter
     run_dir = run_dir_of(text)
     record = json.loads((run_dir / "logs" / "attempt_1" / "failure.json").read_text())
     assert (record["node"], record["host"], record["rank"], record["signal"]) == \
-        (1, "node2", 1, 9), attempt_shown(run_dir, 1) + "\n" + shown(text)
+        (1, "node2", 1, 9), attempt_shown(run_dir, 1, text)
     assert "node 1 (node2): failed: rank 1 was killed by signal 9" in text, shown(text)
     assert "restarting from last.ckpt (attempt 2 of 2)" in text
     assert digests(run_dir) == reference

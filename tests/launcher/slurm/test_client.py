@@ -525,7 +525,7 @@ def test_a_killed_worker_requeues_the_job_and_it_completes(cleanup, job_file):
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]   # epoch 1 not rerun
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"]) == (1, 9, "restarted"), \
-        attempt_shown(run_dir, 1) + "\n" + shown(r)
+        attempt_shown(run_dir, 1, r)
     assert "PACKRUN_TEST_FAULT: kill" in \
         (run_dir / "logs" / "attempt_1" / "worker_1.log").read_text()
     s = packrun("status", run_dir)

@@ -181,7 +181,7 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_an_uninterrupted_one(job
     assert [row["epoch"] for row in rows(run_dir)] == list(range(1, EPOCHS + 1))
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"], record["attempt"]) == \
-        (1, 9, "restarted", 1), attempt_shown(run_dir, 1) + "\n" + shown(r)
+        (1, 9, "restarted", 1), attempt_shown(run_dir, 1, r)
     assert json.loads((run_dir / attempt_logs(1) / "failure.json").read_text()) == record
     assert re.search(r"^packrun: attempt 1 failed: rank 1 on \S+ was killed by signal 9 "
                      r"\(SIGKILL\); restarting from last.ckpt \(attempt 2 of 2\)$", r.stderr, re.M)
@@ -234,7 +234,7 @@ def test_without_restarts_the_same_kill_ends_the_run(job, uninterrupted):
     run_dir = run_dir_of(r.stderr)
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["signal"], record["action"]) == (1, 9, "gave up"), \
-        attempt_shown(run_dir, 1) + "\n" + shown(r)
+        attempt_shown(run_dir, 1, r)
     assert "rank 1 was killed by signal 9 (SIGKILL)" in r.stderr
     assert runstate.read_run_state(run_dir).state == "failed"
     assert [row["epoch"] for row in rows(run_dir)] == [1]
@@ -256,7 +256,7 @@ def test_a_raising_worker_leaves_error_json_and_is_restarted(job, debug_referenc
     assert "src/testing/faults.py" in err["traceback"]
     record = json.loads((run_dir / "failure.json").read_text())
     assert (record["rank"], record["exit_code"], record["action"]) == (0, 1, "restarted"), \
-        attempt_shown(run_dir, 1) + "\n" + shown(r)
+        attempt_shown(run_dir, 1, r)
     assert record["first_error"].startswith("RuntimeError: PACKRUN_TEST_FAULT: injected failure")
     assert [row["epoch"] for row in rows(run_dir)] == list(range(1, EPOCHS + 1))
 
@@ -477,7 +477,7 @@ def test_a_rank_hanging_in_its_data_loader_is_named_with_its_stacks_and_restarte
     record = json.loads((run_dir / "failure.json").read_text())
     stall = record["stall"]
     assert (record["rank"], record["action"], record["attempt"]) == (rank, "restarted", 1), \
-        attempt_shown(run_dir, 1) + "\n" + shown(r)
+        attempt_shown(run_dir, 1, r)
     assert (stall["rank"], stall["bound"], stall["bound_s"]) == (rank, "stall_timeout",
                                                                    TEST_STALL_S)
     assert stall["silent_s"] >= TEST_STALL_S
