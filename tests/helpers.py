@@ -48,7 +48,7 @@ import psutil
 import pytest
 
 from launcher.core.paths import REPO  # the checkout under test: the one repository root
-from launcher.core.rundir.names import attempt_logs
+from launcher.core.rundir.names import FAILURE_JSON, attempt_logs
 
 # A copy of ../shared/fixtures/modelzoo_resnet50_1001.json (the Model Zoo's resnet50(1001)
 # parameters in definition order), kept in the repo so the tests need nothing beside it.
@@ -304,16 +304,17 @@ def attempt_shown(run_dir: str | Path, attempt: int,
     culprit in CI can be read from CI's output alone."""
     logs = Path(run_dir) / attempt_logs(attempt)
     parts = []
-    for path in [logs / "failure.json"] + sorted(logs.glob("*.log")) + \
+    for path in [logs / FAILURE_JSON] + sorted(logs.glob("*.log")) + \
             sorted(logs.glob("*.out")) + sorted(logs.glob("*.pid")) + sorted(logs.glob("*.exit")):
         try:
             text = path.read_text(errors="replace")
         except OSError:
             continue
         parts.append(f"--- {path.name}\n{text[-1500:]}")
+    parts = parts or [f"(nothing in {logs})"]
     if result is not None:
         parts.append(shown(result))
-    return "\n".join(parts) or f"(nothing in {logs})"
+    return "\n".join(parts)
 
 
 def batch_step_succeeded(batch_log: str) -> bool:

@@ -300,7 +300,8 @@ def test_a_failed_step_requeues_the_job_while_restarts_are_left(job_file, tmp_pa
     assert "packrun: requeueing job 99 after a failure (attempt 2 of 4)" in out
     run_dir = run_dir_of(f"packrun: run directory {next((tmp_path / 'runs').iterdir())}")
     record = json.loads((run_dir / "failure.json").read_text())
-    assert (record["rank"], record["exit_code"], record["action"]) == (1, 1, "restarted")
+    assert (record["rank"], record["exit_code"], record["action"]) == (1, 1, "restarted"), \
+        attempt_shown(run_dir, 1, out)
     assert (run_dir / "logs" / "attempt_1" / "worker_1.exit").is_file()
     state = json.loads((run_dir / "run_state.json").read_text())
     assert (state["kind"], state["attempt"], state["state"]) == ("slurm", 1, "restarting")
@@ -590,7 +591,8 @@ def test_a_rank_hanging_in_its_data_loader_is_found_by_the_batch_program_and_req
     assert f"packrun: requeueing job {job_id} after a failure (attempt 2 of 2)" in batch
     assert f"packrun: job {job_id} COMPLETED, exit code 0" in r.stdout
     record = json.loads((run_dir / "failure.json").read_text())
-    assert (record["rank"], record["action"], record["stall"]["rank"]) == (1, "restarted", 1)
+    assert (record["rank"], record["action"], record["stall"]["rank"]) == (1, "restarted", 1), \
+        attempt_shown(run_dir, 1, r)
     top = record["stall"]["per_rank"][1]["top_frame"]
     assert top.endswith(" in hang_in_data_loader"), record["stall"]
     assert "hang_in_data_loader" in \
