@@ -111,7 +111,16 @@ class Supervisor:
             if not ranks.started_as_rank(env):  # msrun itself, or its child before exec
                 continue
             rank = ranks.rank_from_env(env)
-            if rank is None or self._forked_by_a_rank(p):
+            try:
+                forked = self._forked_by_a_rank(p)
+            except psutil.NoSuchProcess:
+                # gone while looked at: a rank's child (`g++ --version`) listed and its
+                # environment read while it ran, then reaped before its parent was looked up.
+                # Judged a worker, its end reads as that rank killed (CI: a healthy run's
+                # failure.json naming rank 0, no signal). A rank gone this early left nothing
+                # to watch either: its launcher's end and its peers report it.
+                continue
+            if rank is None or forked:
                 self.others[p.pid] = p
             else:
                 self.workers[p.pid] = Worker(rank, p)
@@ -123,13 +132,15 @@ class Supervisor:
         """Whether `p` is a child of a rank: a subprocess between its fork and its exec (the
         worker runs `g++ --version`, MindSpore forks helpers) or a subshell of the launch shim
         shows its parent's command line and environment, rank included, and is gone a moment
-        later. Judged as a worker, its end would read as that rank being killed."""
+        later. Judged as a worker, its end would read as that rank being killed.
+
+        Raises psutil.NoSuchProcess when `p` itself has gone since it was listed."""
+        parent = p.parent()  # reads p's own /proc entry: NoSuchProcess once p is reaped
+        if parent is None:
+            return False
+        if parent.pid in self.workers:
+            return True
         try:
-            parent = p.parent()
-            if parent is None:
-                return False
-            if parent.pid in self.workers:
-                return True
             return self._marked(parent.cmdline()) and ranks.started_as_rank(parent.environ())
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # a zombie is NoSuchProcess too
             return False

@@ -7,6 +7,7 @@ healthy two-worker run."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from shlex import quote as _q
 
@@ -73,3 +74,28 @@ def test_a_launcher_lingering_after_every_rank_finished_is_ended(tmp_path):
     assert not late.exists()                       # ended, not waited for
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if str(script) in (p.info["cmdline"] or [])]
+
+
+def test_a_child_gone_between_the_supervisors_reads_is_not_a_rank(tmp_path, monkeypatch):
+    """The same race one step later: the child is listed and its environment read while it
+    runs (`g++ --version`), then reaped before the supervisor looks up its parent. CI once
+    restarted a healthy run for it (failure.json: rank 0, no signal). The child here is real:
+    listed and read while alive, then reaped, as the supervisor would have met it."""
+    child = subprocess.Popen(["sh", "-c", "read line", WORKER, str(tmp_path)],
+                             stdin=subprocess.PIPE,
+                             env={**os.environ, "MS_ROLE": "MS_WORKER", "RANK_ID": "0"})
+    proc = psutil.Process(child.pid)
+    proc.info = {"pid": child.pid, "cmdline": proc.cmdline()}
+    env = proc.environ()
+    monkeypatch.setattr(psutil, "process_iter", lambda *args, **kwargs: iter([proc]))
+
+    alive = Supervisor(tmp_path, ["true"], WORKER, dict(os.environ), world=1)
+    alive._discover()   # the control: alive, and its parent (pytest) no rank, it is a rank
+    assert [w.rank for w in alive.workers.values()] == [0]
+
+    child.communicate(b"\n")    # ends and is reaped
+    proc.environ = lambda: env  # ...after the supervisor read its environment
+    sup = Supervisor(tmp_path, ["true"], WORKER, dict(os.environ), world=1)
+    sup._discover()
+    assert sup.workers == {}
+    assert sup._check_workers() is None
