@@ -5,6 +5,7 @@ carry the launcher's token are left alone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,8 +131,23 @@ def test_the_watcher_does_not_hold_the_launchers_other_descriptors(tmp_path):
     with lifeline.hold(None, tmp_path) as line:
         child = subprocess.Popen(["sleep", "600"])
         try:
-            inherited = [fd for fd in os.listdir(f"/proc/{child.pid}/fd") if int(fd) > 2]
-            assert inherited == []
+            # `sleep`'s own start may hold a descriptor for a moment (seen once as fd 3 on a
+            # loaded machine; its loader or locale, not reproduced in 3000 starts); an
+            # inherited one stays.
+            held: dict[str, str] = {}
+
+            def none_held() -> bool:
+                held.clear()
+                for fd in os.listdir(f"/proc/{child.pid}/fd"):
+                    if int(fd) > 2:
+                        with contextlib.suppress(OSError):
+                            held[fd] = os.readlink(f"/proc/{child.pid}/fd/{fd}")
+                return not held
+
+            deadline = time.monotonic() + 10
+            while not none_held() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert held == {}, f"a child of the launcher holds {held}"
             # Beyond stdin (the pipe's read end), stdout and stderr the watcher keeps one
             # descriptor, its copy of the read end (the lock's, when there is one). Files its
             # interpreter opens while it imports come and go: wait for those to close; an
