@@ -113,7 +113,7 @@ class Supervisor:
             rank = ranks.rank_from_env(env)
             try:
                 forked = self._forked_by_a_rank(p)
-            except psutil.NoSuchProcess:
+            except psutil.Error:
                 # gone while looked at: a rank's child (`g++ --version`) listed and its
                 # environment read while it ran, then reaped before its parent was looked up.
                 # Judged a worker, its end reads as that rank killed (CI: a healthy run's
@@ -134,7 +134,8 @@ class Supervisor:
         shows its parent's command line and environment, rank included, and is gone a moment
         later. Judged as a worker, its end would read as that rank being killed.
 
-        Raises psutil.NoSuchProcess when `p` itself has gone since it was listed."""
+        Raises psutil.NoSuchProcess when `p` itself has gone since it was listed (psutil.Error
+        when it cannot be read, like its environment above)."""
         parent = p.parent()  # reads p's own /proc entry: NoSuchProcess once p is reaped
         if parent is None:
             return False

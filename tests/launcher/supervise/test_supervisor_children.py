@@ -16,6 +16,7 @@ import pytest
 
 from launcher.core.rundir.names import worker_exit
 from launcher.supervise.supervisor import Supervisor
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +86,10 @@ def test_a_child_gone_between_the_supervisors_reads_is_not_a_rank(tmp_path, monk
                              stdin=subprocess.PIPE,
                              env={**os.environ, "MS_ROLE": "MS_WORKER", "RANK_ID": "0"})
     proc = psutil.Process(child.pid)
-    proc.info = {"pid": child.pid, "cmdline": proc.cmdline()}
+    # Popen returns once exec has begun; the new command line shows a moment later
+    proc.info = {"pid": child.pid, "cmdline": wait_for(
+        lambda: proc.cmdline()[-2:] == [WORKER, str(tmp_path)] and proc.cmdline(), 10,
+        "the child's command line", every=0.01)}
     env = proc.environ()
     monkeypatch.setattr(psutil, "process_iter", lambda *args, **kwargs: iter([proc]))
 
