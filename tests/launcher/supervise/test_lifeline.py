@@ -132,8 +132,8 @@ def test_the_watcher_does_not_hold_the_launchers_other_descriptors(tmp_path):
         child = subprocess.Popen(["sleep", "600"])
         try:
             # `sleep`'s own start may hold a descriptor for a moment (seen once as fd 3 on a
-            # loaded machine; its loader or locale, not reproduced in 3000 starts); an
-            # inherited one stays.
+            # loaded machine, not reproduced in 3000 starts: Popen returns while exec is still
+            # under way, then the loader opens libraries); an inherited one stays.
             held: dict[str, str] = {}
 
             def none_held() -> bool:
