@@ -114,11 +114,11 @@ class Supervisor:
             try:
                 forked = self._forked_by_a_rank(p)
             except psutil.Error:
-                # gone while looked at: a rank's child (`g++ --version`) listed and its
-                # environment read while it ran, then reaped before its parent was looked up.
-                # Judged a worker, its end reads as that rank killed (CI: a healthy run's
-                # failure.json naming rank 0, no signal). A rank gone this early left nothing
-                # to watch either: its launcher's end and its peers report it.
+                # gone while looked at: a rank's child (the `lscpu` MindSpore runs at a rank's
+                # start) listed and its environment read while it ran, then reaped before its
+                # parent was looked up. Judged a worker, its end reads as that rank killed (CI:
+                # a healthy run's failure.json naming rank 0, no signal). A rank gone this early
+                # left nothing to watch either: its launcher's end and its peers report it.
                 continue
             if rank is None or forked:
                 self.others[p.pid] = p
@@ -130,7 +130,7 @@ class Supervisor:
 
     def _forked_by_a_rank(self, p: psutil.Process) -> bool:
         """Whether `p` is a child of a rank: a subprocess between its fork and its exec (the
-        worker runs `g++ --version`, MindSpore forks helpers) or a subshell of the launch shim
+        worker runs `g++ --version`, MindSpore `lscpu`) or a subshell of the launch shim
         shows its parent's command line and environment, rank included, and is gone a moment
         later. Judged as a worker, its end would read as that rank being killed.
 

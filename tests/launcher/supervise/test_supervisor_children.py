@@ -79,9 +79,10 @@ def test_a_launcher_lingering_after_every_rank_finished_is_ended(tmp_path):
 
 def test_a_child_gone_between_the_supervisors_reads_is_not_a_rank(tmp_path, monkeypatch):
     """The same race one step later: the child is listed and its environment read while it
-    runs (`g++ --version`), then reaped before the supervisor looks up its parent. CI once
-    restarted a healthy run for it (failure.json: rank 0, no signal). The child here is real:
-    listed and read while alive, then reaped, as the supervisor would have met it."""
+    runs (the `lscpu` MindSpore runs at each rank's start), then reaped before the supervisor
+    looks up its parent. That is how a CI run recorded "rank 0 was killed", no signal, for a
+    healthy run and restarted it. The child here is real: listed and read while alive, then
+    reaped, as the supervisor would have met it."""
     child = subprocess.Popen(["sh", "-c", "read line", WORKER, str(tmp_path)],
                              stdin=subprocess.PIPE,
                              env={**os.environ, "MS_ROLE": "MS_WORKER", "RANK_ID": "0"})
